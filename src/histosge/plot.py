@@ -1,0 +1,93 @@
+"""Marker-gene maps: measured spots next to generated (or held-out predicted) spots."""
+
+from __future__ import annotations
+
+import os
+
+import anndata as ad
+import numpy as np
+
+from ._atomic import atomic_path
+
+#: Well-known markers tried first (DLPFC layers, white matter, neurons; HER2+ breast cancer).
+KNOWN_MARKERS = ("MOBP", "PCP4", "SNAP25", "MBP", "NRGN", "ERBB2", "GRB7", "KRT19", "COL1A1", "CD74",
+                 "Mbp", "Plp1", "Snap25", "Pcp4")
+
+
+def pick_markers(adata: ad.AnnData, n: int = 3, genes: list[str] | None = None) -> list[str]:
+    """``genes`` that exist, else known markers among the HVGs, else the most variable genes."""
+    if genes:
+        return [g for g in genes if g in adata.var_names][:4]
+    found = [g for g in KNOWN_MARKERS if g in adata.var_names][:n]
+    if len(found) < n:
+        X = np.asarray(adata.X)
+        extra = [adata.var_names[i] for i in np.argsort(-X.var(0)) if adata.var_names[i] not in found]
+        found += extra[: n - len(found)]
+    return found
+
+
+def _background(adata: ad.AnnData):
+    """(image, scale) of the best image stored in uns['spatial'], or (None, 1)."""
+    lib = adata.uns.get("histosge", {}).get("library_id")
+    spatial = adata.uns.get("spatial", {})
+    entry = spatial.get(lib) if lib in spatial else (next(iter(spatial.values())) if spatial else None)
+    if not entry:
+        return None, 1.0
+    for key in ("hires", "lowres"):
+        img = entry.get("images", {}).get(key)
+        if img is not None:
+            return np.asarray(img), float(entry["scalefactors"][f"tissue_{key}_scalef"])
+    return None, 1.0
+
+
+def markers(adata: ad.AnnData, path: str | os.PathLike, *, genes: list[str] | None = None, n: int = 3) -> list[str]:
+    """Write a PNG: one row per marker gene, measured spots left, generated/predicted right.
+
+    Works on the output of ``superres`` (measured vs generated) and ``recover`` (measured
+    held-out spots vs their prediction). Returns the genes drawn.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    genes = pick_markers(adata, n, genes)
+    info = adata.uns.get("histosge", {})
+    if info.get("task") == "recover":
+        left = right = (adata.obs["split"] == "test").to_numpy()
+        titles = ("measured (held-out spots)", "predicted (held-out spots)")
+        left_vals, right_vals = adata.X, adata.layers["predicted"]
+    else:
+        left = (adata.obs["spot_type"] == "measured").to_numpy()
+        right = np.ones(adata.n_obs, bool)
+        titles = ("measured spots", "measured + generated spots (4x)")
+        left_vals = right_vals = adata.X
+    img, scale = _background(adata)
+    xy = np.asarray(adata.obsm["spatial"]) * scale
+    fig, axes = plt.subplots(len(genes), 2, figsize=(8, 3.6 * len(genes)), squeeze=False)
+    size_left = 6.0 if left.sum() < 1000 else 2.5
+    for row, gene in enumerate(genes):
+        j = adata.var_names.get_loc(gene)
+        lv = np.asarray(left_vals[:, j]).ravel()
+        rv = np.asarray(right_vals[:, j]).ravel()
+        vmax = float(np.percentile(np.concatenate([lv[left], rv[right]]), 99)) or 1.0
+        for col, (mask, vals, title) in enumerate(((left, lv, titles[0]), (right, rv, titles[1]))):
+            ax = axes[row, col]
+            if img is not None:
+                ax.imshow(img)
+            sc = ax.scatter(xy[mask, 0], xy[mask, 1], c=vals[mask], s=size_left / (1 + col * (right.sum() > left.sum())),
+                            cmap="magma", vmin=0, vmax=vmax, linewidths=0)
+            ax.set_title(f"{gene}: {title}", fontsize=9)
+            ax.set_aspect("equal")
+            ax.axis("off")
+            if img is None:
+                ax.invert_yaxis()
+            else:
+                pad = 10
+                ax.set_xlim(xy[:, 0].min() - pad, xy[:, 0].max() + pad)
+                ax.set_ylim(xy[:, 1].max() + pad, xy[:, 1].min() - pad)
+        fig.colorbar(sc, ax=axes[row].tolist(), shrink=0.7, label="log1p expression")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")
+    plt.close(fig)
+    return genes

@@ -1,0 +1,257 @@
+"""Read an .h5ad that already has spot positions (``obsm['spatial']``) into the section AnnData.
+
+The file may come from scanpy, squidpy or another lab's pipeline, so nothing in it is trusted:
+images in ``uns['spatial']`` that do not fit the spot coordinates (or are not images at all) are
+dropped with a warning, raw counts are looked for in ``layers['counts']`` and ``.raw`` before
+``X``, and a missing grid (``array_row``/``array_col``) is derived from the pixel positions.
+
+Whether ``X`` holds raw counts is recorded in ``uns['histosge']['raw_counts']``; when False
+(log-normalised data such as the squidpy mouse-brain crop) HVG selection must not use seurat_v3.
+
+Grid derivation (no ``array_row``/``array_col``): the spot pitch ``d`` is the median
+nearest-neighbour distance. Neighbour directions tell the lattice: Visium is hexagonal (neighbours
+at 0, 60 and 120 degrees), legacy ST square (0 and 90 degrees). Rows are then
+``round((y - y_min) / row_step)`` and columns ``round((x - x_min) / col_step)``, with the steps
+measured from the neighbours (hex: ``col_step = d / 2`` so same-row neighbours are 2 columns
+apart and ``row + col`` is even, as in Space Ranger). The slide is assumed axis-aligned with the
+image; a rotated one gives colliding grid positions, which is an InputError.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from scipy.spatial import cKDTree
+
+from ..errors import InputError
+from . import checks
+from .image import ImageSource, is_valid_image_array
+
+# Spot diameter relative to the centre-to-centre pitch when scalefactors do not say:
+# Visium 55 um spots 100 um apart; legacy ST 100 um spots 200 um apart.
+DIAMETER_PER_PITCH = {"hex": 0.55, "square": 0.5}
+
+
+def grid_from_pixels(xy: np.ndarray, *, where: str) -> tuple[np.ndarray, np.ndarray, str, float]:
+    """(array_row, array_col, 'hex' or 'square', pitch in pixels) from spot centres (x, y)."""
+    fix = "add obs['array_row'] and obs['array_col'] (the spot grid) to the .h5ad"
+    if len(xy) < 3:
+        raise InputError(f"cannot derive a spot grid from {len(xy)} spots", where=where, fix=fix)
+    k = min(7, len(xy))
+    dist, idx = cKDTree(xy).query(xy, k=k)
+    d = float(np.median(dist[:, 1]))
+    if not d > 0:
+        raise InputError("several spots share one pixel position", where=where, fix="check obsm['spatial']")
+    found = idx[:, 1:] < len(xy)  # cKDTree marks missing neighbours with index n
+    vec = xy[np.where(found, idx[:, 1:], 0)] - xy[:, None, :]
+    near = found & (dist[:, 1:] < 1.3 * d)
+    vec = vec[near]
+    angle = np.degrees(np.arctan2(np.abs(vec[:, 1]), np.abs(vec[:, 0])))  # 0..90, folded
+    flat, sixty, ninety = (np.mean(np.abs(angle - a) < 12) for a in (0, 60, 90))
+    hexagonal = sixty > ninety
+    if flat + max(sixty, ninety) < 0.8:  # neighbours not along the image axes
+        raise InputError(
+            "spot positions do not form a regular axis-aligned grid (neighbours are not along rows)",
+            where=where,
+            fix=fix,
+        )
+    horiz = np.abs(vec[np.abs(angle) < 12, 0])
+    col_pitch = float(np.median(horiz)) if len(horiz) else d
+    if hexagonal:
+        diag = np.abs(vec[np.abs(angle - 60) < 12, 1])
+        row_step = float(np.median(diag)) if len(diag) else d * np.sqrt(3) / 2
+        col_step = col_pitch / 2
+    else:
+        vert = np.abs(vec[np.abs(angle - 90) < 12, 1])
+        row_step = float(np.median(vert)) if len(vert) else d
+        col_step = col_pitch
+    row = np.round((xy[:, 1] - xy[:, 1].min()) / row_step)
+    col = np.round((xy[:, 0] - xy[:, 0].min()) / col_step)
+    if hexagonal and np.mean((row + col) % 2) > 0.5:
+        col += 1  # Space Ranger convention: row + col even
+    if pd.MultiIndex.from_arrays([row, col]).has_duplicates:
+        raise InputError(
+            "spot positions do not form a regular axis-aligned grid (derived grid positions collide)",
+            where=where,
+            fix=fix,
+        )
+    return row.astype(np.float64), col.astype(np.float64), "hex" if hexagonal else "square", col_pitch
+
+
+def _pick_counts(adata: ad.AnnData, where: str):
+    """The most raw matrix the file has: layers['counts'], then .raw (if integer), then X."""
+    if "counts" in adata.layers:
+        return adata.layers["counts"], adata.var, "layers['counts']"
+    if adata.raw is not None:
+        raw_x = adata.raw.X
+        vals = raw_x.data if sp.issparse(raw_x) else np.asarray(raw_x).ravel()
+        if vals.size and np.all(np.isfinite(vals)) and np.all(vals >= 0) and np.all(np.mod(vals, 1) == 0):
+            return raw_x, adata.raw.var, ".raw.X"
+    return adata.X, adata.var, "X"
+
+
+def _library(adata: ad.AnnData, library_id: str | None, where: str) -> tuple[str, dict]:
+    spatial = adata.uns.get("spatial") or {}
+    if library_id is not None:
+        if spatial and library_id not in spatial:
+            raise InputError(
+                f"no library {library_id!r} in uns['spatial'] (has {', '.join(map(str, spatial))})",
+                where=where,
+                fix="choose one of those library ids",
+            )
+        return library_id, dict(spatial.get(library_id, {}))
+    if len(spatial) > 1:
+        raise InputError(
+            f"uns['spatial'] holds {len(spatial)} libraries ({', '.join(map(str, spatial))})",
+            where=where,
+            fix="pass library_id= to pick the section",
+        )
+    if spatial:
+        lib = next(iter(spatial))
+        return str(lib), dict(spatial[lib])
+    return Path(where).stem, {}
+
+
+def read_h5ad(
+    path: str | os.PathLike,
+    *,
+    image: str | os.PathLike | None = None,
+    library_id: str | None = None,
+    annotation_key: str | None = None,
+    require_raw: bool = False,
+) -> ad.AnnData:
+    """Read an .h5ad with ``obsm['spatial']`` (full-res pixels) and an image (``uns['spatial']``/``image``).
+
+    ``annotation_key`` names an obs column to copy into ``obs['annotation']``. Only obs/var
+    columns, the counts, ``obsm['spatial']`` and the images travel into the result; embeddings,
+    graphs and other ``uns`` entries of the file are left behind (they describe other data).
+    """
+    path = Path(path)
+    where = str(path)
+    if not path.exists():
+        raise InputError(".h5ad file not found", where=where, fix="check the path")
+    try:
+        src = ad.read_h5ad(path)
+    except Exception as err:  # h5py/anndata raise many types for broken files
+        raise InputError(
+            f"not a readable .h5ad ({type(err).__name__}: {err})",
+            where=where,
+            fix="give a file written by anndata",
+        ) from None
+    if "spatial" not in src.obsm:
+        raise InputError(
+            "no obsm['spatial'] (spot pixel coordinates)",
+            where=where,
+            fix="store spot centres as obsm['spatial'] = (x, y) in full-resolution pixels",
+        )
+    xy = np.asarray(src.obsm["spatial"])
+    if xy.ndim != 2 or xy.shape[1] < 2 or not np.issubdtype(xy.dtype, np.number):
+        raise InputError(
+            f"obsm['spatial'] has shape {xy.shape}, expected (spots, 2) numbers",
+            where=where,
+            fix="store (x, y)",
+        )
+    xy = xy[:, :2].astype(np.float64)
+    checks.check_finite_coords(xy, where=f"{where} obsm['spatial']")
+    checks.check_unique(src.obs_names, what="spot names", where=where)
+    if "in_tissue" in src.obs:
+        under = pd.to_numeric(src.obs["in_tissue"], errors="coerce").to_numpy() == 1
+        if not under.any():
+            raise InputError("no spot has in_tissue = 1", where=where, fix="keep spots under tissue")
+        src, xy = src[under].copy(), xy[under]
+
+    X, var, counts_key = _pick_counts(src, where)
+    raw = checks.check_counts(X, where=f"{where} {counts_key}", require_raw=require_raw, allow_negative=True)
+    lib, entry = _library(src, library_id, where)
+    sf = {k: float(v) for k, v in dict(entry.get("scalefactors", {})).items() if np.isscalar(v)}
+
+    obs = src.obs.copy()
+    if "array_row" in obs and "array_col" in obs:
+        rows = pd.to_numeric(obs["array_row"], errors="coerce").to_numpy(np.float64)
+        cols = pd.to_numeric(obs["array_col"], errors="coerce").to_numpy(np.float64)
+        if not (np.isfinite(rows).all() and np.isfinite(cols).all()):
+            raise InputError(
+                "obs array_row/array_col hold missing values", where=where, fix="fill or drop them"
+            )
+        grid = "hex" if np.all((rows + cols) % 2 == (rows[0] + cols[0]) % 2) and len(rows) > 1 else "square"
+        pitch = None
+    else:
+        rows, cols, grid, pitch = grid_from_pixels(xy, where=f"{where} obsm['spatial']")
+    obs["array_row"], obs["array_col"] = rows, cols
+    if not sf.get("spot_diameter_fullres", 0) > 0:
+        if pitch is None:
+            _, _, _, pitch = grid_from_pixels(xy, where=f"{where} obsm['spatial']")
+        sf["spot_diameter_fullres"] = DIAMETER_PER_PITCH[grid] * pitch
+    if annotation_key is not None:
+        if annotation_key not in obs:
+            raise InputError(
+                f"no obs column {annotation_key!r}", where=where, fix=f"choose one of {list(obs.columns)}"
+            )
+        obs["annotation"] = obs[annotation_key]
+    if "annotation" in obs:
+        obs["annotation"] = obs["annotation"].astype("category")
+
+    images = {}
+    for key, arr in dict(entry.get("images", {})).items():
+        scalef = sf.get(f"tissue_{key}_scalef")
+        arr = np.asarray(arr)
+        if key not in ("hires", "lowres") or scalef is None or not is_valid_image_array(arr):
+            checks.warn(
+                f"{where}: uns['spatial']['{lib}']['images']['{key}'] is not a usable image "
+                f"(shape {arr.shape}, dtype {arr.dtype}, scale factor {scalef}); ignored"
+            )
+            continue
+        img = ImageSource(arr, where=key).read_region(0, 0, arr.shape[1], arr.shape[0])
+        s = xy * scalef
+        outside = (s[:, 0] < 0) | (s[:, 1] < 0) | (s[:, 0] >= img.shape[1]) | (s[:, 1] >= img.shape[0])
+        if outside.mean() > 0.5:
+            checks.warn(
+                f"{where}: {int(outside.sum())} of {len(s)} spots fall outside uns image '{key}' "
+                f"({img.shape[1]}x{img.shape[0]} at scale {scalef:g}); image ignored"
+            )
+            continue
+        images[key] = img
+    metadata = {k: v for k, v in dict(entry.get("metadata", {})).items() if isinstance(v, str)}
+    metadata.pop("source_image_path", None)
+    if image is not None:
+        full = ImageSource(image)
+        checks.check_in_image(xy, full.width, full.height, where=f"{where} obsm['spatial']", image=str(image))
+        if "hires" not in images:  # something sc.pl.spatial can draw
+            images["hires"], sf["tissue_hires_scalef"] = full.thumbnail(2000)
+        full.close()
+        metadata["source_image_path"] = str(Path(image).resolve())
+    else:
+        old = dict(entry.get("metadata", {})).get("source_image_path")
+        if isinstance(old, str) and Path(old).exists():
+            metadata["source_image_path"] = old
+    if not images and "source_image_path" not in metadata:
+        raise InputError(
+            "no usable image: uns['spatial'] has none that fits the spot coordinates",
+            where=where,
+            fix="pass the full-resolution H&E the coordinates refer to with --image",
+        )
+    for key in ("hires", "lowres"):
+        if key in images:
+            checks.check_on_tissue(
+                images[key],
+                xy * sf[f"tissue_{key}_scalef"],
+                sf["spot_diameter_fullres"] * sf[f"tissue_{key}_scalef"] / 2,
+                where=f"{where} obsm['spatial']",
+                image=f"uns image '{key}'" if image is None or key != "hires" else str(image),
+            )
+            break
+
+    var = var.copy()
+    var.index = ad.utils.make_index_unique(pd.Index(var.index.astype(str)))
+    out = ad.AnnData(X=sp.csr_matrix(X, dtype=np.float32), obs=obs, var=var)
+    out.obsm["spatial"] = xy
+    out.uns["spatial"] = {lib: {"images": images, "scalefactors": sf, "metadata": metadata}}
+    out.uns["histosge"] = {"grid": grid, "library_id": lib, "source": where, "raw_counts": raw}
+    out = checks.drop_empty_spots(out, where=where)
+    checks.check_section(out, where=where)
+    return out

@@ -1,0 +1,125 @@
+"""One door for every way a user names a section: a folder, a file, or ``dataset:section``.
+
+``read_section("dlpfc:151673")`` and ``read_section("/runs/outs")`` both end in the matching
+reader, so the CLI and the benchmarks never need to know which layout a section has.
+Dataset names are resolved inside ``data_dir`` (default: the ``HISTOSGE_DATA`` variable),
+laid out as in the shared data folder: ``dlpfc/<id>/``, ``her2st/ST-*``, and folders holding
+one ``.h5ad`` (plus its image) such as ``visium_mouse_brain_crop/``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import anndata as ad
+
+from ..errors import InputError
+from .h5ad import read_h5ad
+from .legacy_st import her2st_sections, read_her2st
+from .spaceranger import COUNTS_FILE, read_spaceranger
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".svs")
+_NAME = re.compile(r"^(?P<dataset>[A-Za-z0-9_]+)[:/](?P<section>[A-Za-z0-9_.-]+)$")
+
+
+def _data_dir(data_dir: str | os.PathLike | None, source: str) -> Path:
+    if data_dir is None:
+        data_dir = os.environ.get("HISTOSGE_DATA")
+    if not data_dir:
+        raise InputError(
+            f"{source!r} is not a file or folder, and no data folder is set to look it up in",
+            where=source,
+            fix="give a Space Ranger folder or .h5ad path, or set HISTOSGE_DATA to the data folder",
+        )
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise InputError(
+            "data folder not found", where=str(root), fix="set HISTOSGE_DATA to the shared data folder"
+        )
+    return root
+
+
+def known_sections(data_dir: str | os.PathLike) -> list[str]:
+    """Every dataset name ``read_section`` accepts inside ``data_dir``."""
+    root = Path(data_dir)
+    names = [f"her2st:{s}" for s in her2st_sections(root / "her2st")]
+    dlpfc = root / "dlpfc"
+    if dlpfc.is_dir():
+        names += [f"dlpfc:{p.name}" for p in sorted(dlpfc.iterdir()) if (p / COUNTS_FILE).exists()]
+    if root.is_dir():
+        names += [p.name for p in sorted(root.iterdir()) if p.is_dir() and any(p.glob("*.h5ad"))]
+    return names
+
+
+def _single_image(folder: Path) -> Path | None:
+    found = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    return found[0] if len(found) == 1 else None
+
+
+def _read_path(path: Path, image) -> ad.AnnData:
+    if path.is_file():
+        if path.suffix == ".h5ad":
+            return read_h5ad(path, image=image)
+        if path.name == COUNTS_FILE:
+            return read_spaceranger(path.parent, image=image)
+        raise InputError(
+            "not a section file (expected .h5ad or filtered_feature_bc_matrix.h5)",
+            where=str(path),
+            fix="give an .h5ad, a Space Ranger folder, or a dataset name like her2st:C2",
+        )
+    if (path / COUNTS_FILE).exists() or (path / "outs" / COUNTS_FILE).exists():
+        return read_spaceranger(path, image=image)
+    if (path / "ST-cnts").is_dir():
+        raise InputError(
+            "this is a her2st folder holding several sections",
+            where=str(path),
+            fix=f"name one section: her2st:<section> with data_dir={path.parent}, "
+            f"one of {', '.join(her2st_sections(path)) or 'none found'}",
+        )
+    h5ads = sorted(path.glob("*.h5ad"))
+    if len(h5ads) == 1:
+        return read_h5ad(h5ads[0], image=image if image is not None else _single_image(path))
+    raise InputError(
+        f"no {COUNTS_FILE} and {'several' if h5ads else 'no'} .h5ad files in this folder",
+        where=str(path),
+        fix="give a Space Ranger output folder, one .h5ad file, or a dataset name like dlpfc:151673",
+    )
+
+
+def read_section(
+    source: str | os.PathLike,
+    *,
+    image: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+) -> ad.AnnData:
+    """Read a section named by a path (Space Ranger folder, .h5ad) or ``dataset:section``.
+
+    Dataset names: ``her2st:C2``, ``dlpfc:151673`` (``dlpfc/151673`` also works), or the name of
+    a folder in ``data_dir`` holding one .h5ad. An existing path always wins over a name.
+    """
+    source = str(source)
+    path = Path(source).expanduser()
+    if path.exists():
+        return _read_path(path, image)
+    root = _data_dir(data_dir, source)
+    m = _NAME.match(source)
+    if m:
+        dataset, section = m["dataset"].lower(), m["section"]
+        if dataset == "her2st":
+            if image is not None:
+                raise InputError("her2st sections bring their own image", where="--image", fix="drop --image")
+            return read_her2st(root / "her2st", section)
+        if dataset == "dlpfc" and (root / "dlpfc" / section / COUNTS_FILE).exists():
+            return read_spaceranger(root / "dlpfc" / section, image=image, library_id=section)
+    elif (root / source).is_dir():
+        return _read_path(root / source, image)
+    known = known_sections(root)
+    raise InputError(
+        f"unknown section {source!r}",
+        where=str(root),
+        fix=f"use a path or one of: {', '.join(known)}"
+        if known
+        else "use a path; this data folder has no known datasets",
+    )

@@ -1,0 +1,307 @@
+"""Read a Space Ranger (10x Visium) output folder into the section AnnData.
+
+Unlike ``scanpy.read_visium`` this does not insist on ``tissue_hires_image.png``: many public
+uploads (the DLPFC sections among them) ship only the low-res image. Whatever images exist are
+loaded into ``uns['spatial']``; a full-resolution H&E given as ``image=`` is only referenced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import anndata as ad
+import h5py
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ..errors import InputError
+from . import checks
+from .image import ImageSource, load_rgb
+
+COUNTS_FILE = "filtered_feature_bc_matrix.h5"
+POSITION_FILES = ("tissue_positions.csv", "tissue_positions_list.csv")  # Space Ranger >=2.0, 1.x
+POSITION_COLUMNS = [
+    "barcode",
+    "in_tissue",
+    "array_row",
+    "array_col",
+    "pxl_row_in_fullres",
+    "pxl_col_in_fullres",
+]
+IMAGE_FILES = {"hires": "tissue_hires_image.png", "lowres": "tissue_lowres_image.png"}
+_FIX_H5 = "give the filtered_feature_bc_matrix.h5 that Space Ranger wrote (re-copy it if it was cut short)"
+
+
+def _decode(arr) -> np.ndarray:
+    return np.array([x.decode() if isinstance(x, bytes) else str(x) for x in arr], dtype=object)
+
+
+def read_10x_h5(path: Path) -> tuple[sp.csr_matrix, pd.Index, pd.DataFrame, str | None]:
+    """Counts (spots x genes, CSR), barcodes, gene table and the library id from a 10x .h5.
+
+    Reads the matrix with h5py instead of scanpy so that a truncated or malformed file is
+    reported as an InputError naming the file, not as an HDF5/IndexError traceback.
+    """
+    where = str(path)
+    if not path.exists():
+        raise InputError(
+            "counts file not found", where=where, fix=f"put Space Ranger's {COUNTS_FILE} in the folder"
+        )
+    try:
+        with h5py.File(path, "r") as f:
+            if "matrix" in f:  # Space Ranger >= 3 / Cell Ranger >= 3 layout
+                g = f["matrix"]
+                feats = g["features"]
+                names, ids = _decode(feats["name"][:]), _decode(feats["id"][:])
+                ftype = _decode(feats["feature_type"][:]) if "feature_type" in feats else None
+            else:  # Cell Ranger 2 layout: one group per genome
+                groups = [k for k in f if isinstance(f[k], h5py.Group)]
+                if not groups:
+                    raise KeyError("matrix")
+                g = f[groups[0]]
+                names, ids, ftype = _decode(g["gene_names"][:]), _decode(g["genes"][:]), None
+            data, indices, indptr = g["data"][:], g["indices"][:], g["indptr"][:]
+            shape = tuple(int(s) for s in g["shape"][:])
+            barcodes = _decode(g["barcodes"][:])
+            libs = f.attrs.get("library_ids")
+            library_id = (
+                _decode(np.atleast_1d(libs))[0] if libs is not None and len(np.atleast_1d(libs)) else None
+            )
+    except KeyError as err:
+        raise InputError(f"not a 10x count matrix (missing {err})", where=where, fix=_FIX_H5) from None
+    except (OSError, ValueError, TypeError) as err:
+        raise InputError(f"cannot read HDF5 file ({err})", where=where, fix=_FIX_H5) from None
+
+    n_genes, n_spots = shape if len(shape) == 2 else (-1, -1)
+    consistent = (
+        len(shape) == 2
+        and len(barcodes) == n_spots
+        and len(names) == n_genes
+        and len(ids) == n_genes
+        and len(indptr) == n_spots + 1
+        and len(data) == len(indices)
+        and (len(indptr) == 0 or (indptr[0] == 0 and indptr[-1] == len(data)))
+        and bool(np.all(np.diff(indptr) >= 0))
+        and (len(indices) == 0 or (indices.min() >= 0 and indices.max() < n_genes))
+    )
+    if not consistent:
+        raise InputError(
+            f"inconsistent matrix (shape {shape}, {len(barcodes)} barcodes, {len(names)} genes, "
+            f"{len(indptr)} indptr, {len(data)} values)",
+            where=where,
+            fix=_FIX_H5,
+        )
+    X = sp.csc_matrix((data, indices, indptr), shape=(n_genes, n_spots)).T.tocsr()
+    var = pd.DataFrame({"gene_ids": ids, "feature_types": ftype if ftype is not None else "Gene Expression"})
+    var.index = ad.utils.make_index_unique(pd.Index(names, name=None))
+    if ftype is not None:
+        keep = ftype == "Gene Expression"
+        if keep.any() and not keep.all():  # drop antibody/CRISPR features, keep genes
+            X, var = X[:, keep], var[keep]
+    return X, pd.Index(barcodes), var, library_id
+
+
+def read_positions(spatial: Path) -> tuple[pd.DataFrame, Path]:
+    """Spot positions from ``tissue_positions.csv`` (header) or ``tissue_positions_list.csv`` (none)."""
+    path = next((spatial / n for n in POSITION_FILES if (spatial / n).exists()), None)
+    if path is None:
+        raise InputError(
+            f"no {' or '.join(POSITION_FILES)} in the spatial folder",
+            where=str(spatial),
+            fix="copy Space Ranger's spatial/ folder next to the counts",
+        )
+    try:
+        first = path.read_text(errors="replace").split("\n", 1)[0]
+        header = 0 if "barcode" in first.lower() else None
+        df = pd.read_csv(path, header=header, dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise InputError(
+            f"cannot parse positions ({err})", where=str(path), fix="give a comma-separated file"
+        ) from None
+    if df.shape[1] != 6:
+        raise InputError(
+            f"positions have {df.shape[1]} columns, expected 6 ({', '.join(POSITION_COLUMNS)})",
+            where=str(path),
+            fix="give Space Ranger's tissue positions file unchanged",
+        )
+    df.columns = POSITION_COLUMNS
+    for col in POSITION_COLUMNS[1:]:
+        num = pd.to_numeric(df[col].str.strip(), errors="coerce")
+        if num.isna().any():
+            row = int(np.argmax(num.isna().to_numpy()))
+            raise InputError(
+                f"column {col} has non-numeric value {df[col].iloc[row]!r} (row {row + 1})",
+                where=str(path),
+                fix="every row needs barcode, in_tissue, array_row, array_col, pxl_row, pxl_col as numbers",
+            )
+        df[col] = num.astype(np.float64)
+    df["barcode"] = df["barcode"].str.strip()
+    checks.check_unique(df["barcode"], what="barcodes", where=str(path))
+    return df.set_index("barcode"), path
+
+
+def read_scalefactors(spatial: Path) -> dict:
+    path = spatial / "scalefactors_json.json"
+    fix = "copy scalefactors_json.json from Space Ranger's spatial/ folder"
+    if not path.exists():
+        raise InputError("scale factors file not found", where=str(path), fix=fix)
+    try:
+        sf = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise InputError(f"not valid JSON ({err})", where=str(path), fix=fix) from None
+    if not isinstance(sf, dict):
+        raise InputError("expected a JSON object of scale factors", where=str(path), fix=fix)
+    for key, val in sf.items():
+        if not isinstance(val, (int, float)) or isinstance(val, bool) or not np.isfinite(val) or val <= 0:
+            raise InputError(
+                f"scale factor {key} = {val!r} is not a positive number", where=str(path), fix=fix
+            )
+    if "spot_diameter_fullres" not in sf:
+        raise InputError("spot_diameter_fullres missing", where=str(path), fix=fix)
+    return {k: float(v) for k, v in sf.items()}
+
+
+def read_truth(path: Path, barcodes: pd.Index) -> pd.Categorical:
+    """Labels from a ``barcode<TAB>label`` file (DLPFC layers), NaN for spots it does not list."""
+    try:
+        df = pd.read_csv(path, sep="\t", header=None, dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise InputError(
+            f"cannot parse labels ({err})", where=str(path), fix="give barcode<TAB>label lines"
+        ) from None
+    if df.shape[1] != 2:
+        raise InputError(
+            f"labels have {df.shape[1]} columns, expected 2 (barcode, label)",
+            where=str(path),
+            fix="give barcode<TAB>label lines without a header",
+        )
+    checks.check_unique(df[0], what="barcodes", where=str(path))
+    labels = df.set_index(0)[1].replace("", np.nan)
+    return pd.Categorical(labels.reindex(barcodes).to_numpy())
+
+
+def _find_truth(folder: Path, library_id: str) -> Path | None:
+    for name in (f"{library_id}_truth.txt", f"{folder.name}_truth.txt"):
+        if (folder / name).exists():
+            return folder / name
+    found = sorted(folder.glob("*_truth.txt"))
+    return found[0] if len(found) == 1 else None
+
+
+def read_spaceranger(
+    path: str | os.PathLike,
+    *,
+    image: str | os.PathLike | None = None,
+    library_id: str | None = None,
+    require_raw: bool = False,
+) -> ad.AnnData:
+    """Read a Space Ranger folder (``filtered_feature_bc_matrix.h5`` + ``spatial/``).
+
+    Keeps in-tissue spots present in the counts. ``image`` is the full-resolution H&E the
+    positions were measured on; it is checked against the positions and referenced in
+    ``metadata['source_image_path']``, not loaded. ``<id>_truth.txt`` (barcode TAB label),
+    when present, becomes ``obs['annotation']``.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise InputError(
+            "Space Ranger folder not found", where=str(folder), fix="give the folder holding the .h5"
+        )
+    if not (folder / COUNTS_FILE).exists() and (folder / "outs" / COUNTS_FILE).exists():
+        folder = folder / "outs"
+    h5 = folder / COUNTS_FILE
+    spatial = folder / "spatial"
+    X, barcodes, var, h5_lib = read_10x_h5(h5)
+    checks.check_unique(barcodes, what="barcodes", where=str(h5))
+    if not spatial.is_dir():
+        raise InputError(
+            "no spatial/ folder", where=str(folder), fix="copy Space Ranger's spatial/ folder next to the .h5"
+        )
+    positions, pos_path = read_positions(spatial)
+    sf = read_scalefactors(spatial)
+    library_id = str(library_id or h5_lib or folder.name)
+
+    keep = checks.match_ids(barcodes, positions.index, counts_where=str(h5), pos_where=str(pos_path))
+    pos = positions.loc[keep]
+    in_tissue = pos["in_tissue"].to_numpy() == 1
+    if not in_tissue.any():
+        raise InputError(
+            "none of the counted spots is marked in_tissue = 1",
+            where=str(pos_path),
+            fix="use the positions file of this section (column 2 marks spots under tissue)",
+        )
+    pos = pos[in_tissue]
+    X = X[barcodes.get_indexer(pos.index)]
+    raw = checks.check_counts(X, where=str(h5), require_raw=require_raw)
+
+    adata = ad.AnnData(
+        X=sp.csr_matrix(X, dtype=np.float32),
+        obs=pd.DataFrame(
+            {
+                "in_tissue": pos["in_tissue"].astype(np.int64).to_numpy(),
+                "array_row": pos["array_row"].to_numpy(np.float64),
+                "array_col": pos["array_col"].to_numpy(np.float64),
+            },
+            index=pd.Index(pos.index.astype(str), name=None),
+        ),
+        var=var,
+    )
+    xy = pos[["pxl_col_in_fullres", "pxl_row_in_fullres"]].to_numpy(np.float64)
+    checks.check_finite_coords(xy, where=str(pos_path))
+    adata.obsm["spatial"] = xy
+
+    images = {}
+    for key, name in IMAGE_FILES.items():
+        file = spatial / name
+        if not file.exists():
+            continue
+        scalef = sf.get(f"tissue_{key}_scalef")
+        if scalef is None:
+            raise InputError(
+                f"{name} is present but tissue_{key}_scalef is missing",
+                where=str(spatial / "scalefactors_json.json"),
+                fix="use the scalefactors_json.json written with these images",
+            )
+        arr = load_rgb(file)
+        checks.check_in_image(xy * scalef, arr.shape[1], arr.shape[0], where=str(pos_path), image=name)
+        checks.check_on_tissue(
+            arr, xy * scalef, sf["spot_diameter_fullres"] * scalef / 2, where=str(pos_path), image=name
+        )
+        images[key] = arr
+    metadata = {}
+    if image is not None:
+        src = ImageSource(image)
+        checks.check_in_image(xy, src.width, src.height, where=str(pos_path), image=str(image))
+        if not images:  # nothing stored to check alignment against: look at the full-res image itself
+            thumb, scale = src.thumbnail(2000)
+            checks.check_on_tissue(
+                thumb,
+                xy * scale,
+                sf["spot_diameter_fullres"] * scale / 2,
+                where=str(pos_path),
+                image=str(image),
+            )
+        src.close()
+        metadata["source_image_path"] = str(Path(image).resolve())
+    if not images and image is None:
+        raise InputError(
+            "no image: neither tissue_hires_image.png nor tissue_lowres_image.png, and no --image",
+            where=str(spatial),
+            fix="pass the full-resolution H&E with --image",
+        )
+    adata.uns["spatial"] = {library_id: {"images": images, "scalefactors": sf, "metadata": metadata}}
+    truth = _find_truth(folder, library_id)
+    if truth is not None:
+        adata.obs["annotation"] = read_truth(truth, adata.obs_names)
+    adata.uns["histosge"] = {
+        "grid": "hex",
+        "library_id": library_id,
+        "source": str(folder),
+        "raw_counts": raw,
+    }
+    adata = checks.drop_empty_spots(adata, where=str(h5))
+    checks.check_section(adata, where=str(folder))
+    return adata

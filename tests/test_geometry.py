@@ -1,0 +1,92 @@
+import numpy as np
+import pytest
+
+from histosge import geometry
+from histosge.errors import InputError
+
+
+def hex_grid(n_rows=20, n_cols=40):
+    rows, cols = [], []
+    for r in range(n_rows):
+        for c in range(r % 2, n_cols, 2):
+            rows.append(r)
+            cols.append(c)
+    return np.array(rows, float), np.array(cols, float)
+
+
+def square_grid(n=15):
+    r, c = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    return r.ravel().astype(float), c.ravel().astype(float)
+
+
+def test_hex_midpoints_are_exact_halfway_and_distinct():
+    rows, cols = hex_grid()
+    mids = geometry.midpoints(rows, cols, "hex")
+    for (r, c, parents) in mids[["array_row", "array_col", "parents"]].itertuples(index=False):
+        i, j = parents
+        assert r == (rows[i] + rows[j]) / 2 and c == (cols[i] + cols[j]) / 2
+        # parents are grid neighbours
+        assert (abs(rows[i] - rows[j]), abs(cols[i] - cols[j])) in {(0, 2), (1, 1)}
+    measured = set(zip(rows, cols))
+    generated = list(zip(mids.array_row, mids.array_col))
+    assert len(set(generated)) == len(generated), "each edge used once"
+    assert not measured & set(generated), "no generated spot collides with a measured one"
+    assert any(r % 1 == 0.5 for r, _ in generated), "half-grid rows are kept, not truncated"
+
+
+def test_hex_midpoints_give_about_4x():
+    rows, cols = hex_grid(60, 120)
+    total = len(rows) + len(geometry.midpoints(rows, cols, "hex"))
+    assert 3.8 < total / len(rows) <= 4.0
+
+
+def test_square_midpoints_give_about_4x_and_need_measured_parents():
+    rows, cols = square_grid(30)
+    mids = geometry.midpoints(rows, cols, "square")
+    assert 3.8 < (len(rows) + len(mids)) / len(rows) <= 4.0
+    # drop a spot: none of its midpoints may survive (no generated spot off tissue)
+    keep = ~((rows == 5) & (cols == 5))
+    mids2 = geometry.midpoints(rows[keep], cols[keep], "square")
+    near = set(zip(mids2.array_row, mids2.array_col))
+    for p in [(5, 5.5), (5.5, 5), (4.5, 5), (5, 4.5), (5.5, 5.5), (4.5, 4.5)]:
+        assert p not in near
+
+
+def test_array_to_pixel_fit_recovers_affine():
+    rows, cols = hex_grid()
+    A = np.array([[0.0, 138.0], [69.0, 0.0], [1000.0, 2000.0]])  # row -> y, col -> x
+    px = np.column_stack([rows, cols, np.ones_like(rows)]) @ A
+    px += np.random.default_rng(0).normal(scale=0.5, size=px.shape)
+    coef = geometry.fit_array_to_pixel(rows, cols, px)
+    assert np.allclose(coef, A, atol=0.1)
+    mid = geometry.array_to_pixel(coef, np.array([2.5]), np.array([3.5]))
+    assert np.allclose(mid, [[1000 + 3.5 * 69, 2000 + 2.5 * 138]], atol=0.5)
+
+
+def test_fit_rejects_degenerate_grid():
+    with pytest.raises(InputError):
+        geometry.fit_array_to_pixel(np.zeros(5), np.arange(5.0), np.zeros((5, 2)))
+
+
+@pytest.mark.parametrize("grid", ["hex", "square"])
+def test_generation_split_scores_the_coarse_midpoints(grid):
+    rows, cols = hex_grid(40, 80) if grid == "hex" else square_grid(30)
+    train, test = geometry.generation_split(rows, cols, grid)
+    assert not set(train) & set(test)
+    coarse = geometry.coarse_lattice_mask(rows, cols, grid)
+    assert coarse[train].all() and not coarse[test].any()
+    assert 0.2 < len(train) / len(rows) < 0.3
+    assert len(test) / len(rows) > 0.65
+    mids = geometry.midpoints(rows[train], cols[train], grid, spacing=2)
+    assert set(zip(rows[test], cols[test])) == set(zip(mids.array_row, mids.array_col))
+
+
+def test_random_split_disjoint_complete_and_seeded():
+    tr, te = geometry.random_split(100, 0.5, seed=3)
+    assert len(set(tr) | set(te)) == 100 and not set(tr) & set(te)
+    tr2, te2 = geometry.random_split(100, 0.5, seed=3)
+    assert (tr == tr2).all() and (te == te2).all()
+    with pytest.raises(InputError):
+        geometry.random_split(100, 1.5, seed=0)
+    with pytest.raises(InputError):
+        geometry.random_split(12, 0.5, seed=0)
