@@ -40,19 +40,24 @@ SEED = 0
 
 # name -> (patches timed, batch size); the giant ViTs take seconds per patch on 2 cores
 SPEED_PLAN = {
-    "he-stats": (256, 64),
-    "efficientnet-lite0": (256, 64),
-    "resnet50": (64, 32),
-    "phikon": (32, 16),
-    "uni": (16, 8),
-    "phikon-v2": (16, 8),
-    "virchow2": (8, 4),
-    "uni2-h": (8, 4),
-    "h-optimus-0": (4, 4),
-    "gigapath": (4, 4),
+    "he-stats": (128, 32),
+    "efficientnet-lite0": (128, 32),
+    "resnet50": (32, 16),
+    "phikon": (16, 8),
+    "uni": (8, 4),
+    "phikon-v2": (8, 4),
+    "virchow2": (4, 2),
+    "uni2-h": (4, 2),
+    "h-optimus-0": (2, 2),
+    "gigapath": (2, 2),
 }
 # encoders scored by the probe (offline ones) plus a control: the same CNN with random weights
-PROBE_ENCODERS = ["he-stats", "efficientnet-lite0", "efficientnet-lite0@random", "he-stats+efficientnet-lite0"]
+PROBE_ENCODERS = [
+    "he-stats",
+    "efficientnet-lite0",
+    "efficientnet-lite0@random",
+    "he-stats+efficientnet-lite0",
+]
 HER2ST_TASKS = [
     ("her2st: C4 from C2+C3", ["C2", "C3"], "C4"),
     ("her2st: C3 from C2+C4", ["C2", "C4"], "C3"),
@@ -124,12 +129,24 @@ def run_speed(names: list[str], side: int) -> list[dict]:
     rows = []
     for name in names:
         n, batch = SPEED_PLAN.get(name, (16, 8))
-        cmd = [sys.executable, __file__, "--speed-one", name, "--n", str(n), "--batch", str(batch),
-               "--side", str(side)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--speed-one",
+            name,
+            "--n",
+            str(n),
+            "--batch",
+            str(batch),
+            "--side",
+            str(side),
+        ]
         print(f"[speed] {name} ...", flush=True)
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
         if res.returncode != 0:
-            rows.append({"encoder": name, "error": res.stderr.strip().splitlines()[-1] if res.stderr else "failed"})
+            rows.append(
+                {"encoder": name, "error": res.stderr.strip().splitlines()[-1] if res.stderr else "failed"}
+            )
         else:
             rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
         print("   ", rows[-1], flush=True)
@@ -137,15 +154,20 @@ def run_speed(names: list[str], side: int) -> list[dict]:
 
 
 # -- (b) probe --------------------------------------------------------------------------------
-def section_features(section: str, data_dir: Path, encoder_name: str, cache_dir: Path) -> tuple[object, np.ndarray, dict]:
+def section_features(
+    section: str, data_dir: Path, encoder_name: str, cache_dir: Path
+) -> tuple[object, np.ndarray, dict]:
     """Features of one section; ``a+b`` concatenates two encoders, ``name@random`` is untrained."""
     from histosge import encode
     from histosge.read import image_for, read_section
 
     if "+" in encoder_name:
         parts = [section_features(section, data_dir, e, cache_dir) for e in encoder_name.split("+")]
-        info = {"seconds": sum(p[2]["seconds"] for p in parts), "n": parts[0][2]["n"],
-                "patch_side_px": parts[0][2]["patch_side_px"]}
+        info = {
+            "seconds": sum(p[2]["seconds"] for p in parts),
+            "n": parts[0][2]["n"],
+            "patch_side_px": parts[0][2]["patch_side_px"],
+        }
         return parts[0][0], np.concatenate([p[1] for p in parts], axis=1), info
 
     adata = read_section(section, data_dir=data_dir)
@@ -155,10 +177,22 @@ def section_features(section: str, data_dir: Path, encoder_name: str, cache_dir:
     name, _, weights = encoder_name.partition("@")
     enc = encode.create(name, weights=weights or None, device="cpu")
     t0 = time.perf_counter()
-    feats = encode.extract(source, adata.obsm["spatial"], scale, diameter, encoder=enc, patch_scale=PATCH_SCALE,
-                           batch_size=32, cache_dir=cache_dir, progress=False)
-    info = {"seconds": time.perf_counter() - t0, "n": len(feats),
-            "patch_side_px": int(round(PATCH_SCALE * diameter * scale))}
+    feats = encode.extract(
+        source,
+        adata.obsm["spatial"],
+        scale,
+        diameter,
+        encoder=enc,
+        patch_scale=PATCH_SCALE,
+        batch_size=32,
+        cache_dir=cache_dir,
+        progress=False,
+    )
+    info = {
+        "seconds": time.perf_counter() - t0,
+        "n": len(feats),
+        "patch_side_px": int(round(PATCH_SCALE * diameter * scale)),
+    }
     return adata, feats, info
 
 
@@ -188,8 +222,16 @@ def probe_task(train_x, train_ad, test_x, test_ad) -> dict:
     pred, alpha = ridge_probe(train_x, y_train, test_x)
     s = score(y_test, pred)
     assert isinstance(train_ad, ad.AnnData)
-    return {"pcc": s["pcc"], "pcc_top50": s["pcc_top50"], "mse": s["mse"], "n_train": int(train_ad.n_obs),
-            "n_test": int(test_ad.n_obs), "n_genes": len(genes), "hvg_flavour": flavour, "alpha": alpha}
+    return {
+        "pcc": s["pcc"],
+        "pcc_top50": s["pcc_top50"],
+        "mse": s["mse"],
+        "n_train": int(train_ad.n_obs),
+        "n_test": int(test_ad.n_obs),
+        "n_genes": len(genes),
+        "hvg_flavour": flavour,
+        "alpha": alpha,
+    }
 
 
 def run_probe(data_dir: Path, encoders: list[str], cache_dir: Path) -> dict:
@@ -214,6 +256,8 @@ def run_probe(data_dir: Path, encoders: list[str], cache_dir: Path) -> dict:
             xtr = np.concatenate([feats[s][1] for s in train])
             res[title] = probe_task(xtr, tr, feats[test][1], te)
             print(f"    {title}: pcc {res[title]['pcc']:.4f}", flush=True)
+        if "@" in enc_name:  # the random-weight control: her2st only (DLPFC adds CPU time, no insight)
+            continue
         for sid in DLPFC_TASKS:
             adata, x, info = section_features(f"dlpfc:{sid}", data_dir, enc_name, cache_dir)
             extraction[f"{enc_name} dlpfc:{sid}"] = info
@@ -228,10 +272,18 @@ def run_probe(data_dir: Path, encoders: list[str], cache_dir: Path) -> dict:
 
 # -- report -----------------------------------------------------------------------------------
 def choose(probe: dict) -> tuple[str, dict[str, float]]:
-    means = {name: float(np.mean([r["pcc"] for r in tasks.values()])) for name, tasks in probe["results"].items()}
+    means = {
+        name: float(np.mean([r["pcc"] for r in tasks.values()])) for name, tasks in probe["results"].items()
+    }
+    # the table's columns come from the first encoder: put one scored on every task first
+    probe["results"] = dict(sorted(probe["results"].items(), key=lambda kv: -len(kv[1])))
     # controls and concatenations are not registered encoders: they cannot be chosen
     eligible = {k: v for k, v in means.items() if "@" not in k and "+" not in k}
     return max(eligible, key=eligible.get), means
+
+
+def _load(meta: dict) -> str:
+    return ", ".join(f"{v:.1f}" for v in meta["load_average_at_start"])
 
 
 def write_report(meta: dict, speed: list[dict] | None, probe: dict | None, out: Path) -> None:
@@ -240,7 +292,7 @@ def write_report(meta: dict, speed: list[dict] | None, probe: dict | None, out: 
         "# Image encoder choice",
         "",
         f"Measured {meta['date']} on {meta['cpu']} ({meta['cores']} cores, torch {meta['torch']}, "
-        f"{meta['torch_threads']} threads; load average at start {', '.join(f'{v:.1f}' for v in meta['load_average_at_start'])}"
+        f"{meta['torch_threads']} threads; load average at start {_load(meta)}"
         " — other jobs shared this machine, so speeds are lower bounds). "
         "Produced by `bench/bench_encoders.py`.",
         "",
@@ -253,21 +305,31 @@ def write_report(meta: dict, speed: list[dict] | None, probe: dict | None, out: 
         lines += [
             "## Linear probe: mean per-gene Pearson r on held-out spots",
             "",
-            "Features -> standardise -> PCA (<= 256) -> RidgeCV, predicting log1p(normalize_total 1e4) of the",
-            "top-1000 seurat_v3 HVGs of the training spots; patches are 2 spot diameters wide. Higher is better.",
-            "`efficientnet-lite0@random` is a control: the same network with untrained weights.",
+            "Features -> standardise -> PCA (<= 256) -> RidgeCV, predicting log1p(normalize_total 1e4)",
+            "of the top-1000 seurat_v3 HVGs of the training spots; patches are 2 spot diameters wide.",
+            "Higher is better.",
+            "`efficientnet-lite0@random` is a control: the same network with untrained weights (her2st",
+            "only; its mean is over those tasks). `a+b` concatenates two encoders' features.",
             "",
             "| encoder | " + " | ".join(tasks) + " | mean |",
             "|---|" + "---|" * (len(tasks) + 1),
         ]
         for name, res in sorted(probe["results"].items(), key=lambda kv: -means[kv[0]]):
-            cells = " | ".join(f"{res[t]['pcc']:.3f}" for t in tasks)
+            cells = " | ".join(f"{res[t]['pcc']:.3f}" if t in res else "—" for t in tasks)
             mark = " **(default)**" if name == default else ""
             lines.append(f"| {name}{mark} | {cells} | {means[name]:.3f} |")
         first = next(iter(probe["results"].values()))
-        lines += ["", "Spots (train / test) and genes: " + "; ".join(
-            f"{t}: {r['n_train']}/{r['n_test']}, {r['n_genes']} ({r['hvg_flavour']})" for t, r in first.items()),
-            "", f"**DEFAULT_ENCODER = `{default}`** (best mean over the tasks among encoders that run offline).", ""]
+        lines += [
+            "",
+            "Spots (train / test) and genes: "
+            + "; ".join(
+                f"{t}: {r['n_train']}/{r['n_test']}, {r['n_genes']} ({r['hvg_flavour']})"
+                for t, r in first.items()
+            ),
+            "",
+            f"**DEFAULT_ENCODER = `{default}`** (best mean over the tasks among encoders that run offline).",
+            "",
+        ]
     if speed is not None:
         payload["speed"] = speed
         lines += [
@@ -280,10 +342,16 @@ def write_report(meta: dict, speed: list[dict] | None, probe: dict | None, out: 
             if "error" in r:
                 lines.append(f"| {r['encoder']} | error: {r['error']} | | | | |")
                 continue
-            lines.append(f"| {r['encoder']} | {r['weights']} | {r['dim']} | {r['params_m']:.1f} | "
-                         f"{r['patches_per_s']:.2f} | {r['peak_rss_mb']:.0f} |")
-        lines += ["", f"Patches of {speed[0].get('patch_side_px', '?')} px (her2st spot at patch_scale 2) are "
-                  "resized to each encoder's input size inside `preprocess`.", ""]
+            lines.append(
+                f"| {r['encoder']} | {r['weights']} | {r['dim']} | {r['params_m']:.1f} | "
+                f"{r['patches_per_s']:.2f} | {r['peak_rss_mb']:.0f} |"
+            )
+        lines += [
+            "",
+            f"Patches of {speed[0].get('patch_side_px', '?')} px (her2st spot at patch_scale 2) are "
+            "resized to each encoder's input size inside `preprocess`.",
+            "",
+        ]
     (out / "encoders_choice.md").write_text("\n".join(lines))
     (out / "encoders_choice.json").write_text(json.dumps(payload, indent=1, default=float))
     print("\n".join(lines))
@@ -291,7 +359,9 @@ def write_report(meta: dict, speed: list[dict] | None, probe: dict | None, out: 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=Path(os.environ.get("HISTOSGE_DATA", ROOT.parent / "shared" / "data")))
+    ap.add_argument(
+        "--data", type=Path, default=Path(os.environ.get("HISTOSGE_DATA", ROOT.parent / "shared" / "data"))
+    )
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--cache-dir", type=Path, default=None, help="feature cache (default: histosge's)")
     ap.add_argument("--skip-speed", action="store_true")
@@ -309,10 +379,17 @@ def main(argv: list[str] | None = None) -> None:
     from histosge.encode.cache import default_cache_dir
 
     meta = machine()
-    old = json.loads((args.out / "encoders_choice.json").read_text()) if (args.out / "encoders_choice.json").exists() else {}
+    old = (
+        json.loads((args.out / "encoders_choice.json").read_text())
+        if (args.out / "encoders_choice.json").exists()
+        else {}
+    )
     speed = old.get("speed") if args.skip_speed else run_speed(args.speed_encoders.split(","), args.side)
-    probe = old.get("probe") if args.skip_probe else run_probe(
-        args.data, args.probe_encoders.split(","), args.cache_dir or default_cache_dir())
+    probe = (
+        old.get("probe")
+        if args.skip_probe
+        else run_probe(args.data, args.probe_encoders.split(","), args.cache_dir or default_cache_dir())
+    )
     if speed is not None:
         (args.out / "encoders_speed.json").parent.mkdir(parents=True, exist_ok=True)
         (args.out / "encoders_speed.json").write_text(json.dumps({"machine": meta, "speed": speed}, indent=1))

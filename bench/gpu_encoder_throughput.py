@@ -84,8 +84,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--encoder", default="uni")
     ap.add_argument("--n", type=int, default=8192, help="patches per measured run")
-    ap.add_argument("--batch-sizes", default=None, help="default 64,128,256,512 (cuda) or 16,32 (cpu)")
-    ap.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: extract's choice)")
+    ap.add_argument("--batch-sizes", default=None, help="default 64,128,256,512 (cuda) or 32 (cpu)")
+    ap.add_argument(
+        "--workers", type=int, default=None, help="DataLoader workers (default: extract's choice)"
+    )
     ap.add_argument("--image-side", type=int, default=10000)
     ap.add_argument("--patch-side", type=int, default=272, help="patch side in image px (her2st: 272)")
     ap.add_argument("--out", type=Path, required=True)
@@ -94,7 +96,9 @@ def main(argv: list[str] | None = None) -> dict:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("CUDA is not available here; use --device cpu for a smoke test")
-    sizes = [int(b) for b in (args.batch_sizes or ("64,128,256,512" if device.type == "cuda" else "16,32")).split(",")]
+    sizes = [
+        int(b) for b in (args.batch_sizes or ("64,128,256,512" if device.type == "cuda" else "32")).split(",")
+    ]
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -122,15 +126,34 @@ def main(argv: list[str] | None = None) -> dict:
     for batch in sizes:
         source = ImageSource(jpeg)  # fresh: the decode is part of the measured time
         # warm-up (CUDA context, cuDNN autotune, allocator) on a few patches
-        encode.extract(source, centers[: min(batch, 64)], 1.0, diameter, encoder=enc, batch_size=batch,
-                       cache_dir=False, num_workers=0, progress=False)
+        warm = min(batch, 64 if device.type == "cuda" else 4)
+        encode.extract(
+            source,
+            centers[:warm],
+            1.0,
+            diameter,
+            encoder=enc,
+            batch_size=batch,
+            cache_dir=False,
+            num_workers=0,
+            progress=False,
+        )
         source = ImageSource(jpeg)
         if device.type == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
-        feats = encode.extract(source, centers, 1.0, diameter, encoder=enc, batch_size=batch, cache_dir=False,
-                               num_workers=args.workers, progress=False)
+        feats = encode.extract(
+            source,
+            centers,
+            1.0,
+            diameter,
+            encoder=enc,
+            batch_size=batch,
+            cache_dir=False,
+            num_workers=args.workers,
+            progress=False,
+        )
         if device.type == "cuda":
             torch.cuda.synchronize()
         secs = time.perf_counter() - t0
@@ -139,7 +162,12 @@ def main(argv: list[str] | None = None) -> dict:
             "patches": int(len(feats)),
             "seconds": secs,
             "end_to_end_patches_per_s": len(feats) / secs,
-            "model_only_patches_per_s": model_only(enc, batch, 3 if device.type == "cpu" else 20, device),
+            "model_only_patches_per_s": model_only(
+                enc,
+                min(batch, 8) if device.type == "cpu" else batch,
+                1 if device.type == "cpu" else 20,
+                device,
+            ),
             "peak_gpu_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
             "finite": bool(np.isfinite(feats).all()),
         }
@@ -149,7 +177,9 @@ def main(argv: list[str] | None = None) -> dict:
     best = max(r["end_to_end_patches_per_s"] for r in runs)
     result = {
         "script": "bench/gpu_encoder_throughput.py",
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or "cpu",
         "device_type": device.type,
         "torch": torch.__version__,
         "cpu_cores": len(os.sched_getaffinity(0)),
@@ -162,8 +192,9 @@ def main(argv: list[str] | None = None) -> dict:
         "full_jpeg_decode_s": decode_s,
         "patch_side_px": args.patch_side,
         "input_size": enc.input_size,
-        "workers": args.workers if args.workers is not None else encode.extract.__globals__["default_num_workers"](
-            device),
+        "workers": args.workers
+        if args.workers is not None
+        else encode.extract.__globals__["default_num_workers"](device),
         "runs": runs,
         "best_end_to_end_patches_per_s": best,
         "target_patches_per_s": 1500,

@@ -311,6 +311,27 @@ def test_sr_bad_scalefactors(make_spaceranger, tmp_path):
     )
 
 
+def test_sr_spot_diameter_in_other_units(make_spaceranger, tmp_path):
+    f = make_spaceranger()
+    path = f / "spatial" / "scalefactors_json.json"
+    sf = json.loads(path.read_text())
+    sf["spot_diameter_fullres"] = 5.5  # e.g. microns of a 10x smaller image
+    path.write_text(json.dumps(sf))
+    expect_error(
+        SR, "spot diameter not fitting the spacing", lambda: read_spaceranger(f), "does not fit", tmp_path
+    )
+
+
+def test_sr_absurd_coordinates(make_spaceranger, tmp_path):
+    f = make_spaceranger()
+    df = read_positions(f)
+    df[5] = df[5] * 1e9
+    write_positions(f, df)
+    expect_error(
+        SR, "pixel coordinates multiplied by 1e9", lambda: read_spaceranger(f), "beyond any image", tmp_path
+    )
+
+
 def test_sr_truncated_image(make_spaceranger, tmp_path):
     f = make_spaceranger()
     truncate(f / "spatial" / "tissue_lowres_image.png", 0.6)
@@ -683,6 +704,7 @@ def test_h5ad_nan_coordinates(good_h5ad, tmp_path):
     expect_error(H5, "NaN spot coordinates", lambda: read_h5ad(path), "missing pixel coordinates", tmp_path)
 
 
+@pytest.mark.filterwarnings("ignore:Observation names are not unique")
 def test_h5ad_duplicate_spots(good_h5ad, tmp_path):
     path, a, _ = good_h5ad
     b = ad.concat([a, a[:2]])
@@ -715,6 +737,48 @@ def test_h5ad_several_libraries(good_h5ad, tmp_path):
     a.uns["spatial"]["other"] = a.uns["spatial"]["sec"]
     a.write_h5ad(path)
     expect_error(H5, "two libraries in uns['spatial']", lambda: read_h5ad(path), "pass library_id", tmp_path)
+
+
+def test_h5ad_junk_uns_image(good_h5ad, tmp_path):
+    path, a, full = good_h5ad
+    a.uns["spatial"]["sec"]["images"]["lowres"] = np.random.default_rng(0).normal(size=(40, 40, 3))
+    a.write_h5ad(path)
+    b = expect_warning(
+        H5,
+        "uns image is not an image (values outside [0, 1])",
+        lambda: read_h5ad(path, image=full),
+        "not a usable image",
+        tmp_path,
+    )
+    assert "lowres" not in b.uns["spatial"]["sec"]["images"]
+
+
+def test_h5ad_uns_image_for_another_scale(good_h5ad, tmp_path):
+    path, a, full = good_h5ad
+    a.uns["spatial"]["sec"]["scalefactors"]["tissue_lowres_scalef"] = 1.0
+    a.write_h5ad(path)
+    expect_warning(
+        H5,
+        "uns image with a wrong scale factor",
+        lambda: read_h5ad(path, image=full),
+        "image ignored",
+        tmp_path,
+    )
+
+
+def test_h5ad_grid_not_derivable(good_h5ad, tmp_path):
+    path, a, _ = good_h5ad
+    del a.obs["array_row"], a.obs["array_col"]
+    rng = np.random.default_rng(0)
+    a.obsm["spatial"] = a.obsm["spatial"] + rng.normal(0, 30, a.obsm["spatial"].shape)  # no lattice left
+    a.write_h5ad(path)
+    expect_error(
+        H5,
+        "no array_row/col and positions off-lattice",
+        lambda: read_h5ad(path),
+        "regular axis-aligned",
+        tmp_path,
+    )
 
 
 def test_h5ad_negative_values_require_raw(good_h5ad, tmp_path):
@@ -851,7 +915,7 @@ def test_property_legacy_st(st_image, data):
                 if c in sel:
                     sel[c] = pd.to_numeric(sel[c], errors="coerce") * f
         elif op == "sel_cell" and len(sel):
-            sel.iat[i % len(sel), data.draw(st.integers(0, 4))] = data.draw(junk)
+            sel.iat[i % len(sel), data.draw(st.integers(0, sel.shape[1] - 1))] = data.draw(junk)
         elif op == "col":
             sel = sel.drop(columns=data.draw(st.sampled_from(list(sel.columns))))
     with tempfile.TemporaryDirectory() as tmp:

@@ -49,8 +49,14 @@ def _centers(n=10, seed=1, size=300):
 
 
 def _run(source, centers, enc, tmp_path, **kw):
-    kw = {"patch_scale": 2.0, "batch_size": 2, "cache_dir": tmp_path / "cache", "chunk_size": 4,
-          "progress": False, **kw}
+    kw = {
+        "patch_scale": 2.0,
+        "batch_size": 2,
+        "cache_dir": tmp_path / "cache",
+        "chunk_size": 4,
+        "progress": False,
+        **kw,
+    }
     return encode.extract(source, centers, 0.5, 30.0, encoder=enc, **kw)
 
 

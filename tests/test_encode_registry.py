@@ -52,8 +52,19 @@ def test_unknown_name_lists_known_names():
 
 def test_list_encoders_fields_and_availability():
     rows = {r["name"]: r for r in encode.list_encoders()}
-    assert {"uni", "uni2-h", "virchow2", "h-optimus-0", "gigapath", "phikon", "phikon-v2", "conch", "resnet50",
-            "efficientnet-lite0", "he-stats"} <= set(rows)
+    assert {
+        "uni",
+        "uni2-h",
+        "virchow2",
+        "h-optimus-0",
+        "gigapath",
+        "phikon",
+        "phikon-v2",
+        "conch",
+        "resnet50",
+        "efficientnet-lite0",
+        "he-stats",
+    } <= set(rows)
     for r in rows.values():
         assert {"name", "dim", "input_size", "licence", "hub_id", "available", "reason"} <= set(r)
         assert isinstance(r["available"], bool) and r["reason"]
@@ -143,8 +154,13 @@ def _save(sd: dict, path):
 
 @pytest.mark.parametrize(
     "name,fmt",
-    [("uni", ".bin"), ("uni2-h", ".safetensors"), ("virchow2", ".pth"), ("h-optimus-0", ".bin"),
-     ("gigapath", "folder")],
+    [
+        ("uni", ".bin"),
+        ("uni2-h", ".safetensors"),
+        ("virchow2", ".pth"),
+        ("h-optimus-0", ".bin"),
+        ("gigapath", "folder"),
+    ],
 )
 def test_vit_loads_local_checkpoint(name, fmt, tmp_path):
     small = {"depth": 1}
@@ -248,7 +264,9 @@ def test_efficientnet_lite0_packaged_weights_are_exact():
 # ---------------------------------------------------------------------------------------------
 # transformers models
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.skipif(not HAS_TRANSFORMERS, reason="transformers not installed (pip install 'histosge[phikon]')")
+@pytest.mark.skipif(
+    not HAS_TRANSFORMERS, reason="transformers not installed (pip install 'histosge[phikon]')"
+)
 @pytest.mark.parametrize("name", ["phikon", "phikon-v2"])
 def test_phikon_from_folder_and_file(name, tmp_path):
     from histosge.encode import hf_models
@@ -278,8 +296,11 @@ def test_phikon_wrong_width_is_error(tmp_path):
     ref = hf_models._transformers_model("vit", {**hf_models.PHIKON_CONFIG, "num_hidden_layers": 1})
     ref.save_pretrained(tmp_path / "snap")
     with pytest.raises(EncoderError) as err:
-        encode.create("phikon-v2", weights=tmp_path / "snap" / "model.safetensors",
-                      arch_overrides={"num_hidden_layers": 1})
+        encode.create(
+            "phikon-v2",
+            weights=tmp_path / "snap" / "model.safetensors",
+            arch_overrides={"num_hidden_layers": 1},
+        )
     assert "do not fit phikon-v2" in _one_line(err)
 
 
@@ -319,3 +340,21 @@ def test_he_stats_features():
     assert f[0, names.index("spot_tissue_frac")] == 0.0 and f[1, names.index("spot_tissue_frac")] > 0.9
     assert f[1, names.index("spot_h_mean")] > f[0, names.index("spot_h_mean")]
     np.testing.assert_array_equal(enc.embed(purple), f[1:])
+
+
+def test_offline_hub_cache_is_used(tmp_path):
+    """With HF_HUB_OFFLINE=1 a cached snapshot loads, and its repo@commit names the weights."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hf-cache" / "models--MahmoodLab--UNI"
+    blob = repo / "blobs" / "deadbeef"
+    blob.parent.mkdir(parents=True)
+    torch.save(vit.build_backbone("uni", {"depth": 1}).state_dict(), blob)
+    snap = repo / "snapshots" / commit
+    snap.mkdir(parents=True)
+    (snap / "pytorch_model.bin").symlink_to(blob)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    row = next(r for r in encode.list_encoders() if r["name"] == "uni")
+    assert row["available"] and "cache" in row["reason"]
+    enc = encode.create("uni", arch_overrides={"depth": 1})
+    assert enc.weights_id == f"hf:MahmoodLab/UNI@{commit}/pytorch_model.bin"

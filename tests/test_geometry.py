@@ -27,8 +27,8 @@ def test_hex_midpoints_are_exact_halfway_and_distinct():
         assert r == (rows[i] + rows[j]) / 2 and c == (cols[i] + cols[j]) / 2
         # parents are grid neighbours
         assert (abs(rows[i] - rows[j]), abs(cols[i] - cols[j])) in {(0, 2), (1, 1)}
-    measured = set(zip(rows, cols))
-    generated = list(zip(mids.array_row, mids.array_col))
+    measured = set(zip(rows, cols, strict=False))
+    generated = list(zip(mids.array_row, mids.array_col, strict=False))
     assert len(set(generated)) == len(generated), "each edge used once"
     assert not measured & set(generated), "no generated spot collides with a measured one"
     assert any(r % 1 == 0.5 for r, _ in generated), "half-grid rows are kept, not truncated"
@@ -47,7 +47,7 @@ def test_square_midpoints_give_about_4x_and_need_measured_parents():
     # drop a spot: none of its midpoints may survive (no generated spot off tissue)
     keep = ~((rows == 5) & (cols == 5))
     mids2 = geometry.midpoints(rows[keep], cols[keep], "square")
-    near = set(zip(mids2.array_row, mids2.array_col))
+    near = set(zip(mids2.array_row, mids2.array_col, strict=False))
     for p in [(5, 5.5), (5.5, 5), (4.5, 5), (5, 4.5), (5.5, 5.5), (4.5, 4.5)]:
         assert p not in near
 
@@ -78,7 +78,7 @@ def test_generation_split_scores_the_coarse_midpoints(grid):
     assert 0.2 < len(train) / len(rows) < 0.3
     assert len(test) / len(rows) > 0.65
     mids = geometry.midpoints(rows[train], cols[train], grid, spacing=2)
-    assert set(zip(rows[test], cols[test])) == set(zip(mids.array_row, mids.array_col))
+    assert set(zip(rows[test], cols[test], strict=False)) == set(zip(mids.array_row, mids.array_col, strict=False))
 
 
 def test_random_split_disjoint_complete_and_seeded():
@@ -90,3 +90,13 @@ def test_random_split_disjoint_complete_and_seeded():
         geometry.random_split(100, 1.5, seed=0)
     with pytest.raises(InputError):
         geometry.random_split(12, 0.5, seed=0)
+
+
+def test_place_midpoints_follows_parents_on_a_warped_grid():
+    rows, cols = hex_grid(10, 20)
+    xy = np.column_stack([cols * 69.0, rows * 120.0])
+    xy += np.random.default_rng(0).normal(scale=8, size=xy.shape)  # a warped section
+    mids = geometry.midpoints(rows, cols, "hex")
+    placed, rms = geometry.place_midpoints(rows, cols, xy, mids)
+    expected = np.array([xy[list(p)].mean(0) for p in mids["parents"]])
+    assert np.allclose(placed, expected) and 5 < rms < 15

@@ -3,8 +3,8 @@ import torch
 
 from histosge.evaluate import pearson_per_gene, score
 from histosge.model import HisToSGE, Spots, TrainConfig, fit, fit_predict
-from histosge.model.network import GridEmbedding
 from histosge.model.neighbours import choose_k, idw
+from histosge.model.network import GridEmbedding
 from histosge.model.train import CoordFrame
 
 

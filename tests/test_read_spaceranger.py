@@ -73,7 +73,8 @@ def _without_source(a):
 def test_full_resolution_image_only(make_spaceranger):
     folder = make_spaceranger(lowres=False, fullres="full.jpg")
     a = read_spaceranger(folder, image=folder / "full.jpg")
-    assert a.uns["spatial"]["sec"]["images"] == {}
+    hires = a.uns["spatial"]["sec"]["images"]["hires"]  # a drawable copy of the full-res image
+    assert hires.shape[2] == 3 and a.uns["spatial"]["sec"]["scalefactors"]["tissue_hires_scalef"] == 1.0
     src, scale = image_for(a)
     assert src.path.name == "full.jpg" and scale == 1.0
 

@@ -75,8 +75,9 @@ def markers(adata: ad.AnnData, path: str | os.PathLike, *, genes: list[str] | No
             ax = axes[row, col]
             if img is not None:
                 ax.imshow(img)
-            sc = ax.scatter(xy[mask, 0], xy[mask, 1], c=vals[mask], s=size_left / (1 + col * (right.sum() > left.sum())),
-                            cmap="magma", vmin=0, vmax=vmax, linewidths=0)
+            size = size_left * left.sum() / max(mask.sum(), 1)  # denser spots drawn smaller
+            sc = ax.scatter(xy[mask, 0], xy[mask, 1], c=vals[mask], s=size, cmap="magma", vmin=0, vmax=vmax,
+                            linewidths=0)
             ax.set_title(f"{gene}: {title}", fontsize=9)
             ax.set_aspect("equal")
             ax.axis("off")

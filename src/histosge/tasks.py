@@ -115,15 +115,13 @@ def superres(adata: ad.AnnData, image: str | None = None, *, progress: bool = Tr
     if len(mids) == 0:
         raise InputError("no two measured spots are grid neighbours, so no spot can be generated",
                          where="spot positions", fix="check array_row/array_col or x/y of the section")
-    coef = geometry.fit_array_to_pixel(rows, cols, xy)
-    gen_xy = geometry.array_to_pixel(coef, mids["array_row"].to_numpy(), mids["array_col"].to_numpy())
+    gen_xy, fit_rms = geometry.place_midpoints(rows, cols, xy, mids)
     gen_rows, gen_cols = mids["array_row"].to_numpy(), mids["array_col"].to_numpy()
 
     feats, enc_name = _features(adata, np.vstack([xy, gen_xy]), opts, image, progress)
     t_feat = time.perf_counter()
     n = adata.n_obs
     measured = Spots(feats[:n], rows, cols, xy)
-    generated = Spots(feats[n:], gen_rows, gen_cols, gen_xy)
     both = Spots(feats, np.concatenate([rows, gen_rows]), np.concatenate([cols, gen_cols]), np.vstack([xy, gen_xy]))
     pred, info = fit_predict(opts.method, measured, y, both, config=_config(opts), seed=opts.seed, progress=progress)
     t_fit = time.perf_counter()
@@ -149,6 +147,7 @@ def superres(adata: ad.AnnData, image: str | None = None, *, progress: bool = Tr
     out.uns["histosge"] = {
         "task": "superres", "library_id": _library(adata), "grid": grid,
         "n_measured": int(n), "n_generated": int(len(mids)), "hvg_flavour": flavour,
+        "array_to_pixel_rms_px": fit_rms,
         "settings": {**{k: v for k, v in vars(opts).items() if v is not None}, "encoder": enc_name},
         "model": _jsonable(info),
         "seconds": {"features": t_feat - t0, "fit_predict": t_fit - t_feat, "total": time.perf_counter() - t0},

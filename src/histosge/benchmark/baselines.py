@@ -18,6 +18,7 @@ from sklearn.linear_model import RidgeCV
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
+from ..model.methods import Spots
 from ..model.neighbours import choose_k, idw
 
 #: Ridge penalties searched by leave-one-out CV on the training spots.
@@ -192,42 +193,60 @@ def _positions(values: np.ndarray, n: int) -> torch.Tensor:
     return torch.from_numpy(np.clip(np.rint(values), 0, n - 1).astype(np.int64))
 
 
+def tiles(xy: np.ndarray, max_tokens: int, seed: int = 0) -> list[np.ndarray]:
+    """Split spots into spatially compact tiles of about ``max_tokens`` (k-means on positions)."""
+    n = len(xy)
+    k = int(np.ceil(n / max_tokens))
+    if k <= 1:
+        return [np.arange(n)]
+    from sklearn.cluster import KMeans
+
+    lab = KMeans(n_clusters=k, n_init=1, random_state=seed).fit_predict(np.asarray(xy, np.float64))
+    return [np.flatnonzero(lab == i) for i in range(k) if (lab == i).any()]
+
+
 def histogene(
-    train_x: np.ndarray,
-    train_rows: np.ndarray,
-    train_cols: np.ndarray,
+    train: Spots,
     y_train: np.ndarray,
-    query_x: np.ndarray,
-    query_rows: np.ndarray,
-    query_cols: np.ndarray,
+    query: Spots,
     *,
     train_groups: np.ndarray | None = None,
     query_groups: np.ndarray | None = None,
     seed: int = 0,
-    epochs: int = 300,
-    patience: int = 30,
+    steps: int = 400,
+    eval_every: int = 20,
+    patience: int = 5,
+    max_tokens: int = 256,
     lr: float = 5e-4,
     dim: int = 128,
     depth: int = 2,
-    heads: int = 8,
+    heads: int = 4,
     val_fraction: float = 0.1,
 ) -> tuple[np.ndarray, dict]:
-    """HisToGene (Pang et al., bioRxiv 2021): a ViT whose sequence is every spot of a section.
+    """HisToGene (Pang et al., bioRxiv 2021): a ViT whose tokens are the spots of a section.
 
     Original: each token is the flattened 112 px patch, linearly embedded (no pretrained image
     network), plus learned x and y position embeddings (64 positions each); 4-8 layers of width
-    1024 with 16 heads; one section per step, Adam at 1e-5 for 100 epochs over ~30 sections.
+    1024 with 16 heads; the sequence is a whole section, one section per step, Adam at 1e-5 for
+    100 epochs over ~30 sections.
     Here: tokens are our frozen encoder features, linearly embedded, plus learned row/column
     embeddings of the grid position (rounded to the nearest integer; a table as large as the
-    grid); width ``dim``, ``depth`` layers, ``heads`` heads, to fit a 2-core CPU; one section
-    (``train_groups``) per step; 10% of the training spots stay in the sequence but are left out
-    of the loss and used for early stopping. Prediction runs each query section
-    (``query_groups``) as one sequence. Positions that no training spot occupied keep their
-    random initial embedding, as in the original.
+    grid). Width ``dim``, ``depth`` layers, ``heads`` heads, and sequences of at most
+    ``max_tokens`` spots, to fit a 2-core CPU: whole-section attention over 3,600 DLPFC spots
+    costs seconds per step there. A training sequence is the ``max_tokens`` training spots
+    nearest a random training spot of one section (a whole her2st section fits in one);
+    prediction runs spatially compact tiles of the same size (k-means on positions), each as
+    one sequence. 10% of the training spots stay in the sequences but are left out of the loss
+    and decide early stopping (every ``eval_every`` steps, ``patience`` evaluations). Positions
+    no training spot occupied keep their random initial embedding, as in the original.
     """
+    from scipy.spatial import cKDTree
+
     _seed(seed)
     rng = np.random.default_rng(seed)
-    x_train, x_query = _standardise(train_x, query_x)
+    x_train, x_query = _standardise(train.features, query.features)
+    train_rows, train_cols, train_xy = train.rows, train.cols, np.asarray(train.xy, np.float64)
+    query_rows, query_cols, query_xy = query.rows, query.cols, np.asarray(query.xy, np.float64)
     y = np.ascontiguousarray(y_train, np.float32)
     tg = np.zeros(len(x_train), np.int64) if train_groups is None else np.asarray(train_groups)
     qg = np.zeros(len(x_query), np.int64) if query_groups is None else np.asarray(query_groups)
@@ -240,34 +259,46 @@ def histogene(
 
     net = HisToGeneNet(x_train.shape[1], y.shape[1], n_rows, n_cols, dim=dim, depth=depth, heads=heads)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
-    tr, va = _val_split(len(x_train), val_fraction, rng)
+    _, va = _val_split(len(x_train), val_fraction, rng)
     is_val = np.zeros(len(x_train), bool)
     is_val[va] = True
     sections = [np.flatnonzero(tg == g) for g in np.unique(tg)]
+    trees = [cKDTree(train_xy[idx]) for idx in sections]
+    weights = np.array([len(idx) for idx in sections], float)
+    val_tiles = [idx[t] for idx in sections for t in tiles(train_xy[idx], max_tokens, seed)]
+    val_tiles = [t for t in val_tiles if is_val[t].any()]
     xt, yt = torch.from_numpy(x_train), torch.from_numpy(y)
+
+    def run(idx, x, r, c):
+        return net(x[idx][None], r[idx][None], c[idx][None])[0]
+
     stop = _EarlyStop(patience)
-    epoch = 0
-    for epoch in range(1, epochs + 1):  # noqa: B007 - epoch is reported
+    step = 0
+    for step in range(1, steps + 1):  # noqa: B007 - step is reported
         net.train()
-        for s in rng.permutation(len(sections)):
-            idx = sections[s]
-            fit = torch.from_numpy(~is_val[idx])
-            pred = net(xt[idx][None], tr_r[idx][None], tr_c[idx][None])[0]
-            loss = nn.functional.mse_loss(pred[fit], yt[idx][fit])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        net.eval()
-        with torch.no_grad():
-            vl, vn = 0.0, 0
-            for idx in sections:
-                v = is_val[idx]
-                if v.any():
-                    pred = net(xt[idx][None], tr_r[idx][None], tr_c[idx][None])[0]
-                    vl += float(((pred[torch.from_numpy(v)] - yt[idx][v]) ** 2).sum())
-                    vn += int(v.sum()) * y.shape[1]
-        if vn and stop.step(vl / vn, net):
-            break
+        s = rng.choice(len(sections), p=weights / weights.sum())
+        idx = sections[s]
+        if len(idx) > max_tokens:
+            centre = np.asarray(train_xy)[idx[rng.integers(len(idx))]]
+            idx = idx[np.sort(trees[s].query(centre, k=max_tokens)[1])]
+        fit = torch.from_numpy(~is_val[idx])
+        if not fit.any():
+            continue
+        loss = nn.functional.mse_loss(run(idx, xt, tr_r, tr_c)[fit], yt[idx][fit])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if val_tiles and (step % eval_every == 0 or step == steps):
+            net.eval()
+            with torch.no_grad():
+                err = sum(
+                    float(
+                        ((run(t, xt, tr_r, tr_c)[torch.from_numpy(is_val[t])] - yt[t][is_val[t]]) ** 2).sum()
+                    )
+                    for t in val_tiles
+                )
+            if stop.step(err / (is_val.sum() * y.shape[1]), net):
+                break
     stop.restore(net)
     net.eval()
     out = np.zeros((len(x_query), y.shape[1]), np.float32)
@@ -275,5 +306,6 @@ def histogene(
     with torch.no_grad():
         for g in np.unique(qg):
             idx = np.flatnonzero(qg == g)
-            out[idx] = net(xq[idx][None], q_r[idx][None], q_c[idx][None])[0].numpy()
-    return out, {"epochs_run": epoch, "best_val_loss": stop.best}
+            for t in tiles(query_xy[idx], max_tokens, seed):
+                out[idx[t]] = run(idx[t], xq, q_r, q_c).numpy()
+    return out, {"steps_run": step, "best_val_loss": stop.best}

@@ -69,19 +69,9 @@ def predict(method: str, task: Task) -> tuple[np.ndarray, dict]:
         kw = {"epochs": epochs} if epochs else {}
         return baselines.stnet(tr.features, y, q.features, seed=task.seed, **kw)
     if method == "histogene":
-        kw = {"epochs": epochs} if epochs else {}
+        kw = {"steps": 2 * epochs} if epochs else {}
         return baselines.histogene(
-            tr.features,
-            tr.rows,
-            tr.cols,
-            y,
-            q.features,
-            q.rows,
-            q.cols,
-            train_groups=task.train_groups,
-            query_groups=task.query_groups,
-            seed=task.seed,
-            **kw,
+            tr, y, q, train_groups=task.train_groups, query_groups=task.query_groups, seed=task.seed, **kw
         )
     if method in ("histosge", "histosge-paper"):
         base = PAPER_CONFIG if method == "histosge-paper" else DEFAULT_CONFIG

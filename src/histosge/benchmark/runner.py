@@ -51,14 +51,24 @@ def _subset(sec: S.Section, idx: np.ndarray, *, zero_grid: bool = False) -> Spot
 
 
 @contextlib.contextmanager
-def _deterministic() -> Iterator[None]:
+def _deterministic(threads: int | None) -> Iterator[None]:
+    """Deterministic torch kernels and a fixed thread count (results depend on neither run nor load)."""
     old = torch.are_deterministic_algorithms_enabled()
     old_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    old_threads = torch.get_num_threads()
     torch.use_deterministic_algorithms(True, warn_only=True)
+    limits = contextlib.nullcontext()
+    if threads:
+        from threadpoolctl import threadpool_limits
+
+        torch.set_num_threads(int(threads))
+        limits = threadpool_limits(int(threads))  # BLAS/OpenMP of numpy and scikit-learn
     try:
-        yield
+        with limits:
+            yield
     finally:
         torch.use_deterministic_algorithms(old, warn_only=old_warn)
+        torch.set_num_threads(old_threads)
 
 
 def _parse(values, allowed: Sequence[str] | None, what: str) -> list[str]:
@@ -95,6 +105,7 @@ def run(
     quick: bool = False,
     cache_dir: str | os.PathLike | None = None,
     n_genes: int = P.N_GENES,
+    threads: int | None = 1,
     report: bool = True,
     progress: bool = True,
 ) -> BenchResult:
@@ -105,8 +116,11 @@ def run(
     - ``methods``: see ``methods.ALL_METHODS``; default ``methods.DEFAULT_METHODS``.
     - ``seeds``: one run per seed (splits of R and every model's initialisation).
     - ``encoder``: image encoder name (default ``histosge.encode.DEFAULT_ENCODER``).
-    - ``quick``: one section (the first), R and G only, few epochs: a smoke test in < 2 minutes.
+    - ``quick``: few epochs, and unless ``sections`` are named only one small section (the first
+      her2st one): a smoke test in < 2 minutes, not a measurement.
     - ``cache_dir``: feature cache (default: the encoder module's, ``~/.cache/histosge/features``).
+    - ``threads``: torch CPU threads while fitting (default 1: on a shared 2-core machine two
+      threads ran small models ~10x slower than one; None keeps torch's setting).
 
     Writes ``out/results.json`` (one record per section x protocol x seed x method) and, with
     ``report``, ``out/report.md`` and its PNGs. Scores are on held-out spots only, except the
@@ -115,7 +129,6 @@ def run(
     """
     t_start = time.perf_counter()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     protocols = _parse(protocols, P.PROTOCOLS, "protocol")
     methods = _parse(methods, M.ALL_METHODS, "method")
     try:
@@ -127,8 +140,9 @@ def run(
     names = (
         [S.normalise_name(n) for n in _parse(sections, None, "section")] if sections else S.discover(data_dir)
     )
-    if quick:
-        names = names[:1]
+    out.mkdir(parents=True, exist_ok=True)
+    if quick and not sections:  # one small section: a legacy-ST (her2st) one has a few hundred spots
+        names = sorted(names, key=lambda n: not n.startswith("her2st/"))[:1]
         protocols = [p for p in protocols if p != "X"] or ["R"]
 
     _log(
@@ -144,7 +158,7 @@ def run(
     records: list[dict] = []
     splits: dict[tuple[str, str, int], P.Split] = {}
     kept: dict = {}  # predictions kept for the report's figures
-    with _deterministic():
+    with _deterministic(threads):
         for name in names:
             sec = secs[name]
             for protocol in (p for p in protocols if p in ("R", "G")):
@@ -191,7 +205,7 @@ def run(
         "seeds": seeds,
         "encoder": next(iter(secs.values())).encoder,
         "n_genes": n_genes,
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": threads or torch.get_num_threads(),
     }
     results_path = out / "results.json"
     with atomic_path(results_path) as tmp:
@@ -219,7 +233,7 @@ def _json_default(obj):
 
 def _clean(info: dict) -> dict:
     """The small, JSON-friendly part of a method's info (no configs, no arrays)."""
-    keep = ("k", "alpha", "n_pcs", "epochs_run", "best_val_loss")
+    keep = ("k", "alpha", "n_pcs", "epochs_run", "steps_run", "best_val_loss")
     out = {k: info[k] for k in keep if k in info and info[k] is not None}
     hist = info.get("history") or {}
     for k in ("epochs_run", "best_val_loss"):

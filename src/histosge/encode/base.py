@@ -65,8 +65,10 @@ class Encoder(nn.Module):
         input gives a CPU tensor).
         """
         if isinstance(patches, (list, tuple)):
-            return torch.cat([self.preprocess(np.asarray(p)[None]) for p in patches]) if patches else (
-                torch.empty(0, 3, self.input_size, self.input_size)
+            return (
+                torch.cat([self.preprocess(np.asarray(p)[None]) for p in patches])
+                if patches
+                else (torch.empty(0, 3, self.input_size, self.input_size))
             )
         x = torch.as_tensor(patches) if isinstance(patches, np.ndarray) else patches
         if x.ndim == 3:
@@ -75,7 +77,9 @@ class Encoder(nn.Module):
             raise ValueError(f"expected uint8 patches (n, H, W, 3), got shape {tuple(x.shape)}")
         x = x.permute(0, 3, 1, 2).float().div_(255.0).contiguous()
         if x.shape[-2:] != (self.input_size, self.input_size) and x.shape[0] > 0:
-            mode = self.interpolation if self.interpolation in ("bilinear", "bicubic", "nearest") else "bilinear"
+            mode = (
+                self.interpolation if self.interpolation in ("bilinear", "bicubic", "nearest") else "bilinear"
+            )
             kwargs = {} if mode == "nearest" else {"align_corners": False, "antialias": True}
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode=mode, **kwargs)
             if mode == "bicubic":
@@ -95,7 +99,9 @@ class Encoder(nn.Module):
             return self(x).float().cpu().numpy()
 
     def extra_repr(self) -> str:
-        return f"name={self.name!r}, dim={self.dim}, input_size={self.input_size}, weights={self.weights_id!r}"
+        return (
+            f"name={self.name!r}, dim={self.dim}, input_size={self.input_size}, weights={self.weights_id!r}"
+        )
 
 
 class TimmEncoder(Encoder):

@@ -107,8 +107,16 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
 class FeatureCache:
     """Chunked store of an ``(n, dim)`` float32 feature matrix under one key."""
 
-    def __init__(self, root: str | os.PathLike, key: str, *, n: int, dim: int, chunk_size: int = DEFAULT_CHUNK,
-                 meta: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        key: str,
+        *,
+        n: int,
+        dim: int,
+        chunk_size: int = DEFAULT_CHUNK,
+        meta: dict[str, Any] | None = None,
+    ):
         self.key = key
         self.n = int(n)
         self.dim = int(dim)

@@ -53,7 +53,9 @@ def build_resnet50_backbone() -> nn.Module:
     channels_last=True,
     description="ImageNet ResNet-50, 2048-d average-pooled layer4 (the classic ST-Net-style baseline)",
 )
-def _build_resnet50(spec: EncoderSpec, weights: str | None, device: torch.device, arch_overrides: dict | None):
+def _build_resnet50(
+    spec: EncoderSpec, weights: str | None, device: torch.device, arch_overrides: dict | None
+):
     if weights is None and (local := _torch_hub_resnet50()) is not None:
         path, weights_id = local, weights_identity(local)
     else:
@@ -63,8 +65,13 @@ def _build_resnet50(spec: EncoderSpec, weights: str | None, device: torch.device
     import timm
 
     sd = read_state_dict(path)
-    model = load_weights(lambda: timm.create_model("resnet50", pretrained=False, num_classes=0), sd, spec,
-                         where=str(path), ignore=(r"^fc\.",))
+    model = load_weights(
+        lambda: timm.create_model("resnet50", pretrained=False, num_classes=0),
+        sd,
+        spec,
+        where=str(path),
+        ignore=(r"^fc\.",),
+    )
     return TimmEncoder(spec, model, weights_id=weights_id)
 
 
@@ -76,7 +83,13 @@ def _build_resnet50(spec: EncoderSpec, weights: str | None, device: torch.device
 # ---------------------------------------------------------------------------------------------
 
 _EFF_BLOCK = re.compile(r"^_blocks\.(\d+)\.(\w+)\.(\w+)$")
-_EFF_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+_EFF_TOP = {
+    "_conv_stem": "conv_stem",
+    "_bn0": "bn1",
+    "_conv_head": "conv_head",
+    "_bn1": "bn2",
+    "_fc": "classifier",
+}
 _EFF_DS = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
 _EFF_IR = {
     "_expand_conv": "conv_pw",
@@ -161,6 +174,12 @@ def _build_efficientnet_lite0(
     import timm
 
     sd = read_state_dict(path)
-    model = load_weights(lambda: timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0), sd,
-                         spec, where=str(path), ignore=(r"^classifier\.", r"^_fc\."), convert=lukemelas_to_timm)
+    model = load_weights(
+        lambda: timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0),
+        sd,
+        spec,
+        where=str(path),
+        ignore=(r"^classifier\.", r"^_fc\."),
+        convert=lukemelas_to_timm,
+    )
     return TimmEncoder(spec, model, weights_id=weights_identity(path))

@@ -128,7 +128,9 @@ def extract(
             "weights": encoder.weights_id,
         }
         root = default_cache_dir() if cache_dir in (None, True) else cache_dir
-        cache = FeatureCache(root, feature_key(parts, centers), n=n, dim=dim, chunk_size=chunk_size, meta=parts)
+        cache = FeatureCache(
+            root, feature_key(parts, centers), n=n, dim=dim, chunk_size=chunk_size, meta=parts
+        )
 
     out = np.empty((n, dim), np.float32)
     chunk = chunk_size if cache is None else cache.chunk_size

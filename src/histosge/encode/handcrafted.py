@@ -113,7 +113,12 @@ def he_features(rgb: np.ndarray) -> np.ndarray:
     feats += _region_features(rgb, hed, tissue, lbp, labels, ring)
     h_q = np.clip(hed[..., 0] / 0.32 * 16, 0, 15).astype(np.uint8)
     glcm = graycomatrix(
-        h_q, distances=GLCM_DISTANCES, angles=(0, np.pi / 4, np.pi / 2, 3 * np.pi / 4), levels=16, symmetric=True, normed=True
+        h_q,
+        distances=GLCM_DISTANCES,
+        angles=(0, np.pi / 4, np.pi / 2, 3 * np.pi / 4),
+        levels=16,
+        symmetric=True,
+        normed=True,
     )
     for di in range(len(GLCM_DISTANCES)):
         for prop in GLCM_PROPS:
@@ -146,8 +151,13 @@ class HEStatsEncoder(Encoder):
     hub_files=(),
     description=f"hand-crafted H&E colour, stain and texture statistics, {DIM}-d, CPU only",
 )
-def _build_he_stats(spec: EncoderSpec, weights: str | None, device: torch.device, arch_overrides: dict | None):
+def _build_he_stats(
+    spec: EncoderSpec, weights: str | None, device: torch.device, arch_overrides: dict | None
+):
     if weights is not None and str(weights) != "random":
-        raise EncoderError("takes no weights (its features are computed, not learned)", where=spec.name,
-                           fix="drop --weights, or choose a learned encoder")
+        raise EncoderError(
+            "takes no weights (its features are computed, not learned)",
+            where=spec.name,
+            fix="drop --weights, or choose a learned encoder",
+        )
     return HEStatsEncoder(spec, None, weights_id=VERSION)

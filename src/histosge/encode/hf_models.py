@@ -87,9 +87,13 @@ def _from_folder(kind: str, folder: Path, spec: EncoderSpec, where: str) -> nn.M
     transformers.logging.set_verbosity_error()
     logging.getLogger("transformers").setLevel(logging.ERROR)
     try:
-        model, info = model_cls.from_pretrained(str(folder), local_files_only=True, output_loading_info=True,
-                                                ignore_mismatched_sizes=True,
-                                                **extra)
+        model, info = model_cls.from_pretrained(
+            str(folder),
+            local_files_only=True,
+            output_loading_info=True,
+            ignore_mismatched_sizes=True,
+            **extra,
+        )
     except EncoderError:
         raise
     except Exception as err:  # noqa: BLE001 - size mismatches, bad configs, unreadable files
@@ -98,7 +102,8 @@ def _from_folder(kind: str, folder: Path, spec: EncoderSpec, where: str) -> nn.M
             f"weights do not load into {spec.name}'s architecture {spec.architecture} "
             f"({type(err).__name__}: {text[0][:160] if text else ''})",
             where=where,
-            fix=f"pass the {spec.name} checkpoint ({spec.hub_id}), or choose the encoder these weights belong to",
+            fix=f"pass the {spec.name} checkpoint ({spec.hub_id}), "
+            "or choose the encoder these weights belong to",
         ) from err
     finally:
         transformers.logging.set_verbosity(level)

@@ -91,7 +91,9 @@ def timm_kwargs(name: str) -> tuple[str, dict[str, Any]]:
     raise KeyError(name)
 
 
-def build_backbone(name: str, arch_overrides: dict[str, Any] | None = None, *, meta: bool = False) -> nn.Module:
+def build_backbone(
+    name: str, arch_overrides: dict[str, Any] | None = None, *, meta: bool = False
+) -> nn.Module:
     """The bare timm model, seeded random init; ``meta=True`` builds it without memory."""
     import timm
 
@@ -124,8 +126,14 @@ def _builder(encoder_cls: type):
         if path is None:
             return encoder_cls(spec, build_backbone(spec.name, arch_overrides), weights_id=weights_id)
         sd = read_state_dict(path, where=str(path))
-        model = load_weights(_create(spec.name, arch_overrides), sd, spec, where=str(path), ignore=HEAD_KEYS,
-                             convert=_vit_filter)
+        model = load_weights(
+            _create(spec.name, arch_overrides),
+            sd,
+            spec,
+            where=str(path),
+            ignore=HEAD_KEYS,
+            convert=_vit_filter,
+        )
         return encoder_cls(spec, model, weights_id=weights_id)
 
     return build

@@ -115,8 +115,8 @@ def fetch_from_hub(spec: EncoderSpec) -> str:
         raise EncoderError(
             f"cannot reach the Hugging Face hub to download {spec.hub_id}",
             where=spec.name,
-            fix="connect to the network and " + not_cached_fix(spec).replace("run online once (HF_HUB_OFFLINE unset)",
-                                                                       "run once"),
+            fix="connect to the network and "
+            + not_cached_fix(spec).replace("run online once (HF_HUB_OFFLINE unset)", "run once"),
         )
     token = os.environ.get("HF_TOKEN") or None
     last: Exception | None = None
@@ -196,8 +196,9 @@ def read_state_dict(path: str | os.PathLike, *, where: str | None = None) -> dic
         else:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch/safetensors raise many kinds
+        first = str(err).splitlines()[0][:120] if str(err) else ""
         raise EncoderError(
-            f"cannot read weights ({type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''})",
+            f"cannot read weights ({type(err).__name__}: {first})",
             where=where,
             fix="pass a PyTorch state dict (.bin/.pth) or .safetensors file; re-download it if truncated",
         ) from err
@@ -227,12 +228,12 @@ def unwrap_state_dict(obj: object, *, where: str) -> dict[str, torch.Tensor]:
 
 def weights_identity(path: str | os.PathLike) -> str:
     """A short string naming these weights, stable while the file is unchanged (a cache-key part)."""
-    p = Path(path).resolve()
-    parts = p.parts
-    if "snapshots" in parts:  # a hub cache file: repo + commit identify it
+    parts = Path(path).absolute().parts  # not resolved: hub snapshot files are links into blobs/
+    if "snapshots" in parts and parts.index("snapshots") >= 1:  # a hub cache file: repo@commit
         i = parts.index("snapshots")
         repo = parts[i - 1].removeprefix("models--").replace("--", "/")
         return f"hf:{repo}@{parts[i + 1]}/{'/'.join(parts[i + 2 :])}"
+    p = Path(path).resolve()
     st = p.stat()
     return f"file:{p}|{st.st_size}|{st.st_mtime_ns}"
 
@@ -279,7 +280,9 @@ def load_weights(
     if set(sd) != tkeys and convert is not None:
         try:
             converted = convert(dict(sd), model)
-            converted = {k: v for k, v in converted.items() if not any(p.search(k) for p in patterns) or k in tkeys}
+            converted = {
+                k: v for k, v in converted.items() if not any(p.search(k) for p in patterns) or k in tkeys
+            }
             if len(tkeys.intersection(converted)) > len(tkeys.intersection(sd)):
                 sd = converted
         except Exception:  # noqa: BLE001 - a converter that chokes means the format is not its own
@@ -288,8 +291,15 @@ def load_weights(
     unexpected = set(sd) - tkeys
     wrong = {k for k in tkeys.intersection(sd) if tuple(sd[k].shape) != tuple(target[k].shape)}
     if missing or unexpected or wrong:
-        raise mismatch_error(spec, where, missing, unexpected, wrong_examples=[
-            f"{k!r}: {tuple(sd[k].shape)} vs {tuple(target[k].shape)}" for k in sorted(wrong)])
+        raise mismatch_error(
+            spec,
+            where,
+            missing,
+            unexpected,
+            wrong_examples=[
+                f"{k!r}: {tuple(sd[k].shape)} vs {tuple(target[k].shape)}" for k in sorted(wrong)
+            ],
+        )
     sd = {k: (v.float() if v.is_floating_point() else v) for k, v in sd.items()}
     model.load_state_dict(sd, strict=True, assign=True)
     if any(t.is_meta for t in list(model.parameters()) + list(model.buffers())):
@@ -298,8 +308,13 @@ def load_weights(
     return model
 
 
-def mismatch_error(spec: EncoderSpec, where: str, missing: Iterable[str], unexpected: Iterable[str],
-                   wrong_examples: list[str] | None = None) -> EncoderError:
+def mismatch_error(
+    spec: EncoderSpec,
+    where: str,
+    missing: Iterable[str],
+    unexpected: Iterable[str],
+    wrong_examples: list[str] | None = None,
+) -> EncoderError:
     missing, unexpected, wrong_examples = list(missing), list(unexpected), list(wrong_examples or [])
     problems = []
     if missing:

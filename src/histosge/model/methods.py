@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
 from sklearn.decomposition import PCA
 
 from .neighbours import choose_k, idw

@@ -164,6 +164,27 @@ def check_finite_coords(xy: np.ndarray, *, where: str) -> None:
         )
 
 
+def check_spot_diameter(diameter: float, xy: np.ndarray, *, where: str) -> None:
+    """The spot diameter must fit the spot spacing (Visium 0.55 x pitch, legacy ST 0.5 x pitch).
+
+    A diameter far off (another image's pixels, microns instead of pixels) would make every
+    patch the wrong size; allowed range 0.2-2 x the median nearest-neighbour distance.
+    """
+    if len(xy) < 2:
+        return
+    from scipy.spatial import cKDTree
+
+    dist, _ = cKDTree(xy).query(xy, k=2)
+    pitch = float(np.median(dist[:, 1]))
+    if pitch > 0 and not 0.2 * pitch <= diameter <= 2.0 * pitch:
+        raise InputError(
+            f"spot_diameter_fullres = {diameter:.4g} px does not fit the spot spacing of {pitch:.4g} px "
+            f"(expected about 0.5-0.65 x spacing)",
+            where=where,
+            fix="use the scale factors written for these positions (spot diameter in full-resolution pixels)",
+        )
+
+
 def check_in_image(xy: np.ndarray, width: int, height: int, *, where: str, image: str) -> None:
     """Spots (x, y in this image's pixels) must fall on the image.
 
@@ -205,7 +226,7 @@ def tissue_mask(img: np.ndarray, radius: float) -> np.ndarray | None:
         [f[:b].reshape(-1, 3), f[-b:].reshape(-1, 3), f[:, :b].reshape(-1, 3), f[:, -b:].reshape(-1, 3)]
     )
     dist = np.sqrt(((f - np.median(border, axis=0)) ** 2).sum(axis=2))
-    dist = ndi.uniform_filter(dist, size=max(1, int(2 * radius + 1)))
+    dist = ndi.uniform_filter(dist, size=int(np.clip(2 * radius + 1, 1, min(f.shape[:2]))))
     if np.ptp(dist) < 10:
         return None
     return dist > threshold_otsu(dist)
@@ -213,6 +234,9 @@ def tissue_mask(img: np.ndarray, radius: float) -> np.ndarray | None:
 
 def on_tissue_fraction(img: np.ndarray, xy: np.ndarray, radius: float) -> tuple[float, float] | None:
     """(fraction of spot centres over tissue, fraction of the image that is tissue), or None if unknown."""
+    step = max(1, int(np.ceil(max(img.shape[:2]) / 1000)))  # ~1000 px is plenty to tell tissue from glass
+    if step > 1:
+        img, xy, radius = img[::step, ::step], xy / step, radius / step
     mask = tissue_mask(img, radius)
     if mask is None:
         return None
@@ -258,6 +282,8 @@ def check_section(adata, *, where: str = "AnnData") -> None:
 
     if adata.n_obs == 0 or adata.n_vars == 0:
         bad(f"empty section ({adata.n_obs} spots x {adata.n_vars} genes)")
+    if not sp.isspmatrix_csr(adata.X) or adata.X.dtype != np.float32:
+        bad("X is not a float32 CSR matrix")
     if not adata.obs_names.is_unique or not adata.var_names.is_unique:
         bad("spot or gene names are not unique")
     for key in ("array_row", "array_col"):

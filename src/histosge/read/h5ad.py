@@ -187,6 +187,9 @@ def read_h5ad(
         if pitch is None:
             _, _, _, pitch = grid_from_pixels(xy, where=f"{where} obsm['spatial']")
         sf["spot_diameter_fullres"] = DIAMETER_PER_PITCH[grid] * pitch
+    checks.check_spot_diameter(
+        sf["spot_diameter_fullres"], xy, where=f"{where} uns['spatial']['{lib}']['scalefactors']"
+    )
     if annotation_key is not None:
         if annotation_key not in obs:
             raise InputError(

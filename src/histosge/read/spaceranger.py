@@ -2,7 +2,8 @@
 
 Unlike ``scanpy.read_visium`` this does not insist on ``tissue_hires_image.png``: many public
 uploads (the DLPFC sections among them) ship only the low-res image. Whatever images exist are
-loaded into ``uns['spatial']``; a full-resolution H&E given as ``image=`` is only referenced.
+loaded into ``uns['spatial']``; a full-resolution H&E given as ``image=`` is only referenced
+(plus, when there is no Space Ranger hires image, a <= 2000 px copy of it as 'hires').
 """
 
 from __future__ import annotations
@@ -251,6 +252,7 @@ def read_spaceranger(
     )
     xy = pos[["pxl_col_in_fullres", "pxl_row_in_fullres"]].to_numpy(np.float64)
     checks.check_finite_coords(xy, where=str(pos_path))
+    checks.check_spot_diameter(sf["spot_diameter_fullres"], xy, where=str(spatial / "scalefactors_json.json"))
     adata.obsm["spatial"] = xy
 
     images = {}
@@ -275,15 +277,12 @@ def read_spaceranger(
     if image is not None:
         src = ImageSource(image)
         checks.check_in_image(xy, src.width, src.height, where=str(pos_path), image=str(image))
-        if not images:  # nothing stored to check alignment against: look at the full-res image itself
+        if "hires" not in images:  # a drawable copy for sc.pl.spatial, as the other readers make
             thumb, scale = src.thumbnail(2000)
-            checks.check_on_tissue(
-                thumb,
-                xy * scale,
-                sf["spot_diameter_fullres"] * scale / 2,
-                where=str(pos_path),
-                image=str(image),
-            )
+            if not images:  # nothing else to check the alignment against
+                radius = sf["spot_diameter_fullres"] * scale / 2
+                checks.check_on_tissue(thumb, xy * scale, radius, where=str(pos_path), image=str(image))
+            images["hires"], sf["tissue_hires_scalef"] = thumb, scale
         src.close()
         metadata["source_image_path"] = str(Path(image).resolve())
     if not images and image is None:

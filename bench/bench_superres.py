@@ -1,0 +1,69 @@
+"""Wall time and peak memory of `superres` on a real section with the default encoder.
+
+Target (issue: end to end): dlpfc/151673 in under 5 minutes and under 4 GB peak on the
+2-core development machine. Runs in a fresh process with an empty feature cache, so encoding
+is included; a second run with the warm cache is timed too.
+
+    python bench/bench_superres.py --data ../shared/data --section dlpfc:151673 \
+        --out bench/results/superres.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from datetime import date
+from pathlib import Path
+
+CHILD = r"""
+import json, resource, sys, time, os
+t0 = time.perf_counter()
+import histosge
+adata = histosge.read_section(sys.argv[1], data_dir=sys.argv[2])
+t1 = time.perf_counter()
+out = histosge.superres(adata, progress=False, cache_dir=sys.argv[3])
+t2 = time.perf_counter()
+info = out.uns["histosge"]
+print(json.dumps({"read_s": t1 - t0, "superres_s": t2 - t1, "total_s": t2 - t0,
+                  "features_s": info["seconds"]["features"], "model_s": info["seconds"]["fit_predict"],
+                  "n_measured": info["n_measured"], "n_generated": info["n_generated"],
+                  "n_genes": int(out.n_vars), "encoder": info["settings"]["encoder"],
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def run_once(section: str, data: str, cache: str) -> dict:
+    res = subprocess.run([sys.executable, "-c", CHILD, section, data, cache], capture_output=True, text=True,
+                         check=False)
+    if res.returncode != 0:
+        sys.exit(f"superres failed:\n{res.stderr[-3000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--data", default=os.environ.get("HISTOSGE_DATA", "../shared/data"))
+    ap.add_argument("--section", default="dlpfc:151673")
+    ap.add_argument("--out", default="bench/results/superres.json")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as cache:
+        cold = run_once(args.section, args.data, cache)
+        warm = run_once(args.section, args.data, cache)
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, CPU only"
+    record = {"date": date.today().isoformat(), "machine": machine,
+              "section": args.section, "cold_cache": cold, "warm_cache": warm,
+              "target": "total < 300 s and peak RSS < 4096 MB (cold cache)",
+              "meets_target": cold["total_s"] < 300 and cold["peak_rss_mb"] < 4096}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(record, indent=2))
+    print(json.dumps(record, indent=2))
+
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,272 @@
+"""The benchmark: protocol splits, baselines, the report, and a quick run on real data."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from histosge import geometry
+from histosge.benchmark import baselines, methods, protocols, report, run
+from histosge.errors import InputError
+from histosge.model.methods import Spots
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small models on a shared 2-core machine: one torch thread is much faster than two."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+# -- protocols ---------------------------------------------------------------------------------
+def _hex_grid(n_rows: int = 12, n_cols: int = 24) -> tuple[np.ndarray, np.ndarray]:
+    rc = [(r, c) for r in range(n_rows) for c in range(n_cols) if (r + c) % 2 == 0]
+    return np.array([r for r, _ in rc], float), np.array([c for _, c in rc], float)
+
+
+def _square_grid(n_rows: int = 9, n_cols: int = 11) -> tuple[np.ndarray, np.ndarray]:
+    rc = [(r, c) for r in range(n_rows) for c in range(n_cols)]
+    return np.array([r for r, _ in rc], float), np.array([c for _, c in rc], float)
+
+
+@pytest.mark.parametrize("n, seed", [(100, 0), (101, 3), (3639, 7)])
+def test_r_halves_are_disjoint_and_complete(n, seed):
+    split = protocols.split_r(n, seed)
+    assert split.protocol == "R"
+    assert len(np.intersect1d(split.train, split.test)) == 0
+    assert np.array_equal(np.sort(np.concatenate([split.train, split.test])), np.arange(n))
+    assert abs(len(split.test) - n / 2) <= 1
+    again = protocols.split_r(n, seed)
+    assert np.array_equal(split.test, again.test)
+    assert not np.array_equal(split.test, protocols.split_r(n, seed + 1).test)
+
+
+@pytest.mark.parametrize("grid, maker", [("hex", _hex_grid), ("square", _square_grid)])
+def test_g_test_spots_are_exactly_the_coarse_lattice_midpoints(grid, maker):
+    rows, cols = maker()
+    split = protocols.split_g(rows, cols, grid)
+    lattice = geometry.coarse_lattice_mask(rows, cols, grid)
+    assert np.array_equal(split.train, np.flatnonzero(lattice))
+    mids = geometry.midpoints(rows[lattice], cols[lattice], grid, spacing=2)
+    expected = {(float(r), float(c)) for r, c in zip(mids["array_row"], mids["array_col"], strict=True)}
+    got = {(rows[i], cols[i]) for i in split.test}
+    assert got == expected  # every midpoint is a measured spot here, and nothing else is scored
+    assert len(np.intersect1d(split.train, split.test)) == 0
+    # about 4x generation: 3 midpoints per lattice spot on either grid, fewer at the edges
+    assert 1.5 * len(split.train) < len(split.test) < 3 * len(split.train)
+
+
+def test_cross_groups_pair_sections_of_the_same_tissue():
+    names = ["dlpfc/151673", "dlpfc/151676", "her2st/B4", "her2st/C2", "her2st/C3", "her2st/C4"]
+    groups = protocols.cross_groups(names)
+    assert groups["dlpfc/151673"] == ["dlpfc/151676"] and groups["dlpfc/151676"] == ["dlpfc/151673"]
+    assert groups["her2st/C3"] == ["her2st/C2", "her2st/C4"]
+    assert "her2st/B4" not in groups  # the only section of its patient
+
+
+def _counts(n: int, genes: list[str], seed: int) -> ad.AnnData:
+    rng = np.random.default_rng(seed)
+    lam = rng.gamma(0.5, 2.0, size=len(genes)) * rng.gamma(2.0, 1.0, size=(n, 1))
+    a = ad.AnnData(X=sp.csr_matrix(rng.poisson(lam).astype(np.float32)))
+    a.var_names = genes
+    a.obs_names = [f"s{i}" for i in range(n)]
+    return a
+
+
+def test_cross_section_genes_use_training_counts_and_only_the_target_gene_list():
+    genes = [f"g{i}" for i in range(300)]
+    train = [_counts(80, genes, 0), _counts(90, genes[:250], 1)]
+    target = _counts(70, genes[10:], 2)
+    picked, _ = protocols.cross_section_genes(train, target, n_genes=50)
+    assert len(picked) == 50 and set(picked) <= set(genes[10:250])
+    other = target.copy()
+    other.X = sp.csr_matrix(np.random.default_rng(9).poisson(5, size=other.shape).astype(np.float32))
+    assert protocols.cross_section_genes(train, other, n_genes=50)[0] == picked  # target counts unused
+
+
+# -- baselines -----------------------------------------------------------------------------------
+def _synthetic(n: int = 240, d: int = 12, g: int = 20, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    w = rng.normal(size=(d, g)).astype(np.float32)
+    y = np.maximum(x @ w * 0.3 + 2 + 0.1 * rng.normal(size=(n, g)), 0).astype(np.float32)
+    rows, cols = _square_grid(12, 20)
+    rows, cols = rows[:n], cols[:n]
+    return x, y, rows, cols, np.column_stack([cols * 10.0, rows * 10.0])
+
+
+def test_ridge_recovers_a_linear_signal_and_mean_is_flat():
+    x, y, *_ = _synthetic()
+    pred, info = baselines.ridge(x[:160], y[:160], x[160:])
+    r = [np.corrcoef(pred[:, j], y[160:, j])[0, 1] for j in range(y.shape[1])]
+    assert np.mean(r) > 0.8 and info["n_pcs"] == 12
+    flat = baselines.mean(y[:160], 5)
+    assert flat.shape == (5, y.shape[1]) and np.allclose(flat, y[:160].mean(0))
+
+
+@pytest.mark.parametrize("method", methods.ALL_METHODS)
+def test_methods_predict_query_shape_finite_and_deterministic(method):
+    x, y, rows, cols, xy = _synthetic()
+    train = Spots(x[:160], rows[:160], cols[:160], xy[:160])
+    query = Spots(x, rows, cols, xy)
+    task = methods.Task(train, y[:160], query, seed=1, quick=True)
+    a, _ = methods.predict(method, task)
+    b, _ = methods.predict(method, task)
+    assert a.shape == (len(query), y.shape[1]) and np.isfinite(a).all()
+    assert np.array_equal(a, b)
+
+
+def test_histogene_runs_one_sequence_per_section():
+    x, y, rows, cols, xy = _synthetic()
+    groups = np.repeat([0, 1], 120)
+    train, query = Spots(x, rows, cols, xy), Spots(x[:30], rows[:30], cols[:30], xy[:30])
+    pred, info = baselines.histogene(
+        train, y, query, train_groups=groups, steps=3, max_tokens=50, dim=32, depth=1, heads=4
+    )
+    assert pred.shape == (30, y.shape[1]) and info["steps_run"] == 3
+    assert len(baselines.tiles(xy, 50)) == 5
+
+
+def test_x_admits_only_methods_that_do_not_read_target_expression():
+    assert not methods.valid_for("knn", "X") and not methods.valid_for("histosge", "X")
+    for m in ("mean", "ridge", "stnet", "histogene", "histosge-paper"):
+        assert methods.valid_for(m, "X") and methods.valid_for(m, "R")
+    assert set(methods.DEFAULT_METHODS) <= set(methods.ALL_METHODS)
+
+
+def test_report_tables_from_records(tmp_path):
+    recs = []
+    for seed in (0, 1):
+        for m in ("mean", "knn"):
+            recs.append(
+                {
+                    "dataset": "dlpfc",
+                    "section": "151673",
+                    "protocol": "R",
+                    "method": m,
+                    "seed": seed,
+                    "n_train": 10,
+                    "n_test": 10,
+                    "n_genes": 5,
+                    "pcc": 0.1 * seed,
+                    "pcc_top50": 0.2,
+                    "mse": 0.3,
+                    "mae": 0.4,
+                    "ari": 0.5,
+                    "ari_measured": 0.6,
+                    "fit_seconds": 1.0,
+                    "pcc_all_spots_inflated": 0.7,
+                    "pcc_top50_all_spots_inflated": 0.8,
+                }
+            )
+    files = report.write_report(recs, tmp_path, meta={"encoder": "x", "seeds": [0, 1]})
+    text = (tmp_path / "report.md").read_text()
+    assert files == [tmp_path / "report.md"]
+    assert "0.050 ± 0.071" in text and "INFLATED" in text and "| knn |" in text.replace("151673 | knn", "| knn")
+
+
+def test_run_rejects_unknown_options(tmp_path):
+    with pytest.raises(InputError, match="protocol"):
+        run(tmp_path, tmp_path / "out", sections="her2st/C2", protocols="R,Q")
+    with pytest.raises(InputError, match="method"):
+        run(tmp_path, tmp_path / "out", sections="her2st/C2", methods="knn,magic")
+
+
+# -- end to end ---------------------------------------------------------------------------------
+@pytest.fixture
+def synthetic_data(tmp_path, make_spaceranger, make_legacy_st) -> Path:
+    """A data folder laid out like the shared one: two small Visium sections, two legacy-ST ones."""
+    (tmp_path / "dlpfc").mkdir()
+    for i in (1, 2):
+        make_spaceranger(f"s{i}", seed=i, n_rows=10, n_cols=12).rename(tmp_path / "dlpfc" / f"s{i}")
+    make_legacy_st("C2", seed=3, n_x=10, n_y=9)
+    make_legacy_st("C3", seed=4, n_x=10, n_y=9)
+    return tmp_path
+
+
+def test_run_on_synthetic_sections_covers_every_protocol_and_method(synthetic_data, tmp_path):
+    out = tmp_path / "out"
+    res = run(
+        synthetic_data,
+        out,
+        sections="dlpfc/s1,dlpfc/s2,her2st:C2,her2st:C3",
+        protocols="R,G,X",
+        methods=",".join(methods.DEFAULT_METHODS),
+        quick=True,
+        cache_dir=tmp_path / "cache",
+        progress=False,
+    )
+    names = {"dlpfc/s1", "dlpfc/s2", "her2st/C2", "her2st/C3"}
+    assert {f"{r['dataset']}/{r['section']}" for r in res.records} == names
+    for r in res.records:
+        assert all(math.isfinite(r[k]) for k in ("pcc", "pcc_top50", "mse", "mae")), r
+        assert r["ari"] is None or math.isfinite(r["ari"])
+    x = [r for r in res.records if r["protocol"] == "X"]
+    assert {r["method"] for r in x} == {m for m in methods.DEFAULT_METHODS if methods.valid_for(m, "X")}
+    assert {tuple(r["train_sections"]) for r in x if r["section"] == "C2"} == {("C3",)}
+    assert all(r["ari"] is not None for r in res.records if r["dataset"] == "dlpfc")
+    for (name, _, _), split in res.splits.items():
+        assert name in names and len(np.intersect1d(split.train, split.test)) == 0
+    assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(res.records))
+    text = (out / "report.md").read_text()
+    assert "INFLATED" in text and "### X:" in text
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert any(p.startswith("markers_dlpfc") for p in pngs) and any(p.startswith("domains_dlpfc") for p in pngs)
+    assert all((out / p).stat().st_size < 300_000 for p in pngs)
+
+
+QUICK = {"sections": "her2st/C2", "protocols": "R,G", "quick": True, "progress": False}
+
+
+def _comparable(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "fit_seconds"} for r in records]
+
+
+def test_quick_run_on_real_data_is_held_out_and_deterministic(data_dir, tmp_path):
+    res = run(data_dir, tmp_path / "a", **QUICK)
+    recs = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert recs == json.loads(json.dumps(res.records))
+    assert {(r["protocol"], r["method"]) for r in recs} == {(p, m) for p in "RG" for m in methods.DEFAULT_METHODS}
+    for r in recs:
+        for key in (
+            "dataset",
+            "section",
+            "protocol",
+            "method",
+            "seed",
+            "n_train",
+            "n_test",
+            "pcc",
+            "pcc_top50",
+            "mse",
+            "mae",
+            "ari",
+            "fit_seconds",
+            "encoder",
+        ):
+            assert key in r, key
+        for key in ("pcc", "pcc_top50", "mse", "mae", "ari"):
+            assert math.isfinite(r[key]), (r["method"], key)
+    n_spots = recs[0]["n_train"] + recs[0]["n_test"]
+    for (section, protocol, _seed), split in res.splits.items():
+        assert section == "her2st/C2"
+        assert len(split.test) and len(np.intersect1d(split.train, split.test)) == 0
+        assert split.test.max() < n_spots or protocol == "G"
+        if protocol == "R":
+            assert np.array_equal(np.sort(np.concatenate([split.train, split.test])), np.arange(n_spots))
+    r_recs = [r for r in recs if r["protocol"] == "R"]
+    knn = next(r for r in r_recs if r["method"] == "knn")
+    assert knn["pcc_all_spots_inflated"] > knn["pcc"]  # training spots are memorised: inflation
+    assert (tmp_path / "a" / "report.md").exists()
+
+    again = run(data_dir, tmp_path / "b", **QUICK)
+    assert _comparable(again.records) == _comparable(res.records)
