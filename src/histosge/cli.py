@@ -6,6 +6,7 @@ with exit status 2; ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from pathlib import Path
@@ -186,7 +187,12 @@ def bench(
          methods=split(methods), seeds=[int(s) for s in split(seeds)], encoder=encoder, quick=quick)
 
 
+def _terminate(signum, frame):  # kill: unwind like Ctrl-C so temporary files are removed
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         app()
     except KeyboardInterrupt:  # pragma: no cover - outside a command

@@ -125,9 +125,7 @@ def stnet(
     x_train, x_query = _standardise(train_x, query_x)
     y = np.ascontiguousarray(y_train, np.float32)
     tr, va = _val_split(len(x_train), val_fraction, rng)
-    net = nn.Sequential(
-        nn.Linear(x_train.shape[1], hidden), nn.ReLU(), nn.Dropout(0.2), nn.Linear(hidden, y.shape[1])
-    )
+    net = nn.Sequential(nn.Linear(x_train.shape[1], hidden), nn.ReLU(), nn.Dropout(0.2), nn.Linear(hidden, y.shape[1]))
     opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
     xt, yt = torch.from_numpy(x_train), torch.from_numpy(y)
     stop = _EarlyStop(patience)
@@ -292,9 +290,7 @@ def histogene(
             net.eval()
             with torch.no_grad():
                 err = sum(
-                    float(
-                        ((run(t, xt, tr_r, tr_c)[torch.from_numpy(is_val[t])] - yt[t][is_val[t]]) ** 2).sum()
-                    )
+                    float(((run(t, xt, tr_r, tr_c)[torch.from_numpy(is_val[t])] - yt[t][is_val[t]]) ** 2).sum())
                     for t in val_tiles
                 )
             if stop.step(err / (is_val.sum() * y.shape[1]), net):
