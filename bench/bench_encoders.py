@@ -384,6 +384,8 @@ def main(argv: list[str] | None = None) -> None:
         if (args.out / "encoders_choice.json").exists()
         else {}
     )
+    if args.skip_speed and args.skip_probe and "machine" in old:  # only re-render the report
+        meta = old["machine"]
     speed = old.get("speed") if args.skip_speed else run_speed(args.speed_encoders.split(","), args.side)
     probe = (
         old.get("probe")

@@ -72,3 +72,15 @@ def test_encoders_command_lists_default():
     res = run("encoders")
     assert res.exit_code == 0, res.output
     assert "(default)" in res.output and "uni" in res.output
+
+
+def test_bench_cli_quick(data_dir, tmp_path):
+    res = run("bench", "--data", data_dir, "--out", tmp_path / "b", "--quick", "--sections", "her2st/C2",
+              "--protocols", "R", "--methods", "mean,knn,histosge")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "b" / "results.json").exists() and (tmp_path / "b" / "report.md").exists()
+
+
+def test_bench_cli_bad_seeds(data_dir, tmp_path):
+    res = run("bench", "--data", data_dir, "--out", tmp_path / "b", "--seeds", "x")
+    assert res.exit_code == 2 and "--seeds" in res.output

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import HistosgeError
+from .errors import HistosgeError, InputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Predict high-resolution spatial gene expression from H&E histology (HisToSGE).")
@@ -182,9 +182,24 @@ def bench(
     """Score every method on held-out spots under protocols R, G and X; write results.json + report.md."""
     from . import benchmark
 
-    split = lambda s: [x.strip() for x in s.split(",") if x.strip()] if s else None  # noqa: E731
-    _run(debug, benchmark.run, data=data, out=out_dir, sections=split(sections), protocols=split(protocols),
-         methods=split(methods), seeds=[int(s) for s in split(seeds)], encoder=encoder, quick=quick)
+    def split(text):
+        return [x.strip() for x in text.split(",") if x.strip()] if text else None
+
+    def job():
+        try:
+            seed_list = [int(s) for s in split(seeds) or [0]]
+        except ValueError:
+            raise InputError(f"seeds must be integers, got {seeds!r}", where="--seeds",
+                             fix="e.g. --seeds 0,1,2") from None
+        options = {"sections": split(sections), "protocols": split(protocols), "methods": split(methods),
+                   "encoder": encoder}
+        result = benchmark.run(data, out_dir, seeds=seed_list, quick=quick,
+                               **{k: v for k, v in options.items() if v is not None})
+        _summary("histosge bench", [("records", str(len(result.records))),
+                                    ("results", str(Path(out_dir) / "results.json")),
+                                    ("report", str(Path(out_dir) / "report.md"))])
+
+    _run(debug, job)
 
 
 def _terminate(signum, frame):  # kill: unwind like Ctrl-C so temporary files are removed

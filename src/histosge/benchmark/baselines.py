@@ -104,12 +104,12 @@ def stnet(
     query_x: np.ndarray,
     *,
     seed: int = 0,
-    epochs: int = 200,
-    patience: int = 15,
+    epochs: int = 100,
+    patience: int = 10,
     hidden: int = 512,
     lr: float = 1e-3,
     weight_decay: float = 1e-4,
-    batch_size: int = 64,
+    batch_size: int = 128,
     val_fraction: float = 0.1,
 ) -> tuple[np.ndarray, dict]:
     """ST-Net (He et al., Nat Biomed Eng 2020), reduced to a head on frozen features.

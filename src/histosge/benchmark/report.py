@@ -160,13 +160,13 @@ def _plt():
 
 
 def _pick(kept: dict, dataset: str) -> tuple | None:
-    """The (section, protocol) to draw for ``dataset``: its first section, protocol G, else R, else X."""
+    """The (section, protocol) to draw for ``dataset``: protocol G, else R, else X, first section
+    whose HVGs hold one of the dataset's marker genes (else the first section)."""
     keys = [k for k in kept if kept[k]["section"].dataset == dataset]
-    for protocol in ("G", "R", "X"):
-        cand = sorted(k for k in keys if k[1] == protocol)
-        if cand:
-            return cand[0]
-    return None
+    markers = MARKERS.get(dataset, ())
+    ordered = sorted(keys, key=lambda k: ("GRX".index(k[1]) if k[1] in "GRX" else 3, k[0]))
+    with_marker = [k for k in ordered if any(g in kept[k]["genes"] for g in markers)]
+    return (with_marker or ordered or [None])[0]
 
 
 def _scatter(ax, xy, values, vmin, vmax, size, title):

@@ -225,12 +225,10 @@ def _json_default(obj):
 
 def _clean(info: dict) -> dict:
     """The small, JSON-friendly part of a method's info (no configs, no arrays)."""
-    keep = ("k", "alpha", "n_pcs", "epochs_run", "steps_run", "best_val_loss")
-    out = {k: info[k] for k in keep if k in info and info[k] is not None}
-    hist = info.get("history") or {}
-    for k in ("epochs_run", "best_val_loss"):
-        if hist.get(k) is not None:
-            out[k] = hist[k]
+    keep = ("k", "k_genes", "n_components", "alpha", "n_pcs", "epochs_run", "steps_run", "initial_val_loss",
+            "best_val_loss", "skipped")
+    flat = {**info, **(info.get("history") or {})}
+    out = {k: flat[k] for k in keep if flat.get(k) is not None}
     return {k: (float(v) if isinstance(v, float | np.floating) else v) for k, v in out.items()}
 
 

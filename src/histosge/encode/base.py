@@ -70,7 +70,10 @@ class Encoder(nn.Module):
                 if patches
                 else (torch.empty(0, 3, self.input_size, self.input_size))
             )
-        x = torch.as_tensor(patches) if isinstance(patches, np.ndarray) else patches
+        if isinstance(patches, np.ndarray):
+            x = torch.from_numpy(patches if patches.flags.writeable else patches.copy())
+        else:
+            x = patches
         if x.ndim == 3:
             x = x[None]
         if x.ndim != 4 or x.shape[-1] != 3:
