@@ -174,6 +174,43 @@ def test_report_tables_from_records(tmp_path):
     assert "0.050 ± 0.071" in text and "INFLATED" in text and "| knn |" in text.replace("151673 | knn", "| knn")
 
 
+def test_merge_combines_parts(tmp_path):
+    rec = {
+        "dataset": "her2st",
+        "section": "C2",
+        "protocol": "G",
+        "method": "knn",
+        "seed": 0,
+        "n_train": 10,
+        "n_test": 20,
+        "n_genes": 5,
+        "pcc": 0.1,
+        "pcc_top50": 0.2,
+        "mse": 0.3,
+        "mae": 0.4,
+        "ari": None,
+        "fit_seconds": 1.0,
+    }
+    for i, section in enumerate(("C2", "C3")):
+        part = tmp_path / f"p{i}"
+        part.mkdir()
+        (part / "results.json").write_text(json.dumps([{**rec, "section": section}]))
+        meta = {
+            "encoder": "e",
+            "seeds": [0],
+            "seconds_total": 5.0,
+            "seconds_features": 1.0,
+            "sections": [f"her2st/{section}"],
+            "protocols": ["G"],
+        }
+        (part / "run.json").write_text(json.dumps(meta))
+    report.merge([tmp_path / "p0", tmp_path / "p1"], tmp_path / "all")
+    merged = json.loads((tmp_path / "all" / "results.json").read_text())
+    assert [r["section"] for r in merged] == ["C2", "C3"]
+    text = (tmp_path / "all" / "report.md").read_text()
+    assert "| C3 | knn |" in text and "p1" in text
+
+
 def test_run_rejects_unknown_options(tmp_path):
     with pytest.raises(InputError, match="protocol"):
         run(tmp_path, tmp_path / "out", sections="her2st/C2", protocols="R,Q")

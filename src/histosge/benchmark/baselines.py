@@ -211,7 +211,7 @@ def histogene(
     train_groups: np.ndarray | None = None,
     query_groups: np.ndarray | None = None,
     seed: int = 0,
-    steps: int = 400,
+    steps: int = 200,
     eval_every: int = 20,
     patience: int = 5,
     max_tokens: int = 256,

@@ -80,7 +80,7 @@ def cross_section_genes(
     pooled.var_names = common
     pooled.obs_names = [f"{i}" for i in range(pooled.n_obs)]
     pooled.uns["histosge"] = {
-        "not_raw_counts": any(a.uns.get("histosge", {}).get("not_raw_counts", False) for a in train_sections)
+        "raw_counts": all(a.uns.get("histosge", {}).get("raw_counts", True) for a in train_sections)
     }
     return select_hvgs(pooled, n_genes)
 

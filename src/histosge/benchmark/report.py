@@ -280,41 +280,56 @@ def domains_figure(entry: dict, path: Path, seed: int = 0) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
+def _caption(png: Path) -> str:
+    """The report's caption of a figure, from its file name (``markers_<dataset>_<section>_<P>.png``)."""
+    kind, rest = png.stem.split("_", 1)
+    name, protocol = rest.rsplit("_", 1)
+    section = name.replace("_", "/", 1)
+    if kind == "markers":
+        return (
+            f"Marker genes on {section}, protocol {protocol}, held-out spots: measured (left), each "
+            "method's prediction (r: Pearson over these spots), on the colour scale of the measured values."
+        )
+    return (
+        f"Spatial domains on {section}, protocol {protocol}: manual layers, k-means on the measured "
+        "expression, and k-means on training spots (measured) + held-out spots (predicted) for each method."
+    )
+
+
+def draw_figures(kept: dict, out: Path) -> list[Path]:
+    """Marker-gene and spatial-domain PNGs, one section per dataset, from kept predictions."""
+    written: list[Path] = []
+    for dataset in ("dlpfc", "her2st"):
+        key = _pick(kept, dataset)
+        if key is None:
+            continue
+        entry = kept[key]
+        stem = f"{entry['section'].name.replace('/', '_')}_{key[1]}"
+        png = out / f"markers_{stem}.png"
+        if marker_figure(entry, png):
+            written.append(png)
+        png = out / f"domains_{stem}.png"
+        if domains_figure(entry, png):
+            written.append(png)
+    return written
+
+
 def write_report(
-    records: list[dict], out: str | os.PathLike, *, kept: dict | None = None, meta: dict | None = None
+    records: list[dict],
+    out: str | os.PathLike,
+    *,
+    kept: dict | None = None,
+    meta: dict | None = None,
+    figures: list[Path] | None = None,
 ) -> list[Path]:
-    """Write ``out/report.md`` (and its PNGs, from ``kept`` predictions); return the paths written."""
+    """Write ``out/report.md`` and, from ``kept`` predictions, its PNGs; ``figures`` are PNGs already in
+    ``out`` to show as well. Returns the paths written."""
     out = Path(out)
     meta = meta or {}
-    written: list[Path] = []
+    written = draw_figures(kept, out) if kept else []
     figs: list[str] = []
-    for dataset in ("dlpfc", "her2st"):
-        entry_key = _pick(kept or {}, dataset)
-        if entry_key is None:
-            continue
-        entry = kept[entry_key]
-        name = entry["section"].name.replace("/", "_")
-        png = out / f"markers_{name}_{entry_key[1]}.png"
-        genes = marker_figure(entry, png)
-        if genes:
-            written.append(png)
-            figs += [
-                f"![marker genes, {entry['section'].name}]({png.name})",
-                "",
-                f"Marker genes ({', '.join(genes)}) on {entry['section'].name}, protocol {entry_key[1]}, "
-                "held-out spots: measured (left), each method's prediction (r: Pearson over these spots).",
-                "",
-            ]
-        dpng = out / f"domains_{name}_{entry_key[1]}.png"
-        if domains_figure(entry, dpng):
-            written.append(dpng)
-            figs += [
-                f"![spatial domains, {entry['section'].name}]({dpng.name})",
-                "",
-                f"Spatial domains on {entry['section'].name}: manual layers, k-means on measured expression, "
-                "and k-means on training spots (measured) + held-out spots (predicted) for each method.",
-                "",
-            ]
+    for png in [*written, *(figures or [])]:
+        figs += [f"![{png.stem}]({png.name})", "", _caption(png), ""]
     methods = _order(r["method"] for r in records)
     lines = [
         "# Benchmark: held-out spatial expression from H&E",
@@ -362,7 +377,50 @@ def write_report(
         ]
     if figs:
         lines += ["", "## Figures", "", *figs]
+    if meta.get("parts"):
+        lines += ["", "## Runs", "", "This report combines runs made separately (`report.merge`):", ""]
+        lines += [
+            f"- `{p['out']}`: {', '.join(p['sections'])}; protocols {','.join(p['protocols'])}; "
+            f"{p['seconds_total']:.0f} s"
+            for p in meta["parts"]
+        ]
     report_path = out / "report.md"
     with atomic_path(report_path) as tmp:
         tmp.write_text("\n".join(lines).rstrip() + "\n")
     return [report_path, *written]
+
+
+def merge(parts: list[str | os.PathLike], out: str | os.PathLike) -> list[Path]:
+    """Combine benchmark outputs made separately (other sections or protocols, other machines) into
+    ``out``: results.json concatenated, run.json listing the parts, their PNGs copied, report.md."""
+    import json
+    import shutil
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    records: list[dict] = []
+    metas: list[dict] = []
+    figures: list[Path] = []
+    for part in map(Path, parts):
+        records += json.loads((part / "results.json").read_text())
+        meta = json.loads((part / "run.json").read_text())
+        metas.append({**meta, "out": str(part)})
+        for png in sorted(part.glob("*.png")):
+            if not (out / png.name).exists() or out.resolve() != part.resolve():
+                shutil.copyfile(png, out / png.name)
+            if out / png.name not in figures:
+                figures.append(out / png.name)
+    meta = {
+        "encoder": metas[0].get("encoder"),
+        "seeds": sorted({s for m in metas for s in m.get("seeds", [])}),
+        "seconds_total": sum(m["seconds_total"] for m in metas),
+        "seconds_features": sum(m["seconds_features"] for m in metas),
+        "parts": metas,
+    }
+    with atomic_path(out / "results.json") as tmp:
+        tmp.write_text(json.dumps(records, indent=1) + "\n")
+    with atomic_path(out / "run.json") as tmp:
+        tmp.write_text(json.dumps(meta, indent=1) + "\n")
+    order = {"markers": 0, "domains": 1}
+    figures.sort(key=lambda p: (p.stem.split("_")[1] != "dlpfc", order.get(p.stem.split("_")[0], 2), p.name))
+    return [out / "results.json", out / "run.json", *write_report(records, out, meta=meta, figures=figures)]

@@ -153,6 +153,12 @@ def run(
 
     records: list[dict] = []
     splits: dict[tuple[str, str, int], P.Split] = {}
+    results_path = out / "results.json"
+
+    def save() -> None:  # after every block, so an interrupted run keeps what it finished
+        with atomic_path(results_path) as tmp:
+            tmp.write_text(json.dumps(records, indent=1, default=_json_default) + "\n")
+
     kept: dict = {}  # predictions kept for the report's figures
     with _deterministic(threads):
         for name in names:
@@ -171,6 +177,7 @@ def run(
                         kept if seed == seeds[0] else None,
                         progress,
                     )
+                    save()
         if "X" in protocols:
             for target, sources in P.cross_groups(names).items():
                 for seed in seeds:
@@ -185,6 +192,7 @@ def run(
                         kept if seed == seeds[0] else None,
                         progress,
                     )
+                    save()
     result = BenchResult(records, splits, out)
     result.seconds = time.perf_counter() - t_start
     meta = {
@@ -199,9 +207,7 @@ def run(
         "n_genes": n_genes,
         "torch_threads": threads or torch.get_num_threads(),
     }
-    results_path = out / "results.json"
-    with atomic_path(results_path) as tmp:
-        tmp.write_text(json.dumps(records, indent=1, default=_json_default) + "\n")
+    save()
     result.files.append(results_path)
     meta_path = out / "run.json"
     with atomic_path(meta_path) as tmp:

@@ -7,6 +7,8 @@
   what the measured neighbours say (IDW interpolation of the nearest training spots' scores,
   leave-one-out on training spots so it looks as at prediction time) and predicts a correction
   to it from the image and position; early stopping on a validation split of training spots.
+  The context itself also blends in an image-only prediction (ridge on frozen features,
+  out-of-fold on training spots), weighted per component by least squares.
   docs/MODEL_NOTES.md records what each of these choices bought on held-out spots.
 """
 
@@ -31,6 +33,8 @@ METHODS = ("histosge", "histosge-paper")
 N_COMPONENTS = 8
 #: Weight of the neighbours' expression outside those components (gene-specific detail).
 OUTSIDE_WEIGHT = 0.5
+#: Blend an image-only prediction (ridge on frozen features) into the neighbours' context.
+STACK_IMAGE = True
 
 
 @dataclass
@@ -63,6 +67,8 @@ def fit_predict(method: str, train: Spots, y_train: np.ndarray, query: Spots, *,
         k = choose_k(train.xy, z_train)
         ctx_train = idw(train.xy, z_train, train.xy, k, exclude_self=True)
         ctx_query = idw(train.xy, z_train, query.xy, k)
+        if STACK_IMAGE:
+            ctx_train, ctx_query = _stack_image(train.features, query.features, z_train, ctx_train, ctx_query, seed)
         model = fit(train.features, train.rows, train.cols, z_train, cfg, context=ctx_train, progress=progress)
         z = model.predict(query.features, query.rows, query.cols, context=ctx_query)
         # Gene-specific detail the components miss, from plain neighbour averaging, shrunk.
@@ -73,6 +79,41 @@ def fit_predict(method: str, train: Spots, y_train: np.ndarray, query: Spots, *,
         return pred, {"config": cfg.to_dict(), "k": k, "k_genes": k_genes, "n_components": n_comp,
                       "history": _short(model.history)}
     raise ValueError(f"unknown method {method!r}; known: {METHODS}")
+
+
+def _image_ridge(features: np.ndarray, targets: np.ndarray, seed: int):
+    """Frozen features -> standardise -> PCA (<= 256) -> ridge with alpha by CV (HEST's recipe)."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    n_pc = max(1, min(256, features.shape[1], len(features) - 1))
+    return make_pipeline(StandardScaler(), PCA(n_pc, random_state=seed),
+                         RidgeCV(alphas=np.logspace(-1, 5, 13))).fit(features, targets)
+
+
+def _stack_image(f_train, f_query, z_train, knn_train, knn_query, seed: int, folds: int = 5):
+    """Blend the neighbours' scores with what the image alone predicts, per component.
+
+    The image prediction for training spots is out-of-fold, and the neighbours' is
+    leave-one-out, so both look as they will at a new spot; the per-component blend
+    weights are least squares on those, with the image's weight kept in [0, 1].
+    """
+    rng = np.random.default_rng(seed)
+    fold = rng.permutation(len(f_train)) % folds
+    img_train = np.zeros_like(z_train)
+    for k in range(folds):
+        held = fold == k
+        img_train[held] = _image_ridge(f_train[~held], z_train[~held], seed).predict(f_train[held])
+    img_query = _image_ridge(f_train, z_train, seed).predict(f_query)
+    out_train, out_query = np.empty_like(knn_train), np.empty_like(knn_query)
+    for j in range(z_train.shape[1]):
+        A = np.column_stack([knn_train[:, j], img_train[:, j], np.ones(len(z_train))])
+        w, *_ = np.linalg.lstsq(A, z_train[:, j], rcond=None)
+        w[1] = np.clip(w[1], 0.0, 1.0)
+        out_train[:, j] = A @ w
+        out_query[:, j] = np.column_stack([knn_query[:, j], img_query[:, j], np.ones(len(knn_query))]) @ w
+    return out_train.astype(np.float32), out_query.astype(np.float32)
 
 
 def _short(history: dict) -> dict:
