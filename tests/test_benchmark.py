@@ -264,8 +264,24 @@ def test_run_on_synthetic_sections_covers_every_protocol_and_method(synthetic_da
 QUICK = {"sections": "her2st/C2", "protocols": "R,G", "quick": True, "progress": False}
 
 
-def _comparable(records: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "fit_seconds"} for r in records]
+def _same(a: list[dict], b: list[dict]) -> bool:
+    """Records equal apart from timings; floats to 1e-4 relative (histogene's CPU training is not
+    bit-reproducible across runs: scores differ by ~1e-6 relative; every other method is bit for bit)."""
+    if len(a) != len(b):
+        return False
+    for ra, rb in zip(a, b, strict=True):
+        if ra.keys() != rb.keys():
+            return False
+        for k in ra:
+            va, vb = ra[k], rb[k]
+            if k == "fit_seconds":
+                continue
+            if isinstance(va, float) and isinstance(vb, float):
+                if not math.isclose(va, vb, rel_tol=1e-4, abs_tol=1e-7):
+                    return False
+            elif va != vb:
+                return False
+    return True
 
 
 def test_quick_run_on_real_data_is_held_out_and_deterministic(data_dir, tmp_path):
@@ -306,4 +322,9 @@ def test_quick_run_on_real_data_is_held_out_and_deterministic(data_dir, tmp_path
     assert (tmp_path / "a" / "report.md").exists()
 
     again = run(data_dir, tmp_path / "b", **QUICK)
-    assert _comparable(again.records) == _comparable(res.records)
+    assert _same(again.records, res.records)
+
+    def untimed(recs):
+        return [{**r, "fit_seconds": 0.0} for r in recs if r["method"] != "histogene"]
+
+    assert untimed(again.records) == untimed(res.records)  # bit for bit

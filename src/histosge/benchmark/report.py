@@ -381,7 +381,7 @@ def write_report(
         lines += ["", "## Runs", "", "This report combines runs made separately (`report.merge`):", ""]
         lines += [
             f"- `{p['out']}`: {', '.join(p['sections'])}; protocols {','.join(p['protocols'])}; "
-            f"{p['seconds_total']:.0f} s"
+            + ("INTERRUPTED: only the blocks it finished" if p.get("interrupted") else f"{p['seconds_total']:.0f} s")
             for p in meta["parts"]
         ]
     report_path = out / "report.md"
@@ -401,20 +401,37 @@ def merge(parts: list[str | os.PathLike], out: str | os.PathLike) -> list[Path]:
     records: list[dict] = []
     metas: list[dict] = []
     figures: list[Path] = []
+    seen: set = set()
     for part in map(Path, parts):
-        records += json.loads((part / "results.json").read_text())
-        meta = json.loads((part / "run.json").read_text())
+        recs = json.loads((part / "results.json").read_text())
+        for r in recs:  # a block measured twice: the first part's record wins
+            key = (r["dataset"], r["section"], r["protocol"], r["seed"], r["method"])
+            if key not in seen:
+                seen.add(key)
+                records.append(r)
+        if (part / "run.json").exists():
+            meta = json.loads((part / "run.json").read_text())
+        else:  # interrupted before its end: what its records say
+            meta = {
+                "interrupted": True,
+                "seconds_total": float("nan"),
+                "seconds_features": float("nan"),
+                "sections": sorted({f"{r['dataset']}/{r['section']}" for r in recs}),
+                "protocols": sorted({r["protocol"] for r in recs}),
+                "seeds": sorted({r["seed"] for r in recs}),
+                "encoder": recs[0]["encoder"] if recs else None,
+            }
         metas.append({**meta, "out": str(part)})
         for png in sorted(part.glob("*.png")):
-            if not (out / png.name).exists() or out.resolve() != part.resolve():
+            if out.resolve() != part.resolve():
                 shutil.copyfile(png, out / png.name)
             if out / png.name not in figures:
                 figures.append(out / png.name)
     meta = {
         "encoder": metas[0].get("encoder"),
         "seeds": sorted({s for m in metas for s in m.get("seeds", [])}),
-        "seconds_total": sum(m["seconds_total"] for m in metas),
-        "seconds_features": sum(m["seconds_features"] for m in metas),
+        "seconds_total": float(np.nansum([m["seconds_total"] for m in metas])),
+        "seconds_features": float(np.nansum([m["seconds_features"] for m in metas])),
         "parts": metas,
     }
     with atomic_path(out / "results.json") as tmp:

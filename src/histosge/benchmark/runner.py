@@ -231,8 +231,18 @@ def _json_default(obj):
 
 def _clean(info: dict) -> dict:
     """The small, JSON-friendly part of a method's info (no configs, no arrays)."""
-    keep = ("k", "k_genes", "n_components", "alpha", "n_pcs", "epochs_run", "steps_run", "initial_val_loss",
-            "best_val_loss", "skipped")
+    keep = (
+        "k",
+        "k_genes",
+        "n_components",
+        "alpha",
+        "n_pcs",
+        "epochs_run",
+        "steps_run",
+        "initial_val_loss",
+        "best_val_loss",
+        "skipped",
+    )
     flat = {**info, **(info.get("history") or {})}
     out = {k: flat[k] for k in keep if flat.get(k) is not None}
     return {k: (float(v) if isinstance(v, float | np.floating) else v) for k, v in out.items()}
