@@ -13,16 +13,11 @@ import math
 
 import numpy as np
 import torch
-from sklearn.decomposition import PCA
-from sklearn.linear_model import RidgeCV
-from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from ..model.methods import Spots
 from ..model.neighbours import choose_k, idw
-
-#: Ridge penalties searched by leave-one-out CV on the training spots.
-RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-1, 5, 13))
+from ..model.probe import ridge_probe
 
 
 def mean(y_train: np.ndarray, n_query: int) -> np.ndarray:
@@ -43,20 +38,8 @@ def knn(train_xy: np.ndarray, y_train: np.ndarray, query_xy: np.ndarray) -> tupl
 def ridge(
     train_x: np.ndarray, y_train: np.ndarray, query_x: np.ndarray, *, n_pcs: int = 256
 ) -> tuple[np.ndarray, dict]:
-    """HEST-Benchmark's linear probe: standardise features, PCA to 256, ridge regression.
-
-    Differs from HEST: the penalty is chosen by efficient leave-one-out CV over
-    ``RIDGE_ALPHAS`` on the training spots (HEST fixes alpha = 100 / (n_features x n_genes)),
-    and an intercept is fitted (HEST fits none on uncentred targets). PCA keeps at most
-    n_train - 1 components when there are fewer training spots than 256.
-    """
-    scaler = StandardScaler().fit(train_x)
-    z_train = scaler.transform(train_x)
-    n_comp = max(1, min(n_pcs, z_train.shape[0] - 1, z_train.shape[1]))
-    pca = PCA(n_components=n_comp, svd_solver="full").fit(z_train)
-    reg = RidgeCV(alphas=RIDGE_ALPHAS).fit(pca.transform(z_train), y_train)
-    pred = reg.predict(pca.transform(scaler.transform(query_x)))
-    return pred.astype(np.float32), {"alpha": float(reg.alpha_), "n_pcs": int(n_comp)}
+    """HEST-Benchmark's linear probe (``model.probe.ridge_probe``; see there what differs)."""
+    return ridge_probe(train_x, y_train, query_x, n_pcs=n_pcs)
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -169,6 +170,34 @@ def _pick(kept: dict, dataset: str) -> tuple | None:
     return (with_marker or ordered or [None])[0]
 
 
+#: Figures are kept below this size (they are committed next to the report).
+MAX_PNG_BYTES = 290_000
+
+
+def _write_small_png(image, path: Path) -> None:
+    """Write a PIL image as a palette PNG (plots have few colours), halving it until small enough."""
+    from PIL import Image
+
+    img = image.convert("RGB")
+    while True:
+        buf = io.BytesIO()
+        img.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(buf, format="png", optimize=True)
+        if buf.tell() <= MAX_PNG_BYTES or min(img.size) < 200:
+            break
+        img = img.resize((img.width * 3 // 4, img.height * 3 // 4), Image.Resampling.LANCZOS)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.getvalue())
+
+
+def _save_png(fig, path: Path) -> None:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=72, format="png")
+    buf.seek(0)
+    _write_small_png(Image.open(buf), path)
+
+
 def _scatter(ax, xy, values, vmin, vmax, size, title):
     ax.scatter(xy[:, 0], xy[:, 1], c=values, s=size, vmin=vmin, vmax=vmax, cmap="viridis", linewidths=0)
     ax.set_title(title, fontsize=8)
@@ -208,8 +237,7 @@ def marker_figure(entry: dict, path: Path) -> list[str] | None:
         fontsize=9,
     )
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=72, format="png")
+    _save_png(fig, path)
     plt.close(fig)
     return markers
 
@@ -271,8 +299,7 @@ def domains_figure(entry: dict, path: Path, seed: int = 0) -> bool:
     )
     fig.suptitle(f"{sec.name}, protocol {split.protocol}: spatial domains (k-means, k={k}); {what}", fontsize=9)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=72, format="png")
+    _save_png(fig, path)
     plt.close(fig)
     return True
 
@@ -394,7 +421,6 @@ def merge(parts: list[str | os.PathLike], out: str | os.PathLike) -> list[Path]:
     """Combine benchmark outputs made separately (other sections or protocols, other machines) into
     ``out``: results.json concatenated, run.json listing the parts, their PNGs copied, report.md."""
     import json
-    import shutil
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -424,7 +450,10 @@ def merge(parts: list[str | os.PathLike], out: str | os.PathLike) -> list[Path]:
         metas.append({**meta, "out": str(part)})
         for png in sorted(part.glob("*.png")):
             if out.resolve() != part.resolve():
-                shutil.copyfile(png, out / png.name)
+                from PIL import Image
+
+                with Image.open(png) as im:
+                    _write_small_png(im, out / png.name)
             if out / png.name not in figures:
                 figures.append(out / png.name)
     meta = {

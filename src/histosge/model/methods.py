@@ -20,6 +20,7 @@ import numpy as np
 from sklearn.decomposition import PCA
 
 from .neighbours import choose_k, idw
+from .probe import ridge_probe
 from .train import PAPER_CONFIG, TrainConfig, fit
 
 #: Our default schedule and size (see docs/MODEL_NOTES.md for what each choice bought).
@@ -81,17 +82,6 @@ def fit_predict(method: str, train: Spots, y_train: np.ndarray, query: Spots, *,
     raise ValueError(f"unknown method {method!r}; known: {METHODS}")
 
 
-def _image_ridge(features: np.ndarray, targets: np.ndarray, seed: int):
-    """Frozen features -> standardise -> PCA (<= 256) -> ridge with alpha by CV (HEST's recipe)."""
-    from sklearn.linear_model import RidgeCV
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    n_pc = max(1, min(256, features.shape[1], len(features) - 1))
-    return make_pipeline(StandardScaler(), PCA(n_pc, random_state=seed),
-                         RidgeCV(alphas=np.logspace(-1, 5, 13))).fit(features, targets)
-
-
 def _stack_image(f_train, f_query, z_train, knn_train, knn_query, seed: int, folds: int = 5):
     """Blend the neighbours' scores with what the image alone predicts, per component.
 
@@ -104,8 +94,8 @@ def _stack_image(f_train, f_query, z_train, knn_train, knn_query, seed: int, fol
     img_train = np.zeros_like(z_train)
     for k in range(folds):
         held = fold == k
-        img_train[held] = _image_ridge(f_train[~held], z_train[~held], seed).predict(f_train[held])
-    img_query = _image_ridge(f_train, z_train, seed).predict(f_query)
+        img_train[held] = ridge_probe(f_train[~held], z_train[~held], f_train[held])[0]
+    img_query = ridge_probe(f_train, z_train, f_query)[0]
     out_train, out_query = np.empty_like(knn_train), np.empty_like(knn_query)
     for j in range(z_train.shape[1]):
         A = np.column_stack([knn_train[:, j], img_train[:, j], np.ones(len(z_train))])
