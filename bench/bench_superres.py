@@ -28,12 +28,16 @@ adata = histosge.read_section(sys.argv[1], data_dir=sys.argv[2])
 t1 = time.perf_counter()
 out = histosge.superres(adata, progress=False, cache_dir=sys.argv[3])
 t2 = time.perf_counter()
+from histosge.encode import handcrafted
+handcrafted._shutdown(wait=True)  # he-stats worker processes: reap them to read their peak
 info = out.uns["histosge"]
 print(json.dumps({"read_s": t1 - t0, "superres_s": t2 - t1, "total_s": t2 - t0,
                   "features_s": info["seconds"]["features"], "model_s": info["seconds"]["fit_predict"],
                   "n_measured": info["n_measured"], "n_generated": info["n_generated"],
                   "n_genes": int(out.n_vars), "encoder": info["settings"]["encoder"],
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "worker_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+                  "workers": handcrafted.worker_count()}))
 """
 
 
@@ -55,10 +59,12 @@ def main() -> None:
         cold = run_once(args.section, args.data, cache)
         warm = run_once(args.section, args.data, cache)
     machine = f"{platform.machine()}, {os.cpu_count()} cores, CPU only"
-    record = {"date": date.today().isoformat(), "machine": machine,
+    for run in (cold, warm):  # the main process plus every he-stats worker at its own peak: an upper bound
+        run["peak_total_mb_upper_bound"] = run["peak_rss_mb"] + run["workers"] * run["worker_peak_rss_mb"]
+    record = {"date": date.today().isoformat(), "machine": machine, "load_average_after": os.getloadavg(),
               "section": args.section, "cold_cache": cold, "warm_cache": warm,
-              "target": "total < 300 s and peak RSS < 4096 MB (cold cache)",
-              "meets_target": cold["total_s"] < 300 and cold["peak_rss_mb"] < 4096}
+              "target": "total < 300 s and peak memory < 4096 MB (cold cache)",
+              "meets_target": cold["total_s"] < 300 and cold["peak_total_mb_upper_bound"] < 4096}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(record, indent=2))
     print(json.dumps(record, indent=2))

@@ -137,8 +137,8 @@ def test_histogene_runs_one_sequence_per_section():
 
 
 def test_x_admits_only_methods_that_do_not_read_target_expression():
-    assert not methods.valid_for("knn", "X") and not methods.valid_for("histosge", "X")
-    for m in ("mean", "ridge", "stnet", "histogene", "histosge-paper"):
+    assert not methods.valid_for("knn", "X")
+    for m in ("mean", "ridge", "stnet", "histogene", "histosge", "histosge-paper"):
         assert methods.valid_for(m, "X") and methods.valid_for(m, "R")
     assert set(methods.DEFAULT_METHODS) <= set(methods.ALL_METHODS)
 
@@ -328,3 +328,23 @@ def test_quick_run_on_real_data_is_held_out_and_deterministic(data_dir, tmp_path
         return [{**r, "fit_seconds": 0.0} for r in recs if r["method"] != "histogene"]
 
     assert untimed(again.records) == untimed(res.records)  # bit for bit
+
+
+def test_scoreboard_names_every_missed_target():
+    from histosge.benchmark.report import scoreboard
+
+    def rec(method, protocol, pcc, top, mse, ari=None, dataset="dlpfc"):
+        return {"dataset": dataset, "section": "s1", "protocol": protocol, "method": method, "seed": 0,
+                "pcc": pcc, "pcc_top50": top, "mse": mse, "mae": 0.1, "ari": ari}
+
+    recs = [
+        rec("knn", "R", 0.10, 0.40, 0.30, ari=0.30), rec("ridge", "R", 0.12, 0.35, 0.31, ari=0.2),
+        rec("histosge", "R", 0.11, 0.45, 0.29, ari=0.25),
+        rec("ridge", "X", 0.05, 0.3, 0.4), rec("histosge", "X", 0.06, 0.2, 0.5),
+    ]
+    lines = scoreboard(recs)
+    assert "1 of 2 rows" in lines[0]
+    row_r = next(line for line in lines if "| R |" in line)
+    assert "pcc <= ridge" in row_r and "ARI < knn" in row_r and "top50" not in row_r.split("no:")[1]
+    assert "| yes |" in next(line for line in lines if "| X |" in line)
+    assert scoreboard([r for r in recs if r["method"] != "histosge"]) == []

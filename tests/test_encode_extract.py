@@ -171,3 +171,30 @@ def test_real_encoders_through_extract(tmp_path):
         assert feats.shape == (3, encode.get_spec(name).dim) and np.isfinite(feats).all()
     empty = encode.extract(source, np.zeros((0, 2)), 0.5, 30.0, encoder=MeanColour(), cache_dir=False)
     assert empty.shape == (0, 3)
+
+
+def test_he_stats_workers_give_identical_features(monkeypatch):
+    import torch
+
+    from histosge.encode import create, handcrafted
+
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy((rng.random((24, 3, 64, 64)) * 0.7 + 0.2).astype(np.float32))
+    enc = create("he-stats")
+    monkeypatch.setenv("HISTOSGE_WORKERS", "1")
+    serial = enc(x).numpy()
+    monkeypatch.setenv("HISTOSGE_WORKERS", "2")
+    parallel = enc(x).numpy()
+    handcrafted._shutdown()
+    assert np.array_equal(serial, parallel)
+
+
+def test_he_stats_workers_setting_is_checked(monkeypatch):
+    from histosge.encode import handcrafted
+    from histosge.errors import EncoderError
+
+    monkeypatch.setenv("HISTOSGE_WORKERS", "two")
+    with pytest.raises(EncoderError, match="HISTOSGE_WORKERS"):
+        handcrafted.worker_count()
+    monkeypatch.setenv("HISTOSGE_WORKERS", "0")
+    assert handcrafted.worker_count() == 1

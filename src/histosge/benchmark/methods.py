@@ -4,9 +4,10 @@
 ``task.query``. The HisToSGE variants go through ``model.methods.fit_predict`` unchanged;
 the baselines live in :mod:`.baselines`.
 
-Protocol X (another section) admits only methods that predict from the image: ``knn`` and
-``histosge`` read the measured expression of neighbouring spots of the *target* section,
-which X does not have, so they are not run there.
+Protocol X (another section) admits only methods that predict from the image: ``knn`` reads
+the measured expression of neighbouring spots of the *target* section, which X does not have,
+so it is not run there; ``histosge`` switches to its image-only context there
+(``cross_section=True``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ ALL_METHODS = ("mean", "knn", "ridge", "stnet", "histogene", "histosge", "histos
 DEFAULT_METHODS = ("mean", "knn", "ridge", "stnet", "histogene", "histosge")
 
 #: Methods that need measured expression of the predicted section's own neighbours.
-NEEDS_TARGET_EXPRESSION = frozenset({"knn", "histosge"})
+NEEDS_TARGET_EXPRESSION = frozenset({"knn"})
 
 #: Epoch counts under ``--quick`` (a smoke test, not a measurement).
 QUICK_EPOCHS = {"stnet": 15, "histogene": 15, "histosge": 10, "histosge-paper": 10}
@@ -76,5 +77,7 @@ def predict(method: str, task: Task) -> tuple[np.ndarray, dict]:
     if method in ("histosge", "histosge-paper"):
         base = PAPER_CONFIG if method == "histosge-paper" else DEFAULT_CONFIG
         config = base.replace(epochs=epochs)
-        return fit_predict(method, tr, y, q, seed=task.seed, config=config, progress=False)
+        cross = task.extra.get("protocol") == "X"
+        return fit_predict(method, tr, y, q, seed=task.seed, config=config, progress=False, cross_section=cross,
+                           train_groups=task.train_groups, query_groups=task.query_groups)
     raise ValueError(f"unknown method {method!r}; known: {', '.join(ALL_METHODS)}")

@@ -1,140 +1,93 @@
 """``he-stats``: hand-crafted H&E features that need no weights and run fast on a CPU.
 
-Per patch (resized to 128 px), for two regions, the central disc (diameter = half the patch side,
-i.e. the spot itself at ``patch_scale=2``) and the ring around it:
-
-* colour moments: RGB mean and standard deviation;
-* stain deconvolution with fixed Ruifrok-Johnston vectors (``skimage.color.rgb2hed``):
-  haematoxylin mean/std/p10/p50/p90, eosin mean/std/p50/p90, DAB-channel mean/std (on H&E the
-  third channel soaks up what the fixed eosin vector misses), and an 8-bin haematoxylin histogram;
-* tissue fraction, nuclear fraction (haematoxylin above two thresholds), nuclei per 1000 px
-  (connected haematoxylin blobs);
-* texture: a 10-bin uniform LBP histogram (P=8, R=1) of the grey image;
-
-and, over the whole patch, GLCM contrast / dissimilarity / homogeneity / energy / correlation of
-the 16-level haematoxylin image at distances 1, 2 and 4 (averaged over 4 angles).
-
-Per-slide Macenko stain estimation was left out on purpose: it makes a spot's features depend on
-the rest of the slide, and fixed vectors keep the features comparable across sections.
+The features themselves (what they are and why) are in :mod:`._hestats`. On a machine with
+several cores, batches are split across worker processes (``HISTOSGE_WORKERS`` sets how many;
+1 turns them off): the features are a pure function of each patch, so results are identical.
 """
 
 from __future__ import annotations
 
+import atexit
+import os
+
 import numpy as np
 import torch
-from scipy import ndimage
 
 from ..errors import EncoderError
+from ._hestats import DIM, FEATURE_NAMES, INPUT_SIZE, VERSION, _ignore_sigint, features_batch, he_features
 from ._registry import EncoderSpec, register_encoder
 from .base import Encoder
 
-INPUT_SIZE = 128
-SPOT_FRACTION = 0.5  # diameter of the central disc relative to the patch side
-H_EDGES = np.linspace(0.0, 0.32, 9)
-GLCM_DISTANCES = (1, 2, 4)
-GLCM_PROPS = ("contrast", "dissimilarity", "homogeneity", "energy", "correlation")
-LBP_BINS = 10  # uniform LBP with P=8 has P + 2 codes
-VERSION = "he-stats/1"
+__all__ = ["DIM", "FEATURE_NAMES", "HEStatsEncoder", "he_features", "worker_count"]
 
-_REGION_NAMES = (
-    [f"rgb_mean_{c}" for c in "rgb"]
-    + [f"rgb_std_{c}" for c in "rgb"]
-    + ["h_mean", "h_std", "h_p10", "h_p50", "h_p90", "e_mean", "e_std", "e_p50", "e_p90", "d_mean", "d_std"]
-    + [f"h_hist_{i}" for i in range(len(H_EDGES) - 1)]
-    + ["tissue_frac", "nuc_frac", "nuc_dense_frac", "nuclei_per_kpx"]
-    + [f"lbp_{i}" for i in range(LBP_BINS)]
-)
-FEATURE_NAMES = (
-    [f"spot_{n}" for n in _REGION_NAMES]
-    + [f"ring_{n}" for n in _REGION_NAMES]
-    + [f"glcm_{p}_d{d}" for d in GLCM_DISTANCES for p in GLCM_PROPS]
-)
-DIM = len(FEATURE_NAMES)
+#: Below this many patches a batch is computed in the calling process.
+MIN_PARALLEL_BATCH = 8
+
+_pool = None
+_pool_size = 0
 
 
-def _masks(size: int) -> tuple[np.ndarray, np.ndarray]:
-    yy, xx = np.mgrid[0:size, 0:size]
-    c = (size - 1) / 2.0
-    r = np.hypot(yy - c, xx - c)
-    inner = r <= size * SPOT_FRACTION / 2.0
-    ring = (~inner) & (r <= size / 2.0)
-    return inner, ring
+def worker_count() -> int:
+    """Worker processes for he-stats: ``$HISTOSGE_WORKERS``, else one per available core."""
+    env = os.environ.get("HISTOSGE_WORKERS", "").strip()
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise EncoderError(
+                f"HISTOSGE_WORKERS={env!r} is not a whole number", where="he-stats", fix="e.g. HISTOSGE_WORKERS=2"
+            ) from None
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
 
 
-def _region_features(rgb, hed, tissue, lbp, nuclei_labels, mask) -> list[float]:
-    px = rgb[mask]
-    h, e, d = hed[..., 0][mask], hed[..., 1][mask], hed[..., 2][mask]
-    n = max(int(mask.sum()), 1)
-    h_hist = np.histogram(np.clip(h, H_EDGES[0], H_EDGES[-1] - 1e-9), bins=H_EDGES)[0] / n
-    hp10, hp50, hp90 = np.percentile(h, (10, 50, 90))
-    ep50, ep90 = np.percentile(e, (50, 90))
-    labels_here = np.unique(nuclei_labels[mask])
-    n_nuclei = int((labels_here > 0).sum())
-    lbp_hist = np.bincount(lbp[mask].astype(np.int64), minlength=LBP_BINS)[:LBP_BINS] / n
-    return [
-        *px.mean(0),
-        *px.std(0),
-        h.mean(),
-        h.std(),
-        hp10,
-        hp50,
-        hp90,
-        e.mean(),
-        e.std(),
-        ep50,
-        ep90,
-        d.mean(),
-        d.std(),
-        *h_hist,
-        tissue[mask].mean(),
-        (h > 0.10).mean(),
-        (h > 0.18).mean(),
-        1000.0 * n_nuclei / n,
-        *lbp_hist,
-    ]
+def _get_pool(n: int):
+    """A process pool kept for the life of the process (spawned once: fork after torch is unsafe)."""
+    global _pool, _pool_size
+    if _pool is None or _pool_size != n:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        _shutdown()
+        _pool = ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn"), initializer=_ignore_sigint)
+        _pool_size = n
+    return _pool
 
 
-def he_features(rgb: np.ndarray) -> np.ndarray:
-    """Features of one RGB patch, float in [0, 1], shape (S, S, 3) -> (DIM,)."""
-    from skimage.color import rgb2hed
-    from skimage.feature import graycomatrix, graycoprops, local_binary_pattern
+def _shutdown(wait: bool = False) -> None:
+    """Stop the worker processes (``wait``: until they have exited, e.g. to read their peak memory)."""
+    global _pool, _pool_size
+    if _pool is not None:
+        _pool.shutdown(wait=wait, cancel_futures=True)
+    _pool, _pool_size = None, 0
 
-    size = rgb.shape[0]
-    inner, ring = _masks(size)
-    hed = rgb2hed(rgb)
-    grey = rgb @ np.array([0.299, 0.587, 0.114])
-    sat = rgb.max(-1) - rgb.min(-1)
-    tissue = (grey < 0.85) & (sat > 0.04)
-    grey_u8 = np.clip(grey * 255.0, 0, 255).astype(np.uint8)
-    lbp = local_binary_pattern(grey_u8, P=8, R=1, method="uniform")
-    nuc = ndimage.binary_opening(hed[..., 0] > 0.10)
-    labels, _ = ndimage.label(nuc)
-    feats = _region_features(rgb, hed, tissue, lbp, labels, inner)
-    feats += _region_features(rgb, hed, tissue, lbp, labels, ring)
-    h_q = np.clip(hed[..., 0] / 0.32 * 16, 0, 15).astype(np.uint8)
-    glcm = graycomatrix(
-        h_q,
-        distances=GLCM_DISTANCES,
-        angles=(0, np.pi / 4, np.pi / 2, 3 * np.pi / 4),
-        levels=16,
-        symmetric=True,
-        normed=True,
-    )
-    for di in range(len(GLCM_DISTANCES)):
-        for prop in GLCM_PROPS:
-            value = graycoprops(glcm[:, :, di : di + 1, :], prop).mean()
-            feats.append(float(np.nan_to_num(value, nan=0.0)))
-    out = np.asarray(feats, dtype=np.float32)
-    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+
+atexit.register(_shutdown)
+
+
+def compute(patches: np.ndarray) -> np.ndarray:
+    """``features_batch`` split over ``worker_count()`` processes when the batch is large enough."""
+    n_workers = min(worker_count(), max(1, len(patches) // MIN_PARALLEL_BATCH))
+    if n_workers <= 1:
+        return features_batch(patches)
+    try:
+        pool = _get_pool(worker_count())
+        parts = np.array_split(np.asarray(patches, np.float32), n_workers)
+        return np.concatenate(list(pool.map(features_batch, parts)))
+    except (OSError, RuntimeError):  # no processes here (sandbox, broken pool): same numbers, one core
+        _shutdown()
+        return features_batch(patches)
 
 
 class HEStatsEncoder(Encoder):
     """Hand-crafted features; ``preprocess`` gives [0, 1] RGB (mean 0, std 1), ``forward`` numpy."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        arr = x.detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy().astype(np.float64)
-        feats = np.stack([he_features(p) for p in arr]) if len(arr) else np.zeros((0, DIM), np.float32)
-        return torch.from_numpy(feats).to(x.device)
+        # float32 crosses to the workers; features_batch casts to float64 as the serial path does
+        arr = x.detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+        return torch.from_numpy(compute(arr)).to(x.device)
 
 
 @register_encoder(

@@ -45,3 +45,18 @@ def choose_k(train_xy: np.ndarray, train_y: np.ndarray, choices=K_CHOICES) -> in
         if err < best:
             best_k, best = k, err
     return best_k
+
+
+def ring_mean(xy: np.ndarray, values: np.ndarray, k: int = 7) -> np.ndarray:
+    """Mean of ``values`` over each spot and its ``k - 1`` nearest spots of the same section.
+
+    With k = 7 that is a Visium spot and its hexagonal ring (a legacy-ST spot and its 4 edge
+    and 2 of its diagonal neighbours): the tissue around a spot, seen through its neighbours'
+    image features, which is known wherever the image is, measured or not.
+    """
+    xy = np.asarray(xy, np.float64)
+    values = np.asarray(values, np.float32)
+    if len(xy) == 0:
+        return values.copy()
+    _, idx = cKDTree(xy).query(xy, k=min(k, len(xy)))
+    return values[np.asarray(idx).reshape(len(xy), -1)].mean(1)

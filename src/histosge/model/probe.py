@@ -31,3 +31,50 @@ def ridge_probe(train_x: np.ndarray, y_train: np.ndarray, query_x: np.ndarray, *
     reg = RidgeCV(alphas=RIDGE_ALPHAS).fit(pca.transform(z_train), y_train)
     pred = reg.predict(pca.transform(scaler.transform(query_x)))
     return pred.astype(np.float32), {"alpha": float(reg.alpha_), "n_pcs": int(n_comp)}
+
+
+def grouped_ridge(train_x: np.ndarray, y_train: np.ndarray, query_x: np.ndarray, groups: np.ndarray, *,
+                  n_pcs: int = 256, oof: bool = False, alphas: tuple[float, ...] = RIDGE_ALPHAS
+                  ) -> tuple[np.ndarray, dict]:
+    """``ridge_probe`` with the penalty chosen by leave-one-group-out CV instead of leave-one-spot-out.
+
+    Spots of one section share staining, scanner and neighbours, so leaving out single spots
+    picks penalties that are far too small for a *new* section (on DLPFC 151673 -> 151676 the
+    spot-wise choice is alpha 0.3 and predictions lose a quarter of their Pearson). ``groups``
+    names the section (or spatial block) of each training spot. With ``oof`` the info also
+    holds ``'oof'``: each training spot predicted by the model fitted without its group, so
+    that what is stacked on top sees predictions as they look on an unseen section.
+    ``alphas``: the penalties searched (one value fixes it).
+    """
+    groups = np.asarray(groups)
+    scaler = StandardScaler().fit(train_x)
+    z_train, z_query = scaler.transform(train_x), scaler.transform(query_x)
+    n_comp = max(1, min(n_pcs, z_train.shape[0] - 1, z_train.shape[1]))
+    pca = PCA(n_components=n_comp, svd_solver="full").fit(z_train)
+    p_train, p_query = pca.transform(z_train), pca.transform(z_query)
+    y = np.asarray(y_train, np.float64)
+    labels = np.unique(groups)
+    if len(labels) < 2:
+        raise ValueError("grouped_ridge needs at least two groups")
+    errors, oofs = [], []
+    for alpha in alphas:
+        oof_pred = np.empty_like(y)
+        for g in labels:
+            held = groups == g
+            oof_pred[held] = _ridge(p_train[~held], y[~held], p_train[held], alpha)
+        errors.append(float(((oof_pred - y) ** 2).mean()))
+        oofs.append(oof_pred)
+    best = int(np.argmin(errors))
+    alpha = alphas[best]
+    info = {"alpha": float(alpha), "n_pcs": int(n_comp)}
+    if oof:
+        info["oof"] = oofs[best].astype(np.float32)
+    return _ridge(p_train, y, p_query, alpha).astype(np.float32), info
+
+
+def _ridge(x: np.ndarray, y: np.ndarray, query: np.ndarray, alpha: float) -> np.ndarray:
+    """Closed-form ridge with an unpenalised intercept."""
+    mu, y_mu = x.mean(0), y.mean(0)
+    a = x - mu
+    w = np.linalg.solve(a.T @ a + alpha * np.eye(a.shape[1]), a.T @ (y - y_mu))
+    return (query - mu) @ w + y_mu

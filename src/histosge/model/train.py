@@ -152,11 +152,14 @@ class Trained:
 
 def fit(features: np.ndarray, rows: np.ndarray, cols: np.ndarray, targets: np.ndarray,
         config: TrainConfig | None = None, *, context: np.ndarray | None = None,
-        progress: bool = True) -> Trained:
+        progress: bool = True, val_mask: np.ndarray | None = None) -> Trained:
     """Train on the given spots; returns a :class:`Trained` whose ``predict`` scores new spots.
 
     ``context`` (spots x genes), when given, is what the spot's measured neighbours say about
     it (for training spots: leave-one-out, so that it looks as it will at prediction time).
+    ``val_mask`` (bool per spot) names the validation spots instead of a random
+    ``config.val_fraction``: predicting another section must be validated on a held-out
+    section or block, since random spots of the training tissue flatter any model.
     """
     cfg = config or TrainConfig()
     torch.manual_seed(cfg.seed)
@@ -173,9 +176,14 @@ def fit(features: np.ndarray, rows: np.ndarray, cols: np.ndarray, targets: np.nd
 
     n = len(feats)
     perm = rng.permutation(n)
-    n_val = int(round(n * cfg.val_fraction)) if cfg.patience is not None else 0
-    n_val = max(0, min(n_val, n - 2))
-    val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    if val_mask is not None and cfg.patience is not None:
+        val_mask = np.asarray(val_mask, bool)
+        val_idx, train_idx = np.flatnonzero(val_mask), np.flatnonzero(~val_mask)
+        n_val = len(val_idx)
+    else:
+        n_val = int(round(n * cfg.val_fraction)) if cfg.patience is not None else 0
+        n_val = max(0, min(n_val, n - 2))
+        val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
 
     net = HisToSGE(feats.shape[1], targets.shape[1], n_rows=frame.n_rows, n_cols=frame.n_cols,
                    dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, dim_head=cfg.dim_head,
