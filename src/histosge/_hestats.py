@@ -1,5 +1,7 @@
-"""``he-stats`` features of one patch, in numpy, scipy and scikit-image (what worker processes
-run; the torch encoder around it is in ``handcrafted.py``).
+"""``he-stats`` features of one patch, in numpy, scipy and scikit-image: what the encoder's
+worker processes run. It lives outside ``histosge.encode`` on purpose: importing that package
+imports torch, which cost each spawned worker ~0.5 GB; this module keeps them small. The torch
+encoder around it is ``histosge.encode.handcrafted``.
 
 ``he-stats``: hand-crafted H&E features that need no weights and run fast on a CPU.
 
