@@ -13,8 +13,8 @@ import os
 import numpy as np
 import torch
 
-from ..errors import EncoderError
 from .._hestats import DIM, FEATURE_NAMES, INPUT_SIZE, VERSION, _ignore_sigint, features_batch, he_features
+from ..errors import EncoderError
 from ._registry import EncoderSpec, register_encoder
 from .base import Encoder
 
