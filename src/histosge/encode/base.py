@@ -101,6 +101,9 @@ class Encoder(nn.Module):
             x = self.preprocess(torch.as_tensor(np.asarray(patches)).to(self.device))
             return self(x).float().cpu().numpy()
 
+    def release(self) -> None:
+        """Free what the encoder holds between extractions (worker processes); a no-op by default."""
+
     def extra_repr(self) -> str:
         return (
             f"name={self.name!r}, dim={self.dim}, input_size={self.input_size}, weights={self.weights_id!r}"

@@ -181,6 +181,7 @@ def extract(
                         cache.save(ci, block)
     finally:
         bar.close()
+        encoder.release()
     if pending:
         raise RuntimeError(f"patch loader ended early: chunks {pending} not computed")
     return out

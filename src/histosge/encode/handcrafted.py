@@ -60,7 +60,7 @@ def _context():
 
 
 def _get_pool(n: int):
-    """A process pool kept for the life of the process (started once, on the first large batch)."""
+    """The process pool, started on the first large batch and kept until ``release`` (end of an extraction)."""
     global _pool, _pool_size
     if _pool is None or _pool_size != n:
         from concurrent.futures import ProcessPoolExecutor
@@ -98,6 +98,11 @@ def compute(patches: np.ndarray) -> np.ndarray:
 
 class HEStatsEncoder(Encoder):
     """Hand-crafted features; ``preprocess`` gives [0, 1] RGB (mean 0, std 1), ``forward`` numpy."""
+
+    def release(self) -> None:
+        """Stop the worker processes once an extraction is over: none is left to join at exit (a
+        Ctrl-C during training once hung there) or to hold memory while the model trains."""
+        _shutdown(wait=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # float32 crosses to the workers; features_batch casts to float64 as the serial path does
