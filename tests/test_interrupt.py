@@ -21,8 +21,11 @@ def test_interrupt_during_training_then_rerun_reuses_cache(data_dir, tmp_path, s
     cmd = [sys.executable, "-m", "histosge.cli", "recover", "her2st:C2", "--data-dir", str(data_dir), "-o", str(out),
            "--cache-dir", str(cache), "--genes", "100"]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    # A shell that starts jobs in the background hands them SIGINT ignored, and Python then never
+    # raises KeyboardInterrupt: give the child the default disposition, as a terminal would.
     proc = subprocess.Popen(cmd + ["--method", "histosge-paper", "--epochs", "100000"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env, text=True)
+                            stderr=subprocess.PIPE, env=env, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
     while time.time() < deadline and not any(p.suffix == ".npy" for p in cache.rglob("*")):
         assert proc.poll() is None, proc.communicate()

@@ -100,8 +100,8 @@ class HEStatsEncoder(Encoder):
     """Hand-crafted features; ``preprocess`` gives [0, 1] RGB (mean 0, std 1), ``forward`` numpy."""
 
     def release(self) -> None:
-        """Stop the worker processes once an extraction is over: none is left to join at exit (a
-        Ctrl-C during training once hung there) or to hold memory while the model trains."""
+        """Stop the worker processes once an extraction is over: none holds memory while the model
+        trains or is left to join at exit."""
         _shutdown(wait=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
