@@ -116,6 +116,11 @@ def summary(records: list[dict]) -> list[str]:
     return _table(header, rows)
 
 
+def _nanmean(values: list) -> float:
+    vals = [float(v) for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
 def scoreboard(records: list[dict], ours: str = "histosge") -> list[str]:
     """Is ``ours`` first on every row? Per section x protocol, means over seeds.
 
@@ -132,7 +137,7 @@ def scoreboard(records: list[dict], ours: str = "histosge") -> list[str]:
     for (dataset, section, protocol), recs in sorted(by.items(), key=lambda kv: ("RGX".index(kv[0][2]), kv[0])):
         means: dict = {}
         for method, rs in _group(recs, "method").items():
-            means[method[0]] = {m: np.nanmean([np.nan if r.get(m) is None else r[m] for r in rs]) for m in METRICS}
+            means[method[0]] = {m: _nanmean([r.get(m) for r in rs]) for m in METRICS}
         if ours not in means:
             continue
         mine = means[ours]
