@@ -12,7 +12,7 @@ so it is not run there; ``histosge`` switches to its image-only context there
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -49,7 +49,7 @@ class Task:
     quick: bool = False
     train_groups: np.ndarray | None = None
     query_groups: np.ndarray | None = None
-    extra: dict = field(default_factory=dict)
+    cross_section: bool = False  # protocol X: the query spots lie on a section with nothing measured
 
 
 def valid_for(method: str, protocol: str) -> bool:
@@ -77,7 +77,7 @@ def predict(method: str, task: Task) -> tuple[np.ndarray, dict]:
     if method in ("histosge", "histosge-paper"):
         base = PAPER_CONFIG if method == "histosge-paper" else DEFAULT_CONFIG
         config = base.replace(epochs=epochs)
-        cross = task.extra.get("protocol") == "X"
-        return fit_predict(method, tr, y, q, seed=task.seed, config=config, progress=False, cross_section=cross,
+        return fit_predict(method, tr, y, q, seed=task.seed, config=config, progress=False,
+                           cross_section=task.cross_section,
                            train_groups=task.train_groups, query_groups=task.query_groups)
     raise ValueError(f"unknown method {method!r}; known: {', '.join(ALL_METHODS)}")

@@ -235,7 +235,6 @@ def _clean(info: dict) -> dict:
         "k",
         "k_genes",
         "n_components",
-        "image_model",
         "alpha",
         "n_pcs",
         "epochs_run",
@@ -382,7 +381,7 @@ def _cross(
             quick=quick,
             train_groups=groups,
             query_groups=np.zeros(target.n, np.int64),
-            extra={"protocol": "X"},
+            cross_section=True,
         )
         pred, info, secs = _fit(method, task)
         rec = {**base, "method": method, **score(y, pred), "fit_seconds": secs, **info}

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.decomposition import PCA
 
+from ..evaluate import pearson_per_gene
 from .neighbours import choose_k, idw, ring_mean
 from .probe import grouped_ridge, ridge_probe
 from .train import PAPER_CONFIG, TrainConfig, fit
@@ -169,13 +170,6 @@ def _with_ring(spots: Spots, groups: np.ndarray | None) -> np.ndarray:
     return np.hstack([np.asarray(spots.features, np.float32), ring])
 
 
-def _mean_gene_pcc(pred: np.ndarray, truth: np.ndarray) -> float:
-    a, b = pred - pred.mean(0), truth - truth.mean(0)
-    den = np.sqrt((a * a).sum(0) * (b * b).sum(0))
-    ok = den > 0
-    return float(((a * b).sum(0)[ok] / den[ok]).sum() / truth.shape[1])
-
-
 def _image_context(train: Spots, y_train, query: Spots, pca, train_groups, query_groups, seed: int):
     """Protocol X: a new section, predicted from its image (the spot and its ring) alone.
 
@@ -206,7 +200,8 @@ def _image_context(train: Spots, y_train, query: Spots, pca, train_groups, query
     ctx_query = pca.transform(base).astype(np.float32)
     labels = np.unique(cv_groups)
     val_mask = cv_groups == labels[np.random.default_rng(seed).integers(len(labels))]
-    info = {"alpha": g_info["alpha"], "oof_pcc": round(_mean_gene_pcc(oof, y_train), 4)}
+    oof_pcc = float(np.nan_to_num(pearson_per_gene(y_train, oof)).mean())  # constant genes count 0
+    info = {"alpha": g_info["alpha"], "oof_pcc": round(oof_pcc, 4)}
     return f_train, f_query, base, ctx_train, ctx_query, val_mask, info
 
 

@@ -24,13 +24,20 @@ def ridge_probe(train_x: np.ndarray, y_train: np.ndarray, query_x: np.ndarray, *
     and an intercept is fitted (HEST fits none on uncentred targets). PCA keeps at most
     n_train - 1 components when there are fewer training spots than 256.
     """
+    p_train, p_query, n_comp = _project(train_x, query_x, n_pcs)
+    reg = RidgeCV(alphas=RIDGE_ALPHAS).fit(p_train, y_train)
+    pred = reg.predict(p_query)
+    return pred.astype(np.float32), {"alpha": float(reg.alpha_), "n_pcs": int(n_comp)}
+
+
+def _project(train_x: np.ndarray, query_x: np.ndarray, n_pcs: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Standardise with training statistics, then PCA fitted on the training spots (at most
+    n_train - 1 components): the probe's input for training and query spots."""
     scaler = StandardScaler().fit(train_x)
     z_train = scaler.transform(train_x)
     n_comp = max(1, min(n_pcs, z_train.shape[0] - 1, z_train.shape[1]))
     pca = PCA(n_components=n_comp, svd_solver="full").fit(z_train)
-    reg = RidgeCV(alphas=RIDGE_ALPHAS).fit(pca.transform(z_train), y_train)
-    pred = reg.predict(pca.transform(scaler.transform(query_x)))
-    return pred.astype(np.float32), {"alpha": float(reg.alpha_), "n_pcs": int(n_comp)}
+    return pca.transform(z_train), pca.transform(scaler.transform(query_x)), n_comp
 
 
 def grouped_ridge(train_x: np.ndarray, y_train: np.ndarray, query_x: np.ndarray, groups: np.ndarray, *,
@@ -47,11 +54,7 @@ def grouped_ridge(train_x: np.ndarray, y_train: np.ndarray, query_x: np.ndarray,
     ``alphas``: the penalties searched (one value fixes it).
     """
     groups = np.asarray(groups)
-    scaler = StandardScaler().fit(train_x)
-    z_train, z_query = scaler.transform(train_x), scaler.transform(query_x)
-    n_comp = max(1, min(n_pcs, z_train.shape[0] - 1, z_train.shape[1]))
-    pca = PCA(n_components=n_comp, svd_solver="full").fit(z_train)
-    p_train, p_query = pca.transform(z_train), pca.transform(z_query)
+    p_train, p_query, n_comp = _project(train_x, query_x, n_pcs)
     y = np.asarray(y_train, np.float64)
     labels = np.unique(groups)
     if len(labels) < 2:
