@@ -47,8 +47,9 @@ def _context():
     """Workers forked from a fork server that imported only ``histosge._hestats``.
 
     Not plain fork (unsafe once torch has started threads). Workers import the feature code
-    and, as multiprocessing does, the parent's main module (the CLI's is light): 53 MB each
-    (14 MB private), where workers that imported ``histosge.encode`` (hence torch) took 537 MB.
+    and, as multiprocessing does, the parent's main module (the CLI's is light): 80 MB peak each
+    in bench/bench_superres.py, where workers that imported ``histosge.encode`` (hence torch)
+    took about half a gigabyte each.
     """
     import multiprocessing as mp
 
