@@ -3,7 +3,7 @@ import torch
 
 from histosge.evaluate import pearson_per_gene, score
 from histosge.model import HisToSGE, Spots, TrainConfig, fit, fit_predict
-from histosge.model.neighbours import choose_k, idw
+from histosge.model.neighbours import K_CHOICES, choose_k, idw
 from histosge.model.network import GridEmbedding
 from histosge.model.train import CoordFrame
 
@@ -86,7 +86,34 @@ def test_idw_and_choose_k():
     assert not np.allclose(loo, y)  # self excluded
     assert np.allclose(idw(xy, y, xy, 1), y)  # nearest is itself
     k = choose_k(xy, y)
-    assert 1 <= k <= 24
+    assert k in K_CHOICES
+    # A smooth field with noise: the leave-one-out optimum lies well inside the grid, not on a cap.
+    noisy = y + np.random.default_rng(1).normal(0, 1.0, y.shape).astype(np.float32)
+    assert 8 <= choose_k(xy, noisy) < K_CHOICES[-1]
+
+
+def test_choose_k_running_sums_match_idw():
+    """choose_k scores every k from one neighbour query; it must pick what idw's own leave-one-out
+    error picks, k by k."""
+    rng = np.random.default_rng(3)
+    for n, noise in ((120, 0.1), (120, 1.5), (40, 3.0)):
+        xy = rng.uniform(0, 100, (n, 2))
+        y = (np.sin(xy[:, :1] / 12 + np.arange(6)) + rng.normal(0, noise, (n, 6))).astype(np.float32)
+        usable = [k for k in K_CHOICES if k < n]
+        errs = [float(((idw(xy, y, xy, k, exclude_self=True) - y) ** 2).mean()) for k in usable]
+        assert choose_k(xy, y) == usable[int(np.argmin(errs))]
+    assert choose_k(xy[:1], y[:1]) == K_CHOICES[0]  # one spot: nothing to search
+
+
+def test_idw_blocks_give_the_same_answer(monkeypatch):
+    """idw gathers neighbours in blocks of queries (memory); the block size must not change the result."""
+    import histosge.model.neighbours as nb
+
+    rng = np.random.default_rng(2)
+    xy, y, q = rng.uniform(0, 50, (200, 2)), rng.normal(size=(200, 30)).astype(np.float32), rng.uniform(0, 50, (77, 2))
+    whole = idw(xy, y, q, 16)
+    monkeypatch.setattr(nb, "_BLOCK_VALUES", 16 * 30 * 5 + 7)  # blocks of 5 queries, the last one short
+    assert np.allclose(idw(xy, y, q, 16), whole, atol=1e-6)
 
 
 def test_fit_predict_histosge_beats_mean_on_smooth_field():

@@ -172,7 +172,7 @@ def bench(
     data: str = _o(..., "--data", help="Folder laid out like ../shared/data (dlpfc/<id>/, her2st/)."),
     out_dir: Path = _o(..., "--out", help="Output folder for results.json and report.md."),
     sections: str = _o(None, "--sections", help="e.g. dlpfc/151673,her2st/C2 (default: all found)."),
-    protocols: str = _o("R,G", "--protocols", help="R (recovery), G (4x generation), X (cross-section)."),
+    protocols: str = _o("R,G,X", "--protocols", help="R (recovery), G (4x generation), X (cross-section)."),
     methods: str = _o(None, "--methods", help="Comma-separated methods (default: the standard set)."),
     seeds: str = _o("0", "--seeds", help="Comma-separated seeds."),
     encoder: str = _o(None, "--encoder"),

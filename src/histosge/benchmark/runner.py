@@ -234,6 +234,7 @@ def _clean(info: dict) -> dict:
     keep = (
         "k",
         "k_genes",
+        "image_blend",
         "n_components",
         "alpha",
         "n_pcs",

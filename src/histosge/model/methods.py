@@ -8,7 +8,8 @@
   leave-one-out on training spots so it looks as at prediction time) and predicts a correction
   to it from the image and position; early stopping on a validation split of training spots.
   The context itself also blends in an image-only prediction (ridge on frozen features,
-  out-of-fold on training spots), weighted per component by non-negative least squares.
+  out-of-fold on training spots), weighted per component by non-negative least squares, and
+  a quarter of the final prediction is the gene-wise image-only prediction (``IMAGE_BLEND``).
   On another section (``cross_section``, benchmark protocol X) no neighbour is measured: the
   context is then an image-only prediction from each spot's features and its ring's.
   docs/MODEL_NOTES.md records what each of these choices bought on held-out spots.
@@ -39,6 +40,9 @@ N_COMPONENTS = 8
 OUTSIDE_WEIGHT = 0.5
 #: Blend an image-only prediction (ridge on frozen features) into the neighbours' context.
 STACK_IMAGE = True
+#: Weight of the gene-wise image-only prediction (ridge probe) in the final blend, within a
+#: section (docs/MODEL_NOTES.md, section 10).
+IMAGE_BLEND = 0.25
 #: Spots whose features make a spot's image neighbourhood (itself and its ring).
 RING = 7
 #: Spatial blocks that stand in for sections when only one section trains (protocol X).
@@ -92,6 +96,11 @@ def fit_predict(method: str, train: Spots, y_train: np.ndarray, query: Spots, *,
     z = model.predict(f_query, query.rows, query.cols, context=ctx_query)
     # The network predicts components; its correction to the context is added to the base prediction.
     pred = base_query + (z - ctx_query) @ pca.components_
+    if IMAGE_BLEND and not cross_section:
+        # Gene-wise detail from the image that neither the components nor the neighbours carry.
+        img = ridge_probe(train.features, y_train, _clip_to(train.features, query.features))[0]
+        pred = (1 - IMAGE_BLEND) * pred + IMAGE_BLEND * img
+        info["image_blend"] = IMAGE_BLEND
     info.update({"config": cfg.to_dict(), "n_components": n_comp, "history": _short(model.history)})
     return np.maximum(pred, 0).astype(np.float32), info
 

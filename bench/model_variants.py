@@ -1,0 +1,187 @@
+"""Variants of the default ``histosge`` model on the benchmark's own inputs (protocols R and G).
+
+Why: docs/MODEL_NOTES.md reports what each model choice bought; this script is the repo command
+behind those tables, so every number there can be reproduced. It reads the sections, splits,
+genes and scores exactly as ``histosge bench`` does (``histosge.benchmark``), runs ``knn`` and
+the ``histosge`` variants named on the command line, and writes the mean over seeds of pcc,
+pcc_top50, MSE and (DLPFC) ARI of each variant per section and protocol.
+
+    python bench/model_variants.py --data ../shared/data --seeds 0,1,2 \
+        --variants default,blend0.25 --out bench/results/model_variants.json
+
+A variant is the default model with one module setting changed (see ``VARIANTS``); the
+settings are restored after each fit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from histosge.benchmark import baselines
+from histosge.benchmark import protocols as P
+from histosge.benchmark import sections as S
+from histosge.benchmark.runner import _ari, _deterministic, _subset
+from histosge.evaluate import score
+from histosge.model import methods as MM
+from histosge.model import neighbours as NB
+
+
+def _setting(module=MM, **values):
+    """A variant: constants of ``module`` (default ``histosge.model.methods``) set to ``values``
+    during the fit. A variant that changes ``histosge.model.neighbours`` changes the knn baseline
+    too, so knn is rerun under it (reported as 'knn[variant]')."""
+
+    @contextlib.contextmanager
+    def apply():
+        old = {k: getattr(module, k) for k in values}
+        for k, v in values.items():
+            setattr(module, k, v)
+        try:
+            yield
+        finally:
+            for k, v in old.items():
+                setattr(module, k, v)
+
+    apply.module = module
+    return apply
+
+
+#: name -> context manager factory. Add variants here when measuring a new idea.
+VARIANTS: dict[str, object] = {
+    "default": _setting(),
+}
+for _w in (0.0, 0.1, 0.5):
+    VARIANTS[f"blend{_w}"] = _setting(IMAGE_BLEND=_w)
+for _w in (0.0, 0.25, 0.75, 1.0):
+    VARIANTS[f"outside{_w}"] = _setting(OUTSIDE_WEIGHT=_w)
+# The k grid before it reached 96 (it stopped at 24), and pure knn at one k (ARI against smoothing).
+VARIANTS["kgrid24"] = _setting(NB, K_CHOICES=(1, 2, 3, 4, 6, 8, 12, 16, 24))
+for _k in (12, 24, 48, 96):
+    VARIANTS[f"k{_k}"] = _setting(NB, K_CHOICES=(_k,))
+
+
+def _fit(sec: S.Section, split: P.Split, y: np.ndarray, seed: int) -> tuple[np.ndarray, dict]:
+    train = _subset(sec, split.train)
+    query = _subset(sec, np.arange(sec.n))
+    return MM.fit_predict("histosge", train, y[split.train], query, seed=seed, progress=False)
+
+
+@contextlib.contextmanager
+def _apply(variant: str):
+    """'a+b' applies variants a and b together."""
+    with contextlib.ExitStack() as stack:
+        for part in variant.split("+"):
+            stack.enter_context(VARIANTS[part]())
+        yield
+
+
+def _changes_knn(variant: str) -> bool:
+    return any(VARIANTS[part].module is NB for part in variant.split("+"))
+
+
+def _record(sec, split, y, pred, seed, method):
+    mixed = y.copy()
+    mixed[split.test] = pred[split.test]
+    rec = {"section": sec.name, "protocol": split.protocol, "seed": seed, "method": method,
+           **score(y[split.test], pred[split.test])}
+    rec["ari"] = _ari(mixed, sec.labels, seed)
+    return rec
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=os.environ.get("HISTOSGE_DATA", "../shared/data"))
+    ap.add_argument("--sections", default=None, help="comma-separated, e.g. dlpfc/151673,her2st/B4")
+    ap.add_argument("--protocols", default="R,G")
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--variants", default="default")
+    ap.add_argument("--out", default=None, help="JSON file for the records and means")
+    ap.add_argument("--knn-only", action="store_true",
+                    help="run only knn under each variant (variants that change histosge.model.neighbours)")
+    args = ap.parse_args(argv)
+    variants = args.variants.split(",")
+    unknown = [p for v in variants for p in v.split("+") if p not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+    names = args.sections.split(",") if args.sections else S.discover(args.data)
+    names = [S.normalise_name(n) for n in names]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    t0 = time.perf_counter()
+    secs = S.load(names, args.data, progress=False)
+    records = []
+    with _deterministic(1):
+        for name in names:
+            sec = secs[name]
+            for protocol in args.protocols.split(","):
+                for seed in seeds:
+                    split = P.split_r(sec.n, seed) if protocol == "R" else P.split_g(sec.rows, sec.cols, sec.grid)
+                    _, _, y = P.within_section_genes(sec.adata, split.train, P.N_GENES)
+                    knn, _ = baselines.knn(sec.xy[split.train], y[split.train], sec.xy)
+                    records.append(_record(sec, split, y, knn, seed, "knn"))
+                    for v in variants:
+                        if args.knn_only:
+                            with _apply(v):
+                                alt, _ = baselines.knn(sec.xy[split.train], y[split.train], sec.xy)
+                            records.append(_record(sec, split, y, alt, seed, f"knn[{v}]"))
+                            continue
+                        with _apply(v):
+                            pred, info = _fit(sec, split, y, seed)
+                            if _changes_knn(v) and not any(r["method"] == f"knn[{v}]" and r["seed"] == seed
+                                                           and r["section"] == name and r["protocol"] == protocol
+                                                           for r in records):
+                                alt, _ = baselines.knn(sec.xy[split.train], y[split.train], sec.xy)
+                                records.append(_record(sec, split, y, alt, seed, f"knn[{v}]"))
+                        rec = _record(sec, split, y, pred, seed, v)
+                        rec.update({k: info[k] for k in ("k", "k_genes", "image_blend") if k in info})
+                        records.append(rec)
+                    print(f"{name} {protocol} seed {seed} done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    means = _means(records)
+    shown = [f"knn[{v}]" for v in variants if _changes_knn(v) or args.knn_only]
+    _print(means, ["knn", *shown, *([] if args.knn_only else variants)])
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"argv": sys.argv[1:], "seconds": time.perf_counter() - t0,
+                                              "means": means, "records": records}, indent=1) + "\n")
+    return 0
+
+
+def _means(records):
+    out = {}
+    for r in records:
+        out.setdefault((r["section"], r["protocol"], r["method"]), []).append(r)
+    res = []
+    for (section, protocol, method), rs in out.items():
+        row = {"section": section, "protocol": protocol, "method": method, "n_seeds": len(rs)}
+        for m in ("pcc", "pcc_top50", "mse", "ari"):
+            vals = [r[m] for r in rs if r.get(m) is not None]
+            row[m] = float(np.mean(vals)) if vals else None
+        res.append(row)
+    return res
+
+
+def _print(means, methods):
+    print(f"{'section':14s} {'prot':4s} " + " ".join(f"{m:>26s}" for m in methods))
+    keys = sorted({(r["section"], r["protocol"]) for r in means})
+    for key in keys:
+        cells = []
+        for m in methods:
+            r = next((r for r in means if (r["section"], r["protocol"]) == key and r["method"] == m), None)
+            if r is None:
+                cells.append(f"{'-':>26s}")
+                continue
+            ari = f"{r['ari']:.3f}" if r["ari"] is not None else "  -  "
+            cells.append(f"{r['pcc']:.3f}/{r['pcc_top50']:.3f}/{r['mse']:.4f}/{ari}".rjust(26))
+        print(f"{key[0]:14s} {key[1]:4s} " + " ".join(cells))
+    print("cells: pcc / pcc_top50 / mse / ari (mean over seeds)")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
