@@ -127,18 +127,13 @@ def main(argv=None) -> int:
                     knn, _ = baselines.knn(sec.xy[split.train], y[split.train], sec.xy)
                     records.append(_record(sec, split, y, knn, seed, "knn"))
                     for v in variants:
-                        if args.knn_only:
-                            with _apply(v):
-                                alt, _ = baselines.knn(sec.xy[split.train], y[split.train], sec.xy)
-                            records.append(_record(sec, split, y, alt, seed, f"knn[{v}]"))
-                            continue
                         with _apply(v):
-                            pred, info = _fit(sec, split, y, seed)
-                            if _changes_knn(v) and not any(r["method"] == f"knn[{v}]" and r["seed"] == seed
-                                                           and r["section"] == name and r["protocol"] == protocol
-                                                           for r in records):
+                            if args.knn_only or _changes_knn(v):
                                 alt, _ = baselines.knn(sec.xy[split.train], y[split.train], sec.xy)
                                 records.append(_record(sec, split, y, alt, seed, f"knn[{v}]"))
+                            if args.knn_only:
+                                continue
+                            pred, info = _fit(sec, split, y, seed)
                         rec = _record(sec, split, y, pred, seed, v)
                         rec.update({k: info[k] for k in ("k", "k_genes", "image_blend") if k in info})
                         records.append(rec)

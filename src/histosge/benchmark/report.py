@@ -121,6 +121,41 @@ def _nanmean(values: list) -> float:
     return float(np.mean(vals)) if vals else float("nan")
 
 
+README_METHODS = ("knn", "ridge", "stnet", "histogene", "histosge")
+
+
+def readme_tables(records: list[dict], methods=README_METHODS) -> list[str]:
+    """The README's benchmark tables, one per protocol: pcc / pcc_top50 / MSE (DLPFC: / ARI),
+    means over the seeds in ``records``, the best pcc and pcc_top50 of each row in bold."""
+    by = _group(records, "dataset", "section", "protocol", "method")
+    out: list[str] = []
+    for protocol in ("R", "G", "X"):
+        shown = [m for m in methods if any(k[2] == protocol and k[3] == m for k in by)]
+        if not shown:
+            continue
+        rows = []
+        for dataset, section in sorted({(k[0], k[1]) for k in by if k[2] == protocol}):
+            vals = {m: {key: _nanmean([r.get(key) for r in by[(dataset, section, protocol, m)]]) for key in METRICS}
+                    for m in shown if (dataset, section, protocol, m) in by}
+            best_pcc = max(vals, key=lambda m: vals[m]["pcc"])
+            best_top = max(vals, key=lambda m: vals[m]["pcc_top50"])
+            cells = []
+            for m in shown:
+                if m not in vals:
+                    cells.append("-")
+                    continue
+                v = vals[m]
+                pcc = f"**{v['pcc']:.3f}**" if m == best_pcc else f"{v['pcc']:.3f}"
+                top = f"**{v['pcc_top50']:.3f}**" if m == best_top else f"{v['pcc_top50']:.3f}"
+                cell = f"{pcc} / {top} / {v['mse']:.3f}"
+                if dataset == "dlpfc" and np.isfinite(v["ari"]):
+                    cell += f" / {v['ari']:.2f}"
+                cells.append(cell)
+            rows.append([f"{dataset}/{section}", protocol, *cells])
+        out += ["", *_table(["section", "protocol", *shown], rows)]
+    return out[1:]
+
+
 def scoreboard(records: list[dict], ours: str = "histosge") -> list[str]:
     """Is ``ours`` first on every row? Per section x protocol, means over seeds.
 
