@@ -261,6 +261,24 @@ def test_run_on_synthetic_sections_covers_every_protocol_and_method(synthetic_da
     assert all((out / p).stat().st_size < 300_000 for p in pngs)
 
 
+def test_denser_generation_protocols_score_their_lattices_and_skip_small_sections(tmp_path, make_spaceranger,
+                                                                                  make_legacy_st):
+    (tmp_path / "dlpfc").mkdir()
+    make_spaceranger("big", seed=1, n_rows=30, n_cols=40).rename(tmp_path / "dlpfc" / "big")
+    make_legacy_st("C2", seed=3, n_x=10, n_y=9)  # 90 spots: 10 at 9x, fewer than MIN_TRAIN_SPOTS
+    res = run(tmp_path, tmp_path / "out", sections="dlpfc/big,her2st:C2", protocols="G9,G16", methods="knn,histosge",
+              seeds="0", quick=True, cache_dir=tmp_path / "cache", progress=False)
+    assert {(r["section"], r["protocol"]) for r in res.records} == {("big", "G9"), ("big", "G16")}
+    for (_, protocol, _), split in res.splits.items():
+        factor = protocols.GENERATION[protocol]
+        assert len(split.train) >= protocols.MIN_TRAIN_SPOTS
+        # each lattice spot brings up to factor - 1 scored spots, fewer at the edges
+        assert 0.4 * (factor - 1) * len(split.train) < len(split.test) < (factor - 1) * len(split.train)
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "### G9:" in text and "### G16:" in text
+    assert "| dlpfc/big | G9 |" not in text  # the scoreboard covers issue 5's R, G and X only
+
+
 QUICK = {"sections": "her2st/C2", "protocols": "R,G", "quick": True, "progress": False}
 
 

@@ -42,6 +42,7 @@ def test_superres_cli_end_to_end(data_dir, tmp_path):
         (["recover", "her2st:C2", "-o", "{tmp}/x.h5ad", "--method", "magic"], "--method"),
         (["recover", "her2st:C2", "-o", "{tmp}/x.h5ad", "--encoder", "no-such-encoder"], "no-such-encoder"),
         (["superres", "her2st:Z9", "-o", "{tmp}/x.h5ad"], "Z9"),
+        (["superres", "her2st:C2", "-o", "{tmp}/x.h5ad", "--factor", "8"], "--factor"),
     ],
 )
 def test_cli_errors_are_one_line_without_traceback(data_dir, tmp_path, args, needle):

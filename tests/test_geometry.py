@@ -92,11 +92,58 @@ def test_random_split_disjoint_complete_and_seeded():
         geometry.random_split(12, 0.5, seed=0)
 
 
-def test_place_midpoints_follows_parents_on_a_warped_grid():
+def test_place_generated_follows_parents_on_a_warped_grid():
     rows, cols = hex_grid(10, 20)
     xy = np.column_stack([cols * 69.0, rows * 120.0])
     xy += np.random.default_rng(0).normal(scale=8, size=xy.shape)  # a warped section
     mids = geometry.midpoints(rows, cols, "hex")
-    placed, rms = geometry.place_midpoints(rows, cols, xy, mids)
+    placed, rms = geometry.place_generated(rows, cols, xy, mids)
     expected = np.array([xy[list(p)].mean(0) for p in mids["parents"]])
     assert np.allclose(placed, expected) and 5 < rms < 15
+
+
+@pytest.mark.parametrize("grid", ["hex", "square"])
+@pytest.mark.parametrize("factor", [9, 16])
+def test_denser_grids_give_factor_times_the_spots_on_exact_positions(grid, factor):
+    rows, cols = hex_grid(60, 120) if grid == "hex" else square_grid(40)
+    pts = geometry.dense_points(rows, cols, grid, factor)
+    assert factor - 1 < (len(rows) + len(pts)) / len(rows) <= factor
+    assert factor * 0.9 < (len(rows) + len(pts)) / len(rows)
+    weights = [np.asarray(w) for w in pts["weights"]]
+    assert all(np.isclose(w.sum(), 1) and (w > 0).all() for w in weights)
+    # each point is the weighted mean of its parents (so placement on an ideal lattice is exact)
+    for axis, values in (("array_row", rows), ("array_col", cols)):
+        expected = [w @ values[list(p)] for p, w in zip(pts["parents"], weights, strict=True)]
+        assert np.allclose(pts[axis], expected)
+    generated = list(zip(pts.array_row, pts.array_col, strict=True))
+    assert len(set(generated)) == len(generated)
+    assert not set(zip(rows, cols, strict=True)) & set(generated)
+
+
+@pytest.mark.parametrize("grid", ["hex", "square"])
+def test_dense_points_at_4x_are_the_midpoints_and_unknown_factors_are_refused(grid):
+    rows, cols = hex_grid() if grid == "hex" else square_grid()
+    mids = geometry.midpoints(rows, cols, grid)
+    pts = geometry.dense_points(rows, cols, grid, 4)
+    assert set(zip(mids.array_row, mids.array_col, strict=True)) == set(zip(pts.array_row, pts.array_col, strict=True))
+    for bad in (2, 8, 25):
+        with pytest.raises(InputError, match="--factor"):
+            geometry.dense_points(rows, cols, grid, bad)
+
+
+@pytest.mark.parametrize("grid", ["hex", "square"])
+@pytest.mark.parametrize("factor", [4, 9, 16])
+def test_generation_split_at_each_factor_scores_exactly_the_generated_positions(grid, factor):
+    rows, cols = hex_grid(60, 120) if grid == "hex" else square_grid(40)
+    s = geometry.steps_of(factor)
+    train, test = geometry.generation_split(rows, cols, grid, factor)
+    coarse = geometry.coarse_lattice_mask(rows, cols, grid, factor)
+    assert coarse[train].all() and not coarse[test].any()
+    assert 0.5 / factor < len(train) / len(rows) < 1.5 / factor
+    pts = geometry.dense_points(rows[train], cols[train], grid, factor, spacing=s)
+    # on a full grid every generated position is a measured spot, and the test spots are those
+    assert set(zip(rows[test], cols[test], strict=True)) == set(zip(pts.array_row, pts.array_col, strict=True))
+    # the coarse lattice really is a lattice s steps apart: each spot's forward neighbour at s steps is on it
+    lattice = set(zip(rows[train], cols[train], strict=True))
+    step = (0, 2 * s) if grid == "hex" else (0, s)
+    assert sum((r + step[0], c + step[1]) in lattice for r, c in lattice) > 0.8 * len(lattice)

@@ -138,3 +138,35 @@ def test_pearson_handles_constant_genes():
     r = pearson_per_gene(t, t)
     assert np.isnan(r[0]) and np.isclose(r[1], 1.0)
     assert score(t, t)["pcc"] == 0.5  # constant gene counts as 0
+
+
+def test_an_odd_query_patch_cannot_blow_up_any_feature_model():
+    """A feature constant on the training spots (here 0) but not at one query spot, and another
+    far outside the training range: standardising by the training spread alone turned such a
+    spot into values of ~1e5 (dlpfc/151676, R seed 2). Every feature model clips it."""
+    from histosge.benchmark import baselines
+    from histosge.model.probe import ridge_probe
+    from histosge.model.scaling import clip_to, standardise
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 12)).astype(np.float32)
+    x[:, 3] = 0.0
+    y = np.maximum(x[:, :2] @ rng.normal(size=(2, 5)) + 2.0, 0).astype(np.float32)
+    odd = x[:2].copy()
+    odd[0, 3] = 5.0
+    odd[1, 5] = 1000.0
+    clipped = clip_to(x, odd)
+    assert clipped[0, 3] == 0.0 and clipped[1, 5] == x[:, 5].max()
+    _, z_odd = standardise(x, odd)
+    assert np.abs(z_odd).max() < 10
+    span = float(y.max() - y.min())
+    preds = {
+        "ridge": ridge_probe(x, y, odd)[0],
+        "stnet": baselines.stnet(x, y, odd, epochs=5)[0],
+    }
+    rows = np.arange(120) // 12
+    cols = np.arange(120) % 12
+    model = fit(x, rows, cols, y, TrainConfig(epochs=3, seed=0, dim=32, mlp_dim=64), progress=False)
+    preds["network"] = model.predict(odd, rows[:2], cols[:2])
+    for name, p in preds.items():
+        assert np.isfinite(p).all() and np.abs(p).max() < y.max() + 3 * span, name

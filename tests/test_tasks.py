@@ -38,6 +38,21 @@ def test_superres_legacy_st_geometry_and_output(c2, tmp_path):
     assert "scalefactors" in out.uns["spatial"][lib]
 
 
+def test_superres_at_9x_fills_edges_and_cells_at_thirds(c2, tmp_path):
+    out = histosge.superres(c2, factor=9, progress=False, cache_dir=str(tmp_path), **FAST)
+    info = out.uns["histosge"]
+    generated = out[out.obs["spot_type"] == "generated"]
+    assert info["factor"] == 9 and info["n_generated"] == generated.n_obs
+    assert 6 < out.n_obs / c2.n_obs <= 9  # up to 8 new spots per measured one, fewer at the tissue edge
+    thirds = np.round(3 * np.asarray(generated.obs.array_row) % 3)
+    assert set(thirds) == {0, 1, 2}  # on the grid rows, a third and two thirds of the way
+    keys_g = list(zip(generated.obs.array_row, generated.obs.array_col, strict=True))
+    assert len(set(keys_g)) == len(keys_g)
+    xy_m, xy_g = out.obsm["spatial"][: c2.n_obs], generated.obsm["spatial"]
+    assert (xy_g.min(0) >= xy_m.min(0) - 1).all() and (xy_g.max(0) <= xy_m.max(0) + 1).all()
+    assert np.isfinite(out.X).all() and (out.X >= 0).all()
+
+
 def test_superres_output_writes_and_plots(c2, tmp_path):
     import anndata as ad
     import matplotlib

@@ -94,6 +94,7 @@ _o = typer.Option
 def superres(
     source: str = typer.Argument(..., help=SOURCE_HELP),
     output: Path = _o(..., "-o", "--output", help="Output .h5ad (written atomically)."),
+    factor: int = _o(4, "--factor", help="Spot density relative to the measured grid: 4 (midpoints), 9 or 16."),
     image: str = _o(None, "--image", help="Full-resolution H&E image (TIFF/JPEG/PNG); takes precedence."),
     data_dir: str = _o(None, "--data-dir", help="Folder that dataset names resolve in (default $HISTOSGE_DATA)."),
     encoder: str = _o(None, "--encoder", help="Image encoder (see `histosge encoders`)."),
@@ -112,11 +113,11 @@ def superres(
     quiet: bool = _o(False, "--quiet", help="No progress bars."),
     debug: bool = _o(False, "--debug", help="Show tracebacks."),
 ):
-    """Predict expression at 4x denser spots placed between the measured ones."""
+    """Predict expression at 4x (or 9x, 16x) denser spots placed between the measured ones."""
     opts = _common_options(encoder, weights, patch_scale, genes, method, epochs, group_size, patience, seed,
                            device, cache_dir)
     _run(debug, _job, "superres", source, output, image, data_dir, plot,
-         markers.split(",") if markers else None, not quiet, opts, {})
+         markers.split(",") if markers else None, not quiet, opts, {"factor": factor})
 
 
 @app.command()
@@ -172,7 +173,8 @@ def bench(
     data: str = _o(..., "--data", help="Folder laid out like ../shared/data (dlpfc/<id>/, her2st/)."),
     out_dir: Path = _o(..., "--out", help="Output folder for results.json and report.md."),
     sections: str = _o(None, "--sections", help="e.g. dlpfc/151673,her2st/C2 (default: all found)."),
-    protocols: str = _o("R,G,X", "--protocols", help="R (recovery), G (4x generation), X (cross-section)."),
+    protocols: str = _o("R,G,X", "--protocols",
+                        help="R (recovery), G (4x generation), X (cross-section); also G9, G16 (9x, 16x)."),
     methods: str = _o(None, "--methods", help="Comma-separated methods (default: the standard set)."),
     seeds: str = _o("0", "--seeds", help="Comma-separated seeds."),
     encoder: str = _o(None, "--encoder"),

@@ -1,4 +1,4 @@
-"""Spot grids: array-to-pixel fit, 4x midpoints, and the coarse lattice of protocol G.
+"""Spot grids: array-to-pixel fit, 4x (9x, 16x) denser spots, and the coarse lattice of protocol G.
 
 Visium arrays are hexagonal: a spot (r, c) has neighbours (r, c +- 2) and (r +- 1, c +- 1),
 and r + c is always even. Legacy ST arrays are square with neighbours one step apart.
@@ -9,7 +9,9 @@ spot contributes the midpoints towards three "forward" neighbours, (r, c+2), (r+
 contributes its right and lower edge midpoints and the centre of the cell below-right (needs
 all four corners). Midpoints are kept only when every parent is measured, so no generated
 spot falls outside the tissue. Coordinates are floats (r + 0.5 is kept as 0.5, never
-truncated), so generated spots never collide with measured ones.
+truncated), so generated spots never collide with measured ones. Denser grids (9x, 16x) cut
+every edge into 3 or 4 parts and fill the cells between on the same sub-lattice
+(``dense_points``).
 """
 
 from __future__ import annotations
@@ -51,82 +53,118 @@ def array_to_pixel(coef: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.n
     return np.column_stack([rows, cols, np.ones(len(rows))]) @ coef
 
 
-def place_midpoints(rows: np.ndarray, cols: np.ndarray, xy: np.ndarray, mids: pd.DataFrame
+def place_generated(rows: np.ndarray, cols: np.ndarray, xy: np.ndarray, points: pd.DataFrame
                     ) -> tuple[np.ndarray, float]:
     """Pixel centres of generated spots, and the RMS residual (px) of the array-to-pixel fit.
 
-    The affine fit over all measured spots maps a midpoint's grid position to pixels; since
-    real sections deviate from a perfect lattice (her2st by up to ~30 px), each midpoint is
-    then shifted by the mean residual of its parents, i.e. placed at the mean of its parents'
-    measured centres. On an ideal lattice both are the same point.
+    The affine fit over all measured spots maps a generated spot's grid position to pixels;
+    since real sections deviate from a perfect lattice (her2st by up to ~30 px), each one is
+    then shifted by its parents' residuals, weighted as its grid position weights them (a
+    midpoint: the mean of its two parents' measured centres). On an ideal lattice both are
+    the same point.
     """
     coef = fit_array_to_pixel(rows, cols, xy)
     resid = np.asarray(xy, np.float64) - array_to_pixel(coef, rows, cols)
-    base = array_to_pixel(coef, mids["array_row"].to_numpy(), mids["array_col"].to_numpy())
-    shift = np.array([resid[list(p)].mean(0) for p in mids["parents"]]).reshape(-1, 2)
+    base = array_to_pixel(coef, points["array_row"].to_numpy(), points["array_col"].to_numpy())
+    shift = np.array([np.asarray(w, np.float64) @ resid[list(p)]
+                      for p, w in zip(points["parents"], points["weights"], strict=True)]).reshape(-1, 2)
     return base + shift, float(np.sqrt((resid**2).sum(1).mean()))
 
 
-def midpoints(rows: np.ndarray, cols: np.ndarray, grid: str, spacing: int = 1) -> pd.DataFrame:
-    """Midpoints between measured neighbours of a grid whose neighbours are ``spacing`` steps apart.
+#: Densities that ``dense_points`` can generate: steps**2 spots per measured one.
+FACTORS = (4, 9, 16)
 
-    Returns a frame with array_row, array_col (float) and the indices of the parent spots
-    (``parents``, a tuple per row). ``spacing=2`` on the coarse lattice of protocol G
-    yields exactly the positions of the measured spots left out of it.
+
+def steps_of(factor: int) -> int:
+    """Subdivisions per grid edge for a generation ``factor`` (4 -> 2, 9 -> 3, 16 -> 4)."""
+    if factor not in FACTORS:
+        raise InputError(f"generation factor must be one of {', '.join(map(str, FACTORS))}, got {factor}",
+                         where="--factor", fix="e.g. --factor 4 (midpoints) or --factor 9")
+    return int(round(factor**0.5))
+
+
+def dense_points(rows: np.ndarray, cols: np.ndarray, grid: str, factor: int = 4, spacing: int = 1) -> pd.DataFrame:
+    """Spots ``factor`` times denser than a grid whose neighbours are ``spacing`` steps apart.
+
+    Every edge between measured neighbours is cut into ``s = sqrt(factor)`` equal parts, and
+    the cells between them (hex: triangles of three neighbours; square: squares of four) are
+    filled on the same sub-lattice, so each measured spot brings ``factor - 1`` new ones. A
+    point is kept only when every corner of its edge or cell is measured, so none falls off
+    the tissue. Returns array_row, array_col (float), ``parents`` (indices of those corners)
+    and ``weights`` (the point's barycentric / bilinear weights on them, summing to 1).
+    ``factor=4`` gives the midpoints; ``spacing=s`` on the coarse lattice of
+    ``coarse_lattice_mask(..., factor)`` yields exactly the measured spots left out of it.
     """
+    s = steps_of(factor)
+    if grid not in ("hex", "square"):
+        raise ValueError(f"unknown grid {grid!r}")
     rows = np.asarray(rows, np.int64)
     cols = np.asarray(cols, np.int64)
     index = {(int(r), int(c)): i for i, (r, c) in enumerate(zip(rows, cols, strict=True))}
-    out_rows, out_cols, parents = [], [], []
-    if grid == "hex":
-        for i, (r, c) in enumerate(zip(rows, cols, strict=True)):
-            for dr, dc in _HEX_FORWARD:
-                j = index.get((int(r + dr * spacing), int(c + dc * spacing)))
-                if j is not None:
-                    out_rows.append(r + dr * spacing / 2)
-                    out_cols.append(c + dc * spacing / 2)
-                    parents.append((i, j))
-    elif grid == "square":
-        for i, (r, c) in enumerate(zip(rows, cols, strict=True)):
-            for dr, dc in _SQUARE_EDGES:
-                j = index.get((int(r + dr * spacing), int(c + dc * spacing)))
-                if j is not None:
-                    out_rows.append(r + dr * spacing / 2)
-                    out_cols.append(c + dc * spacing / 2)
-                    parents.append((i, j))
-            corners = [index.get((int(r + dr * spacing), int(c + dc * spacing))) for dr, dc in _SQUARE_CELL]
-            if all(k is not None for k in corners):
-                out_rows.append(r + spacing / 2)
-                out_cols.append(c + spacing / 2)
-                parents.append((i, *corners))
-    else:
-        raise ValueError(f"unknown grid {grid!r}")
-    return pd.DataFrame(
-        {"array_row": np.asarray(out_rows, float), "array_col": np.asarray(out_cols, float), "parents": parents}
-    )
+    found: list[tuple] = []  # (row, col, parents, weights)
+    edges = _HEX_FORWARD if grid == "hex" else _SQUARE_EDGES
+    for r, c in zip(rows, cols, strict=True):
+        for d in edges:  # points on the edges towards forward neighbours
+            for t in range(1, s):
+                _add_point(found, index, r, c, spacing, [(0, 0), d], [s - t, t], s)
+        if grid == "hex":  # the two triangles a spot p owns: (p, p+(0,2), p+(1,1)), (p, p+(1,1), p+(1,-1))
+            for u, v in ((_HEX_FORWARD[0], _HEX_FORWARD[1]), (_HEX_FORWARD[1], _HEX_FORWARD[2])):
+                for i in range(1, s):
+                    for j in range(1, s - i):
+                        _add_point(found, index, r, c, spacing, [(0, 0), u, v], [s - i - j, i, j], s)
+        else:  # the cell below-right, bilinear weights on its four corners
+            for i in range(1, s):
+                for j in range(1, s):
+                    _add_point(found, index, r, c, spacing, [(0, 0), *_SQUARE_CELL],
+                               [(s - i) * (s - j), (s - i) * j, i * (s - j), i * j], s * s)
+    return pd.DataFrame({"array_row": np.asarray([f[0] for f in found], float),
+                         "array_col": np.asarray([f[1] for f in found], float),
+                         "parents": [f[2] for f in found], "weights": [f[3] for f in found]})
 
 
-def coarse_lattice_mask(rows: np.ndarray, cols: np.ndarray, grid: str) -> np.ndarray:
-    """Spots of the coarse lattice used by protocol G (a quarter of the grid).
+def _add_point(found: list, index: dict, r, c, spacing: int, offsets, nums, den: int) -> None:
+    """Append the point sum(nums[k] / den * corner_k) if every corner (r, c) + spacing * offset is
+    measured. Integer numerators keep lattice positions exact (r + 1, not r + 0.9999)."""
+    corners = [index.get((int(r + dr * spacing), int(c + dc * spacing))) for dr, dc in offsets]
+    if any(k is None for k in corners):
+        return
+    row = float(r) + sum(n * dr * spacing for n, (dr, _) in zip(nums, offsets, strict=True)) / den
+    col = float(c) + sum(n * dc * spacing for n, (_, dc) in zip(nums, offsets, strict=True)) / den
+    found.append((row, col, tuple(corners), tuple(n / den for n in nums)))
 
-    Visium: array_row even and array_col % 4 == array_row % 4; legacy ST: even x and even y.
-    Its midpoints (``midpoints(..., spacing=2)``) are measured spots, so 4x generation can be
-    scored against ground truth.
+
+def midpoints(rows: np.ndarray, cols: np.ndarray, grid: str, spacing: int = 1) -> pd.DataFrame:
+    """The 4x case of ``dense_points``: midpoints between measured neighbours (and, on a square
+    grid, the centres of fully measured cells)."""
+    return dense_points(rows, cols, grid, 4, spacing)
+
+
+def coarse_lattice_mask(rows: np.ndarray, cols: np.ndarray, grid: str, factor: int = 4) -> np.ndarray:
+    """Spots of the coarse lattice used by protocol G (one spot in ``factor``).
+
+    In lattice coordinates (Visium: i = (col - row) / 2, j = row; legacy ST: x, y) both are
+    multiples of ``s = sqrt(factor)``. For 4x: Visium array_row even and array_col % 4 ==
+    array_row % 4; legacy ST even x and even y. Its generated points
+    (``dense_points(..., factor, spacing=s)``) are measured spots, so generation can be scored
+    against ground truth.
     """
+    s = steps_of(factor)
     rows = np.asarray(rows, np.int64)
     cols = np.asarray(cols, np.int64)
     if grid == "hex":
-        return (rows % 2 == 0) & (cols % 4 == rows % 4)
-    return (rows % 2 == 0) & (cols % 2 == 0)
+        return (rows % s == 0) & (((cols - rows) // 2) % s == 0)
+    return (rows % s == 0) & (cols % s == 0)
 
 
-def generation_split(rows: np.ndarray, cols: np.ndarray, grid: str) -> tuple[np.ndarray, np.ndarray]:
-    """(train_idx, test_idx) for protocol G: the coarse lattice, and measured spots at its midpoints."""
-    mask = coarse_lattice_mask(rows, cols, grid)
+def generation_split(rows: np.ndarray, cols: np.ndarray, grid: str, factor: int = 4
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """(train_idx, test_idx) for protocol G: the coarse lattice, and the measured spots at its
+    ``factor``-times denser generated points."""
+    mask = coarse_lattice_mask(rows, cols, grid, factor)
     train = np.flatnonzero(mask)
-    mids = midpoints(np.asarray(rows)[train], np.asarray(cols)[train], grid, spacing=2)
+    points = dense_points(np.asarray(rows)[train], np.asarray(cols)[train], grid, factor, spacing=steps_of(factor))
     where = {(float(r), float(c)): i for i, (r, c) in enumerate(zip(rows, cols, strict=True))}
-    test = sorted({where[k] for k in zip(mids["array_row"], mids["array_col"], strict=True) if k in where})
+    test = sorted({where[k] for k in zip(points["array_row"], points["array_col"], strict=True) if k in where})
     return train, np.asarray(test, dtype=np.int64)
 
 

@@ -18,6 +18,7 @@ from torch import nn
 from ..model.methods import Spots
 from ..model.neighbours import choose_k, idw
 from ..model.probe import ridge_probe
+from ..model.scaling import standardise
 
 
 def mean(y_train: np.ndarray, n_query: int) -> np.ndarray:
@@ -49,12 +50,6 @@ def ridge(
 def _seed(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % (2**32))
-
-
-def _standardise(train_x: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
-    mu = train_x.mean(0)
-    sd = train_x.std(0) + 1e-6
-    return [((np.asarray(a, np.float32) - mu) / sd).astype(np.float32) for a in (train_x, *others)]
 
 
 def _val_split(n: int, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -105,7 +100,7 @@ def stnet(
     """
     _seed(seed)
     rng = np.random.default_rng(seed)
-    x_train, x_query = _standardise(train_x, query_x)
+    x_train, x_query = standardise(train_x, query_x)
     y = np.ascontiguousarray(y_train, np.float32)
     tr, va = _val_split(len(x_train), val_fraction, rng)
     net = nn.Sequential(nn.Linear(x_train.shape[1], hidden), nn.ReLU(), nn.Dropout(0.2), nn.Linear(hidden, y.shape[1]))
@@ -225,7 +220,7 @@ def histogene(
 
     _seed(seed)
     rng = np.random.default_rng(seed)
-    x_train, x_query = _standardise(train.features, query.features)
+    x_train, x_query = standardise(train.features, query.features)
     train_rows, train_cols, train_xy = train.rows, train.cols, np.asarray(train.xy, np.float64)
     query_rows, query_cols, query_xy = query.rows, query.cols, np.asarray(query.xy, np.float64)
     y = np.ascontiguousarray(y_train, np.float32)

@@ -5,6 +5,10 @@
 - **G** (4x generation): the coarse lattice trains (a quarter of the grid) and the measured spots
   at its midpoints are scored: exactly the situation of generating 4x denser spots, but with
   ground truth (``geometry.generation_split``). The split does not depend on the seed.
+- **G9**, **G16** (9x and 16x generation): the same with a lattice 3 or 4 steps apart (one spot
+  in 9 or 16 trains) and the measured spots at its 9x / 16x denser positions scored
+  (``geometry.dense_points``). Not in the default suite; sections whose coarse lattice has
+  fewer than ``MIN_TRAIN_SPOTS`` spots are skipped.
 - **X** (cross-section): every spot of the other sections of the same tissue trains, every spot
   of the target section is scored. Only the target's image and spot positions are used.
 
@@ -24,7 +28,11 @@ import scipy.sparse as sp
 from .. import geometry
 from ..genes import log_normalize, select_hvgs
 
-PROTOCOLS = ("R", "G", "X")
+PROTOCOLS = ("R", "G", "X", "G9", "G16")
+#: Generation protocols and the density each scores.
+GENERATION = {"G": 4, "G9": 9, "G16": 16}
+#: Fewer training spots than this and a generation protocol skips the section (her2st at 9x: ~25).
+MIN_TRAIN_SPOTS = 30
 N_GENES = 1000
 HOLDOUT = 0.5
 
@@ -48,10 +56,11 @@ def split_r(n_spots: int, seed: int, holdout: float = HOLDOUT) -> Split:
     return Split("R", train, test)
 
 
-def split_g(rows: np.ndarray, cols: np.ndarray, grid: str) -> Split:
-    """Protocol G: train on the coarse lattice, score the measured spots at its midpoints."""
-    train, test = geometry.generation_split(rows, cols, grid)
-    return Split("G", train, test)
+def split_g(rows: np.ndarray, cols: np.ndarray, grid: str, factor: int = 4) -> Split:
+    """Protocol G (G9, G16): train on the coarse lattice, score the measured spots at its
+    ``factor``-times denser positions (4x: its midpoints)."""
+    train, test = geometry.generation_split(rows, cols, grid, factor)
+    return Split("G" if factor == 4 else f"G{factor}", train, test)
 
 
 def within_section_genes(

@@ -112,7 +112,8 @@ def run(
     """Benchmark ``methods`` on ``sections`` of ``data_dir`` under ``protocols``; write ``out``/.
 
     - ``sections``: names like 'dlpfc/151673' or 'her2st:C2'; default: all found in ``data_dir``.
-    - ``protocols``: 'R' (random half held out), 'G' (4x generation), 'X' (cross-section).
+    - ``protocols``: 'R' (random half held out), 'G' (4x generation), 'X' (cross-section);
+      also 'G9', 'G16' (9x, 16x generation; not in the default).
     - ``methods``: see ``methods.ALL_METHODS``; default ``methods.DEFAULT_METHODS``.
     - ``seeds``: one run per seed (splits of R and every model's initialisation).
     - ``encoder``: image encoder name (default ``histosge.encode.DEFAULT_ENCODER``).
@@ -163,9 +164,16 @@ def run(
     with _deterministic(threads):
         for name in names:
             sec = secs[name]
-            for protocol in (p for p in protocols if p in ("R", "G")):
+            for protocol in (p for p in protocols if p != "X"):
                 for seed in seeds:
-                    split = P.split_r(sec.n, seed) if protocol == "R" else P.split_g(sec.rows, sec.cols, sec.grid)
+                    if protocol == "R":
+                        split = P.split_r(sec.n, seed)
+                    else:
+                        split = P.split_g(sec.rows, sec.cols, sec.grid, P.GENERATION[protocol])
+                        if len(split.train) < P.MIN_TRAIN_SPOTS or not len(split.test):
+                            _log(progress, f"  {name} {protocol}: skipped, its coarse lattice has "
+                                           f"{len(split.train)} spots (< {P.MIN_TRAIN_SPOTS})")
+                            break
                     splits[(name, protocol, seed)] = split
                     records += _within(
                         sec,

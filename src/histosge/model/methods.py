@@ -98,7 +98,7 @@ def fit_predict(method: str, train: Spots, y_train: np.ndarray, query: Spots, *,
     pred = base_query + (z - ctx_query) @ pca.components_
     if IMAGE_BLEND and not cross_section:
         # Gene-wise detail from the image that neither the components nor the neighbours carry.
-        img = ridge_probe(train.features, y_train, _clip_to(train.features, query.features))[0]
+        img = ridge_probe(train.features, y_train, query.features)[0]
         pred = (1 - IMAGE_BLEND) * pred + IMAGE_BLEND * img
         info["image_blend"] = IMAGE_BLEND
     info.update({"config": cfg.to_dict(), "n_components": n_comp, "history": _short(model.history)})
@@ -124,12 +124,6 @@ def _neighbour_context(train: Spots, y_train, query: Spots, pca, z_train, seed: 
     return base, ctx_train, ctx_query, {"k": k, "k_genes": k_genes}
 
 
-def _clip_to(train_x: np.ndarray, query_x: np.ndarray) -> np.ndarray:
-    """Query features clipped to the training range: a linear probe must not extrapolate from
-    an odd patch (one out-of-range DLPFC spot sent the ridge probe's MSE from 0.33 to 2.2)."""
-    return np.clip(query_x, train_x.min(0), train_x.max(0)).astype(np.float32)
-
-
 def _stack_image(f_train, f_query, z_train, knn_train, knn_query, seed: int, folds: int = 5):
     """Blend the neighbours' scores with what the image alone predicts, per component.
 
@@ -142,13 +136,12 @@ def _stack_image(f_train, f_query, z_train, knn_train, knn_query, seed: int, fol
     """
     from scipy.optimize import nnls
 
-    f_query = _clip_to(f_train, f_query)
     rng = np.random.default_rng(seed)
     fold = rng.permutation(len(f_train)) % folds
     img_train = np.zeros_like(z_train)
     for k in range(folds):
         held = fold == k
-        img_train[held] = ridge_probe(f_train[~held], z_train[~held], _clip_to(f_train[~held], f_train[held]))[0]
+        img_train[held] = ridge_probe(f_train[~held], z_train[~held], f_train[held])[0]
     img_query = ridge_probe(f_train, z_train, f_query)[0]
     out_train, out_query = np.empty_like(knn_train), np.empty_like(knn_query)
     for j in range(z_train.shape[1]):
@@ -195,7 +188,7 @@ def _image_context(train: Spots, y_train, query: Spots, pca, train_groups, query
     else:
         cv_groups = groups
     f_train = _with_ring(train, groups)
-    f_query = _clip_to(f_train, _with_ring(query, query_groups))
+    f_query = _with_ring(query, query_groups)  # clipped to the training range by every model that reads it
     genes_q, g_info = grouped_ridge(f_train, y_train, f_query, cv_groups, oof=True)
     z_train = pca.transform(y_train)
     z_q, z_info = grouped_ridge(f_train, z_train, f_query, cv_groups, oof=True, alphas=(g_info["alpha"],))
