@@ -26,22 +26,28 @@ def pick_markers(adata: ad.AnnData, n: int = 3, genes: list[str] | None = None) 
     return found
 
 
-def dot_size(ax, xy: np.ndarray, fill: float = 0.8) -> float:
-    """Marker area (points^2) whose diameter is ``fill`` x the median spacing of ``xy`` on ``ax``.
+def spacing(xy: np.ndarray) -> float:
+    """Median distance from a spot to its nearest neighbour (NaN for fewer than two spots)."""
+    from scipy.spatial import cKDTree
+
+    if len(xy) < 2:
+        return float("nan")
+    return float(np.median(cKDTree(xy).query(xy, k=2)[0][:, 1]))
+
+
+def dot_size(ax, spot_spacing: float, fill: float = 0.8) -> float:
+    """Marker area (points^2) whose diameter is ``fill`` x ``spot_spacing`` (data units) on ``ax``.
 
     Why: a fixed size drew 9x and 16x spots as specks that the H&E behind them hid; sized to
     the spacing, every density covers the tissue the same way. Needs the axes limits set.
     """
-    from scipy.spatial import cKDTree
-
-    if len(xy) < 2:
+    if not np.isfinite(spot_spacing):
         return 20.0
-    spacing = float(np.median(cKDTree(xy).query(xy, k=2)[0][:, 1]))
     box = ax.get_position()
     fig_w, fig_h = ax.figure.get_size_inches() * 72  # points
     (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
     per_unit = min(box.width * fig_w / abs(x1 - x0), box.height * fig_h / abs(y1 - y0))  # equal aspect
-    return float(max(0.5, (fill * spacing * per_unit) ** 2))
+    return float(max(0.5, (fill * spot_spacing * per_unit) ** 2))
 
 
 def _background(adata: ad.AnnData):
@@ -83,6 +89,7 @@ def markers(adata: ad.AnnData, path: str | os.PathLike, *, genes: list[str] | No
     img, scale = _background(adata)
     xy = np.asarray(adata.obsm["spatial"]) * scale
     fig, axes = plt.subplots(len(genes), 2, figsize=(8, 3.6 * len(genes)), squeeze=False)
+    spacings = (spacing(xy[left]), spacing(xy[right]))  # the same for every gene
     for row, gene in enumerate(genes):
         j = adata.var_names.get_loc(gene)
         lv = np.asarray(left_vals[:, j]).ravel()
@@ -98,7 +105,7 @@ def markers(adata: ad.AnnData, path: str | os.PathLike, *, genes: list[str] | No
             pad = 10
             ax.set_xlim(xy[:, 0].min() - pad, xy[:, 0].max() + pad)
             ax.set_ylim(xy[:, 1].max() + pad, xy[:, 1].min() - pad)  # image rows grow downwards
-            sc = ax.scatter(xy[mask, 0], xy[mask, 1], c=vals[mask], s=dot_size(ax, xy[mask]), cmap="magma",
+            sc = ax.scatter(xy[mask, 0], xy[mask, 1], c=vals[mask], s=dot_size(ax, spacings[col]), cmap="magma",
                             vmin=0, vmax=vmax, linewidths=0)
         fig.colorbar(sc, ax=axes[row].tolist(), shrink=0.7, label="log1p expression")
     with atomic_path(path) as tmp:

@@ -18,9 +18,22 @@ def clip_to(train_x: np.ndarray, query_x: np.ndarray) -> np.ndarray:
     return np.clip(np.asarray(query_x), train_x.min(0), train_x.max(0)).astype(np.float32)
 
 
+class FeatureScaler:
+    """The training spots' range, mean and spread; ``transform`` clips to the range, then
+    standardises. Kept by a fitted network so that its query spots are scaled the same way."""
+
+    def __init__(self, train_x: np.ndarray):
+        train_x = np.asarray(train_x, np.float32)
+        self.low, self.high = train_x.min(0), train_x.max(0)
+        self.mean = train_x.mean(0)
+        self.std = train_x.std(0) + 1e-6
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        x = np.clip(np.asarray(x, np.float32), self.low, self.high)
+        return ((x - self.mean) / self.std).astype(np.float32)
+
+
 def standardise(train_x: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
-    """Training mean and spread applied to ``train_x`` and each of ``others`` (clipped first)."""
-    train_x = np.asarray(train_x, np.float32)
-    mu = train_x.mean(0)
-    sd = train_x.std(0) + 1e-6
-    return [((a - mu) / sd).astype(np.float32) for a in (train_x, *(clip_to(train_x, o) for o in others))]
+    """``train_x`` and each of ``others`` through a ``FeatureScaler`` fitted on ``train_x``."""
+    scaler = FeatureScaler(train_x)
+    return [scaler.transform(a) for a in (train_x, *others)]

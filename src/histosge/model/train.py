@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .network import HisToSGE
+from .scaling import FeatureScaler
 
 
 @dataclass
@@ -137,19 +138,17 @@ def _predict(net, feats, rows, cols, group_size, seed, device, context=None) -> 
 class Trained:
     """A fitted network with the feature scaling and coordinate frame it was trained with.
 
-    ``feature_range`` (min, max per feature over the training spots): query features are
-    clipped to it before scaling (``scaling.clip_to``), so an odd patch cannot feed the network
-    values it never saw."""
+    ``scaler`` clips query features to the training range before standardising them
+    (``scaling.FeatureScaler``), so an odd patch cannot feed the network values it never saw."""
 
-    def __init__(self, net: HisToSGE, mean: np.ndarray, std: np.ndarray, frame: CoordFrame,
-                 config: TrainConfig, history: dict, feature_range: tuple[np.ndarray, np.ndarray]):
-        self.net, self.mean, self.std, self.frame = net, mean, std, frame
-        self.config, self.history, self.feature_range = config, history, feature_range
+    def __init__(self, net: HisToSGE, scaler: FeatureScaler, frame: CoordFrame, config: TrainConfig,
+                 history: dict):
+        self.net, self.scaler, self.frame = net, scaler, frame
+        self.config, self.history = config, history
 
     def predict(self, features: np.ndarray, rows: np.ndarray, cols: np.ndarray,
                 context: np.ndarray | None = None) -> np.ndarray:
-        feats = np.clip(np.asarray(features, np.float32), *self.feature_range)
-        feats = ((feats - self.mean) / self.std).astype(np.float32)
+        feats = self.scaler.transform(features)
         ctx = None if context is None else np.ascontiguousarray(context, np.float32)
         return _predict(self.net, feats, *self.frame(rows, cols), self.config.group_size,
                         self.config.seed, _device(self.config.device), ctx)
@@ -170,11 +169,8 @@ def fit(features: np.ndarray, rows: np.ndarray, cols: np.ndarray, targets: np.nd
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     device = _device(cfg.device)
-    feats = np.asarray(features, np.float32)
-    feature_range = (feats.min(0), feats.max(0))
-    mean = feats.mean(0)
-    std = feats.std(0) + 1e-6
-    feats = ((feats - mean) / std).astype(np.float32)
+    scaler = FeatureScaler(features)
+    feats = scaler.transform(features)
     targets = np.ascontiguousarray(targets, np.float32)
     ctx = None if context is None else np.ascontiguousarray(context, np.float32)
     frame = CoordFrame.fit(rows, cols)
@@ -246,4 +242,4 @@ def fit(features: np.ndarray, rows: np.ndarray, cols: np.ndarray, targets: np.nd
     history["epochs_run"] = len(history["train_loss"])
     history["best_val_loss"] = None if best is math.inf else best
     history["seconds"] = time.perf_counter() - t0
-    return Trained(net, mean, std, frame, cfg, history, feature_range)
+    return Trained(net, scaler, frame, cfg, history)
