@@ -26,9 +26,7 @@ Variants (each the default with one change):
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -41,7 +39,6 @@ from sklearn.decomposition import PCA
 from sklearn.linear_model import RidgeCV
 
 from histosge.benchmark import baselines
-from histosge.benchmark import protocols as P
 from histosge.benchmark import sections as S
 from histosge.benchmark.runner import _deterministic, _subset
 from histosge.model import methods as MM
@@ -49,7 +46,7 @@ from histosge.model.neighbours import _weights, choose_k, idw
 from histosge.model.probe import RIDGE_ALPHAS, _project, ridge_probe
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from model_variants import _means, _print, _record  # noqa: E402
+from model_variants import _means, _print, _record, base_parser, rows  # noqa: E402
 
 VARIANTS = ("default", "kriging", "k-per-component", "bilateral", "convex-stack", "centred-oof",
             "knn-mix0.25", "knn-mix0.5")
@@ -189,15 +186,9 @@ def predict(variant, f, xy, train, y_train, seed, knn_pred):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=os.environ.get("HISTOSGE_DATA", "../shared/data"))
-    ap.add_argument("--sections", default=None, help="comma-separated, e.g. dlpfc/151673,her2st/B4")
-    ap.add_argument("--protocols", default="R,G")
-    ap.add_argument("--seeds", default="0")
-    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap = base_parser(__doc__.splitlines()[0], ",".join(VARIANTS))
     ap.add_argument("--check", action="store_true",
                     help="first compare 'default' with the library's fit_predict on the first row")
-    ap.add_argument("--out", default=None, help="JSON file for the records and means")
     args = ap.parse_args(argv)
     variants = args.variants.split(",")
     unknown = [v for v in variants if v not in VARIANTS]
@@ -209,29 +200,24 @@ def main(argv=None) -> int:
     secs = S.load(names, args.data, progress=False)
     records, checked = [], not args.check
     with _deterministic(1):
-        for name in names:
-            sec = secs[name]
-            for protocol in args.protocols.split(","):
-                for seed in seeds:
-                    split = P.split_r(sec.n, seed) if protocol == "R" else P.split_g(sec.rows, sec.cols, sec.grid)
-                    _, _, y = P.within_section_genes(sec.adata, split.train, P.N_GENES)
-                    y_train = np.asarray(y[split.train], np.float32)
-                    knn, _ = baselines.knn(sec.xy[split.train], y_train, sec.xy)
-                    records.append(_record(sec, split, y, knn, seed, "knn"))
-                    for v in variants:
-                        pred = predict(v, sec.features, sec.xy, split.train, y_train, seed, knn)
-                        if v == "default" and not checked:
-                            lib, _ = MM.fit_predict("histosge", _subset(sec, split.train), y_train,
-                                                    _subset(sec, np.arange(sec.n)), seed=seed, progress=False)
-                            gap = float(np.abs(lib - pred).max())
-                            print(f"check on {name} {protocol} seed {seed}: max |fit_predict - default| = {gap:.2e}",
-                                  file=sys.stderr)
-                            if gap > 1e-3:
-                                raise SystemExit("the rebuilt default differs from fit_predict; the variants "
-                                                 "would not be comparable")
-                            checked = True
-                        records.append(_record(sec, split, y, pred, seed, v))
-                    print(f"{name} {protocol} seed {seed} done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+        for sec, split, y, seed in rows(secs, names, args.protocols.split(","), seeds):
+            y_train = np.asarray(y[split.train], np.float32)
+            knn, _ = baselines.knn(sec.xy[split.train], y_train, sec.xy)
+            records.append(_record(sec, split, y, knn, seed, "knn"))
+            for v in variants:
+                pred = predict(v, sec.features, sec.xy, split.train, y_train, seed, knn)
+                if v == "default" and not checked:
+                    lib, _ = MM.fit_predict("histosge", _subset(sec, split.train), y_train,
+                                            _subset(sec, np.arange(sec.n)), seed=seed, progress=False)
+                    gap = float(np.abs(lib - pred).max())
+                    print(f"check on {sec.name} {split.protocol} seed {seed}: max |fit_predict - default| = "
+                          f"{gap:.2e}", file=sys.stderr)
+                    if gap > 1e-3:
+                        raise SystemExit("the rebuilt default differs from fit_predict; the variants would not "
+                                         "be comparable")
+                    checked = True
+                records.append(_record(sec, split, y, pred, seed, v))
+            print(f"{sec.name} {split.protocol} seed {seed} done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     means = _means(records)
     _print(means, ["knn", *variants])
     if args.out:

@@ -87,6 +87,30 @@ def _changes_knn(variant: str) -> bool:
     return any(VARIANTS[part].module is NB for part in variant.split("+"))
 
 
+def base_parser(description: str, variants: str) -> argparse.ArgumentParser:
+    """The options every variant script shares (data, sections, protocols, seeds, variants, out)."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--data", default=os.environ.get("HISTOSGE_DATA", "../shared/data"))
+    ap.add_argument("--sections", default=None, help="comma-separated, e.g. dlpfc/151673,her2st/B4")
+    ap.add_argument("--protocols", default="R,G")
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--variants", default=variants)
+    ap.add_argument("--out", default=None, help="JSON file for the records and means")
+    return ap
+
+
+def rows(secs, names, protocols, seeds):
+    """(section, split, log1p expression of every spot, seed) for each row, made as ``histosge
+    bench`` makes them (R or G split, HVGs picked on the training spots)."""
+    for name in names:
+        sec = secs[name]
+        for protocol in protocols:
+            for seed in seeds:
+                split = P.split_r(sec.n, seed) if protocol == "R" else P.split_g(sec.rows, sec.cols, sec.grid)
+                _, _, y = P.within_section_genes(sec.adata, split.train, P.N_GENES)
+                yield sec, split, y, seed
+
+
 def _record(sec, split, y, pred, seed, method):
     mixed = y.copy()
     mixed[split.test] = pred[split.test]
@@ -97,13 +121,7 @@ def _record(sec, split, y, pred, seed, method):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=os.environ.get("HISTOSGE_DATA", "../shared/data"))
-    ap.add_argument("--sections", default=None, help="comma-separated, e.g. dlpfc/151673,her2st/B4")
-    ap.add_argument("--protocols", default="R,G")
-    ap.add_argument("--seeds", default="0")
-    ap.add_argument("--variants", default="default")
-    ap.add_argument("--out", default=None, help="JSON file for the records and means")
+    ap = base_parser(__doc__.splitlines()[0], "default")
     ap.add_argument("--knn-only", action="store_true",
                     help="run only knn under each variant (variants that change histosge.model.neighbours)")
     args = ap.parse_args(argv)
@@ -118,26 +136,21 @@ def main(argv=None) -> int:
     secs = S.load(names, args.data, progress=False)
     records = []
     with _deterministic(1):
-        for name in names:
-            sec = secs[name]
-            for protocol in args.protocols.split(","):
-                for seed in seeds:
-                    split = P.split_r(sec.n, seed) if protocol == "R" else P.split_g(sec.rows, sec.cols, sec.grid)
-                    _, _, y = P.within_section_genes(sec.adata, split.train, P.N_GENES)
-                    knn, _ = baselines.knn(sec.xy[split.train], y[split.train], sec.xy)
-                    records.append(_record(sec, split, y, knn, seed, "knn"))
-                    for v in variants:
-                        with _apply(v):
-                            if args.knn_only or _changes_knn(v):
-                                alt, _ = baselines.knn(sec.xy[split.train], y[split.train], sec.xy)
-                                records.append(_record(sec, split, y, alt, seed, f"knn[{v}]"))
-                            if args.knn_only:
-                                continue
-                            pred, info = _fit(sec, split, y, seed)
-                        rec = _record(sec, split, y, pred, seed, v)
-                        rec.update({k: info[k] for k in ("k", "k_genes", "image_blend") if k in info})
-                        records.append(rec)
-                    print(f"{name} {protocol} seed {seed} done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+        for sec, split, y, seed in rows(secs, names, args.protocols.split(","), seeds):
+            knn, _ = baselines.knn(sec.xy[split.train], y[split.train], sec.xy)
+            records.append(_record(sec, split, y, knn, seed, "knn"))
+            for v in variants:
+                with _apply(v):
+                    if args.knn_only or _changes_knn(v):
+                        alt, _ = baselines.knn(sec.xy[split.train], y[split.train], sec.xy)
+                        records.append(_record(sec, split, y, alt, seed, f"knn[{v}]"))
+                    if args.knn_only:
+                        continue
+                    pred, info = _fit(sec, split, y, seed)
+                rec = _record(sec, split, y, pred, seed, v)
+                rec.update({k: info[k] for k in ("k", "k_genes", "image_blend") if k in info})
+                records.append(rec)
+            print(f"{sec.name} {split.protocol} seed {seed} done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     means = _means(records)
     shown = [f"knn[{v}]" for v in variants if _changes_knn(v) or args.knn_only]
     _print(means, ["knn", *shown, *([] if args.knn_only else variants)])
