@@ -368,6 +368,24 @@ def test_scoreboard_names_every_missed_target():
     assert scoreboard([r for r in recs if r["method"] != "histosge"]) == []
 
 
+def test_scoreboard_says_on_how_many_seeds_a_missed_target_is_lost():
+    from histosge.benchmark.report import scoreboard
+
+    def rec(method, seed, pcc, mse, ari):
+        return {"dataset": "dlpfc", "section": "s1", "protocol": "R", "method": method, "seed": seed,
+                "pcc": pcc, "pcc_top50": pcc, "mse": mse, "mae": 0.1, "ari": ari}
+
+    # ARI: lost on the mean by one bad seed (0.20 vs 0.30), tied on seed 1 (a tie meets "at least");
+    # MSE: worse on every seed.
+    recs = [
+        rec("knn", 0, 0.10, 0.30, 0.30), rec("histosge", 0, 0.12, 0.31, 0.20),
+        rec("knn", 1, 0.10, 0.30, 0.30), rec("histosge", 1, 0.12, 0.32, 0.30),
+        rec("knn", 2, 0.10, 0.30, 0.30), rec("histosge", 2, 0.12, 0.33, 0.31),
+    ]
+    row = next(line for line in scoreboard(recs) if "| R |" in line)
+    assert "ARI < knn (1 of 3 seeds)" in row and "mse > knn (3 of 3 seeds)" in row and "pcc <=" not in row
+
+
 def test_readme_tables_average_seeds_and_bold_the_best():
     from histosge.benchmark.report import readme_tables
 
