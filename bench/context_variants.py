@@ -3,7 +3,7 @@
 Why: docs/MODEL_NOTES.md section 15 reports ideas measured in the fifth session and not kept;
 this script is the repo command behind that table. It reads sections, splits, genes and scores
 exactly as ``histosge bench`` does and rebuilds the default model's prediction from the
-library's own parts (``model.neighbours``, ``model.probe``, ``methods._stack_image``), with one
+library's own parts (``model.neighbours``, ``model.probe``, ``methods._image_oof`` / ``_blend``), with one
 part swapped per variant. The correction network is left out: within a section it is never
 kept on ``he-stats`` features (section 12), so the default's prediction is its context plus
 the image terms. ``--check`` confirms that on the first row against ``fit_predict`` itself.
@@ -32,7 +32,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import nnls
 from scipy.spatial import cKDTree
 from scipy.spatial.distance import cdist
 from sklearn.decomposition import PCA
@@ -41,6 +40,7 @@ from sklearn.linear_model import RidgeCV
 from histosge.benchmark import baselines
 from histosge.benchmark import sections as S
 from histosge.benchmark.runner import _deterministic, _subset
+from histosge.geometry import spot_pitch
 from histosge.model import methods as MM
 from histosge.model.neighbours import _weights, choose_k, idw
 from histosge.model.probe import RIDGE_ALPHAS, _project, ridge_probe
@@ -69,7 +69,7 @@ def kriging(train_xy, z, query_xy):
     train_xy, query_xy, z = (np.asarray(a, np.float64) for a in (train_xy, query_xy, z))
     mu = z.mean(0)
     zc = z - mu
-    spacing = float(np.median(cKDTree(train_xy).query(train_xy, k=2)[0][:, 1]))
+    spacing = spot_pitch(train_xy)
     d = cdist(train_xy, train_xy)
     best = [(np.inf, None)] * z.shape[1]
     for ls in LENGTHSCALES:
@@ -117,39 +117,31 @@ def bilateral(train_xy, z, query_xy, k):
             _bilateral(train_xy, z, train_xy, guide_train, guide_train, rel * spread, True))
 
 
-def _image_oof(f_train, z, seed, folds=5, centred=False):
-    """The image probe's out-of-fold scores of the training spots, as ``_stack_image`` makes them,
-    or (``centred``) with every fold fitted on targets centred by the mean of all training spots."""
+def _centred_oof(f_train, z, seed, folds=5):
+    """``methods._image_oof`` with every fold fitted on targets centred by the mean of all
+    training spots (same folds), so a fold's own mean cannot pull its predictions away."""
     fold = np.random.default_rng(seed).permutation(len(f_train)) % folds
     out = np.zeros_like(z)
-    if centred:
-        p_train = _project(f_train, f_train[:1], 256)[0]
-        mu = z.mean(0)
-        for k in range(folds):
-            held = fold == k
-            reg = RidgeCV(alphas=RIDGE_ALPHAS, fit_intercept=False).fit(p_train[~held], z[~held] - mu)
-            out[held] = reg.predict(p_train[held]) + mu
-        return out
+    p_train = _project(f_train, f_train[:1], 256)[0]
+    mu = z.mean(0)
     for k in range(folds):
         held = fold == k
-        out[held] = ridge_probe(f_train[~held], z[~held], f_train[held])[0]
+        reg = RidgeCV(alphas=RIDGE_ALPHAS, fit_intercept=False).fit(p_train[~held], z[~held] - mu)
+        out[held] = reg.predict(p_train[held]) + mu
     return out
 
 
-def _stack(knn_train, img_train, knn_query, img_query, z, convex=False):
-    """``_stack_image``'s per-component blend, given its inputs; ``convex``: weights sum to one."""
+def _convex_blend(knn_train, img_train, knn_query, img_query, z):
+    """``methods._blend`` with the two weights summing to one (w, 1 - w; w in [0, 1]); query side."""
     out = np.empty_like(knn_query)
     for j in range(z.shape[1]):
         a = np.column_stack([knn_train[:, j], img_train[:, j]]).astype(np.float64)
         aq = np.column_stack([knn_query[:, j], img_query[:, j]]).astype(np.float64)
         mu, t = a.mean(0), z[:, j] - z[:, j].mean()
-        if convex:
-            ac, gap = a - mu, (a - mu)[:, 0] - (a - mu)[:, 1]
-            w1 = float(np.clip(gap @ (t - ac[:, 1]) / max(gap @ gap, 1e-12), 0.0, 1.0))
-            w = np.array([w1, 1.0 - w1])
-        else:
-            w = nnls(a - mu, t)[0]
-        out[:, j] = (aq - mu) @ w + z[:, j].mean()
+        ac = a - mu
+        gap = ac[:, 0] - ac[:, 1]
+        w = float(np.clip(gap @ (t - ac[:, 1]) / max(gap @ gap, 1e-12), 0.0, 1.0))
+        out[:, j] = (aq - mu) @ np.array([w, 1.0 - w]) + z[:, j].mean()
     return out.astype(np.float32)
 
 
@@ -175,9 +167,12 @@ def predict(variant, f, xy, train, y_train, seed, knn_pred):
     else:
         ctx_train = idw(xy_train, z, xy_train, k, exclude_self=True)
         ctx_query = idw(xy_train, z, xy, k)
-    img_train = _image_oof(f_train, z, seed, centred=variant == "centred-oof")
+    img_train = _centred_oof(f_train, z, seed) if variant == "centred-oof" else MM._image_oof(f_train, z, seed)
     img_query = ridge_probe(f_train, z, f)[0]
-    ctx_query = _stack(ctx_train, img_train, ctx_query, img_query, z, convex=variant == "convex-stack")
+    if variant == "convex-stack":
+        ctx_query = _convex_blend(ctx_train, img_train, ctx_query, img_query, z)
+    else:
+        ctx_query = MM._blend(ctx_train, img_train, ctx_query, img_query, z)[1]
     near = idw(xy_train, y_train, xy, choose_k(xy_train, y_train))
     outside = near - pca.inverse_transform(pca.transform(near))
     base = pca.inverse_transform(ctx_query) + MM.OUTSIDE_WEIGHT * outside

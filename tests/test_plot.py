@@ -1,7 +1,8 @@
 import matplotlib
 import numpy as np
 
-from histosge.plot import dot_size, spacing
+from histosge.geometry import spot_pitch
+from histosge.plot import dot_size
 
 matplotlib.use("Agg")
 
@@ -24,8 +25,8 @@ def test_dots_fill_the_spacing_at_any_density():
     for steps in (1, 2, 3, 4):  # measured grid, then 4x, 9x, 16x
         g = np.arange(0, 1000, 100 / steps, dtype=float)
         xy = np.column_stack([a.ravel() for a in np.meshgrid(g, g)])
-        assert np.isclose(spacing(xy), 100 / steps)
-        sizes[steps] = dot_size(ax, spacing(xy))
+        assert np.isclose(spot_pitch(xy), 100 / steps)
+        sizes[steps] = dot_size(ax, spot_pitch(xy))
     plt.close(fig)
     # the diameter follows the spacing: area shrinks with the square of the subdivision
     for steps in (2, 3, 4):

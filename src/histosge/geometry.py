@@ -27,6 +27,17 @@ _SQUARE_EDGES = [(0, 1), (1, 0)]
 _SQUARE_CELL = [(0, 1), (1, 0), (1, 1)]
 
 
+def spot_pitch(xy: np.ndarray) -> float:
+    """Median distance (px) from a spot to its nearest neighbour: the grid's pitch, robust to the
+    few spots missing at the tissue edge. NaN for fewer than two spots."""
+    from scipy.spatial import cKDTree
+
+    xy = np.asarray(xy, np.float64)
+    if len(xy) < 2:
+        return float("nan")
+    return float(np.median(cKDTree(xy).query(xy, k=2)[0][:, 1]))
+
+
 def grid_of(adata) -> str:
     """'hex' (Visium) or 'square' (legacy ST), as the reader recorded."""
     return adata.uns.get("histosge", {}).get("grid", "hex")

@@ -8,6 +8,7 @@ import anndata as ad
 import numpy as np
 
 from ._atomic import atomic_path
+from .geometry import spot_pitch
 
 #: Well-known markers tried first (DLPFC layers, white matter, neurons; HER2+ breast cancer).
 KNOWN_MARKERS = ("MOBP", "PCP4", "SNAP25", "MBP", "NRGN", "ERBB2", "GRB7", "KRT19", "COL1A1", "CD74",
@@ -24,15 +25,6 @@ def pick_markers(adata: ad.AnnData, n: int = 3, genes: list[str] | None = None) 
         extra = [adata.var_names[i] for i in np.argsort(-X.var(0)) if adata.var_names[i] not in found]
         found += extra[: n - len(found)]
     return found
-
-
-def spacing(xy: np.ndarray) -> float:
-    """Median distance from a spot to its nearest neighbour (NaN for fewer than two spots)."""
-    from scipy.spatial import cKDTree
-
-    if len(xy) < 2:
-        return float("nan")
-    return float(np.median(cKDTree(xy).query(xy, k=2)[0][:, 1]))
 
 
 def dot_size(ax, spot_spacing: float, fill: float = 0.8) -> float:
@@ -89,7 +81,7 @@ def markers(adata: ad.AnnData, path: str | os.PathLike, *, genes: list[str] | No
     img, scale = _background(adata)
     xy = np.asarray(adata.obsm["spatial"]) * scale
     fig, axes = plt.subplots(len(genes), 2, figsize=(8, 3.6 * len(genes)), squeeze=False)
-    spacings = (spacing(xy[left]), spacing(xy[right]))  # the same for every gene
+    spacings = (spot_pitch(xy[left]), spot_pitch(xy[right]))  # the same for every gene
     for row, gene in enumerate(genes):
         j = adata.var_names.get_loc(gene)
         lv = np.asarray(left_vals[:, j]).ravel()

@@ -2,8 +2,8 @@
 
 Both run the same pipeline: HVGs on the training spots -> log1p targets -> image features of
 every spot (cached) -> fit the model -> predict. ``superres`` trains on all measured spots and
-predicts 4x denser spots at the midpoints between them (or 9x / 16x, ``factor``); ``recover`` holds out a seeded
-fraction of the spots and scores the prediction against their measured values.
+predicts 4x denser spots at the midpoints between them (or 9x / 16x, ``factor``); ``recover``
+holds out a seeded fraction of the spots and scores the prediction against their measured values.
 """
 
 from __future__ import annotations
@@ -117,12 +117,12 @@ def superres(adata: ad.AnnData, image: str | None = None, *, factor: int = 4, pr
     genes, flavour = select_hvgs(adata, opts.n_genes)
     y = log_normalize(adata, genes)
 
-    mids = geometry.dense_points(rows, cols, grid, factor)
-    if len(mids) == 0:
+    points = geometry.dense_points(rows, cols, grid, factor)
+    if len(points) == 0:
         raise InputError("no two measured spots are grid neighbours, so no spot can be generated",
                          where="spot positions", fix="check array_row/array_col or x/y of the section")
-    gen_xy, fit_rms = geometry.place_generated(rows, cols, xy, mids)
-    gen_rows, gen_cols = mids["array_row"].to_numpy(), mids["array_col"].to_numpy()
+    gen_xy, fit_rms = geometry.place_generated(rows, cols, xy, points)
+    gen_rows, gen_cols = points["array_row"].to_numpy(), points["array_col"].to_numpy()
 
     feats, enc_name = _features(adata, np.vstack([xy, gen_xy]), opts, image, progress)
     t_feat = time.perf_counter()
@@ -135,7 +135,7 @@ def superres(adata: ad.AnnData, image: str | None = None, *, factor: int = 4, pr
     names = [f"gen_{r:g}_{c:g}" for r, c in zip(gen_rows, gen_cols, strict=True)]
     obs = pd.DataFrame(
         {
-            "spot_type": pd.Categorical(["measured"] * n + ["generated"] * len(mids),
+            "spot_type": pd.Categorical(["measured"] * n + ["generated"] * len(points),
                                         categories=["measured", "generated"]),
             "array_row": np.concatenate([rows, gen_rows]),
             "array_col": np.concatenate([cols, gen_cols]),
@@ -143,7 +143,7 @@ def superres(adata: ad.AnnData, image: str | None = None, *, factor: int = 4, pr
         index=pd.Index([str(b) for b in adata.obs_names] + names),
     )
     if "annotation" in adata.obs:
-        obs["annotation"] = pd.Categorical(list(adata.obs["annotation"].astype(object)) + [np.nan] * len(mids))
+        obs["annotation"] = pd.Categorical(list(adata.obs["annotation"].astype(object)) + [np.nan] * len(points))
     X = np.vstack([y, pred[n:]]).astype(np.float32)
     out = ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=pd.Index(genes)))
     out.layers["predicted"] = pred.astype(np.float32)
@@ -152,7 +152,7 @@ def superres(adata: ad.AnnData, image: str | None = None, *, factor: int = 4, pr
     out.uns["spatial"] = _uns_spatial(adata)
     out.uns["histosge"] = {
         "task": "superres", "library_id": _library(adata), "grid": grid, "factor": int(factor),
-        "n_measured": int(n), "n_generated": int(len(mids)), "hvg_flavour": flavour,
+        "n_measured": int(n), "n_generated": int(len(points)), "hvg_flavour": flavour,
         "array_to_pixel_rms_px": fit_rms,
         "settings": {**{k: v for k, v in vars(opts).items() if v is not None}, "encoder": enc_name},
         "model": _jsonable(info),

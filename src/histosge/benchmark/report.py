@@ -128,6 +128,12 @@ def _nanmean(values: list) -> float:
     return float(np.mean(vals)) if vals else float("nan")
 
 
+def _method_means(records: list[dict]) -> dict[str, dict[str, float]]:
+    """method -> mean of each metric over ``records`` (its seeds), NaN where none has it."""
+    return {method: {m: _nanmean([r.get(m) for r in rs]) for m in METRICS}
+            for (method,), rs in _group(records, "method").items()}
+
+
 README_METHODS = ("knn", "ridge", "stnet", "histogene", "histosge")
 
 
@@ -142,8 +148,8 @@ def readme_tables(records: list[dict], methods=README_METHODS) -> list[str]:
             continue
         rows = []
         for dataset, section in sorted({(k[0], k[1]) for k in by if k[2] == protocol}):
-            vals = {m: {key: _nanmean([r.get(key) for r in by[(dataset, section, protocol, m)]]) for key in METRICS}
-                    for m in shown if (dataset, section, protocol, m) in by}
+            means = _method_means([r for m in shown for r in by.get((dataset, section, protocol, m), [])])
+            vals = {m: means[m] for m in shown if m in means}
             best_pcc = max(vals, key=lambda m: vals[m]["pcc"])
             best_top = max(vals, key=lambda m: vals[m]["pcc_top50"])
             cells = []
@@ -177,9 +183,7 @@ def scoreboard(records: list[dict], ours: str = "histosge") -> list[str]:
               "knn mse", "ARI (ours / knn)", "first?"]
     rows, n_ok, n_rows = [], 0, 0
     for (dataset, section, protocol), recs in sorted(by.items(), key=lambda kv: (_ORDER.index(kv[0][2]), kv[0])):
-        means: dict = {}
-        for method, rs in _group(recs, "method").items():
-            means[method[0]] = {m: _nanmean([r.get(m) for r in rs]) for m in METRICS}
+        means = _method_means(recs)
         if ours not in means:
             continue
         mine = means[ours]

@@ -134,15 +134,27 @@ def _stack_image(f_train, f_query, z_train, knn_train, knn_query, seed: int, fol
     (it is the mean of the others), and an unconstrained fit turned that into a negative
     weight that flipped the sign of the prediction at new spots (her2st B4, protocol G).
     """
-    from scipy.optimize import nnls
+    img_train = _image_oof(f_train, z_train, seed, folds)
+    img_query = ridge_probe(f_train, z_train, f_query)[0]
+    return _blend(knn_train, img_train, knn_query, img_query, z_train)
 
-    rng = np.random.default_rng(seed)
-    fold = rng.permutation(len(f_train)) % folds
-    img_train = np.zeros_like(z_train)
+
+def _image_oof(f_train, z_train, seed: int, folds: int = 5) -> np.ndarray:
+    """The image probe's ``folds``-fold out-of-fold prediction of each training spot."""
+    fold = np.random.default_rng(seed).permutation(len(f_train)) % folds
+    out = np.zeros_like(z_train)
     for k in range(folds):
         held = fold == k
-        img_train[held] = ridge_probe(f_train[~held], z_train[~held], f_train[held])[0]
-    img_query = ridge_probe(f_train, z_train, f_query)[0]
+        out[held] = ridge_probe(f_train[~held], z_train[~held], f_train[held])[0]
+    return out
+
+
+def _blend(knn_train, img_train, knn_query, img_query, z_train):
+    """Per component: non-negative least-squares weights of the two centred predictions (and a
+    free intercept) fitted on the training spots, applied to the query spots' predictions.
+    Returns (training spots' blend, query spots' blend)."""
+    from scipy.optimize import nnls
+
     out_train, out_query = np.empty_like(knn_train), np.empty_like(knn_query)
     for j in range(z_train.shape[1]):
         a_train = np.column_stack([knn_train[:, j], img_train[:, j]]).astype(np.float64)

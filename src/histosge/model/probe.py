@@ -9,9 +9,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.linear_model import RidgeCV
-from sklearn.preprocessing import StandardScaler
 
-from .scaling import clip_to
+from .scaling import standardise
 
 #: Ridge penalties searched by leave-one-out CV on the training spots.
 RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-1, 5, 13))
@@ -35,13 +34,11 @@ def ridge_probe(train_x: np.ndarray, y_train: np.ndarray, query_x: np.ndarray, *
 def _project(train_x: np.ndarray, query_x: np.ndarray, n_pcs: int) -> tuple[np.ndarray, np.ndarray, int]:
     """Standardise with training statistics, then PCA fitted on the training spots (at most
     n_train - 1 components): the probe's input for training and query spots. Query features are
-    clipped to the training range first (``scaling.clip_to``): a probe must not extrapolate."""
-    query_x = clip_to(train_x, query_x)
-    scaler = StandardScaler().fit(train_x)
-    z_train = scaler.transform(train_x)
+    clipped to the training range first (``scaling.standardise``): a probe must not extrapolate."""
+    z_train, z_query = standardise(train_x, query_x)
     n_comp = max(1, min(n_pcs, z_train.shape[0] - 1, z_train.shape[1]))
     pca = PCA(n_components=n_comp, svd_solver="full").fit(z_train)
-    return pca.transform(z_train), pca.transform(scaler.transform(query_x)), n_comp
+    return pca.transform(z_train), pca.transform(z_query), n_comp
 
 
 def grouped_ridge(train_x: np.ndarray, y_train: np.ndarray, query_x: np.ndarray, groups: np.ndarray, *,

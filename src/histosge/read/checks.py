@@ -16,6 +16,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..errors import InputError
+from ..geometry import spot_pitch
 
 
 class InputWarning(UserWarning):
@@ -170,12 +171,7 @@ def check_spot_diameter(diameter: float, xy: np.ndarray, *, where: str) -> None:
     A diameter far off (another image's pixels, microns instead of pixels) would make every
     patch the wrong size; allowed range 0.2-2 x the median nearest-neighbour distance.
     """
-    if len(xy) < 2:
-        return
-    from scipy.spatial import cKDTree
-
-    dist, _ = cKDTree(xy).query(xy, k=2)
-    pitch = float(np.median(dist[:, 1]))
+    pitch = spot_pitch(xy)  # NaN for fewer than two spots: nothing to check
     if pitch > 0 and not 0.2 * pitch <= diameter <= 2.0 * pitch:
         raise InputError(
             f"spot_diameter_fullres = {diameter:.4g} px does not fit the spot spacing of {pitch:.4g} px "

@@ -17,9 +17,9 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from scipy.spatial import cKDTree
 
 from ..errors import InputError
+from ..geometry import spot_pitch
 from . import checks
 from .image import ImageSource
 
@@ -128,8 +128,7 @@ def spot_diameter_from_pitch(xy: np.ndarray, *, where: str) -> float:
             where=where,
             fix="give a section with several spots",
         )
-    dist, _ = cKDTree(xy).query(xy, k=2)
-    d = float(np.median(dist[:, 1]))
+    d = spot_pitch(xy)
     if not d > 0:
         raise InputError("spots share the same pixel position", where=where, fix="check pixel_x, pixel_y")
     return 0.5 * d
