@@ -1,7 +1,8 @@
 """Write tests/golden/model_golden.npz: the default model's predictions before the model object.
 
-Run once at commit 6eeda76 (before `HisToSGE` existed) with the old entry point
-``model.methods.fit_predict``; the arrays are the reference that ``tests/test_model_golden.py``
+Run once at commit 6eeda76 (before `HisToSGE` existed, e.g. in a worktree of that commit) with
+the old entry point ``model.methods.fit_predict``, one torch thread per fit (a network's
+training rounds differently with the thread count); the arrays are the reference that ``tests/test_model_golden.py``
 holds the refactored model to (max abs difference <= 1e-6). Inputs are stored too (her2st C2,
 C3, C4: he-stats features, grid, pixel centres, log1p expression of 64 genes), so the test does
 not depend on reading, encoding or HVG selection.
@@ -63,6 +64,7 @@ def main(data_dir: str) -> None:
                   dict(config=PAPER_CONFIG.replace(epochs=15), method="histosge-paper")),
     }
     for name, (train, y, query, kw) in cases.items():
+        torch.set_num_threads(1)  # a network's training rounds differently with the thread count
         method = kw.pop("method", "histosge")
         pred, info = fit_predict(method, train, y, query, seed=0, progress=False, **kw)
         arrays[f"pred_{name}"] = pred
@@ -73,10 +75,12 @@ def main(data_dir: str) -> None:
                   np.vstack([c2.xy, c3.xy]))
     query = Spots(c4.features, np.zeros(len(c4)), np.zeros(len(c4)), c4.xy)
     groups = np.concatenate([np.zeros(len(y2), np.int64), np.ones(len(y3), np.int64)])
+    torch.set_num_threads(1)
     pred, info = fit_predict("histosge", train, np.vstack([y2, y3]), query, seed=0, progress=False,
                              cross_section=True, train_groups=groups, query_groups=np.zeros(len(c4), np.int64))
     arrays["pred_X"] = pred
     print("X", pred.shape, info.get("alpha"), info.get("history"))
+    arrays["torch_threads"] = np.asarray(torch.get_num_threads())
     np.savez_compressed(OUT, **arrays)
     print(OUT, OUT.stat().st_size, "bytes")
 
