@@ -3,10 +3,10 @@
 Why: docs/MODEL_NOTES.md section 15 reports ideas measured in the fifth session and not kept;
 this script is the repo command behind that table. It reads sections, splits, genes and scores
 exactly as ``histosge bench`` does and rebuilds the default model's prediction from the
-library's own parts (``model.neighbours``, ``model.probe``, ``methods._image_oof`` / ``_blend``), with one
+library's own parts (``model.neighbours``, ``model.contexts.image_oof`` / ``Blend``, the probe), with one
 part swapped per variant. The correction network is left out: within a section it is never
 kept on ``he-stats`` features (section 12), so the default's prediction is its context plus
-the image terms. ``--check`` confirms that on the first row against ``fit_predict`` itself.
+the image terms. ``--check`` confirms that on the first row against the model (``HisToSGE``) itself.
 
     python bench/context_variants.py --data ../shared/data --seeds 0,1,2 \
         --out bench/results/model_variants/context_variants.json
@@ -34,16 +34,17 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial import cKDTree
 from scipy.spatial.distance import cdist
-from sklearn.decomposition import PCA
 from sklearn.linear_model import RidgeCV
 
 from histosge.benchmark import baselines
 from histosge.benchmark import sections as S
 from histosge.benchmark.runner import _deterministic, _subset
 from histosge.geometry import spot_pitch
-from histosge.model import methods as MM
+from histosge.model import HisToSGE
+from histosge.model.contexts import Blend, image_oof
 from histosge.model.neighbours import _weights, choose_k, idw
-from histosge.model.probe import RIDGE_ALPHAS, _project, ridge_probe
+from histosge.model.parts import RIDGE_ALPHAS, LinearPCA, Projector
+from histosge.model.probe import ridge_probe
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from model_variants import _means, _print, _record, base_parser, rows  # noqa: E402
@@ -57,6 +58,8 @@ NOISES = tuple(float(s) for s in np.logspace(-2, 2.5, 19))
 #: Bilateral smoothing: neighbours considered, and widths relative to the contexts' spread.
 BILATERAL_K = 128
 BILATERAL_WIDTHS = (0.1, 0.2, 0.4, 0.8, 1.6)
+#: The default model's settings (n_components, outside_weight, image_blend).
+DEFAULT = HisToSGE()
 
 
 def _matern32(d: np.ndarray, lengthscale: float) -> np.ndarray:
@@ -118,11 +121,11 @@ def bilateral(train_xy, z, query_xy, k):
 
 
 def _centred_oof(f_train, z, seed, folds=5):
-    """``methods._image_oof`` with every fold fitted on targets centred by the mean of all
+    """``contexts.image_oof`` with every fold fitted on targets centred by the mean of all
     training spots (same folds), so a fold's own mean cannot pull its predictions away."""
     fold = np.random.default_rng(seed).permutation(len(f_train)) % folds
     out = np.zeros_like(z)
-    p_train = _project(f_train, f_train[:1], 256)[0]
+    p_train = Projector.fit(f_train)(f_train)
     mu = z.mean(0)
     for k in range(folds):
         held = fold == k
@@ -132,7 +135,7 @@ def _centred_oof(f_train, z, seed, folds=5):
 
 
 def _convex_blend(knn_train, img_train, knn_query, img_query, z):
-    """``methods._blend`` with the two weights summing to one (w, 1 - w; w in [0, 1]); query side."""
+    """``contexts.Blend`` with the two weights summing to one (w, 1 - w; w in [0, 1]); query side."""
     out = np.empty_like(knn_query)
     for j in range(z.shape[1]):
         a = np.column_stack([knn_train[:, j], img_train[:, j]]).astype(np.float64)
@@ -150,8 +153,8 @@ def predict(variant, f, xy, train, y_train, seed, knn_pred):
     if variant.startswith("knn-mix"):
         share = float(variant.removeprefix("knn-mix"))
         return (1 - share) * predict("default", f, xy, train, y_train, seed, knn_pred) + share * knn_pred
-    n_comp = max(1, min(MM.N_COMPONENTS, len(y_train) - 1, y_train.shape[1]))
-    pca = PCA(n_comp, random_state=seed).fit(y_train)
+    n_comp = max(1, min(DEFAULT.n_components, len(y_train) - 1, y_train.shape[1]))
+    pca = LinearPCA.fit(y_train, n_comp, seed=seed)
     z = pca.transform(y_train).astype(np.float32)
     f_train, xy_train = f[train], xy[train]
     k = choose_k(xy_train, z)
@@ -167,23 +170,23 @@ def predict(variant, f, xy, train, y_train, seed, knn_pred):
     else:
         ctx_train = idw(xy_train, z, xy_train, k, exclude_self=True)
         ctx_query = idw(xy_train, z, xy, k)
-    img_train = _centred_oof(f_train, z, seed) if variant == "centred-oof" else MM._image_oof(f_train, z, seed)
+    img_train = _centred_oof(f_train, z, seed) if variant == "centred-oof" else image_oof(f_train, z, seed)
     img_query = ridge_probe(f_train, z, f)[0]
     if variant == "convex-stack":
         ctx_query = _convex_blend(ctx_train, img_train, ctx_query, img_query, z)
     else:
-        ctx_query = MM._blend(ctx_train, img_train, ctx_query, img_query, z)[1]
+        ctx_query = Blend.fit(ctx_train, img_train, z)(ctx_query, img_query)
     near = idw(xy_train, y_train, xy, choose_k(xy_train, y_train))
     outside = near - pca.inverse_transform(pca.transform(near))
-    base = pca.inverse_transform(ctx_query) + MM.OUTSIDE_WEIGHT * outside
-    pred = (1 - MM.IMAGE_BLEND) * base + MM.IMAGE_BLEND * ridge_probe(f_train, y_train, f)[0]
+    base = pca.inverse_transform(ctx_query) + DEFAULT.outside_weight * outside
+    pred = (1 - DEFAULT.image_blend) * base + DEFAULT.image_blend * ridge_probe(f_train, y_train, f)[0]
     return np.maximum(pred, 0).astype(np.float32)
 
 
 def main(argv=None) -> int:
     ap = base_parser(__doc__.splitlines()[0], ",".join(VARIANTS))
     ap.add_argument("--check", action="store_true",
-                    help="first compare 'default' with the library's fit_predict on the first row")
+                    help="first compare 'default' with the library's model on the first row")
     args = ap.parse_args(argv)
     variants = args.variants.split(",")
     unknown = [v for v in variants if v not in VARIANTS]
@@ -202,13 +205,14 @@ def main(argv=None) -> int:
             for v in variants:
                 pred = predict(v, sec.features, sec.xy, split.train, y_train, seed, knn)
                 if v == "default" and not checked:
-                    lib, _ = MM.fit_predict("histosge", _subset(sec, split.train), y_train,
-                                            _subset(sec, np.arange(sec.n)), seed=seed, progress=False)
+                    model = HisToSGE("neighbours", seed=seed).fit_spots(_subset(sec, split.train), y_train,
+                                                                         progress=False)
+                    lib = model.predict_spots(_subset(sec, np.arange(sec.n)))
                     gap = float(np.abs(lib - pred).max())
-                    print(f"check on {sec.name} {split.protocol} seed {seed}: max |fit_predict - default| = "
+                    print(f"check on {sec.name} {split.protocol} seed {seed}: max |model - default| = "
                           f"{gap:.2e}", file=sys.stderr)
                     if gap > 1e-3:
-                        raise SystemExit("the rebuilt default differs from fit_predict; the variants would not "
+                        raise SystemExit("the rebuilt default differs from the model; the variants would not "
                                          "be comparable")
                     checked = True
                 records.append(_record(sec, split, y, pred, seed, v))

@@ -9,14 +9,12 @@ pcc_top50, MSE and (DLPFC) ARI of each variant per section and protocol.
     python bench/model_variants.py --data ../shared/data --seeds 0,1,2 \
         --variants default,blend0.25 --out bench/results/model_variants.json
 
-A variant is the default model with one module setting changed (see ``VARIANTS``); the
-settings are restored after each fit.
+A variant is the default model with one constructor argument changed (see ``VARIANTS``).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -30,61 +28,38 @@ from histosge.benchmark import protocols as P
 from histosge.benchmark import sections as S
 from histosge.benchmark.runner import _ari, _deterministic, _subset
 from histosge.evaluate import score
-from histosge.model import methods as MM
-from histosge.model import neighbours as NB
+from histosge.model import HisToSGE
 
-
-def _setting(module=MM, **values):
-    """A variant: constants of ``module`` (default ``histosge.model.methods``) set to ``values``
-    during the fit. A variant that changes ``histosge.model.neighbours`` changes the knn baseline
-    too, so knn is rerun under it (reported as 'knn[variant]')."""
-
-    @contextlib.contextmanager
-    def apply():
-        old = {k: getattr(module, k) for k in values}
-        for k, v in values.items():
-            setattr(module, k, v)
-        try:
-            yield
-        finally:
-            for k, v in old.items():
-                setattr(module, k, v)
-
-    apply.module = module
-    return apply
-
-
-#: name -> context manager factory. Add variants here when measuring a new idea.
-VARIANTS: dict[str, object] = {
-    "default": _setting(),
-}
+#: name -> constructor arguments of ``HisToSGE`` that differ from the default. Add variants here
+#: when measuring a new idea. A variant that changes ``k_choices`` changes the knn baseline too,
+#: so knn is rerun under it (reported as 'knn[variant]').
+VARIANTS: dict[str, dict] = {"default": {}}
 for _w in (0.0, 0.1, 0.5):
-    VARIANTS[f"blend{_w}"] = _setting(IMAGE_BLEND=_w)
+    VARIANTS[f"blend{_w}"] = {"image_blend": _w}
 for _w in (0.0, 0.25, 0.75, 1.0):
-    VARIANTS[f"outside{_w}"] = _setting(OUTSIDE_WEIGHT=_w)
+    VARIANTS[f"outside{_w}"] = {"outside_weight": _w}
 # The k grid before it reached 96 (it stopped at 24), and pure knn at one k (ARI against smoothing).
-VARIANTS["kgrid24"] = _setting(NB, K_CHOICES=(1, 2, 3, 4, 6, 8, 12, 16, 24))
+VARIANTS["kgrid24"] = {"k_choices": (1, 2, 3, 4, 6, 8, 12, 16, 24)}
 for _k in (12, 24, 48, 96):
-    VARIANTS[f"k{_k}"] = _setting(NB, K_CHOICES=(_k,))
+    VARIANTS[f"k{_k}"] = {"k_choices": (_k,)}
 
 
-def _fit(sec: S.Section, split: P.Split, y: np.ndarray, seed: int) -> tuple[np.ndarray, dict]:
-    train = _subset(sec, split.train)
-    query = _subset(sec, np.arange(sec.n))
-    return MM.fit_predict("histosge", train, y[split.train], query, seed=seed, progress=False)
-
-
-@contextlib.contextmanager
-def _apply(variant: str):
+def _params(variant: str) -> dict:
     """'a+b' applies variants a and b together."""
-    with contextlib.ExitStack() as stack:
-        for part in variant.split("+"):
-            stack.enter_context(VARIANTS[part]())
-        yield
+    out: dict = {}
+    for part in variant.split("+"):
+        out.update(VARIANTS[part])
+    return out
+
+
+def _fit(sec: S.Section, split: P.Split, y: np.ndarray, seed: int, params: dict) -> tuple[np.ndarray, dict]:
+    model = HisToSGE("neighbours", seed=seed, **params)
+    model.fit_spots(_subset(sec, split.train), y[split.train], progress=False)
+    return model.predict_spots(_subset(sec, np.arange(sec.n))), model.info_
 
 
 def _changes_knn(variant: str) -> bool:
-    return any(VARIANTS[part].module is NB for part in variant.split("+"))
+    return "k_choices" in _params(variant)
 
 
 def base_parser(description: str, variants: str) -> argparse.ArgumentParser:
@@ -123,7 +98,7 @@ def _record(sec, split, y, pred, seed, method):
 def main(argv=None) -> int:
     ap = base_parser(__doc__.splitlines()[0], "default")
     ap.add_argument("--knn-only", action="store_true",
-                    help="run only knn under each variant (variants that change histosge.model.neighbours)")
+                    help="run only knn under each variant (variants that change k_choices)")
     args = ap.parse_args(argv)
     variants = args.variants.split(",")
     unknown = [p for v in variants for p in v.split("+") if p not in VARIANTS]
@@ -140,13 +115,14 @@ def main(argv=None) -> int:
             knn, _ = baselines.knn(sec.xy[split.train], y[split.train], sec.xy)
             records.append(_record(sec, split, y, knn, seed, "knn"))
             for v in variants:
-                with _apply(v):
-                    if args.knn_only or _changes_knn(v):
-                        alt, _ = baselines.knn(sec.xy[split.train], y[split.train], sec.xy)
-                        records.append(_record(sec, split, y, alt, seed, f"knn[{v}]"))
-                    if args.knn_only:
-                        continue
-                    pred, info = _fit(sec, split, y, seed)
+                params = _params(v)
+                if args.knn_only or _changes_knn(v):
+                    alt, _ = baselines.knn(sec.xy[split.train], y[split.train], sec.xy,
+                                           choices=params.get("k_choices"))
+                    records.append(_record(sec, split, y, alt, seed, f"knn[{v}]"))
+                if args.knn_only:
+                    continue
+                pred, info = _fit(sec, split, y, seed, params)
                 rec = _record(sec, split, y, pred, seed, v)
                 rec.update({k: info[k] for k in ("k", "k_genes", "image_blend") if k in info})
                 records.append(rec)

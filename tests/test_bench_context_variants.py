@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from histosge.model import Spots, fit_predict
+from histosge.model import HisToSGE, Spots
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
@@ -41,8 +41,8 @@ def test_rebuilt_default_equals_fit_predict_and_every_variant_runs(cv):
     train = np.arange(0, len(y), 2)
     knn = np.zeros_like(y)
     default = cv.predict("default", feats, xy, train, y[train], 0, knn)
-    lib, _ = fit_predict("histosge", Spots(feats[train], rows[train], cols[train], xy[train]), y[train],
-                         Spots(feats, rows, cols, xy), seed=0, progress=False)
+    model = HisToSGE().fit_spots(Spots(feats[train], rows[train], cols[train], xy[train]), y[train], progress=False)
+    lib = model.predict_spots(Spots(feats, rows, cols, xy))
     assert np.abs(lib - default).max() < 1e-4
     for variant in cv.VARIANTS:
         pred = cv.predict(variant, feats, xy, train, y[train], 0, knn)

@@ -15,7 +15,7 @@ import torch
 from histosge import geometry
 from histosge.benchmark import baselines, methods, protocols, report, run
 from histosge.errors import InputError
-from histosge.model.methods import Spots
+from histosge.model import Spots
 
 
 @pytest.fixture(autouse=True)

@@ -2,14 +2,14 @@ import numpy as np
 import torch
 
 from histosge.evaluate import pearson_per_gene, score
-from histosge.model import HisToSGE, Spots, TrainConfig, fit, fit_predict
+from histosge.model import HisToSGE, HisToSGENet, Spots, TrainConfig, fit
 from histosge.model.neighbours import K_CHOICES, choose_k, idw
 from histosge.model.network import GridEmbedding
 from histosge.model.train import CoordFrame
 
 
 def test_network_shapes_and_nonnegative_output():
-    net = HisToSGE(32, 17, n_rows=10, n_cols=20, dim=64, mlp_dim=64)
+    net = HisToSGENet(32, 17, n_rows=10, n_cols=20, dim=64, mlp_dim=64)
     f = torch.randn(3, 7, 32)
     r = torch.rand(3, 7) * 9
     c = torch.rand(3, 7) * 19
@@ -25,7 +25,7 @@ def test_network_shapes_and_nonnegative_output():
 
 def test_padding_mask_isolates_padded_tokens():
     torch.manual_seed(0)
-    net = HisToSGE(8, 5, n_rows=5, n_cols=5, dim=32, mlp_dim=32).eval()
+    net = HisToSGENet(8, 5, n_rows=5, n_cols=5, dim=32, mlp_dim=32).eval()
     f, r, c = torch.randn(1, 4, 8), torch.zeros(1, 4), torch.zeros(1, 4)
     mask = torch.tensor([[True, True, False, False]])
     a = net(f, r, c, mask)[0, :2]
@@ -116,7 +116,7 @@ def test_idw_blocks_give_the_same_answer(monkeypatch):
     assert np.allclose(idw(xy, y, q, 16), whole, atol=1e-6)
 
 
-def test_fit_predict_histosge_beats_mean_on_smooth_field():
+def test_histosge_beats_mean_on_smooth_field():
     rng = np.random.default_rng(1)
     n = 500
     rows = rng.integers(0, 40, n).astype(float)
@@ -128,8 +128,9 @@ def test_fit_predict_histosge_beats_mean_on_smooth_field():
     tr, te = np.arange(350), np.arange(350, n)
     sp = lambda i: Spots(feats[i], rows[i], cols[i], xy[i])  # noqa: E731
     cfg = TrainConfig(epochs=10, patience=3, dim=32, mlp_dim=32, groups_per_step=4)
-    pred, info = fit_predict("histosge", sp(tr), y[tr], sp(te), config=cfg, progress=False)
-    assert pred.shape == (len(te), 8) and info["k"] >= 1
+    model = HisToSGE(network=cfg).fit_spots(sp(tr), y[tr], progress=False)
+    pred = model.predict_spots(sp(te))
+    assert pred.shape == (len(te), 8) and model.info_["k"] >= 1
     assert score(y[te], pred)["pcc"] > 0.8
 
 

@@ -4,8 +4,8 @@ mode, the leave-one-section-out ridge penalty and image neighbourhoods."""
 import numpy as np
 
 from histosge.evaluate import score
-from histosge.model import Spots, TrainConfig, fit, fit_predict
-from histosge.model import methods as M
+from histosge.model import HisToSGE, Spots, TrainConfig, fit
+from histosge.model.contexts import Blend, image_oof
 from histosge.model.neighbours import idw, ring_mean
 from histosge.model.probe import grouped_ridge, ridge_probe
 
@@ -70,7 +70,8 @@ def test_stacking_never_turns_an_anticorrelated_loo_context_into_a_negative_weig
     assert np.corrcoef(loo[:, 0], z[:, 0])[0, 1] < 0  # the trap exists
     feats = rng.normal(size=(n, 5)).astype(np.float32)
     query_ctx = np.repeat(z.mean(0, keepdims=True), 10, 0) + rng.normal(size=(10, 2)).astype(np.float32)
-    _, out_q = M._stack_image(feats, feats[:10], z, loo, query_ctx, seed=0)
+    img_train = image_oof(feats, z, seed=0)
+    out_q = Blend.fit(loo, img_train, z)(query_ctx, ridge_probe(feats, z, feats[:10])[0])
     # with a non-negative weight the query prediction moves with (or ignores) its context, never against it
     for j in range(2):
         c = np.corrcoef(out_q[:, j], query_ctx[:, j])[0, 1] if out_q[:, j].std() > 1e-6 else 0.0
@@ -87,15 +88,14 @@ def test_cross_section_mode_predicts_from_the_image_and_validates_on_a_held_out_
     groups = np.repeat(np.arange(3), len(train_secs[0][0]))
     train = Spots(feats, zeros, zeros, xy)
     query = Spots(target[0], np.zeros(len(target[0])), np.zeros(len(target[0])), target[1])
-    pred, info = fit_predict("histosge", train, y, query, config=SMALL, progress=False, cross_section=True,
-                             train_groups=groups, query_groups=np.zeros(len(target[0]), np.int64))
+    model = HisToSGE("image", network=SMALL).fit_spots(train, y, groups=groups, progress=False)
+    pred = model.predict_spots(query)
     assert pred.shape == target[4].shape and (pred >= 0).all()
     assert score(target[4], pred)["pcc"] > 0.5  # the image carries the signal here
-    assert info["alpha"] > 0 and "oof_pcc" in info
+    assert model.info_["alpha"] > 0 and "oof_pcc" in model.info_
     # a single training section: spatial blocks stand in for sections
     one = Spots(train_secs[0][0], np.zeros(150), np.zeros(150), train_secs[0][1])
-    pred1, _ = fit_predict("histosge", one, train_secs[0][4], query, config=SMALL, progress=False,
-                           cross_section=True)
+    pred1 = HisToSGE("image", network=SMALL).fit_spots(one, train_secs[0][4], progress=False).predict_spots(query)
     assert np.isfinite(pred1).all()
 
 

@@ -76,7 +76,7 @@ def test_superres_output_writes_and_plots(c2, tmp_path):
 def test_recover_scores_held_out_only(c2, tmp_path):
     rec = histosge.recover(c2, holdout=0.5, seed=1, progress=False, cache_dir=str(tmp_path), **FAST)
     info = rec.uns["histosge"]
-    test = (rec.obs["split"] == "test").to_numpy()
+    test = (rec.obs["split"] == "held-out").to_numpy()
     assert info["n_test"] == test.sum() and info["n_train"] == (~test).sum()
     from histosge.evaluate import score
 

@@ -70,7 +70,7 @@ def markers(adata: ad.AnnData, path: str | os.PathLike, *, genes: list[str] | No
     genes = pick_markers(adata, n, genes)
     info = adata.uns.get("histosge", {})
     if info.get("task") == "recover":
-        left = right = (adata.obs["split"] == "test").to_numpy()
+        left = right = (adata.obs["split"] == "held-out").to_numpy()
         titles = ("measured (held-out spots)", "predicted (held-out spots)")
         left_vals, right_vals = adata.X, adata.layers["predicted"]
     else:

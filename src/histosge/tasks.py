@@ -15,12 +15,14 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from . import geometry
+from . import geometry, keys
 from .errors import InputError
 from .evaluate import score
-from .genes import log_normalize, select_hvgs
-from .model.methods import METHODS, Spots, fit_predict
-from .model.train import TrainConfig
+from .genes import log_normalize
+from .model import HisToSGE
+
+#: Methods ``superres`` and ``recover`` accept: our default model and the authors' model.
+METHODS = ("histosge", "histosge-paper")
 
 
 @dataclass
@@ -41,12 +43,18 @@ class Options:
     batch_size: int = 64
 
 
-def _library(adata: ad.AnnData) -> str:
-    info = adata.uns.get("histosge", {})
-    lib = info.get("library_id")
-    if lib is None and "spatial" in adata.uns and len(adata.uns["spatial"]):
-        lib = next(iter(adata.uns["spatial"]))
-    return str(lib or "section")
+def _check_method(opts: Options) -> None:
+    if opts.method not in METHODS:
+        raise InputError(f"unknown method {opts.method!r}", where="--method", fix=f"use one of {', '.join(METHODS)}")
+
+
+def make_model(opts: Options) -> HisToSGE:
+    """The model ``opts`` asks for: ``histosge`` (neighbours mode) or ``histosge-paper``."""
+    network = {k: v for k, v in (("epochs", opts.epochs), ("group_size", opts.group_size),
+                                  ("patience", opts.patience)) if v is not None}
+    common = dict(encoder=opts.encoder, weights=opts.weights, patch_scale=opts.patch_scale, n_genes=opts.n_genes,
+                  network=network, seed=opts.seed, device=opts.device)
+    return HisToSGE.paper(**common) if opts.method == "histosge-paper" else HisToSGE("neighbours", **common)
 
 
 def _grid(adata: ad.AnnData) -> tuple[np.ndarray, np.ndarray, str]:
@@ -54,44 +62,38 @@ def _grid(adata: ad.AnnData) -> tuple[np.ndarray, np.ndarray, str]:
         if key not in adata.obs:
             raise InputError(f"obs['{key}'] is missing", where="AnnData",
                              fix="read the section with histosge.read_section, which sets the grid")
-    return (adata.obs["array_row"].to_numpy(float), adata.obs["array_col"].to_numpy(float),
-            geometry.grid_of(adata))
+    return (adata.obs["array_row"].to_numpy(float), adata.obs["array_col"].to_numpy(float), keys.grid(adata))
 
 
-def _spot_diameter(adata: ad.AnnData) -> float:
-    sf = adata.uns["spatial"][_library(adata)]["scalefactors"]
-    return float(sf["spot_diameter_fullres"])
+def _spots_like(adata: ad.AnnData, rows, cols, xy, names) -> ad.AnnData:
+    """An AnnData of spots (no expression) in ``adata``'s section: its images, scale and units."""
+    out = ad.AnnData(obs=pd.DataFrame({"array_row": rows, "array_col": cols}, index=pd.Index(names)))
+    out.obsm[keys.SPATIAL] = np.asarray(xy, np.float64)
+    out.uns[keys.SPATIAL] = _uns_spatial(adata)
+    out.uns[keys.HISTOSGE] = dict(keys.info(adata))
+    return out
 
 
-def _features(adata: ad.AnnData, xy: np.ndarray, opts: Options, image=None, progress: bool = True):
-    """Image features at full-resolution pixel centres ``xy`` (cached on disk)."""
-    from . import encode
-    from .read.image import image_for
+def _features(adata: ad.AnnData, model: HisToSGE, xy: np.ndarray, opts: Options, image, progress: bool):
+    """Image features of the spots at ``xy`` at the model's patch size (cached on disk), and the
+    encoder's name."""
+    from .features import encode_spots
 
-    source, scale = image_for(adata, image)
-    enc = encode.create(opts.encoder or encode.DEFAULT_ENCODER, weights=opts.weights, device=opts.device)
-    feats = encode.extract(source, xy, scale, _spot_diameter(adata), encoder=enc, patch_scale=opts.patch_scale,
-                           batch_size=opts.batch_size, cache_dir=opts.cache_dir, progress=progress)
-    return np.asarray(feats, np.float32), enc.name
-
-
-def _config(opts: Options) -> TrainConfig | None:
-    from .model.methods import DEFAULT_CONFIG
-    from .model.train import PAPER_CONFIG
-
-    base = PAPER_CONFIG if opts.method == "histosge-paper" else DEFAULT_CONFIG
-    return base.replace(epochs=opts.epochs, group_size=opts.group_size, patience=opts.patience,
-                        device=opts.device, seed=opts.seed)
-
-
-def _check_method(opts: Options) -> None:
-    if opts.method not in METHODS:
-        raise InputError(f"unknown method {opts.method!r}", where="--method", fix=f"use one of {', '.join(METHODS)}")
+    encoder = model._encoder()
+    patch_um = model.patch_scale * keys.spot_diameter_um(adata)
+    feats = encode_spots(adata, encoder, patch_um, xy=xy, image=image, batch_size=opts.batch_size,
+                         cache_dir=opts.cache_dir, progress=progress)
+    return feats, encoder.name
 
 
 def _uns_spatial(adata: ad.AnnData) -> dict:
-    lib = _library(adata)
-    return {lib: adata.uns["spatial"][lib]} if "spatial" in adata.uns and lib in adata.uns["spatial"] else {}
+    lib = keys.library_id(adata)
+    spatial = adata.uns.get(keys.SPATIAL, {}) or {}
+    return {lib: spatial[lib]} if lib in spatial else {}
+
+
+def _settings(opts: Options, encoder: str) -> dict:
+    return {**{k: v for k, v in vars(opts).items() if v is not None}, "encoder": encoder}
 
 
 def superres(adata: ad.AnnData, image: str | None = None, *, factor: int = 4, progress: bool = True,
@@ -100,62 +102,58 @@ def superres(adata: ad.AnnData, image: str | None = None, *, factor: int = 4, pr
 
     4x places them at the midpoints; 9x and 16x cut every edge into 3 or 4 parts and fill the
     cells between (``geometry.dense_points``). Protocols G, G9 and G16 of ``histosge bench``
-    score each density against measured spots.
+    score each density against measured spots. The model (``HisToSGE``, neighbours mode) is
+    fitted on every measured spot.
 
     Returns an AnnData of measured + generated spots: ``X`` holds log1p expression of the
     HVGs (measured values for measured spots, predictions for generated ones),
     ``layers['predicted']`` the model's output for every spot, ``obs['spot_type']``
-    'measured' or 'generated', ``obsm['spatial']`` full-resolution pixels, and the image and
-    scale factors of the input in ``uns['spatial']`` so ``scanpy.pl.spatial`` draws it.
+    'measured' or 'generated', ``obs['novelty']`` / ``obs['novel']`` (how far a spot's image
+    lies from the training spots'), ``obsm['spatial']`` full-resolution pixels, the image and
+    scale factors of the input in ``uns['spatial']`` so ``scanpy.pl.spatial`` draws it, and
+    ``uns['histosge']`` (settings, model, timings).
     """
     opts = Options(**options)
     _check_method(opts)
     geometry.steps_of(factor)  # a bad factor fails before any work
     t0 = time.perf_counter()
     rows, cols, grid = _grid(adata)
-    xy = np.asarray(adata.obsm["spatial"], np.float64)
-    genes, flavour = select_hvgs(adata, opts.n_genes)
-    y = log_normalize(adata, genes)
-
+    xy = np.asarray(adata.obsm[keys.SPATIAL], np.float64)
     points = geometry.dense_points(rows, cols, grid, factor)
     if len(points) == 0:
         raise InputError("no two measured spots are grid neighbours, so no spot can be generated",
                          where="spot positions", fix="check array_row/array_col or x/y of the section")
     gen_xy, fit_rms = geometry.place_generated(rows, cols, xy, points)
     gen_rows, gen_cols = points["array_row"].to_numpy(), points["array_col"].to_numpy()
-
-    feats, enc_name = _features(adata, np.vstack([xy, gen_xy]), opts, image, progress)
-    t_feat = time.perf_counter()
     n = adata.n_obs
-    measured = Spots(feats[:n], rows, cols, xy)
-    both = Spots(feats, np.concatenate([rows, gen_rows]), np.concatenate([cols, gen_cols]), np.vstack([xy, gen_xy]))
-    pred, info = fit_predict(opts.method, measured, y, both, config=_config(opts), seed=opts.seed, progress=progress)
+    model = make_model(opts)
+    feats, enc_name = _features(adata, model, np.vstack([xy, gen_xy]), opts, image, progress)
+    t_feat = time.perf_counter()
+    model.fit(adata, features=feats[:n], progress=progress)
+    names = [str(b) for b in adata.obs_names] + [f"gen_{r:g}_{c:g}" for r, c in zip(gen_rows, gen_cols, strict=True)]
+    both = _spots_like(adata, np.concatenate([rows, gen_rows]), np.concatenate([cols, gen_cols]),
+                       np.vstack([xy, gen_xy]), names)
+    predicted = model.predict(both, features=feats, progress=progress)
     t_fit = time.perf_counter()
+    y = log_normalize(adata, model.genes_)
 
-    names = [f"gen_{r:g}_{c:g}" for r, c in zip(gen_rows, gen_cols, strict=True)]
-    obs = pd.DataFrame(
-        {
-            "spot_type": pd.Categorical(["measured"] * n + ["generated"] * len(points),
-                                        categories=["measured", "generated"]),
-            "array_row": np.concatenate([rows, gen_rows]),
-            "array_col": np.concatenate([cols, gen_cols]),
-        },
-        index=pd.Index([str(b) for b in adata.obs_names] + names),
-    )
+    obs = predicted.obs[["array_row", "array_col"]].copy()
+    obs.insert(0, "spot_type", pd.Categorical(["measured"] * n + ["generated"] * len(points),
+                                              categories=["measured", "generated"]))
     if "annotation" in adata.obs:
         obs["annotation"] = pd.Categorical(list(adata.obs["annotation"].astype(object)) + [np.nan] * len(points))
-    X = np.vstack([y, pred[n:]]).astype(np.float32)
-    out = ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=pd.Index(genes)))
-    out.layers["predicted"] = pred.astype(np.float32)
-    out.obsm["spatial"] = both.xy
-    out.obsm["features"] = feats
-    out.uns["spatial"] = _uns_spatial(adata)
-    out.uns["histosge"] = {
-        "task": "superres", "library_id": _library(adata), "grid": grid, "factor": int(factor),
-        "n_measured": int(n), "n_generated": int(len(points)), "hvg_flavour": flavour,
-        "array_to_pixel_rms_px": fit_rms,
-        "settings": {**{k: v for k, v in vars(opts).items() if v is not None}, "encoder": enc_name},
-        "model": _jsonable(info),
+    obs["novelty"], obs["novel"] = predicted.obs["novelty"], predicted.obs["novel"]
+    pred = np.asarray(predicted.X, np.float32)
+    out = ad.AnnData(X=np.vstack([y, pred[n:]]).astype(np.float32), obs=obs, var=model.var_.copy())
+    out.layers["predicted"] = pred
+    out.obsm[keys.SPATIAL] = both.obsm[keys.SPATIAL]
+    out.obsm[keys.FEATURES] = feats
+    out.uns[keys.SPATIAL] = _uns_spatial(adata)
+    out.uns[keys.HISTOSGE] = {
+        "task": "superres", "library_id": keys.library_id(adata), "grid": grid, "factor": int(factor),
+        "n_measured": int(n), "n_generated": int(len(points)), "hvg_flavour": model.training_["hvg_flavour"],
+        "array_to_pixel_rms_px": fit_rms, "settings": _settings(opts, enc_name),
+        "features": model.encoder_, "model": _jsonable(model.info_), "training_scores": model.scores_,
         "seconds": {"features": t_feat - t0, "fit_predict": t_fit - t_feat, "total": time.perf_counter() - t0},
         "note": "X: measured log1p for measured spots, predicted for generated spots; "
                 "layers['predicted']: model output everywhere (in-sample on measured spots).",
@@ -169,41 +167,43 @@ def recover(adata: ad.AnnData, image: str | None = None, *, holdout: float = 0.5
 
     The score (``uns['histosge']['metrics']``) is on held-out spots only: mean per-gene
     Pearson (pcc), the 50 most variable genes (pcc_top50), MSE and MAE of log1p values.
+    ``obs['split']`` says which spots trained ('train') and which were held out ('held-out').
     """
     opts = Options(**options)
     _check_method(opts)
     t0 = time.perf_counter()
     rows, cols, grid = _grid(adata)
-    xy = np.asarray(adata.obsm["spatial"], np.float64)
     train, test = geometry.random_split(adata.n_obs, holdout, opts.seed)
     is_train = np.zeros(adata.n_obs, bool)
     is_train[train] = True
-    genes, flavour = select_hvgs(adata, opts.n_genes, train_mask=is_train)
-    y = log_normalize(adata, genes)
-    feats, enc_name = _features(adata, xy, opts, image, progress)
+    model = make_model(opts)
+    feats, enc_name = _features(adata, model, np.asarray(adata.obsm[keys.SPATIAL], np.float64), opts, image,
+                                progress)
     t_feat = time.perf_counter()
-    spots = Spots(feats, rows, cols, xy)
-    sub = lambda idx: Spots(feats[idx], rows[idx], cols[idx], xy[idx])  # noqa: E731
-    pred, info = fit_predict(opts.method, sub(train), y[train], spots, config=_config(opts), seed=opts.seed,
-                             progress=progress)
+    model.fit(adata[train], features=feats[train], progress=progress)
+    predicted = model.predict(adata, features=feats, progress=progress)
     t_fit = time.perf_counter()
+    y = log_normalize(adata, model.genes_)
+    pred = np.asarray(predicted.X, np.float32)
     metrics = score(y[test], pred[test])
 
-    obs = pd.DataFrame({"split": pd.Categorical(np.where(is_train, "train", "test"), categories=["train", "test"]),
+    obs = pd.DataFrame({"split": pd.Categorical(np.where(is_train, "train", "held-out"),
+                                                categories=["train", "held-out"]),
                         "array_row": rows, "array_col": cols}, index=adata.obs_names.astype(str))
     if "annotation" in adata.obs:
         obs["annotation"] = adata.obs["annotation"].to_numpy()
-    out = ad.AnnData(X=y, obs=obs, var=pd.DataFrame(index=pd.Index(genes)))
-    out.layers["predicted"] = pred.astype(np.float32)
-    out.obsm["spatial"] = spots.xy
-    out.obsm["features"] = feats
-    out.uns["spatial"] = _uns_spatial(adata)
-    out.uns["histosge"] = {
-        "task": "recover", "library_id": _library(adata), "grid": grid, "hvg_flavour": flavour,
+    obs["novelty"], obs["novel"] = predicted.obs["novelty"].to_numpy(), predicted.obs["novel"].to_numpy()
+    out = ad.AnnData(X=y, obs=obs, var=model.var_.copy())
+    out.layers["predicted"] = pred
+    out.obsm[keys.SPATIAL] = np.asarray(adata.obsm[keys.SPATIAL], np.float64)
+    out.obsm[keys.FEATURES] = feats
+    out.uns[keys.SPATIAL] = _uns_spatial(adata)
+    out.uns[keys.HISTOSGE] = {
+        "task": "recover", "library_id": keys.library_id(adata), "grid": grid,
+        "hvg_flavour": model.training_["hvg_flavour"],
         "n_train": int(len(train)), "n_test": int(len(test)), "holdout": holdout,
         "metrics": metrics, "metrics_scope": "held-out spots only",
-        "settings": {**{k: v for k, v in vars(opts).items() if v is not None}, "encoder": enc_name},
-        "model": _jsonable(info),
+        "settings": _settings(opts, enc_name), "features": model.encoder_, "model": _jsonable(model.info_),
         "seconds": {"features": t_feat - t0, "fit_predict": t_fit - t_feat, "total": time.perf_counter() - t0},
     }
     return out

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from histosge.model.methods import DEFAULT_CONFIG, Spots, fit_predict
 
 from histosge.benchmark import protocols as P
 from histosge.benchmark import sections as S
 from histosge.genes import log_normalize
-from histosge.model.methods import DEFAULT_CONFIG, Spots, fit_predict
 from histosge.model.train import PAPER_CONFIG
 
 N_GENES = 64

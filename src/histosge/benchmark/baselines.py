@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..model.methods import Spots
+from ..model import Spots
 from ..model.neighbours import choose_k, idw
 from ..model.probe import ridge_probe
 from ..model.scaling import standardise
@@ -27,12 +27,13 @@ def mean(y_train: np.ndarray, n_query: int) -> np.ndarray:
     return np.repeat(np.asarray(y_train, np.float32).mean(0, keepdims=True), n_query, axis=0)
 
 
-def knn(train_xy: np.ndarray, y_train: np.ndarray, query_xy: np.ndarray) -> tuple[np.ndarray, dict]:
-    """Inverse-distance-weighted mean of the k nearest training spots (k by leave-one-out CV).
+def knn(train_xy: np.ndarray, y_train: np.ndarray, query_xy: np.ndarray, *, choices=None) -> tuple[np.ndarray, dict]:
+    """Inverse-distance-weighted mean of the k nearest training spots (k by leave-one-out CV over
+    ``choices``, default ``model.neighbours.K_CHOICES``).
 
     ``model.neighbours`` as it is: no image at all, so it shows what spatial smoothness alone buys.
     """
-    k = choose_k(train_xy, y_train)
+    k = choose_k(train_xy, y_train, choices)
     return idw(train_xy, y_train, query_xy, k), {"k": int(k)}
 
 

@@ -1,23 +1,28 @@
 """Every benchmarked method behind one call, fed identical inputs.
 
 ``predict(method, task)`` trains on ``task.train`` / ``task.y_train`` and predicts
-``task.query``. The HisToSGE variants go through ``model.methods.fit_predict`` unchanged;
-the baselines live in :mod:`.baselines`.
+``task.query``. The HisToSGE variants go through the public model object (``HisToSGE``); on
+another section (protocol X) the default model is fitted on the training sections, saved to a
+model file, loaded back and used to predict the target from its image, exactly as
+``histosge train`` / ``histosge predict`` do. The baselines live in :mod:`.baselines`.
 
 Protocol X (another section) admits only methods that predict from the image: ``knn`` reads
 the measured expression of neighbouring spots of the *target* section, which X does not have,
-so it is not run there; ``histosge`` switches to its image-only context there
-(``cross_section=True``).
+so it is not run there. Grid positions of another section's array say nothing about the
+target's tissue, so the methods that read positions (HisToGene, the paper's model) get one
+constant position there.
 """
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
+import anndata as ad
 import numpy as np
 
-from ..model.methods import DEFAULT_CONFIG, Spots, fit_predict
-from ..model.train import PAPER_CONFIG
+from ..model import HisToSGE, Spots
 from . import baselines
 
 #: Everything ``--methods`` accepts.
@@ -39,7 +44,9 @@ class Task:
     """One fit: training spots and their log1p targets, query spots to predict.
 
     ``train_groups`` / ``query_groups`` name the section of each spot (protocol X pools several
-    training sections; HisToGene runs one section per sequence).
+    training sections; HisToGene runs one section per sequence). For protocol X the sections
+    themselves come too (``train_sections``, ``query_section``, with the ``genes`` scored), so
+    that the default model is fitted and used through its public, file-based path.
     """
 
     train: Spots
@@ -49,16 +56,29 @@ class Task:
     quick: bool = False
     train_groups: np.ndarray | None = None
     query_groups: np.ndarray | None = None
-    cross_section: bool = False  # protocol X: the query spots lie on a section with nothing measured
+    train_sections: list[ad.AnnData] | None = None
+    query_section: ad.AnnData | None = None
+    genes: list[str] | None = None
+
+    @property
+    def other_section(self) -> bool:
+        """The query lies on a section where nothing is measured (protocol X)."""
+        return self.query_section is not None
 
 
 def valid_for(method: str, protocol: str) -> bool:
     return not (protocol == "X" and method in NEEDS_TARGET_EXPRESSION)
 
 
+def _no_positions(spots: Spots) -> Spots:
+    return Spots(spots.features, np.zeros(len(spots)), np.zeros(len(spots)), spots.xy)
+
+
 def predict(method: str, task: Task) -> tuple[np.ndarray, dict]:
     """(predictions for ``task.query`` (query spots x genes), info about the fit)."""
     tr, q, y = task.train, task.query, task.y_train
+    if task.other_section:
+        tr, q = _no_positions(tr), _no_positions(q)
     epochs = QUICK_EPOCHS.get(method) if task.quick else None
     if method == "mean":
         return baselines.mean(y, len(q)), {}
@@ -75,9 +95,32 @@ def predict(method: str, task: Task) -> tuple[np.ndarray, dict]:
             tr, y, q, train_groups=task.train_groups, query_groups=task.query_groups, seed=task.seed, **kw
         )
     if method in ("histosge", "histosge-paper"):
-        base = PAPER_CONFIG if method == "histosge-paper" else DEFAULT_CONFIG
-        config = base.replace(epochs=epochs)
-        return fit_predict(method, tr, y, q, seed=task.seed, config=config, progress=False,
-                           cross_section=task.cross_section,
-                           train_groups=task.train_groups, query_groups=task.query_groups)
+        network = {"epochs": epochs} if epochs else None
+        if method == "histosge" and task.other_section:
+            return _through_a_model_file(task, network)
+        model = HisToSGE.paper(network=network, seed=task.seed) if method == "histosge-paper" \
+            else HisToSGE("neighbours", network=network, seed=task.seed)
+        model.fit_spots(tr, y, groups=task.train_groups, progress=False)
+        return model.predict_spots(q, groups=task.query_groups), _info(model)
     raise ValueError(f"unknown method {method!r}; known: {', '.join(ALL_METHODS)}")
+
+
+def _through_a_model_file(task: Task, network: dict | None) -> tuple[np.ndarray, dict]:
+    """Protocol X the way a user runs it: fit an image-mode model on the training sections,
+    save it, load it, predict the target section."""
+    sections = task.train_sections
+    groups = np.asarray(task.train_groups)
+    features = [task.train.features[groups == i] for i in range(len(sections))]
+    model = HisToSGE("image", network=network, seed=task.seed)
+    model.fit(sections, genes=task.genes, features=features, progress=False)
+    info = _info(model)
+    with tempfile.TemporaryDirectory(prefix="histosge-x-") as tmp:
+        path = Path(tmp) / "model.histosge"
+        model.save(path)
+        loaded = HisToSGE.load(path)
+    pred = loaded.predict(task.query_section, features=task.query.features, progress=False)
+    return np.asarray(pred.X, np.float32), info
+
+
+def _info(model: HisToSGE) -> dict:
+    return {**model.info_, "history": model.network_.history}

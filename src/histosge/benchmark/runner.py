@@ -17,7 +17,7 @@ from .._atomic import atomic_path
 from ..errors import InputError
 from ..evaluate import domains_ari, score
 from ..genes import log_normalize
-from ..model.methods import Spots
+from ..model import Spots
 from . import methods as M
 from . import protocols as P
 from . import sections as S
@@ -43,11 +43,8 @@ class BenchResult:
     seconds: float = 0.0
 
 
-def _subset(sec: S.Section, idx: np.ndarray, *, zero_grid: bool = False) -> Spots:
-    rows, cols = sec.rows[idx], sec.cols[idx]
-    if zero_grid:
-        rows, cols = np.zeros_like(rows), np.zeros_like(cols)
-    return Spots(sec.features[idx], rows, cols, sec.xy[idx])
+def _subset(sec: S.Section, idx: np.ndarray) -> Spots:
+    return Spots(sec.features[idx], sec.rows[idx], sec.cols[idx], sec.xy[idx])
 
 
 @contextlib.contextmanager
@@ -344,23 +341,15 @@ def _cross(
     kept: dict | None,
     progress: bool,
 ) -> list[dict]:
-    """Protocol X: train on every spot of ``sources``, predict every spot of ``target``.
-
-    Grid coordinates are set to 0 for every spot: a position on another section's array says
-    nothing about the target's tissue, so position embeddings learned there would only add noise
-    (HisToGene and HisToSGE then see one constant position; their attention still mixes spots).
-    """
+    """Protocol X: train on every spot of ``sources``, predict every spot of ``target`` from its
+    image (``methods.predict`` says what each method may use there)."""
     genes, flavour = P.cross_section_genes([s.adata for s in sources], target.adata, n_genes)
     y_train = np.vstack([log_normalize(s.adata, genes) for s in sources])
     y = log_normalize(target.adata, genes)
-    train = Spots(
-        np.vstack([s.features for s in sources]),
-        np.zeros(len(y_train)),
-        np.zeros(len(y_train)),
-        np.vstack([s.xy for s in sources]),
-    )
+    train = Spots(*(np.concatenate([getattr(_subset(s, np.arange(s.n)), f) for s in sources])
+                    for f in ("features", "rows", "cols", "xy")))
     groups = np.concatenate([np.full(s.n, i) for i, s in enumerate(sources)])
-    query = _subset(target, np.arange(target.n), zero_grid=True)
+    query = _subset(target, np.arange(target.n))
     labels = target.labels
     ari_measured = _ari(y, labels, seed)
     base = {
@@ -390,7 +379,9 @@ def _cross(
             quick=quick,
             train_groups=groups,
             query_groups=np.zeros(target.n, np.int64),
-            cross_section=True,
+            train_sections=[s.adata for s in sources],
+            query_section=target.adata,
+            genes=genes,
         )
         pred, info, secs = _fit(method, task)
         rec = {**base, "method": method, **score(y, pred), "fit_seconds": secs, **info}

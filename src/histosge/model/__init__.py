@@ -1,8 +1,14 @@
-"""HisToSGE network, training and the fit-and-predict entry points."""
+"""The model: ``HisToSGE`` (fit / predict / save / load), its contexts, network and training.
 
-from .methods import DEFAULT_CONFIG, METHODS, Spots, fit_predict
-from .network import HisToSGE
+read -> patches -> encode -> **model** -> evaluate -> plot. ``estimator.HisToSGE`` is the one
+door; ``contexts``, ``parts``, ``neighbours``, ``probe``, ``network`` and ``train`` are its pieces,
+``persist`` its file format.
+"""
+
+from .contexts import Spots
+from .estimator import DEFAULT_NETWORK, MODES, HisToSGE
+from .network import HisToSGENet
 from .train import PAPER_CONFIG, TrainConfig, Trained, fit
 
-__all__ = ["DEFAULT_CONFIG", "METHODS", "PAPER_CONFIG", "HisToSGE", "Spots", "TrainConfig", "Trained",
-           "fit", "fit_predict"]
+__all__ = ["DEFAULT_NETWORK", "MODES", "PAPER_CONFIG", "HisToSGE", "HisToSGENet", "Spots", "TrainConfig", "Trained",
+           "fit"]

@@ -76,7 +76,7 @@ def gene_head(dim: int, n_genes: int, hidden: int = 2048) -> nn.Sequential:
     )
 
 
-class HisToSGE(nn.Module):
+class HisToSGENet(nn.Module):
     """Patch features (B, N, F) + grid rows/cols (B, N) -> log1p expression (B, N, genes)."""
 
     def __init__(self, feature_dim: int, n_genes: int, *, n_rows: int, n_cols: int, dim: int = 1024,

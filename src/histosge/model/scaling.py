@@ -32,6 +32,15 @@ class FeatureScaler:
         x = np.clip(np.asarray(x, np.float32), self.low, self.high)
         return ((x - self.mean) / self.std).astype(np.float32)
 
+    def state(self) -> dict[str, np.ndarray]:
+        return {"low": self.low, "high": self.high, "mean": self.mean, "std": self.std}
+
+    @classmethod
+    def from_state(cls, s: dict[str, np.ndarray]) -> FeatureScaler:
+        self = cls.__new__(cls)
+        self.low, self.high, self.mean, self.std = s["low"], s["high"], s["mean"], s["std"]
+        return self
+
 
 def standardise(train_x: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     """``train_x`` and each of ``others`` through a ``FeatureScaler`` fitted on ``train_x``."""

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .network import HisToSGE
+from .network import HisToSGENet
 from .scaling import FeatureScaler
 
 
@@ -141,10 +141,10 @@ class Trained:
     ``scaler`` clips query features to the training range before standardising them
     (``scaling.FeatureScaler``), so an odd patch cannot feed the network values it never saw."""
 
-    def __init__(self, net: HisToSGE, scaler: FeatureScaler, frame: CoordFrame, config: TrainConfig,
-                 history: dict):
+    def __init__(self, net: HisToSGENet, scaler: FeatureScaler, frame: CoordFrame, config: TrainConfig,
+                 history: dict, arch: dict):
         self.net, self.scaler, self.frame = net, scaler, frame
-        self.config, self.history = config, history
+        self.config, self.history, self.arch = config, history, arch
 
     def predict(self, features: np.ndarray, rows: np.ndarray, cols: np.ndarray,
                 context: np.ndarray | None = None) -> np.ndarray:
@@ -152,6 +152,24 @@ class Trained:
         ctx = None if context is None else np.ascontiguousarray(context, np.float32)
         return _predict(self.net, feats, *self.frame(rows, cols), self.config.group_size,
                         self.config.seed, _device(self.config.device), ctx)
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Weights and feature scaling as arrays (``meta`` holds the rest)."""
+        weights = {f"net.{k}": v.detach().cpu().numpy() for k, v in self.net.state_dict().items()}
+        return weights | {f"scaler.{k}": v for k, v in self.scaler.state().items()}
+
+    def meta(self) -> dict:
+        """Architecture, coordinate frame and schedule: what rebuilds the network around ``state``."""
+        return {"arch": dict(self.arch), "frame": asdict(self.frame), "config": self.config.to_dict()}
+
+    @classmethod
+    def from_state(cls, arrays: dict[str, np.ndarray], meta: dict, *, device: str | None = None) -> Trained:
+        config = TrainConfig(**{**meta["config"], "device": device})
+        net = HisToSGENet(**meta["arch"])
+        weights = {k[4:]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith("net.")}
+        net.load_state_dict(weights)
+        scaler = FeatureScaler.from_state({k[7:]: v for k, v in arrays.items() if k.startswith("scaler.")})
+        return cls(net.to(_device(device)), scaler, CoordFrame(**meta["frame"]), config, {}, meta["arch"])
 
 
 def fit(features: np.ndarray, rows: np.ndarray, cols: np.ndarray, targets: np.ndarray,
@@ -187,11 +205,11 @@ def fit(features: np.ndarray, rows: np.ndarray, cols: np.ndarray, targets: np.nd
         n_val = max(0, min(n_val, n - 2))
         val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
 
-    net = HisToSGE(feats.shape[1], targets.shape[1], n_rows=frame.n_rows, n_cols=frame.n_cols,
-                   dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, dim_head=cfg.dim_head,
-                   mlp_dim=cfg.mlp_dim, dropout=cfg.dropout,
-                   context_dim=0 if ctx is None else targets.shape[1],
-                   residual=ctx is not None and cfg.residual).to(device)
+    arch = dict(feature_dim=int(feats.shape[1]), n_genes=int(targets.shape[1]), n_rows=frame.n_rows,
+                n_cols=frame.n_cols, dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, dim_head=cfg.dim_head,
+                mlp_dim=cfg.mlp_dim, dropout=cfg.dropout, context_dim=0 if ctx is None else int(targets.shape[1]),
+                residual=bool(ctx is not None and cfg.residual))
+    net = HisToSGENet(**arch).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     history: dict = {"train_loss": [], "val_loss": []}
     best, best_state, since_best = math.inf, None, 0
@@ -242,4 +260,4 @@ def fit(features: np.ndarray, rows: np.ndarray, cols: np.ndarray, targets: np.nd
     history["epochs_run"] = len(history["train_loss"])
     history["best_val_loss"] = None if best is math.inf else best
     history["seconds"] = time.perf_counter() - t0
-    return Trained(net, scaler, frame, cfg, history)
+    return Trained(net, scaler, frame, cfg, history, arch)

@@ -1,0 +1,583 @@
+"""``HisToSGE``: the model object. Hyperparameters in the constructor, ``fit`` on sections,
+``predict`` on new spots or slides, ``save``/``load`` to one file that holds numbers only.
+
+Three modes:
+
+- ``"neighbours"`` (default; ``superres``, ``recover``): fitted on the measured spots of one
+  section, it predicts other positions of the same section from what the measured neighbours
+  say (``contexts.NeighbourContext``), the image, and a correction network.
+- ``"image"``: fitted on one or more sections, it predicts any H&E image of the same tissue
+  from the image alone (``contexts.ImageContext``): a section that was not measured, or a whole
+  slide (``histosge predict``).
+- ``"paper"`` (``HisToSGE.paper()``): the authors' model and schedule, the network on image
+  features and grid position only (1000 fixed epochs).
+
+Expression targets are log1p(normalize_total(1e4)) of the top ``n_genes`` HVGs (seurat_v3 on
+the training spots' raw counts). Patches are cut at ``patch_scale`` spot diameters, recorded in
+micrometres at fit time, so a model cuts the same tissue area on any slide.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from .. import keys
+from ..errors import InputError
+from ..evaluate import pearson_per_gene, score
+from .contexts import ImageContext, Measured, NeighbourContext, Spots, spatial_blocks, with_ring
+from .neighbours import K_CHOICES
+from .parts import LinearPCA, Projector, RidgeHead, nest, sub
+from .train import PAPER_CONFIG, TrainConfig, Trained, fit
+
+MODES = ("neighbours", "image", "paper")
+
+#: Our default network schedule and size (docs/MODEL_NOTES.md says what each choice bought).
+DEFAULT_NETWORK = TrainConfig(epochs=300, patience=20, val_fraction=0.2, group_size=50, groups_per_step=8,
+                              dim=256, mlp_dim=512, dropout=0.1, lr=1e-3, residual=True,
+                              min_val_spots=100, min_delta=0.005)
+
+#: Nearest training spots a novelty score is measured against, and the quantile of the training
+#: spots' own (leave-one-out) score that counts as 1.0.
+NOVELTY_K = 10
+NOVELTY_QUANTILE = 0.99
+
+
+class HisToSGE:
+    """Predict spatial gene expression from H&E: ``HisToSGE(...).fit(sections).predict(adata)``.
+
+    Parameters
+    ----------
+    mode
+        ``"neighbours"``, ``"image"`` or ``"paper"`` (module docstring).
+    encoder, weights
+        Image encoder name (``histosge encoders``; default the registry's default) and a local
+        weights file for it. The weights' identity is recorded; a model refuses features of
+        another encoder.
+    patch_scale
+        Patch side in spot diameters (2: the spot and a ring of its surroundings); recorded in
+        micrometres (``patch_um_``) from the training sections' spot size.
+    n_genes
+        Highly variable genes predicted (seurat_v3 on the training spots' raw counts).
+    n_components
+        Principal components of expression the contexts and the network work in.
+    outside_weight
+        Weight of the gene-specific detail outside those components.
+    stack_image
+        Blend an image-only ridge prediction into the neighbours' context (neighbours mode).
+    image_blend
+        Weight of the gene-wise image-only prediction in the final blend (neighbours mode).
+    ring
+        Spots whose features make a spot's image neighbourhood, itself included (image mode).
+    cv_blocks
+        Spatial blocks that stand in for sections when one section trains an image model.
+    k_choices
+        Neighbour counts searched by leave-one-out CV.
+    oof_folds
+        Folds of the out-of-fold image predictions stacked into the context.
+    network
+        The correction network's size and schedule: a ``TrainConfig`` or a dict of its fields
+        (default ``DEFAULT_NETWORK``; ``HisToSGE.paper()`` uses ``PAPER_CONFIG``).
+    seed
+        Seeds every random choice (splits, initialisation, batching).
+    device
+        Where the network trains and predicts (``cpu``, ``cuda``...; default CUDA if present).
+        Not saved with the model.
+    """
+
+    def __init__(self, mode: str = "neighbours", *, encoder: str | None = None, weights: str | None = None,
+                 patch_scale: float = 2.0, n_genes: int = 1000, n_components: int = 8,
+                 outside_weight: float = 0.5, stack_image: bool = True, image_blend: float = 0.25,
+                 ring: int = 7, cv_blocks: int = 5, k_choices: tuple[int, ...] = K_CHOICES, oof_folds: int = 5,
+                 network: TrainConfig | dict | None = None, seed: int = 0, device: str | None = None):
+        if mode not in MODES:
+            raise InputError(f"unknown mode {mode!r}", where="mode", fix=f"use one of {', '.join(MODES)}")
+        if isinstance(network, dict):
+            base = PAPER_CONFIG if mode == "paper" else DEFAULT_NETWORK
+            network = base.replace(**network)
+        self.mode = mode
+        self.encoder = encoder
+        self.weights = weights
+        self.patch_scale = float(patch_scale)
+        self.n_genes = int(n_genes)
+        self.n_components = int(n_components)
+        self.outside_weight = float(outside_weight)
+        self.stack_image = bool(stack_image)
+        self.image_blend = float(image_blend)
+        self.ring = int(ring)
+        self.cv_blocks = int(cv_blocks)
+        self.k_choices = tuple(int(k) for k in k_choices)
+        self.oof_folds = int(oof_folds)
+        self.network = network or (PAPER_CONFIG if mode == "paper" else DEFAULT_NETWORK)
+        self.seed = int(seed)
+        self.device = device
+
+    @classmethod
+    def paper(cls, **params) -> HisToSGE:
+        """The authors' model: network on image features + grid position, 1000 fixed epochs,
+        groups of 50, lr 1e-3, no early stopping (``PAPER_CONFIG``)."""
+        return cls("paper", **params)
+
+    # -- parameters ---------------------------------------------------------------------------------
+    def get_params(self) -> dict[str, Any]:
+        """The constructor's arguments (what ``save`` records as hyperparameters)."""
+        return {"mode": self.mode, "encoder": self.encoder, "weights": self.weights,
+                "patch_scale": self.patch_scale, "n_genes": self.n_genes, "n_components": self.n_components,
+                "outside_weight": self.outside_weight, "stack_image": self.stack_image,
+                "image_blend": self.image_blend, "ring": self.ring, "cv_blocks": self.cv_blocks,
+                "k_choices": list(self.k_choices), "oof_folds": self.oof_folds,
+                "network": {k: v for k, v in self.network.to_dict().items() if k not in ("seed", "device")},
+                "seed": self.seed}
+
+    def __repr__(self) -> str:
+        fitted = f", {len(self.genes_)} genes, fitted on {len(self.training_['sections'])} section(s)" \
+            if self.is_fitted else ""
+        return f"HisToSGE(mode={self.mode!r}{fitted})"
+
+    @property
+    def is_fitted(self) -> bool:
+        return hasattr(self, "genes_")
+
+    def _config(self) -> TrainConfig:
+        return self.network.replace(seed=self.seed, device=self.device)
+
+    def _encoder(self):
+        from .. import encode
+
+        return encode.create(self.encoder or encode.DEFAULT_ENCODER, weights=self.weights, device=self.device)
+
+    # -- fit ----------------------------------------------------------------------------------------
+    def fit(self, sections: ad.AnnData | list[ad.AnnData], *, genes: list[str] | None = None,
+            features: np.ndarray | list[np.ndarray] | None = None, cache_dir=None, batch_size: int = 64,
+            progress: bool = True) -> HisToSGE:
+        """Fit on the measured spots of ``sections`` (one AnnData or a list; neighbours and paper
+        modes take exactly one). ``genes``: predict these instead of the HVGs of the training
+        spots. ``features``: the spots' image features made at this model's patch size by its
+        encoder (one array per section); else ``obsm['features']`` when its record matches, else
+        the section's image is encoded (cached on disk). Returns ``self``.
+        """
+        from ..genes import log_normalize, select_hvgs
+
+        t0 = time.perf_counter()
+        sections = [sections] if isinstance(sections, ad.AnnData) else list(sections)
+        if not sections:
+            raise InputError("no section to fit on", where="sections", fix="give at least one AnnData")
+        if self.mode != "image" and len(sections) != 1:
+            raise InputError(f"mode {self.mode!r} fits one section, got {len(sections)}", where="sections",
+                             fix="fit one section, or use mode='image' to learn from several")
+        encoder = self._encoder()
+        spot_um = keys.spot_diameter_um(sections[0])
+        self.patch_um_ = self.patch_scale * spot_um
+        self.spot_diameter_um_ = spot_um
+        self.pitch_um_ = _measured_pitch_um(sections)
+        self.grid_ = keys.grid(sections[0])
+        from ..features import record
+
+        self.encoder_ = record(encoder, self.patch_um_) | {"dim": int(encoder.dim)}
+        if genes is None:
+            genes, flavour = _hvgs(sections, self.n_genes, select_hvgs)
+        else:
+            genes, flavour = [str(g) for g in genes], "given"
+        self.genes_ = list(genes)
+        self.var_ = _var_columns(sections[0], self.genes_)
+        given = [features] if isinstance(features, np.ndarray) else features
+        if given is not None and len(given) != len(sections):
+            raise InputError(f"{len(given)} feature arrays for {len(sections)} sections", where="features",
+                             fix="give one array per section")
+        ys, parts, groups = [], [], []
+        for i, s in enumerate(sections):
+            feats = self._features(s, encoder, None if given is None else given[i], cache_dir=cache_dir,
+                                   batch_size=batch_size, progress=progress)
+            ys.append(log_normalize(s, self.genes_))
+            parts.append(Spots(feats, s.obs["array_row"].to_numpy(np.float64), s.obs["array_col"].to_numpy(np.float64),
+                               np.asarray(s.obsm[keys.SPATIAL], np.float64)))
+            groups.append(np.full(s.n_obs, i, np.int64))
+        train = Spots(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("features", "rows", "cols", "xy")))
+        t_feat = time.perf_counter()
+        self.fit_spots(train, np.vstack(ys), groups=np.concatenate(groups), progress=progress)
+        from ..provenance import spot_hashes
+
+        hashes = [spot_hashes(s) for s in sections]
+        self.spot_hashes_ = np.concatenate(hashes)
+        self.training_ = {
+            "sections": [_section_record(s, h) for s, h in zip(sections, hashes, strict=True)],
+            "n_spots": int(len(train)),
+            "hvg_flavour": flavour, "seconds": {"features": t_feat - t0, "fit": time.perf_counter() - t_feat},
+        }
+        return self
+
+    def fit_spots(self, train: Spots, y: np.ndarray, *, groups: np.ndarray | None = None,
+                  progress: bool = True) -> HisToSGE:
+        """Fit on arrays: ``train`` spots (features, grid, pixel centres) and their log1p targets
+        ``y`` (spots x ``genes_``); ``groups`` names each spot's section. ``fit`` ends here; the
+        benchmark calls it directly with features it has already computed."""
+        y = np.asarray(y, np.float32)
+        # Fitted on arrays alone, the model knows nothing of where they came from; ``fit`` (or the
+        # caller) sets these before, and ``save`` needs the encoder's.
+        defaults = {"genes_": [f"gene_{i}" for i in range(y.shape[1])], "encoder_": {"encoder": None},
+                    "patch_um_": float("nan"), "spot_diameter_um_": float("nan"), "pitch_um_": float("nan"),
+                    "grid_": None}
+        for name, value in defaults.items():
+            if not hasattr(self, name):
+                setattr(self, name, value)
+        if not hasattr(self, "var_"):
+            self.var_ = pd.DataFrame(index=pd.Index(self.genes_))
+        if y.shape[1] != len(self.genes_):
+            raise InputError(f"targets have {y.shape[1]} genes, the model {len(self.genes_)}", where="y",
+                             fix="give one column per gene in genes_")
+        if len(y) < 3:
+            raise InputError(f"only {len(y)} training spots", where="training spots", fix="use more spots")
+        self.n_features_in_ = int(train.features.shape[1])
+        self.info_: dict[str, Any] = {}
+        if self.mode == "paper":
+            self.network_ = fit(train.features, train.rows, train.cols, y, self._config(), progress=progress)
+            self.probe_ = Projector.fit(train.features)
+            self._fit_novelty(train.features)
+            self._scores_from(None, y)
+            return self
+        n_comp = max(1, min(self.n_components, len(y) - 1, y.shape[1]))
+        self.pca_ = LinearPCA.fit(y, n_comp, seed=self.seed)
+        z = self.pca_.transform(y).astype(np.float32)
+        if self.mode == "neighbours":
+            self._fit_neighbours(train, y, z, progress)
+        else:
+            self._fit_image(train, y, z, groups, progress)
+        self.info_.update({"n_components": n_comp, "history": _short(self.network_.history)})
+        return self
+
+    def _fit_neighbours(self, train: Spots, y: np.ndarray, z: np.ndarray, progress: bool) -> None:
+        self.probe_ = probe = Projector.fit(train.features)
+        self.context_, ctx_train = NeighbourContext.fit(
+            train, y, z, k_choices=self.k_choices, stack_image=self.stack_image, folds=self.oof_folds,
+            seed=self.seed, probe=probe)
+        self.measured_ = Measured(np.asarray(train.xy, np.float64), z, y)
+        self.network_ = fit(train.features, train.rows, train.cols, z, self._config(), context=ctx_train,
+                            progress=progress)
+        self.gene_head_ = RidgeHead.fit_cv(probe(train.features), y) if self.image_blend else None
+        self.extent_ = _extent(train.xy)
+        self.info_.update({"k": self.context_.k, "k_genes": self.context_.k_genes})
+        if self.image_blend:
+            self.info_["image_blend"] = self.image_blend
+        self._fit_novelty(train.features)
+        self._scores_from(self.pca_.inverse_transform(ctx_train), y)
+
+    def _fit_image(self, train: Spots, y: np.ndarray, z: np.ndarray, groups, progress: bool) -> None:
+        groups = None if groups is None else np.asarray(groups)
+        if groups is None or len(np.unique(groups)) < 2:
+            cv_groups = spatial_blocks(train.xy, self.cv_blocks, self.seed)
+        else:
+            cv_groups = groups
+        f_train = with_ring(train, groups, self.ring)
+        self.context_, ctx_train, oof = ImageContext.fit(f_train, y, self.pca_, cv_groups,
+                                                         outside_weight=self.outside_weight)
+        labels = np.unique(cv_groups)
+        val_mask = cv_groups == labels[np.random.default_rng(self.seed).integers(len(labels))]
+        zeros = np.zeros(len(train))  # a position on another section's array says nothing here
+        self.network_ = fit(f_train, zeros, zeros, z, self._config(), context=ctx_train, progress=progress,
+                            val_mask=val_mask)
+        oof_pcc = float(np.nan_to_num(pearson_per_gene(y, oof)).mean())  # constant genes count 0
+        self.info_.update({"alpha": self.context_.alpha, "oof_pcc": round(oof_pcc, 4)})
+        self.probe_ = self.context_.probe
+        self._fit_novelty(f_train)
+        self._scores_from(oof, y, scope="each training section predicted by a model fitted without it "
+                                        "(spatial blocks when one section trains)")
+
+    def _fit_novelty(self, features: np.ndarray) -> None:
+        """How far a new spot's image lies from the training spots': the mean distance to its
+        ``NOVELTY_K`` nearest training spots in the probe's standardised feature space, in units
+        of the training spots' own ``NOVELTY_QUANTILE`` (leave-one-out)."""
+        from scipy.spatial import cKDTree
+
+        ref = self.probe_.standardised(features).astype(np.float32)
+        k = min(NOVELTY_K, len(ref) - 1)
+        dist = cKDTree(ref).query(ref, k=k + 1)[0].reshape(len(ref), -1)[:, 1:]
+        scale = float(np.quantile(dist.mean(1), NOVELTY_QUANTILE)) or 1.0
+        self.novelty_ = {"reference": ref, "scale": scale}
+
+    def novelty(self, features: np.ndarray) -> np.ndarray:
+        """Per spot (image features as the model sees them): 1.0 is as far from the training
+        images as the farthest 1% of training spots are from the others."""
+        from scipy.spatial import cKDTree
+
+        ref = self.novelty_["reference"]
+        k = min(NOVELTY_K, len(ref))
+        dist = cKDTree(ref).query(self.probe_.standardised(features), k=k)[0].reshape(len(features), -1)
+        return (dist.mean(1) / self.novelty_["scale"]).astype(np.float32)
+
+    def _scores_from(self, oof: np.ndarray | None, y: np.ndarray,
+                     scope: str = "training spots predicted without themselves (leave-one-out neighbours, "
+                                  "out-of-fold image)") -> None:
+        if oof is None:
+            self.scores_ = {"scope": "none: the paper's model keeps no spot out of training"}
+            return
+        s = score(y, np.maximum(oof, 0))
+        self.scores_ = {"scope": scope, **{k: round(float(s[k]), 4) for k in ("pcc", "pcc_top50", "mse", "mae")}}
+
+    # -- predict ------------------------------------------------------------------------------------
+    def predict(self, adata: ad.AnnData, context: ad.AnnData | None = None, *, features: np.ndarray | None = None,
+                cache_dir=None, batch_size: int = 64, progress: bool = True) -> ad.AnnData:
+        """Predicted log1p expression at the spots of ``adata`` (measured spots, generated ones,
+        or the virtual spots of an H&E slide): an AnnData with ``X`` (spots x ``genes_``),
+        ``obs['novelty']`` and ``obs['novel']`` (``novelty > 1``: the spot's image lies farther
+        from the training images than 99% of training spots from each other),
+        ``obsm['spatial']`` and ``uns['spatial']`` as the input's, and ``uns['histosge']``
+        (model, encoder, genes, units).
+
+        ``context``: in neighbours mode, a section with measured expression whose spots stand in
+        for the training spots (same pixel frame as ``adata``); by default the training spots.
+        ``features``: the spots' features, made by this model's encoder at its patch size
+        (default: ``obsm['features']`` if its record matches, else encoded from the image).
+        """
+        self._check_fitted()
+        feats = self._features(adata, None, features, cache_dir=cache_dir, batch_size=batch_size,
+                               progress=progress)
+        query = Spots(feats, adata.obs["array_row"].to_numpy(np.float64) if "array_row" in adata.obs
+                      else np.zeros(adata.n_obs), adata.obs["array_col"].to_numpy(np.float64)
+                      if "array_col" in adata.obs else np.zeros(adata.n_obs),
+                      np.asarray(adata.obsm[keys.SPATIAL], np.float64))
+        if self.mode == "neighbours" and context is None:
+            self._check_within_training(query.xy)
+        measured = self._measured(context) if context is not None else None
+        pred, seen = self._predict(query, measured, None, keys.mpp(adata))
+        return self._output(adata, query, pred, self.novelty(seen))
+
+    def predict_spots(self, query: Spots, *, measured: Measured | None = None, groups: np.ndarray | None = None,
+                      mpp: float | None = None) -> np.ndarray:
+        """Predictions (spots x ``genes_``, float32, >= 0) at ``query`` spots from arrays.
+        ``measured``: the neighbours mode's measured spots (default: the training spots);
+        ``groups``: each query spot's section (image mode: rings never cross sections);
+        ``mpp``: micrometres per pixel of ``query.xy`` (image mode: rings of the same size in
+        micrometres on a denser lattice)."""
+        return self._predict(query, measured, groups, mpp)[0]
+
+    def _predict(self, query: Spots, measured: Measured | None, groups, mpp) -> tuple[np.ndarray, np.ndarray]:
+        """(predictions, the features the image probe saw: what novelty is measured on)."""
+        self._check_fitted()
+        if query.features.shape[1] != self.n_features_in_:
+            raise InputError(f"features have {query.features.shape[1]} columns, the model was fitted on "
+                             f"{self.n_features_in_}", where="features", fix="encode with the model's encoder")
+        if self.mode == "paper":
+            pred = self.network_.predict(query.features, query.rows, query.cols)
+            return np.maximum(pred, 0).astype(np.float32), query.features
+        if self.mode == "image":
+            f_query = with_ring(query, groups, self._ring_k(query, mpp))
+            base, ctx = self.context_.predict(f_query, self.pca_)
+            zeros = np.zeros(len(query))
+            z = self.network_.predict(f_query, zeros, zeros, context=ctx)
+            pred = base + (z - ctx) @ self.pca_.components
+            return np.maximum(pred, 0).astype(np.float32), f_query
+        measured = measured or self.measured_
+        ctx = self.context_.scores(measured, query)
+        outside = self.context_.outside(measured, query, self.pca_)
+        base = self.pca_.inverse_transform(ctx) + self.outside_weight * outside
+        z = self.network_.predict(query.features, query.rows, query.cols, context=ctx)
+        pred = base + (z - ctx) @ self.pca_.components
+        if self.image_blend and self.gene_head_ is not None:
+            # Gene-wise detail from the image that neither the components nor the neighbours carry.
+            img = self.gene_head_.predict(self.probe_(query.features)).astype(np.float32)
+            pred = (1 - self.image_blend) * pred + self.image_blend * img
+        return np.maximum(pred, 0).astype(np.float32), query.features
+
+    def _ring_k(self, query: Spots, mpp: float | None) -> int:
+        """A ring covers the same tissue on a denser lattice: ``ring`` spots at the training
+        pitch, ``ring x (training pitch / query pitch)^2`` on a lattice finer by more than 10%."""
+        from ..geometry import spot_pitch
+
+        pitch = spot_pitch(query.xy) * mpp if mpp else float("nan")
+        if not (pitch > 0 and self.pitch_um_ > 0) or abs(pitch / self.pitch_um_ - 1) <= 0.1:
+            return self.ring
+        return max(1, int(round(self.ring * (self.pitch_um_ / pitch) ** 2)))
+
+    def _check_within_training(self, xy: np.ndarray) -> None:
+        """A neighbours-mode model predicts positions of its own section: most query spots must lie
+        within the training spots' extent (padded by a tenth of its size)."""
+        lo, hi = self.extent_[:2], self.extent_[2:]
+        pad = 0.1 * (hi - lo) + 1.0
+        inside = np.all((xy >= lo - pad) & (xy <= hi + pad), axis=1)
+        if len(xy) and inside.mean() < 0.5:
+            raise InputError(
+                f"{int((~inside).sum())} of {len(xy)} spots lie outside the section this neighbours-mode model "
+                "was fitted on", where="predict", fix="predict another section with an image-mode model "
+                "(histosge train --mode image), or pass that section's measured spots as context")
+
+    def _measured(self, context: ad.AnnData) -> Measured:
+        from ..genes import log_normalize
+
+        if self.mode != "neighbours":
+            raise InputError(f"a {self.mode}-mode model takes no context", where="context",
+                             fix="drop context, or fit a neighbours-mode model")
+        missing = [g for g in self.genes_ if g not in set(context.var_names)]
+        if missing:
+            raise InputError(f"the context section lacks {len(missing)} of the model's {len(self.genes_)} genes "
+                             f"(e.g. {', '.join(missing[:3])})", where="context",
+                             fix="give a context section measured on the same gene panel")
+        y = log_normalize(context, self.genes_)
+        return Measured(np.asarray(context.obsm[keys.SPATIAL], np.float64),
+                        self.pca_.transform(y).astype(np.float32), y)
+
+    def _features(self, adata: ad.AnnData, encoder, given: np.ndarray | None, **kw) -> np.ndarray:
+        from ..features import encode_spots, stored
+
+        feats = given if given is not None else stored(adata, self.encoder_)
+        if feats is None:
+            feats = encode_spots(adata, encoder or self._encoder(), self.patch_um_, **kw)
+        feats = np.asarray(feats, np.float32)
+        if feats.shape[0] != adata.n_obs:
+            raise InputError(f"{feats.shape[0]} feature rows for {adata.n_obs} spots", where="features",
+                             fix="give one row of features per spot")
+        return feats
+
+    def _output(self, adata: ad.AnnData, query: Spots, pred: np.ndarray, novelty: np.ndarray) -> ad.AnnData:
+        obs = pd.DataFrame(index=adata.obs_names.astype(str))
+        for col in ("array_row", "array_col", "in_tissue", "spot_type"):
+            if col in adata.obs:
+                obs[col] = adata.obs[col].to_numpy()
+        obs["novelty"] = novelty
+        obs["novel"] = novelty > 1.0
+        out = ad.AnnData(X=pred, obs=obs, var=self.var_.copy())
+        out.obsm[keys.SPATIAL] = query.xy
+        lib = keys.library_id(adata)
+        spatial = adata.uns.get(keys.SPATIAL, {}) or {}
+        if lib in spatial:
+            out.uns[keys.SPATIAL] = {lib: spatial[lib]}
+        out.uns[keys.HISTOSGE] = {
+            "task": "predict", "library_id": lib, "mode": self.mode, "genes": "var_names",
+            "units": {"X": "log1p(normalize_total(1e4)) of the model's genes", "obsm['spatial']":
+                      "full-resolution (level-0) pixels", "mpp": float(keys.mpp(adata)),
+                      "patch_um": float(self.patch_um_)},
+            "encoder": dict(self.encoder_), "model": self.provenance(),
+            "novelty_threshold": 1.0,
+        }
+        return out
+
+    def provenance(self) -> dict:
+        """What identifies this model in an output: mode, training sections, and (once saved or
+        loaded) the model file's SHA-256."""
+        return {"mode": self.mode, "sha256": getattr(self, "file_sha256_", None),
+                "training_sections": [s["name"] for s in self.training_["sections"]]
+                if hasattr(self, "training_") else []}
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise InputError("the model is not fitted", where="HisToSGE", fix="call fit(...) or HisToSGE.load(path)")
+
+    # -- save / load --------------------------------------------------------------------------------
+    def save(self, path) -> str:
+        """Write the model to one file (JSON description + safetensors arrays; no pickle), atomically.
+        Returns the file's SHA-256."""
+        from .persist import save
+
+        self._check_fitted()
+        self.file_sha256_ = save(self, path)
+        return self.file_sha256_
+
+    @classmethod
+    def load(cls, path, *, device: str | None = None) -> HisToSGE:
+        """Read a model file written by ``save``; every way it can be unusable is one clear error."""
+        from .persist import load
+
+        return load(path, device=device)
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Every fitted array, by name (what ``save`` writes besides the JSON description)."""
+        out = nest("network", self.network_.state()) | {"novelty.reference": self.novelty_["reference"]}
+        if hasattr(self, "spot_hashes_"):
+            out["training.spot_hashes"] = self.spot_hashes_
+        if self.mode != "image":
+            out |= nest("probe", self.probe_.state())
+        if self.mode == "paper":
+            return out
+        out |= nest("pca", self.pca_.state()) | nest("context", self.context_.state())
+        if self.mode == "neighbours":
+            out |= nest("measured", self.measured_.state()) | {"extent": self.extent_}
+            if self.gene_head_ is not None:
+                out |= nest("gene_head", self.gene_head_.state())
+        return out
+
+    def set_state(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        """Rebuild the fitted attributes from ``state()`` arrays and the saved description."""
+        self.network_ = Trained.from_state(sub(arrays, "network"), meta["network"], device=self.device)
+        self.network_.history = meta.get("history", {})
+        self.novelty_ = {"reference": arrays["novelty.reference"], "scale": float(meta["novelty_scale"])}
+        if "training.spot_hashes" in arrays:
+            self.spot_hashes_ = arrays["training.spot_hashes"]
+        if self.mode != "image":
+            self.probe_ = Projector.from_state(sub(arrays, "probe"))
+        if self.mode != "paper":
+            self.pca_ = LinearPCA.from_state(sub(arrays, "pca"))
+            ctx = sub(arrays, "context")
+            if self.mode == "neighbours":
+                self.context_ = NeighbourContext.from_state(ctx, self.probe_)
+            else:
+                self.context_ = ImageContext.from_state(ctx)
+                self.probe_ = self.context_.probe
+        if self.mode == "neighbours":
+            self.measured_ = Measured.from_state(sub(arrays, "measured"))
+            self.extent_ = arrays["extent"]
+            head = sub(arrays, "gene_head")
+            self.gene_head_ = RidgeHead.from_state(head) if head else None
+
+
+def _hvgs(sections: list[ad.AnnData], n_genes: int, select_hvgs) -> tuple[list[str], str]:
+    """HVGs of the training spots; several sections are pooled on the genes all of them have."""
+    if len(sections) == 1:
+        return select_hvgs(sections[0], n_genes)
+    import scipy.sparse as sp
+
+    common = set(sections[0].var_names)
+    for s in sections[1:]:
+        common &= set(s.var_names)
+    genes = [g for g in sections[0].var_names if g in common]
+    if not genes:
+        raise InputError("the training sections share no gene", where="sections", fix="fit sections of one panel")
+    pooled = ad.AnnData(X=sp.vstack([sp.csr_matrix(s[:, genes].X) for s in sections]).tocsr().astype(np.float32))
+    pooled.var_names = genes
+    pooled.obs_names = [str(i) for i in range(pooled.n_obs)]
+    pooled.uns["histosge"] = {"raw_counts": all(keys.info(s).get("raw_counts", True) for s in sections)}
+    return select_hvgs(pooled, n_genes)
+
+
+def _var_columns(adata: ad.AnnData, genes: list[str]) -> pd.DataFrame:
+    """The input's gene annotations (gene_ids, feature_types, ...) for the predicted genes."""
+    var = pd.DataFrame(index=pd.Index(genes))
+    present = [g for g in genes if g in adata.var_names]
+    for col in adata.var.columns:
+        if pd.api.types.is_string_dtype(adata.var[col]) or isinstance(adata.var[col].dtype, pd.CategoricalDtype):
+            values = adata.var[col].astype(str).reindex(present)
+            var[col] = values.reindex(genes).fillna("").to_numpy(dtype=object).astype(str)
+    return var
+
+
+def _section_record(adata: ad.AnnData, hashes: np.ndarray) -> dict:
+    """Name, source, size and fingerprint of a training section (a prior must never be fitted on
+    the section it is used for: the fingerprint and the spot hashes tell)."""
+    import hashlib
+
+    info = keys.info(adata)
+    return {"name": str(info.get("library_id", keys.library_id(adata))), "source": str(info.get("source", "")),
+            "n_spots": int(adata.n_obs), "fingerprint": hashlib.sha256(np.sort(hashes).tobytes()).hexdigest(),
+            "mpp": round(float(keys.mpp(adata)), 6), "grid": info.get("grid")}
+
+
+def _measured_pitch_um(sections: list[ad.AnnData]) -> float:
+    """Median nearest-neighbour distance of the training spots, in micrometres."""
+    from ..geometry import spot_pitch
+
+    pitches = [spot_pitch(np.asarray(s.obsm[keys.SPATIAL], np.float64)) * keys.mpp(s) for s in sections]
+    pitches = [p for p in pitches if np.isfinite(p)]
+    return float(np.median(pitches)) if pitches else float("nan")
+
+
+def _extent(xy: np.ndarray) -> np.ndarray:
+    xy = np.asarray(xy, np.float64)
+    return np.concatenate([xy.min(0), xy.max(0)])
+
+
+def _short(history: dict) -> dict:
+    keys_ = ("epochs_run", "initial_val_loss", "best_val_loss", "seconds", "skipped", "stopped")
+    return {k: history[k] for k in keys_ if k in history}
+

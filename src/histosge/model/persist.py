@@ -1,0 +1,187 @@
+"""A model file that is safe to share: one safetensors file, its JSON description in the header.
+
+safetensors holds only named numeric arrays and a string-to-string header, so loading a model
+from a stranger cannot run code (no pickle anywhere). The description (``FORMAT``,
+``SCHEMA_VERSION``, histosge version, genes, normalisation, encoder and its weights' identity,
+patch size and spot geometry in micrometres, training sections, hyperparameters, the training
+run's held-out scores) sits under the header key ``histosge``; a SHA-256 over every array
+(name, dtype, shape, bytes) detects a file edited after it was written. Every way a file can be
+unusable is one ``InputError`` naming the file and the fix.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+
+FORMAT = "histosge-model"
+#: Bump when a reader of the previous schema would misread the file.
+SCHEMA_VERSION = 1
+SUFFIX = ".histosge"
+
+
+def arrays_sha256(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def describe(model) -> dict:
+    """The JSON description of a fitted model (what ``histosge info``-like tools can show without
+    loading arrays)."""
+    from .. import __version__
+
+    return {
+        "format": FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "histosge_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "mode": model.mode,
+        "hyperparameters": model.get_params(),
+        "genes": list(model.genes_),
+        "var": {c: list(map(str, model.var_[c])) for c in model.var_.columns},
+        "normalisation": {"target_sum": 1e4, "library_size": "all genes of the spot", "transform": "log1p"},
+        "encoder": dict(model.encoder_),
+        "geometry": {"patch_um": model.patch_um_, "patch_scale": model.patch_scale,
+                     "spot_diameter_um": model.spot_diameter_um_, "pitch_um": model.pitch_um_, "grid": model.grid_},
+        "training": getattr(model, "training_", {"sections": []}),
+        "scores": getattr(model, "scores_", {}),
+        "info": _jsonable(getattr(model, "info_", {})),
+        "network": model.network_.meta(),
+        "history": _jsonable(model.network_.history),
+        "novelty_scale": model.novelty_["scale"],
+        "n_features_in": model.n_features_in_,
+    }
+
+
+def save(model, path: str | os.PathLike) -> str:
+    """Write ``model`` to ``path`` atomically; returns the file's SHA-256."""
+    from safetensors.numpy import save_file
+
+    from .._atomic import atomic_path
+    from ..provenance import file_sha256
+
+    if not model.encoder_.get("encoder"):
+        raise InputError("the model does not record its image encoder (fitted on arrays alone)", where=str(path),
+                         fix="fit with HisToSGE.fit(sections), or set encoder_ before saving")
+    arrays = {k: np.ascontiguousarray(v) for k, v in model.state().items()}
+    meta = describe(model)
+    meta["arrays"] = {"count": len(arrays), "sha256": arrays_sha256(arrays)}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(arrays, str(tmp), metadata={"histosge": json.dumps(meta, allow_nan=True)})
+    return file_sha256(path)
+
+
+def read_description(path: str | os.PathLike) -> dict:
+    """The JSON description of a model file, checked (format, schema), without its arrays."""
+    meta, _ = _open(path, arrays=False)
+    return meta
+
+
+def load(path: str | os.PathLike, *, device: str | None = None):
+    """Rebuild a ``HisToSGE`` from a model file."""
+    from ..provenance import file_sha256
+    from .estimator import HisToSGE
+    from .train import TrainConfig
+
+    meta, arrays = _open(path, arrays=True)
+    where = str(path)
+    try:
+        params = dict(meta["hyperparameters"])
+        params["network"] = TrainConfig(**params["network"])
+        model = HisToSGE(**params, device=device)
+        model.genes_ = list(meta["genes"])
+        import pandas as pd
+
+        model.var_ = pd.DataFrame({c: v for c, v in meta.get("var", {}).items()}, index=pd.Index(model.genes_))
+        model.encoder_ = dict(meta["encoder"])
+        geo = meta["geometry"]
+        model.patch_um_, model.spot_diameter_um_ = float(geo["patch_um"]), float(geo["spot_diameter_um"])
+        model.pitch_um_, model.grid_ = float(geo["pitch_um"]), geo.get("grid")
+        model.training_, model.scores_, model.info_ = meta["training"], meta.get("scores", {}), meta.get("info", {})
+        model.n_features_in_ = int(meta["n_features_in"])
+        model.set_state(arrays, meta)
+    except InputError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise InputError(f"the model description is incomplete or inconsistent ({type(err).__name__}: {err})",
+                         where=where, fix="use an intact model file written by histosge train / HisToSGE.save"
+                         ) from None
+    _check_encoder(model.encoder_["encoder"], where)
+    model.file_sha256_ = file_sha256(path)
+    return model
+
+
+def _open(path, *, arrays: bool) -> tuple[dict, dict[str, np.ndarray]]:
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    where = str(path)
+    fix_intact = "use an intact model file written by histosge train / HisToSGE.save (re-copy or re-train it)"
+    if not path.exists():
+        raise InputError("model file not found", where=where, fix="check the path")
+    if not path.is_file():
+        raise InputError("model path is not a file", where=where, fix="give the .histosge file")
+    try:
+        with safe_open(str(path), framework="np") as fh:
+            header = fh.metadata() or {}
+            data = {k: np.array(fh.get_tensor(k)) for k in fh.keys()} if arrays else {}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise InputError(f"not a histosge model file, or truncated ({err})", where=where, fix=fix_intact) from None
+    if "histosge" not in header:
+        raise InputError("not a histosge model file (a safetensors file without a histosge description)",
+                         where=where, fix="give a file written by histosge train / HisToSGE.save")
+    try:
+        meta = json.loads(header["histosge"])
+    except json.JSONDecodeError as err:
+        raise InputError(f"the model description is not valid JSON ({err})", where=where, fix=fix_intact) from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise InputError("not a histosge model file (unknown format)", where=where, fix=fix_intact)
+    version = meta.get("schema_version")
+    if not isinstance(version, int):
+        raise InputError("the model description has no schema version", where=where, fix=fix_intact)
+    if version > SCHEMA_VERSION:
+        from .. import __version__
+
+        raise InputError(
+            f"written by histosge {meta.get('histosge_version', '?')} with model schema {version}; this histosge "
+            f"{__version__} reads schema {SCHEMA_VERSION} and older", where=where,
+            fix="upgrade histosge (pip install -U histosge)")
+    if arrays:
+        expected = (meta.get("arrays") or {}).get("sha256")
+        if expected != arrays_sha256(data):
+            raise InputError("the model file was changed after it was written (its arrays do not match their "
+                             "checksum)", where=where, fix=fix_intact)
+    return meta, data
+
+
+def _check_encoder(name: str, where: str) -> None:
+    from .. import encode
+
+    if name not in encode.known_names():
+        raise InputError(f"the model needs image encoder {name!r}, which this histosge does not have", where=where,
+                         fix=f"install the histosge version or plugin that provides {name!r} "
+                             f"(known here: {', '.join(encode.known_names())})")
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return obj
