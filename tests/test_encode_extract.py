@@ -1,5 +1,6 @@
-"""``encode.extract``: batched patch features, and the chunked disk cache (reuse, resume after an
-interruption, corrupt chunks recomputed, key sensitive to what decides the features)."""
+"""``encode.extract``: batched patch features, and the per-spot disk cache (reuse, resume after an
+interruption, corrupt chunks recomputed, key sensitive to what decides the features, later runs
+reuse every spot already encoded, faults of the cache folder never cost a run)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from PIL import Image
 
 from histosge import encode
 from histosge.encode.base import Encoder
-from histosge.encode.cache import FeatureCache, file_fingerprint
+from histosge.encode.cache import CacheWarning, FeatureStore, file_fingerprint
+from histosge.errors import OutputError
 from histosge.patches import crop_patches, patch_side_px
 from histosge.read.image import ImageSource
 
@@ -92,33 +94,70 @@ def test_interrupted_run_resumes(tmp_path):
     centers = _centers()
     clean = _run(source, centers, MeanColour(), tmp_path, cache_dir=False)
     enc = MeanColour()
-    enc.fail_at = 4  # batches 1-3 pass (6 spots: chunk 0 of 4 is written), batch 4 fails
+    enc.fail_at = 4  # batches 1-3 pass (6 spots, kept), batch 4 fails
     with pytest.raises(KeyboardInterrupt):
         _run(source, centers, enc, tmp_path)
     resumed = MeanColour()
     out = _run(source, centers, resumed, tmp_path)
-    assert resumed.spots == 6  # chunks 1 (4 spots) and 2 (2 spots) only
+    assert resumed.spots == 4  # only the spots not encoded before the interruption
     np.testing.assert_allclose(out, clean, atol=1e-6)
     leftovers = [p for p in (tmp_path / "cache").rglob("*") if p.name.endswith(".part")]
     assert leftovers == []
 
 
+def _chunk_files(cache, rows):
+    """The (.json, .npy) files of the cache chunks holding ``rows`` spots."""
+    import json
+
+    return [
+        (j, j.with_name(j.name[: -len(".json")] + ".npy"))
+        for j in cache.rglob("*.json")
+        if j.name != "meta.json" and json.loads(j.read_text())["rows"] == rows
+    ]
+
+
 def test_corrupt_chunk_is_recomputed(tmp_path):
     source = ImageSource(_image())
     centers = _centers()
-    a = _run(source, centers, MeanColour(), tmp_path)
-    (chunk,) = list((tmp_path / "cache").rglob("chunk_00001.npy"))
-    data = bytearray(chunk.read_bytes())
+    a = _run(source, centers, MeanColour(), tmp_path)  # chunks of 4, 4 and 2 spots
+    (info, npy), _ = _chunk_files(tmp_path / "cache", 4)
+    data = bytearray(npy.read_bytes())
     data[-5] ^= 0xFF
-    chunk.write_bytes(bytes(data))
+    npy.write_bytes(bytes(data))
     enc = MeanColour()
     b = _run(source, centers, enc, tmp_path)
     assert enc.spots == 4
     np.testing.assert_array_equal(a, b)
-    (tmp_path / "cache").rglob("chunk_00002.json").__next__().unlink()  # checksum gone: not trusted
+    (info, _), = _chunk_files(tmp_path / "cache", 2)
+    info.unlink()  # checksum gone: not trusted
     enc = MeanColour()
     _run(source, centers, enc, tmp_path)
     assert enc.spots == 2
+
+
+def test_later_runs_encode_only_new_spots(tmp_path):
+    """superres encodes measured + generated spots; recover on the same section then encodes nothing,
+    and a denser run only its new spots (the cache is per spot, not per set of centres)."""
+    source = ImageSource(_image(size=400))
+    rng = np.random.default_rng(3)
+    measured = rng.uniform(30, 370, (12, 2))
+    generated = rng.uniform(30, 370, (9, 2))
+    superres = MeanColour()
+    both = _run(source, np.concatenate([measured, generated]), superres, tmp_path)
+    assert superres.spots == 21
+    recover = MeanColour()
+    again = _run(source, measured[::-1], recover, tmp_path)  # a subset, in another order
+    assert recover.calls == 0
+    np.testing.assert_array_equal(again, both[:12][::-1])
+    denser = MeanColour()
+    extra = rng.uniform(30, 370, (5, 2))
+    more = _run(source, np.concatenate([generated, extra, measured[:3]]), denser, tmp_path)  # a superset
+    assert denser.spots == 5
+    fresh = _run(source, np.concatenate([generated, extra, measured[:3]]), MeanColour(), tmp_path, cache_dir=False)
+    np.testing.assert_allclose(more, fresh, atol=1e-6)
+    dup = MeanColour()
+    twice = _run(source, np.concatenate([extra, extra]), dup, tmp_path, cache_dir=False)
+    assert dup.spots == 5 and np.array_equal(twice[:5], twice[5:])  # a repeated centre is encoded once
 
 
 def test_cache_key_follows_what_decides_features(tmp_path):
@@ -153,13 +192,19 @@ def test_file_image_fingerprint_and_workers(tmp_path):
     assert file_fingerprint(path) != fp
 
 
-def test_feature_cache_rejects_wrong_shapes(tmp_path):
-    cache = FeatureCache(tmp_path, "ab" * 32, n=5, dim=2, chunk_size=4)
-    assert cache.n_chunks == 2 and cache.load(0) is None
+def test_feature_store_lookup_and_shapes(tmp_path):
+    store = FeatureStore(tmp_path, "ab" * 32, dim=2)
+    xy = np.array([[1.0, 2.0], [3.5, 4.25], [-0.0, 7.0]])
+    found, _ = store.lookup(xy)
+    assert not found.any()
     with pytest.raises(ValueError):
-        cache.save(1, np.zeros((4, 2), np.float32))
-    cache.save(1, np.ones((1, 2), np.float32))
-    np.testing.assert_array_equal(cache.load(1), np.ones((1, 2), np.float32))
+        store.save(xy, np.zeros((2, 2), np.float32))
+    assert store.save(xy[:2], np.array([[1, 1], [2, 2]], np.float32))
+    found, feats = store.lookup(np.array([[3.5, 4.25], [9.0, 9.0], [1.0, 2.0], [3.5, 4.25]]))
+    assert found.tolist() == [True, False, True, True]
+    np.testing.assert_array_equal(feats[[0, 2, 3]], [[2, 2], [1, 1], [2, 2]])
+    found, _ = store.lookup(np.array([[1.0, 2.0 + 1e-9]]))  # exact centres only
+    assert not found.any()
 
 
 def test_real_encoders_through_extract(tmp_path):
@@ -173,28 +218,106 @@ def test_real_encoders_through_extract(tmp_path):
     assert empty.shape == (0, 3)
 
 
-def test_he_stats_workers_give_identical_features(monkeypatch):
-    import torch
-
-    from histosge.encode import create, handcrafted
+def test_he_stats_threads_give_identical_features(monkeypatch):
+    from histosge.encode import create
 
     rng = np.random.default_rng(0)
     x = torch.from_numpy((rng.random((24, 3, 64, 64)) * 0.7 + 0.2).astype(np.float32))
     enc = create("he-stats")
-    monkeypatch.setenv("HISTOSGE_WORKERS", "1")
+    monkeypatch.setenv("HISTOSGE_THREADS", "1")
     serial = enc(x).numpy()
-    monkeypatch.setenv("HISTOSGE_WORKERS", "2")
-    parallel = enc(x).numpy()
-    handcrafted._shutdown()
-    assert np.array_equal(serial, parallel)
+    monkeypatch.setenv("HISTOSGE_THREADS", "3")
+    threaded = enc(x).numpy()
+    assert np.array_equal(serial, threaded)
 
 
-def test_he_stats_workers_setting_is_checked(monkeypatch):
+def test_he_stats_threads_setting_is_checked(monkeypatch):
     from histosge.encode import handcrafted
     from histosge.errors import EncoderError
 
-    monkeypatch.setenv("HISTOSGE_WORKERS", "two")
-    with pytest.raises(EncoderError, match="HISTOSGE_WORKERS"):
-        handcrafted.worker_count()
-    monkeypatch.setenv("HISTOSGE_WORKERS", "0")
-    assert handcrafted.worker_count() == 1
+    monkeypatch.setenv("HISTOSGE_THREADS", "two")
+    with pytest.raises(EncoderError, match="HISTOSGE_THREADS"):
+        handcrafted.thread_count()
+    monkeypatch.setenv("HISTOSGE_THREADS", "0")
+    assert handcrafted.thread_count() == 1
+
+
+# -- the cache folder never costs a run ------------------------------------------------------------
+def test_unwritable_default_cache_warns_once_and_runs(tmp_path, monkeypatch):
+    import histosge.encode.cache as cache_mod
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setattr(cache_mod, "_warned", set())
+    source, centers = ImageSource(_image()), _centers()
+    expect = _run(source, centers, MeanColour(), tmp_path, cache_dir=False)
+    cases = ({"HISTOSGE_CACHE": str(blocker / "sub")}, {"HISTOSGE_CACHE": "", "XDG_CACHE_HOME": "", "HOME": "/proc"})
+    for env in cases:
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        with pytest.warns(CacheWarning, match="running without it") as record:
+            for _ in range(2):
+                np.testing.assert_allclose(_run(source, centers, MeanColour(), tmp_path, cache_dir=None), expect)
+        assert len([w for w in record if issubclass(w.category, CacheWarning)]) == 1  # once
+
+
+def test_explicit_cache_dir_that_cannot_be_used_fails_before_any_work(tmp_path):
+    a_file = tmp_path / "cache.txt"
+    a_file.write_text("x")
+    for bad in (a_file, a_file / "below", "/proc/histosge-cache"):
+        enc = MeanColour()
+        with pytest.raises(OutputError, match="cache") as info:
+            _run(ImageSource(_image()), _centers(), enc, tmp_path, cache_dir=bad)
+        assert enc.calls == 0 and "--cache-dir" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_cache_write_failure_mid_run_warns_and_finishes(tmp_path, monkeypatch):
+    import errno
+
+    import histosge.encode.cache as cache_mod
+
+    real = cache_mod._write_atomic
+    writes = {"n": 0}
+
+    def disk_fills_up(path, data):
+        writes["n"] += 1
+        if writes["n"] > 4:  # meta.json and the first chunk's three files, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, data)
+
+    monkeypatch.setattr(cache_mod, "_write_atomic", disk_fills_up)
+    monkeypatch.setattr(cache_mod, "_warned", set())
+    source, centers = ImageSource(_image()), _centers()
+    with pytest.warns(CacheWarning, match="No space left"):
+        out = _run(source, centers, MeanColour(), tmp_path)
+    np.testing.assert_allclose(out, _run(source, centers, MeanColour(), tmp_path, cache_dir=False), atol=1e-6)
+    monkeypatch.setattr(cache_mod, "_write_atomic", real)
+    again = MeanColour()
+    _run(source, centers, again, tmp_path)
+    assert again.spots == 6  # the first chunk (4 spots) was kept
+    assert not [p for p in (tmp_path / "cache").rglob("*.part")]
+
+
+def test_stale_part_files_are_cleaned_and_modes_follow_umask(tmp_path):
+    import os
+    import time
+
+    from histosge.encode.cache import clean_stale_parts
+
+    folder = tmp_path / "store"
+    folder.mkdir()
+    dead = folder / ".x.npy.999999999.ab12.part"  # no such process
+    old = folder / f".y.npy.{os.getpid()}.cd34.part"
+    live = folder / f".z.npy.{os.getpid()}.ef56.part"  # this process, just now: still being written
+    for p in (dead, old, live):
+        p.write_bytes(b"0" * 100)
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    assert clean_stale_parts(folder) == 2
+    assert [p.name for p in folder.iterdir()] == [live.name]
+    previous = os.umask(0o027)
+    try:
+        _run(ImageSource(_image()), _centers(), MeanColour(), tmp_path)
+    finally:
+        os.umask(previous)
+    modes = {p.stat().st_mode & 0o777 for p in (tmp_path / "cache").rglob("*") if p.is_file()}
+    assert modes == {0o640}

@@ -165,3 +165,107 @@ def test_image_for_stale_source_path_falls_back(tmp_path):
 def test_image_for_without_image_is_input_error():
     with pytest.raises(InputError, match="no image"):
         image_for(_section())
+
+
+# -- pyramid levels and physical pixel size --------------------------------------------------------
+def _write_pyramid(path, arr, levels=3, tile=128, **kw):
+    with tifffile.TiffWriter(path, bigtiff=True, ome=path.name.endswith(".ome.tif")) as tw:
+        tw.write(arr, subifds=levels - 1, tile=(tile, tile), photometric="rgb", compression="zlib", **kw)
+        for k in range(1, levels):
+            tw.write(arr[:: 2**k, :: 2**k], subfiletype=1, tile=(tile, tile), photometric="rgb", compression="zlib")
+
+
+def test_pyramid_levels_and_level_reads(tmp_path):
+    arr = np.random.default_rng(0).integers(0, 255, size=(600, 520, 3), dtype=np.uint8)
+    _write_pyramid(tmp_path / "pyr.tif", arr)
+    src = ImageSource(tmp_path / "pyr.tif")
+    assert src.level_count == 3
+    assert src.level_dimensions == [(520, 600), (260, 300), (130, 150)]
+    assert src.level_downsamples == [1.0, 2.0, 4.0]
+    for level in range(3):
+        small = arr[:: 2**level, :: 2**level]
+        np.testing.assert_array_equal(src.read_region(7, 11, 90, 70, level=level), small[11:81, 7:97])
+    edge = src.read_region(120, 140, 20, 20, level=2)  # level 2 is 130 x 150: the rest is white
+    np.testing.assert_array_equal(edge[:10, :10], arr[::4, ::4][140:, 120:])
+    assert (edge[10:] == 255).all() and (edge[:, 10:] == 255).all()
+    assert [src.best_level(d) for d in (0.5, 1.0, 1.99, 2.0, 3.9, 4.0, 50.0)] == [0, 0, 0, 1, 1, 2, 2]
+    with pytest.raises(ValueError, match="level 3"):
+        src.read_region(0, 0, 1, 1, level=3)
+
+
+def test_each_tile_is_decoded_once(tmp_path):
+    arr = _gradient(512, 512)
+    tifffile.imwrite(tmp_path / "t.tif", arr, tile=(128, 128), photometric="rgb", compression="zlib")
+    src = ImageSource(tmp_path / "t.tif")
+    for x in range(0, 300, 10):  # 30 overlapping reads over tile rows 0-1, columns 0-3
+        np.testing.assert_array_equal(src.read_region(x, 100, 100, 100), arr[100:200, x : x + 100])
+    assert src._tiles.decoded == 2 * 4
+
+
+def test_mpp_from_metadata(tmp_path):
+    arr = _gradient(64, 64)
+    cases = {
+        "cm.tif": ({"resolution": (1e4 / 0.5, 1e4 / 0.5), "resolutionunit": "CENTIMETER"}, 0.5),
+        "inch.tif": ({"resolution": (25400 / 0.25, 25400 / 0.25), "resolutionunit": "INCH"}, 0.25),
+        "dpi72.tif": ({"resolution": (72, 72), "resolutionunit": "INCH"}, None),  # a software default
+        "nounit.tif": ({"resolution": (2.0, 2.0), "resolutionunit": "NONE"}, None),
+        "plain.tif": ({}, None),
+    }
+    for name, (kw, mpp) in cases.items():
+        tifffile.imwrite(tmp_path / name, arr, photometric="rgb", **kw)
+        assert ImageSource(tmp_path / name).mpp == (None if mpp is None else pytest.approx(mpp)), name
+    tifffile.imwrite(
+        tmp_path / "nm.ome.tif", arr, photometric="rgb", metadata={"PhysicalSizeX": 250, "PhysicalSizeXUnit": "nm"}
+    )
+    assert ImageSource(tmp_path / "nm.ome.tif").mpp == pytest.approx(0.25)
+    Image.fromarray(arr).save(tmp_path / "dpi.jpg", dpi=(72, 72))
+    assert ImageSource(tmp_path / "dpi.jpg").mpp is None  # JPEG/PNG: never guessed
+    assert ImageSource(tmp_path / "dpi.jpg", mpp=0.5).mpp == 0.5
+    assert ImageSource(arr).mpp is None and ImageSource(arr).level_count == 1
+    with pytest.raises(InputError, match="mpp"):
+        ImageSource(arr, mpp=-1)
+
+
+def test_real_ome_pyramid(data_dir):
+    src = ImageSource(data_dir / "slides" / "her2st_C4.ome.tif")
+    assert src.mpp == pytest.approx(0.687)
+    assert src.level_count == 5 and src.level_dimensions[0] == (9278, 9916)
+    assert src.level_dimensions[4] == (579, 619)
+    np.testing.assert_allclose(src.level_downsamples, [1, 2, 4, 8, 16], rtol=2e-3)
+    assert [src.best_level(d) for d in (1.5, 2.0, 4.0, 7.9, 8.0, 100)] == [0, 1, 2, 2, 3, 4]
+    z = src._levels[2].zarr()  # tifffile's own zarr view: the reference for the tile reader
+    np.testing.assert_array_equal(src.read_region(700, 900, 600, 500, level=2), np.asarray(z[900:1400, 700:1300]))
+    # the same tissue at level 0 and level 2: a 4x box filter of level 0 is close to level 2
+    full = src.read_region(2800, 3600, 400, 400).astype(float)
+    small = src.read_region(700, 900, 100, 100, level=2).astype(float)
+    assert np.abs(full.reshape(100, 4, 100, 4, 3).mean((1, 3)) - small).mean() < 12
+
+
+def test_real_svs_mpp(data_dir):
+    src = ImageSource(data_dir / "slides" / "aperio_small.svs")
+    assert src.kind == "tiff" and src.mpp == pytest.approx(0.499)
+    assert (src.width, src.height) == (16, 16) and src.level_count == 1
+    assert src.read_region(0, 0, 16, 16).shape == (16, 16, 3)
+
+
+def test_openslide_reader(data_dir):
+    pytest.importorskip("openslide")
+    path = data_dir / "slides" / "aperio_small.svs"
+    slide, tiff = ImageSource(path, reader="openslide"), ImageSource(path)
+    assert slide.kind == "openslide" and slide.mpp == pytest.approx(0.499)
+    assert slide.level_dimensions == [(16, 16)] and slide.level_downsamples == [1.0]
+    a, b = slide.read_region(-4, 2, 12, 12).astype(int), tiff.read_region(-4, 2, 12, 12).astype(int)
+    assert (a[:, :4] == 255).all() and np.abs(a - b).max() <= 8  # two JPEG decoders
+    clone = pickle.loads(pickle.dumps(slide))
+    np.testing.assert_array_equal(clone.read_region(0, 0, 16, 16), slide.read_region(0, 0, 16, 16))
+
+
+def test_vendor_format_without_openslide_names_the_extra(tmp_path, monkeypatch):
+    import sys
+
+    (tmp_path / "slide.ndpi").write_bytes(b"II*\x00" + bytes(64))
+    monkeypatch.setitem(sys.modules, "openslide", None)  # import openslide -> ImportError
+    with pytest.raises(InputError, match=r"histosge\[slides\]"):
+        ImageSource(tmp_path / "slide.ndpi")
+    with pytest.raises(InputError, match="reader"):
+        ImageSource(tmp_path / "slide.ndpi", reader="bioformats")

@@ -10,6 +10,12 @@ Pixel convention: pixel ``i`` covers coordinates ``[i - 0.5, i + 0.5)``, its cen
 extra pixel goes to the right/bottom when ``c`` is a whole number. The origin is always
 ``floor(c - (s - 1) / 2 + 0.5)``, the same rule for every spot.
 
+Pyramids: ``level=`` reads the patches from another level of the image (``ImageSource``): centres
+and side are divided by that level's downsample, and the patch is cut by the same rule in the
+level's own pixels. ``read_level`` picks the level when a patch will be shrunk anyway (the
+coarsest one still at least as fine as the size the patch ends at), so a 1,000 px patch that an
+encoder sees at 128 px is read from a 4x or 8x level, decoding 16-64 times fewer pixels.
+
 Patches come out as uint8 RGB (H, W, 3); encoders apply their own normalisation.
 """
 
@@ -39,6 +45,23 @@ def patch_side_px(spot_diameter_fullres: float, scale: float, patch_scale: float
             fix="spot diameter, image scale and patch_scale must be positive numbers",
         )
     return max(1, int(round(side)))
+
+
+def read_level(source: ImageSource, side_px: int, target_px: int | None) -> int:
+    """The pyramid level to cut ``side_px`` patches (level-0 pixels of ``source``) from when they
+    end up ``target_px`` wide: the coarsest level whose downsample is at most ``side_px /
+    target_px`` (never upsampled), level 0 when they are not shrunk or there is no pyramid."""
+    if target_px is None or int(side_px) <= int(target_px) or getattr(source, "level_count", 1) <= 1:
+        return 0
+    return int(source.best_level(int(side_px) / int(target_px)))
+
+
+def level_geometry(source: ImageSource, scale: float, side_px: int, level: int) -> tuple[float, int]:
+    """Scale from full-resolution coordinates to ``level``'s pixels, and the patch side there."""
+    if level == 0:
+        return float(scale), int(side_px)
+    ds = float(source.level_downsamples[level])
+    return float(scale) / ds, max(1, int(round(int(side_px) / ds)))
 
 
 def patch_origins(centers_fullres: np.ndarray, scale: float, side_px: int) -> np.ndarray:
@@ -77,15 +100,19 @@ def crop_patches(
     out_size: int | None = None,
     *,
     resample: str = "bicubic",
+    level: int = 0,
 ) -> np.ndarray:
     """Crop one ``side_px`` square per centre and resize to ``out_size``: uint8 (n, out, out, 3).
 
+    ``side_px`` is in the image's level-0 pixels; ``level`` reads from a pyramid level instead
+    (side and centres divided by its downsample; ``out_size=None`` then keeps the level's side).
     Patches are grouped by the ``BLOCK``-pixel region their origin falls in, and each region that
     holds many patches is read once; isolated patches are read on their own. A tiled TIFF is
-    thus decoded region by region, never whole.
+    thus decoded region by region, never whole, and each tile once while it stays in the
+    ``ImageSource``'s tile cache.
     """
-    side_px = int(side_px)
-    _check(side_px, out_size, resample)
+    _check(int(side_px), out_size, resample)
+    scale, side_px = level_geometry(source, scale, int(side_px), int(level))
     origins = patch_origins(centers_fullres, scale, side_px)
     size = side_px if out_size is None else int(out_size)
     out = np.empty((len(origins), size, size, 3), dtype=np.uint8)
@@ -99,9 +126,9 @@ def crop_patches(
         if len(members) * side_px * side_px * 4 < (bx1 - bx0) * (by1 - by0):  # sparse: read each patch
             for i in members:
                 x0, y0 = origins[i]
-                out[i] = _resize(source.read_region(x0, y0, side_px, side_px), out_size, resample)
+                out[i] = _resize(source.read_region(x0, y0, side_px, side_px, level=level), out_size, resample)
             continue
-        region = source.read_region(bx0, by0, bx1 - bx0, by1 - by0)
+        region = source.read_region(bx0, by0, bx1 - bx0, by1 - by0, level=level)
         for i in members:
             x0, y0 = origins[i] - (bx0, by0)
             out[i] = _resize(
@@ -111,7 +138,8 @@ def crop_patches(
 
 
 class PatchDataset(torch.utils.data.Dataset):
-    """Patches one by one, for a DataLoader: item ``i`` is uint8 (out, out, 3) around centre ``i``."""
+    """Patches one by one, for a DataLoader: item ``i`` is uint8 (out, out, 3) around centre ``i``
+    (``level``: read from that pyramid level, as :func:`crop_patches`)."""
 
     def __init__(
         self,
@@ -122,10 +150,12 @@ class PatchDataset(torch.utils.data.Dataset):
         out_size: int | None = None,
         *,
         resample: str = "bicubic",
+        level: int = 0,
     ):
         _check(int(side_px), out_size, resample)
         self.source = source
-        self.side_px = int(side_px)
+        self.level = int(level)
+        scale, self.side_px = level_geometry(source, scale, int(side_px), self.level)
         self.out_size = out_size
         self.resample = resample
         self.origins = patch_origins(centers_fullres, scale, self.side_px)
@@ -135,5 +165,5 @@ class PatchDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> np.ndarray:
         x0, y0 = self.origins[i]
-        patch = self.source.read_region(x0, y0, self.side_px, self.side_px)
+        patch = self.source.read_region(x0, y0, self.side_px, self.side_px, level=self.level)
         return _resize(patch, self.out_size, self.resample)

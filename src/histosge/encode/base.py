@@ -23,8 +23,11 @@ class Encoder(nn.Module):
 
     Attributes: ``name``, ``dim``, ``input_size``, ``mean``, ``std``, ``interpolation``,
     ``precision`` (the autocast dtype used on CUDA), ``licence``, ``hub_id`` and ``weights_id``
-    (what identifies the weights, part of the feature-cache key).
+    (what identifies the weights, part of the feature-cache key); ``torch_threads``: the torch
+    threads ``extract`` gives it on a CPU (None: every core).
     """
+
+    torch_threads: int | None = None
 
     def __init__(self, spec: EncoderSpec, model: nn.Module | None, *, weights_id: str):
         super().__init__()

@@ -1,26 +1,37 @@
-"""``extract``: spot patches -> encoder -> ``(n, dim)`` float32 features, cached on disk.
+"""``extract``: spot patches -> encoder -> ``(n, dim)`` float32 features, cached on disk per spot.
 
 Patches are cut by :mod:`histosge.patches` (side = ``patch_scale`` x spot diameter, in the image's
-own pixels), batched through a torch DataLoader as uint8 and preprocessed on the encoder's device
-(so on a GPU the CPU only decodes and crops). On CUDA the forward pass runs under bf16/fp16
-autocast with channels_last inputs for conv nets.
+own pixels) from the pyramid level nearest the encoder's input size when the patch is shrunk
+anyway (``patches.read_level``), in an order that walks the image block by block so that
+neighbouring patches share decoded tiles. Batches of uint8 patches are read ahead of the
+encoder: on a CPU by one reader thread (decoding overlaps encoding; no worker processes), on CUDA
+by DataLoader workers (so the CPU only decodes and crops while the GPU encodes). The encoder
+preprocesses on its own device. On CUDA the forward pass runs under bf16/fp16 autocast with
+channels_last inputs for conv nets.
+
+Memory is bounded by the batch (plus the image's tile cache, ``read.image.TILE_CACHE_BYTES``),
+never the whole slide, except for JPEG/PNG images, which can only be decoded whole.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+from collections import deque
 from collections.abc import Iterator
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 
+from .._progress import progress as progress_bar
 from .base import Encoder
-from .cache import DEFAULT_CHUNK, FeatureCache, default_cache_dir, feature_key, source_fingerprint
+from .cache import DEFAULT_CHUNK, FeatureStore, resolve_cache_dir, source_fingerprint, store_key
 
 DEFAULT_PATCH_SCALE = 2.0
 DEFAULT_BATCH_SIZE = 64
+#: Batches read ahead of the encoder by the reader thread.
+PREFETCH = 2
 
 
 def _cpu_count() -> int:
@@ -31,7 +42,7 @@ def _cpu_count() -> int:
 
 
 def default_num_workers(device: torch.device) -> int:
-    """CPU runs: 0 (2-core machines: workers only steal cores from the model). CUDA: feed the GPU."""
+    """CPU runs: 0 (one reader thread instead: 2-core machines gain nothing from processes). CUDA: feed the GPU."""
     if device.type != "cuda":
         return 0
     return max(1, min(8, _cpu_count() - 1))
@@ -54,15 +65,10 @@ def _autocast(encoder: Encoder):
     return contextlib.nullcontext()
 
 
-def _collate(items: list[Any]) -> torch.Tensor:
-    arrs = [np.asarray(it[0] if isinstance(it, (tuple, list)) else it) for it in items]
-    return torch.from_numpy(np.stack(arrs))
-
-
 def encode_patches(encoder: Encoder, batch: torch.Tensor) -> np.ndarray:
     """uint8 ``(b, H, W, 3)`` -> float32 ``(b, dim)`` numpy, on the encoder's device."""
     dev = encoder.device
-    x = batch.to(dev, non_blocking=True)
+    x = torch.as_tensor(batch).to(dev, non_blocking=True)
     x = encoder.preprocess(x)
     if dev.type == "cuda" and encoder.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -71,13 +77,64 @@ def encode_patches(encoder: Encoder, batch: torch.Tensor) -> np.ndarray:
     return y.float().cpu().numpy()
 
 
-def _patch_dataset(source, centers_fullres: np.ndarray, scale: float, side: int, input_size: int):
-    """uint8 patches at their native side; patches far larger than the encoder's input are shrunk
-    on the CPU first (less to move), the rest are resized by ``encoder.preprocess``."""
-    from ..patches import PatchDataset
+class PatchBatches(torch.utils.data.Dataset):
+    """Batch ``k`` of patches (uint8 ``(b, s, s, 3)``) around ``centers_fullres[k*b:(k+1)*b]``.
 
-    out_size = input_size if side > 2 * input_size else None
-    return PatchDataset(source, centers_fullres, scale, side, out_size, resample="bicubic")
+    ``side_px``: level-0 pixels of ``source``; ``level``: where they are read; patches whose side
+    at that level is more than twice ``input_size`` are shrunk to it on the CPU (less to move;
+    bicubic), the rest are resized by the encoder's ``preprocess``.
+    """
+
+    def __init__(self, source, centers_fullres, scale: float, side_px: int, input_size: int, *,
+                 level: int = 0, batch_size: int = DEFAULT_BATCH_SIZE):
+        from ..patches import level_geometry
+
+        self.source = source
+        self.centers = np.asarray(centers_fullres, np.float64).reshape(-1, 2)
+        self.scale = float(scale)
+        self.side_px = int(side_px)
+        self.level = int(level)
+        self.batch_size = max(1, int(batch_size))
+        _, level_side = level_geometry(source, self.scale, self.side_px, self.level)
+        self.out_size = int(input_size) if level_side > 2 * int(input_size) else None
+
+    def __len__(self) -> int:
+        return -(-len(self.centers) // self.batch_size)
+
+    def __getitem__(self, k: int) -> np.ndarray:
+        from ..patches import crop_patches
+
+        part = self.centers[k * self.batch_size : (k + 1) * self.batch_size]
+        return crop_patches(self.source, part, self.scale, self.side_px, self.out_size, resample="bicubic",
+                            level=self.level)
+
+
+def _read_ahead(batches: PatchBatches, depth: int = PREFETCH) -> Iterator[np.ndarray]:
+    """The batches in order, each read by one background thread while the caller encodes the
+    previous ones (image decoding and resizing release the GIL)."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="histosge-read") as pool:
+        pending: deque = deque()
+        try:
+            for k in range(len(batches)):
+                pending.append(pool.submit(batches.__getitem__, k))
+                if len(pending) > depth:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for fut in pending:
+                fut.cancel()
+
+
+def spatial_order(source, centers_fullres: np.ndarray, scale: float, side_px: int, level: int) -> np.ndarray:
+    """Indices of the centres block by block over the image (rows of ``patches.BLOCK``-pixel blocks,
+    then x, y inside a block), so that consecutive patches share decoded tiles."""
+    from ..patches import BLOCK, level_geometry, patch_origins
+
+    s, side = level_geometry(source, scale, side_px, level)
+    origins = patch_origins(centers_fullres, s, side)
+    blocks = origins // BLOCK
+    return np.lexsort((origins[:, 1], origins[:, 0], blocks[:, 0], blocks[:, 1]))
 
 
 def extract(
@@ -93,16 +150,22 @@ def extract(
     num_workers: int | None = None,
     progress: bool = True,
     chunk_size: int = DEFAULT_CHUNK,
+    level: int | None = None,
 ) -> np.ndarray:
     """Features ``(n, encoder.dim)`` float32 of the patches centred on ``centers_fullres``.
 
     ``source``: a :class:`histosge.read.image.ImageSource`; ``centers_fullres``: ``(n, 2)`` (x, y)
-    in full-resolution pixels; ``scale`` maps them onto ``source``'s pixels. ``cache_dir``: None
-    for the default (``$HISTOSGE_CACHE/features`` or ``~/.cache/histosge/features``), a folder, or
-    False to disable the cache. Finished chunks of ``chunk_size`` spots are written as they
-    complete, so an interrupted run resumes where it stopped.
+    in full-resolution pixels; ``scale`` maps them onto ``source``'s level-0 pixels. ``level``:
+    the pyramid level to read (None: ``patches.read_level``, the coarsest one at least as fine as
+    the encoder's input). ``cache_dir``: None for the default (``$HISTOSGE_CACHE/features`` or
+    ``~/.cache/histosge/features``; not writable: a warning and no cache), a folder (checked
+    first: ``OutputError`` if it cannot be used), or False to disable the cache. Spots already in
+    the cache (same image, scale, patch side, level and encoder, same centre) are not encoded
+    again; new ones are saved every ``chunk_size`` spots, so an interrupted run resumes where it
+    stopped. ``num_workers``: DataLoader worker processes reading patches (default: none on a CPU,
+    where one reader thread reads ahead; up to 8 on CUDA).
     """
-    from ..patches import patch_side_px
+    from ..patches import patch_side_px, read_level
 
     if isinstance(encoder, str):
         from ._api import create
@@ -110,16 +173,20 @@ def extract(
         encoder = create(encoder)
     centers = np.asarray(centers_fullres, dtype=np.float64).reshape(-1, 2)
     n, dim = len(centers), int(encoder.dim)
+    side = int(patch_side_px(spot_diameter_fullres, scale, patch_scale))
+    level = read_level(source, side, encoder.input_size) if level is None else int(level)
+    root = resolve_cache_dir(cache_dir)  # an unusable explicit folder fails here, before any work
     if n == 0:
         return np.zeros((0, dim), np.float32)
-    side = int(patch_side_px(spot_diameter_fullres, scale, patch_scale))
 
-    cache = None
-    if cache_dir is not False:
+    store = None
+    if root is not None:
         parts = {
             "image": source_fingerprint(source),
             "scale": repr(float(scale)),
             "side_px": side,
+            "level": level,
+            "level_downsample": repr(float(source.level_downsamples[level])) if level else "1.0",
             "encoder": encoder.name,
             "input_size": encoder.input_size,
             "mean": encoder.mean,
@@ -127,61 +194,53 @@ def extract(
             "interpolation": encoder.interpolation,
             "weights": encoder.weights_id,
         }
-        root = default_cache_dir() if cache_dir in (None, True) else cache_dir
-        cache = FeatureCache(
-            root, feature_key(parts, centers), n=n, dim=dim, chunk_size=chunk_size, meta=parts
-        )
+        store = FeatureStore(root, store_key(parts), dim=dim, meta=parts)
 
-    out = np.empty((n, dim), np.float32)
-    chunk = chunk_size if cache is None else cache.chunk_size
-    n_chunks = (n + chunk - 1) // chunk
-    todo: list[int] = []
-    for ci in range(n_chunks):
-        arr = cache.load(ci) if cache is not None else None
-        if arr is None:
-            todo.append(ci)
-        else:
-            out[ci * chunk : ci * chunk + len(arr)] = arr
-    if not todo:
+    if store is not None:
+        found, out = store.lookup(centers)
+    else:
+        found, out = np.zeros(n, bool), np.empty((n, dim), np.float32)
+    todo = np.flatnonzero(~found)
+    if not len(todo):
         return out
+    # each distinct centre once, in an order that walks the image
+    _, first, inverse = np.unique(centers[todo, 0] + 1j * centers[todo, 1], return_index=True, return_inverse=True)
+    uniq = centers[todo[first]]
+    order = spatial_order(source, uniq, float(scale), side, level)
+    uniq = uniq[order]
+    rank = np.empty(len(order), np.intp)
+    rank[order] = np.arange(len(order))
+    feats_u = np.empty((len(uniq), dim), np.float32)
 
-    idx = np.concatenate([np.arange(ci * chunk, min(n, (ci + 1) * chunk)) for ci in todo])
     dev = encoder.device
     workers = default_num_workers(dev) if num_workers is None else int(num_workers)
-    loader = torch.utils.data.DataLoader(
-        _patch_dataset(source, centers[idx], float(scale), side, encoder.input_size),
-        batch_size=max(1, int(batch_size)),
-        shuffle=False,
-        num_workers=workers,
-        collate_fn=_collate,
-        pin_memory=dev.type == "cuda",
-        persistent_workers=False,
-    )
-    threads = max(1, _cpu_count() - workers) if dev.type == "cpu" else torch.get_num_threads()
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(idx), desc=f"encode {encoder.name}", unit="spot", disable=not progress, leave=False)
-    pending = list(todo)  # chunks still to finish, in the loader's order
-    buf: list[np.ndarray] = []
-    filled = 0
+    batches = PatchBatches(source, uniq, float(scale), side, encoder.input_size, level=level, batch_size=batch_size)
+    if workers > 0:
+        loader = torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False, num_workers=workers,
+                                             pin_memory=dev.type == "cuda", persistent_workers=False)
+    else:
+        loader = _read_ahead(batches)
+    own = getattr(encoder, "torch_threads", None)
+    threads = (own or max(1, _cpu_count() - workers)) if dev.type == "cpu" else torch.get_num_threads()
+    bar = progress_bar(total=len(uniq), desc=f"encode {encoder.name}", unit="spot", disable=not progress)
+    done = saved = 0
     try:
         with _threads(threads), torch.inference_mode():
             for batch in loader:
-                buf.append(encode_patches(encoder, batch))
-                filled += len(batch)
+                feats_u[done : done + len(batch)] = encode_patches(encoder, torch.as_tensor(batch))
+                done += len(batch)
                 bar.update(len(batch))
-                while pending and filled >= len(range(pending[0] * chunk, min(n, (pending[0] + 1) * chunk))):
-                    ci = pending.pop(0)
-                    rows = min(n, (ci + 1) * chunk) - ci * chunk
-                    got = np.concatenate(buf) if len(buf) > 1 else buf[0]
-                    block, rest = got[:rows], got[rows:]
-                    buf, filled = ([rest] if len(rest) else []), len(rest)
-                    out[ci * chunk : ci * chunk + rows] = block
-                    if cache is not None:
-                        cache.save(ci, block)
+                while store is not None and done - saved >= chunk_size:
+                    store.save(uniq[saved : saved + chunk_size], feats_u[saved : saved + chunk_size])
+                    saved += chunk_size
     finally:
+        if store is not None and done > saved:  # what was encoded before an interruption is kept
+            store.save(uniq[saved:done], feats_u[saved:done])
         bar.close()
         encoder.release()
-    if pending:
-        raise RuntimeError(f"patch loader ended early: chunks {pending} not computed")
+        if hasattr(loader, "close"):
+            loader.close()
+    if done != len(uniq):
+        raise RuntimeError(f"patch loader ended early: {done} of {len(uniq)} spots encoded")
+    out[todo] = feats_u[rank[inverse.reshape(-1)]]
     return out

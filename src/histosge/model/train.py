@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from .._progress import progress as progress_bar
 from .network import HisToSGENet
 from .scaling import FeatureScaler
 
@@ -224,7 +224,7 @@ def fit(features: np.ndarray, rows: np.ndarray, cols: np.ndarray, targets: np.nd
     if ctx is not None and cfg.residual and n_val < cfg.min_val_spots:
         epochs = 0  # too few spots to tell a real correction from an overfit one: keep the context
         history["skipped"] = f"correction not trained: {n_val} validation spots < {cfg.min_val_spots}"
-    bar = tqdm(range(epochs), desc="training", unit="epoch", disable=not progress, leave=False)
+    bar = progress_bar(range(epochs), desc="training", unit="epoch", disable=not progress, leave=False)
     for _epoch in bar:
         net.train()
         groups = _groups(train_idx, cfg.group_size, rng)

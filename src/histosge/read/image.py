@@ -1,16 +1,37 @@
 """Where a section's image lives, and region reads from it without decoding more than needed.
 
-``ImageSource`` hides three kinds of image behind ``width``, ``height`` and
-``read_region(x0, y0, w, h)``:
+``ImageSource`` hides four kinds of image behind one API, modelled on OpenSlide's:
 
-- tiled or pyramidal TIFF / OME-TIFF / SVS: read through tifffile's zarr view, so only the
-  tiles a region touches are decoded (a 20k x 20k slide is never held whole);
+- ``width``, ``height``: level-0 (full-resolution) size in pixels;
+- ``mpp``: micrometres per level-0 pixel from the file's own metadata, or None when unknown;
+- ``level_count``, ``level_dimensions`` [(w, h)], ``level_downsamples`` [float]: the pyramid;
+- ``read_region(x0, y0, w, h, *, level=0)``: uint8 RGB ``(h, w, 3)``, coordinates in that
+  level's pixels; pixels outside the image come back white (255), like the slide glass, so
+  patches at the edge of the tissue look like patches over background instead of failing;
+- ``best_level(downsample)``: the coarsest level whose downsample is <= the one wanted.
+
+The kinds:
+
+- tiled or pyramidal TIFF / OME-TIFF / SVS, through tifffile: only the tiles (or strips) a
+  region touches are decoded, each at most once while it stays in a small shared cache of
+  decoded tiles (``TILE_CACHE_BYTES``), so neighbouring patches never decode a tile twice and
+  a 40k x 40k slide is never held whole;
+- vendor formats (NDPI, MRXS, SCN, VMS, BIF, ...) through OpenSlide, the optional extra
+  ``histosge[slides]`` (``openslide-python`` + the ``openslide-bin`` wheel, no system library).
+  OpenSlide rather than tiffslide: MRXS and VMS are not TIFF files at all, and OpenSlide's C
+  readers handle the vendor quirks (NDPI's restart-marker JPEGs, SCN's several images per
+  file); for the TIFF family tifffile already does what tiffslide would, without another
+  dependency;
 - JPEG / PNG / plain images: PIL cannot decode part of a JPEG, so the first region read decodes
-  the image once and keeps it (about 3 bytes per pixel);
-- an in-memory array (an ``uns['spatial']`` image): used as it is.
+  the image once and keeps it (about 3 bytes per pixel); one level, ``mpp`` None (their DPI
+  fields are software defaults, not a measurement);
+- an in-memory array (an ``uns['spatial']`` image): used as it is; one level.
 
-Pixels outside the image come back white (255), like the slide glass, so patches at the edge of
-the tissue look like patches over background instead of failing.
+``mpp`` comes from, in this order: an explicit ``ImageSource(path, mpp=...)``; OME-XML
+``PhysicalSizeX`` (with its unit); an Aperio SVS description's ``MPP = x``; OpenSlide's
+``openslide.mpp-x``; the TIFF ``XResolution`` / ``ResolutionUnit`` tags (inch or centimetre) when
+they give 0.01-20 um/px (72-600 dpi, the defaults image software writes, give 42-353 um/px and
+are ignored).
 
 ``image_for(adata)`` picks the highest-resolution image a section has and the factor that maps
 full-resolution pixel coordinates (``obsm['spatial']``) onto it.
@@ -18,8 +39,12 @@ full-resolution pixel coordinates (``obsm['spatial']``) onto it.
 
 from __future__ import annotations
 
+import math
 import os
+import re
+import threading
 import warnings
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +57,23 @@ from .checks import InputWarning
 # up to 1 Gpx (3 GB decoded) without warning; PIL still refuses above twice that.
 Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, 1_000_000_000)
 
-TIFF_SUFFIXES = (".tif", ".tiff", ".svs", ".ome.tif", ".ome.tiff", ".ndpi", ".scn", ".btf")
+TIFF_SUFFIXES = (".tif", ".tiff", ".svs", ".ome.tif", ".ome.tiff", ".btf", ".tf8", ".qptiff")
+#: Read through OpenSlide (``pip install 'histosge[slides]'``).
+SLIDE_SUFFIXES = (".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide")
+#: What ``ImageSource(..., reader=)`` accepts (None: by suffix).
+READERS = ("tifffile", "openslide", "pil")
+#: Decoded tiles kept per image (bytes), shared by all levels: a band of tiles across a slide.
+TILE_CACHE_BYTES = 64 * 2**20
+#: Resolution tags outside this range (um per pixel) are software defaults, not measurements.
+MPP_FROM_TAGS_RANGE = (0.01, 20.0)
+#: Relative slack when comparing downsamples (level sizes are rounded to whole pixels).
+DOWNSAMPLE_SLACK = 2e-3
 _FIX_IMAGE = "give a readable, complete H&E image (re-export or re-download it)"
+_SLIDES_FIX = "pip install 'histosge[slides]' (OpenSlide reads NDPI, MRXS, SCN and other vendor formats)"
+_UNIT_UM = {
+    "m": 1e6, "cm": 1e4, "mm": 1e3, "µm": 1.0, "μm": 1.0, "um": 1.0, "micron": 1.0, "micrometer": 1.0,
+    "nm": 1e-3, "pm": 1e-6, "å": 1e-4, "angstrom": 1e-4,
+}
 
 
 def _to_uint8_rgb(arr: np.ndarray, where: str) -> np.ndarray:
@@ -80,19 +120,189 @@ def is_valid_image_array(arr) -> bool:
     return True
 
 
-class ImageSource:
-    """Read rectangular regions of an image as uint8 RGB, padding outside it with white."""
+def _positive_mpp(value, where: str) -> float:
+    try:
+        mpp = float(value)
+    except (TypeError, ValueError):
+        mpp = float("nan")
+    if not math.isfinite(mpp) or mpp <= 0:
+        raise InputError(f"pixel size {value!r} um/px", where=where, fix="give the micrometres per pixel, e.g. mpp=0.5")
+    return mpp
 
-    def __init__(self, image: str | os.PathLike | np.ndarray, *, where: str | None = None):
+
+def _mpp_from_ome(xml: str | None) -> float | None:
+    """``PhysicalSizeX`` of the first image in OME-XML, in micrometres (unit default: um)."""
+    if not xml:
+        return None
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return None
+    for el in root.iter():
+        if el.tag.rsplit("}", 1)[-1] == "Pixels" and el.get("PhysicalSizeX"):
+            factor = _UNIT_UM.get((el.get("PhysicalSizeXUnit") or "µm").strip().lower())
+            try:
+                value = float(el.get("PhysicalSizeX")) * factor if factor else None
+            except ValueError:
+                return None
+            return value if value and math.isfinite(value) and value > 0 else None
+    return None
+
+
+def _mpp_from_svs(description: str | None) -> float | None:
+    """``MPP = x`` of an Aperio ImageDescription (``...|AppMag = 20|MPP = 0.4990|...``)."""
+    m = re.search(r"(?:^|\|)\s*MPP\s*=\s*([0-9.eE+-]+)", description or "")
+    if not m:
+        return None
+    try:
+        value = float(m.group(1))
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value > 0 else None
+
+
+def _mpp_from_tags(page) -> float | None:
+    """XResolution / ResolutionUnit (inch or centimetre), within ``MPP_FROM_TAGS_RANGE``."""
+    tags = page.tags
+    xres, unit = tags.get("XResolution"), tags.get("ResolutionUnit")
+    if xres is None or unit is None:
+        return None
+    try:
+        num, den = xres.value
+        per_unit = num / den
+        unit = int(unit.value)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    um_per_unit = {2: 25400.0, 3: 10000.0}.get(unit)
+    if not um_per_unit or not per_unit or per_unit <= 0:
+        return None
+    mpp = um_per_unit / per_unit
+    lo, hi = MPP_FROM_TAGS_RANGE
+    return mpp if lo <= mpp <= hi else None
+
+
+class _TileCache:
+    """Decoded tiles, least recently used dropped first once ``max_bytes`` is exceeded; thread-safe."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = int(max_bytes)
+        self._items: OrderedDict = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.decoded = 0  # tiles decoded so far (what the cache saves is visible in tests)
+
+    def get(self, key):
+        with self._lock:
+            arr = self._items.get(key)
+            if arr is not None:
+                self._items.move_to_end(key)
+            return arr
+
+    def put(self, key, arr: np.ndarray) -> None:
+        with self._lock:
+            self.decoded += 1
+            if key in self._items or arr.nbytes > self.max_bytes:
+                return
+            self._items[key] = arr
+            self._bytes += arr.nbytes
+            while self._bytes > self.max_bytes:
+                _, old = self._items.popitem(last=False)
+                self._bytes -= old.nbytes
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
+
+    def __getstate__(self):  # a copy starts empty (what DataLoader workers get)
+        return {"max_bytes": self.max_bytes}
+
+    def __setstate__(self, state):
+        self.__init__(state["max_bytes"])
+
+
+class _TiffLevel:
+    """One pyramid level of a TIFF: its size, and either direct tile access or a zarr view.
+
+    Direct access (tifffile's own segment decoder on bytes read with ``os.pread``, so threads
+    can share it) covers what slides are: one page, Y-X(-samples), interleaved, uint8/uint16,
+    tiled or stripped. Anything else (planar, stacks, other dtypes) goes through tifffile's zarr
+    store, which decodes what a region touches without a tile cache.
+    """
+
+    def __init__(self, tiff, series, index: int):
+        level = series.levels[index] if series.levels else series
+        self.index = index
+        self.axes = level.axes.upper()
+        shape = level.shape
+        if "Y" not in self.axes or "X" not in self.axes or len(self.axes) != len(shape):
+            raise ValueError(f"TIFF axes {level.axes} do not fit shape {shape}")
+        self.width, self.height = int(shape[self.axes.index("X")]), int(shape[self.axes.index("Y")])
+        page = level.keyframe
+        pages = getattr(level, "pages", [page])
+        self.page = page
+        self.direct = (
+            len(pages) == 1
+            and self.axes in ("YXS", "YX")
+            and page.dtype in (np.uint8, np.uint16)
+            and (page.samplesperpixel == 1 or page.planarconfig == 1)
+            and page.imagedepth == 1
+            and len(page.dataoffsets) > 0
+        )
+        if self.direct:
+            if page.is_tiled:
+                self.seg_w, self.seg_h = int(page.tilewidth), int(page.tilelength)
+            else:
+                self.seg_w, self.seg_h = self.width, int(page.rowsperstrip or self.height)
+            self.n_cols = -(-self.width // self.seg_w)
+            self.n_rows = -(-self.height // self.seg_h)
+            if self.n_cols * self.n_rows != len(page.dataoffsets):
+                self.direct = False
+        self._series, self._zarr = series, None
+
+    def zarr(self):
+        if self._zarr is None:
+            import zarr
+
+            z = zarr.open(self._series.aszarr(level=self.index), mode="r")
+            self._zarr = z if hasattr(z, "shape") else z[str(self.index)]
+        return self._zarr
+
+
+class ImageSource:
+    """Read rectangular regions of an image, at any pyramid level, as uint8 RGB (white outside).
+
+    ``ImageSource(path_or_array, *, where=None, mpp=None, reader=None)``: ``mpp`` overrides the
+    pixel size found in the file (micrometres per level-0 pixel), e.g. for a JPEG whose scanner
+    is known; ``reader`` ("tifffile", "openslide" or "pil") overrides the choice by file suffix,
+    e.g. OpenSlide for a vendor's ``.tif`` that tifffile reads as a plain TIFF.
+    """
+
+    def __init__(
+        self,
+        image: str | os.PathLike | np.ndarray,
+        *,
+        where: str | None = None,
+        mpp: float | None = None,
+        reader: str | None = None,
+    ):
         self._array: np.ndarray | None = None
-        self._zarr = None
         self._tiff = None
+        self._slide = None
+        self._fd: int | None = None
+        self._levels: list[_TiffLevel] = []
+        self._tiles = _TileCache(TILE_CACHE_BYTES)
+        self._mpp_override = None if mpp is None else _positive_mpp(mpp, "mpp")
+        self.mpp: float | None = self._mpp_override
         if isinstance(image, np.ndarray):
             self.path = None
             self.kind = "array"
             self.where = where or "image array"
             self._array = _to_uint8_rgb(image, self.where)
             self.height, self.width = self._array.shape[:2]
+            self.level_dimensions = [(self.width, self.height)]
             return
         self.path = Path(image)
         self.where = where or str(self.path)
@@ -100,82 +310,210 @@ class ImageSource:
             raise InputError("image file not found", where=str(self.path), fix="check the path")
         if self.path.is_dir():
             raise InputError("image path is a folder", where=str(self.path), fix="give the image file")
-        if self.path.name.lower().endswith(TIFF_SUFFIXES):
+        name = self.path.name.lower()
+        if reader not in (None, *READERS):
+            raise InputError(f"unknown image reader {reader!r}", where="reader", fix=f"use one of {', '.join(READERS)}")
+        if reader == "openslide" or (reader is None and name.endswith(SLIDE_SUFFIXES)):
+            self.kind = "openslide"
+            self._open_slide()
+        elif reader == "tifffile" or (reader is None and name.endswith(TIFF_SUFFIXES)):
             self.kind = "tiff"
             self._open_tiff()
         else:
             self.kind = "pil"
             self.width, self.height = _pil_size(self.path)
+            self.level_dimensions = [(self.width, self.height)]
 
-    # -- TIFF through zarr: only the tiles a region touches are decoded -------------------------
+    # -- the pyramid ---------------------------------------------------------------------------
+    @property
+    def level_count(self) -> int:
+        return len(self.level_dimensions)
+
+    @property
+    def level_downsamples(self) -> list[float]:
+        """Level-0 size over each level's size (the mean of x and y, as OpenSlide computes it)."""
+        if self.kind == "openslide":
+            return [float(d) for d in self._slide.level_downsamples]
+        w0, h0 = self.level_dimensions[0]
+        return [((w0 / max(w, 1)) + (h0 / max(h, 1))) / 2.0 for w, h in self.level_dimensions]
+
+    def best_level(self, downsample: float) -> int:
+        """The coarsest level whose downsample is at most ``downsample`` (level 0 below 1).
+
+        Level sizes are whole pixels, so a level within ``DOWNSAMPLE_SLACK`` (0.2%) of the wanted
+        downsample counts as equal (a 4.0004x level serves a request for 4x).
+        """
+        want = float(downsample)
+        if not math.isfinite(want):
+            raise ValueError(f"downsample {downsample!r} is not a number")
+        best = 0
+        for level, ds in enumerate(self.level_downsamples):
+            if ds <= want * (1.0 + DOWNSAMPLE_SLACK):
+                best = level
+        return best
+
+    def _check_level(self, level: int) -> int:
+        level = int(level)
+        if not 0 <= level < self.level_count:
+            raise ValueError(f"level {level} of an image with {self.level_count} levels")
+        return level
+
+    # -- TIFF: tiles decoded by tifffile, kept in a small cache --------------------------------
     def _open_tiff(self) -> None:
         import tifffile
-        import zarr
 
         try:
             self._tiff = tifffile.TiffFile(self.path)
             series = self._tiff.series[0]
-            axes = series.levels[0].axes if series.levels else series.axes
-            store = series.aszarr(level=0)
-            self._zarr = zarr.open(store, mode="r")
-            if not hasattr(self._zarr, "shape"):  # a group: take level 0
-                self._zarr = self._zarr["0"]
+            n_levels = max(1, len(series.levels))
+            self._levels = [_TiffLevel(self._tiff, series, i) for i in range(n_levels)]
+            if any(lv.direct for lv in self._levels):
+                self._fd = os.open(self.path, os.O_RDONLY)
+            if self._mpp_override is None:
+                self.mpp = (
+                    _mpp_from_ome(self._tiff.ome_metadata if self._tiff.is_ome else None)
+                    or (_mpp_from_svs(self._tiff.pages[0].description) if self._tiff.is_svs else None)
+                    or _mpp_from_tags(series.levels[0].keyframe if series.levels else series.keyframe)
+                )
         except InputError:
             raise
         except Exception as err:  # tifffile raises many types for broken files
             self.close()
             raise InputError(f"cannot read TIFF ({err})", where=str(self.path), fix=_FIX_IMAGE) from None
-        self._axes = axes.upper()
-        if len(self._axes) != len(self._zarr.shape) or "Y" not in self._axes or "X" not in self._axes:
-            shape = self._zarr.shape
-            self.close()
-            raise InputError(
-                f"TIFF axes {axes} do not fit shape {shape}", where=str(self.path), fix=_FIX_IMAGE
-            )
-        shape = self._zarr.shape
-        self.height, self.width = int(shape[self._axes.index("Y")]), int(shape[self._axes.index("X")])
+        base = self._levels[0]
+        self.width, self.height = base.width, base.height
+        self.level_dimensions = [(lv.width, lv.height) for lv in self._levels]
 
-    def _read_tiff(self, x0: int, y0: int, x1: int, y1: int, z=None, axes: str | None = None) -> np.ndarray:
-        """Region of a zarr view (level 0 unless ``z``/``axes`` name another) as uint8 RGB."""
-        z = self._zarr if z is None else z
-        axes = self._axes if axes is None else axes
+    def _decode_error(self, err: Exception) -> InputError:
+        msg = str(err)
+        fix = _FIX_IMAGE
+        if "imagecodecs" in msg or "codec" in msg.lower():
+            fix = "pip install imagecodecs (needed for JPEG/JPEG2000-compressed TIFF/SVS)"
+        return InputError(f"cannot decode TIFF region ({msg})", where=str(self.path), fix=fix)
+
+    def _tile(self, lv: _TiffLevel, index: int) -> np.ndarray:
+        """Segment ``index`` of level ``lv`` as uint8 RGB, cropped to the image (from the cache)."""
+        key = (lv.index, index)
+        tile = self._tiles.get(key)
+        if tile is not None:
+            return tile
+        page = lv.page
+        row, col = divmod(index, lv.n_cols)
+        h = min(lv.seg_h, lv.height - row * lv.seg_h)
+        w = min(lv.seg_w, lv.width - col * lv.seg_w)
+        try:
+            count = int(page.databytecounts[index])
+            data = os.pread(self._fd, count, int(page.dataoffsets[index])) if count else None
+            if count and len(data) != count:
+                raise ValueError(f"file ends inside tile {index}")
+            seg = None
+            if data is not None:
+                seg, _, _ = page.decode(
+                    data, index, jpegtables=page.jpegtables, jpegheader=getattr(page, "jpegheader", None)
+                )
+        except InputError:
+            raise
+        except Exception as err:
+            raise self._decode_error(err) from None
+        if seg is None:  # an empty (sparse) tile: glass
+            tile = np.full((h, w, 3), 255, np.uint8)
+        else:
+            seg = np.asarray(seg)
+            seg = seg.reshape(seg.shape[-3:])  # (depth 1, length, width, samples) -> (h, w, s)
+            tile = _to_uint8_rgb(seg[:h, :w], str(self.path))
+        tile = np.ascontiguousarray(tile)
+        tile.flags.writeable = False
+        self._tiles.put(key, tile)
+        return tile
+
+    def _read_tiff(self, lv: _TiffLevel, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        """Pixels [y0, y1) x [x0, x1) (inside the level) of one TIFF level as uint8 RGB."""
+        if not lv.direct:
+            return self._read_zarr(lv, x0, y0, x1, y1)
+        out = np.empty((y1 - y0, x1 - x0, 3), np.uint8)
+        for row in range(y0 // lv.seg_h, (y1 - 1) // lv.seg_h + 1):
+            ty0 = row * lv.seg_h
+            for col in range(x0 // lv.seg_w, (x1 - 1) // lv.seg_w + 1):
+                tx0 = col * lv.seg_w
+                tile = self._tile(lv, row * lv.n_cols + col)
+                ya, yb = max(y0, ty0), min(y1, ty0 + tile.shape[0])
+                xa, xb = max(x0, tx0), min(x1, tx0 + tile.shape[1])
+                out[ya - y0 : yb - y0, xa - x0 : xb - x0] = tile[ya - ty0 : yb - ty0, xa - tx0 : xb - tx0]
+        return out
+
+    def _read_zarr(self, lv: _TiffLevel, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        axes = lv.axes
         colour = next((c for c in "SC" if c in axes), None)
         index = tuple(
             slice(y0, y1) if ax == "Y" else slice(x0, x1) if ax == "X" else slice(None) if ax == colour else 0
             for ax in axes
         )
         try:
-            block = np.asarray(z[index])
+            block = np.asarray(lv.zarr()[index])
         except Exception as err:
-            msg = str(err)
-            fix = _FIX_IMAGE
-            if "imagecodecs" in msg or "codec" in msg.lower():
-                fix = "pip install imagecodecs (needed for JPEG/JPEG2000-compressed TIFF/SVS)"
-            raise InputError(f"cannot decode TIFF region ({msg})", where=str(self.path), fix=fix) from None
+            raise self._decode_error(err) from None
         kept = [ax for ax in axes if ax in ("Y", "X", colour)]
         order = [kept.index("Y"), kept.index("X")] + ([kept.index(colour)] if colour else [])
         return _to_uint8_rgb(np.transpose(block, order), str(self.path))
 
+    # -- vendor formats through OpenSlide -------------------------------------------------------
+    def _open_slide(self) -> None:
+        try:
+            import openslide
+        except ImportError:
+            raise InputError(
+                f"{self.path.suffix} slides are read with OpenSlide, which is not installed",
+                where=str(self.path),
+                fix=_SLIDES_FIX,
+            ) from None
+        try:
+            self._slide = openslide.OpenSlide(str(self.path))
+        except Exception as err:  # OpenSlideUnsupportedFormatError, OpenSlideError, OSError
+            raise InputError(f"cannot open slide ({err})", where=str(self.path), fix=_FIX_IMAGE) from None
+        self.width, self.height = (int(v) for v in self._slide.dimensions)
+        self.level_dimensions = [(int(w), int(h)) for w, h in self._slide.level_dimensions]
+        if self._mpp_override is None:
+            value = self._slide.properties.get("openslide.mpp-x")
+            try:
+                mpp = float(value) if value is not None else None
+            except ValueError:
+                mpp = None
+            self.mpp = mpp if mpp is not None and math.isfinite(mpp) and mpp > 0 else None
+
+    def _read_slide(self, level: int, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        ds = self.level_downsamples[level]
+        try:
+            im = self._slide.read_region((round(x0 * ds), round(y0 * ds)), level, (x1 - x0, y1 - y0))
+        except Exception as err:
+            raise InputError(f"cannot read slide region ({err})", where=str(self.path), fix=_FIX_IMAGE) from None
+        return np.asarray(_pil_rgb(im))  # RGBA, transparent outside the scanned area: onto white
+
     # -- JPEG/PNG through PIL: decoded once, then sliced ----------------------------------------
     def _load_pil(self) -> np.ndarray:
         if self._array is None:
-            self._array = load_rgb(self.path)
-            if self._array.shape[:2] != (self.height, self.width):
+            array = load_rgb(self.path)
+            if array.shape[:2] != (self.height, self.width):
                 raise InputError("image size changed while reading", where=str(self.path), fix=_FIX_IMAGE)
+            self._array = array
         return self._array
 
-    def read_region(self, x0: int, y0: int, w: int, h: int) -> np.ndarray:
-        """Pixels [y0, y0+h) x [x0, x0+w) as uint8 RGB (h, w, 3); outside the image is white."""
+    def read_region(self, x0: int, y0: int, w: int, h: int, *, level: int = 0) -> np.ndarray:
+        """Pixels [y0, y0+h) x [x0, x0+w) of ``level`` (its own pixel coordinates) as uint8 RGB
+        ``(h, w, 3)``; outside the image is white."""
         x0, y0, w, h = int(x0), int(y0), int(w), int(h)
         if w < 0 or h < 0:
             raise ValueError(f"negative region size {w}x{h}")
+        level = self._check_level(level)
+        lw, lh = self.level_dimensions[level]
         out = np.full((h, w, 3), 255, dtype=np.uint8)
         ix0, iy0 = max(x0, 0), max(y0, 0)
-        ix1, iy1 = min(x0 + w, self.width), min(y0 + h, self.height)
+        ix1, iy1 = min(x0 + w, lw), min(y0 + h, lh)
         if ix1 <= ix0 or iy1 <= iy0:
             return out
         if self.kind == "tiff":
-            block = self._read_tiff(ix0, iy0, ix1, iy1)
+            block = self._read_tiff(self._levels[level], ix0, iy0, ix1, iy1)
+        elif self.kind == "openslide":
+            block = self._read_slide(level, ix0, iy0, ix1, iy1)
         else:
             arr = self._array if self.kind == "array" else self._load_pil()
             block = arr[iy0:iy1, ix0:ix1]
@@ -188,23 +526,16 @@ class ImageSource:
         if self.kind == "pil":
             return downsample_file(self.path, max_side)
         if self.kind == "array":
-            arr = self._array
-            return _resize(arr, scale), scale
-        return self._tiff_thumbnail(scale), scale  # TIFF: a pyramid level, else strips
+            return _resize(self._array, scale), scale
+        return self._level_thumbnail(scale), scale  # a pyramid level, else strips of level 0
 
-    def _tiff_thumbnail(self, scale: float) -> np.ndarray:
-        import zarr
-
+    def _level_thumbnail(self, scale: float) -> np.ndarray:
         target = max(1, round(max(self.width, self.height) * scale))
-        series = self._tiff.series[0]
         # the smallest pyramid level still at least as large as the thumbnail
-        for level in range(len(series.levels) - 1, 0, -1):
-            lv = series.levels[level]
-            axes = lv.axes.upper()
-            lw, lh = lv.shape[axes.index("X")], lv.shape[axes.index("Y")]
+        for level in range(self.level_count - 1, 0, -1):
+            lw, lh = self.level_dimensions[level]
             if max(lw, lh) >= target and lw * lh * 3 <= 512 * 2**20:
-                z = zarr.open(series.aszarr(level=level), mode="r")
-                return _resize(self._read_tiff(0, 0, lw, lh, z=z, axes=axes), target / max(lw, lh))
+                return _resize(self.read_region(0, 0, lw, lh, level=level), target / max(lw, lh))
         step = max(1, int(1 / scale))
         strip = max(step, (512 // step) * step)
         rows = [
@@ -217,25 +548,41 @@ class ImageSource:
     def close(self) -> None:
         if self._tiff is not None:
             self._tiff.close()
-        self._tiff = None
-        self._zarr = None
+        if self._slide is not None:
+            self._slide.close()
+        if self._fd is not None:
+            os.close(self._fd)
+        self._tiff = self._slide = self._fd = None
+        self._levels = []
+        self._tiles.clear()
+
+    def __del__(self):
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     # DataLoader workers pickle the source: send the path, reopen on the other side.
     def __getstate__(self):
         state = self.__dict__.copy()
         if self.kind != "array":
             state["_array"] = None
-        state["_tiff"] = None
-        state["_zarr"] = None
+        state.update(_tiff=None, _slide=None, _fd=None, _levels=[])
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
         if self.kind == "tiff":
             self._open_tiff()
+        elif self.kind == "openslide":
+            self._open_slide()
 
     def __repr__(self) -> str:
-        return f"ImageSource({self.where!r}, {self.width}x{self.height}, {self.kind})"
+        levels = f", {self.level_count} levels" if self.level_count > 1 else ""
+        mpp = f", {self.mpp:g} um/px" if self.mpp else ""
+        return f"ImageSource({self.where!r}, {self.width}x{self.height}, {self.kind}{levels}{mpp})"
 
 
 def _resize(arr: np.ndarray, scale: float) -> np.ndarray:
