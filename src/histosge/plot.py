@@ -104,3 +104,44 @@ def markers(adata: ad.AnnData, path: str | os.PathLike, *, genes: list[str] | No
         fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")
     plt.close(fig)
     return genes
+
+
+def heatmaps(adata: ad.AnnData, path: str | os.PathLike, genes: list[str], *, columns: int = 3) -> list[str]:
+    """Write a PNG: one panel per gene, predicted expression of every spot over the H&E thumbnail
+    (the output of ``histosge predict``). Genes the model does not predict are an error before
+    anything is drawn. Returns the genes drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from .errors import InputError
+
+    missing = [g for g in genes if g not in adata.var_names]
+    if missing or not genes:
+        raise InputError(f"genes not predicted by this model: {', '.join(missing) or '(none given)'}",
+                         where="--plot", fix=f"choose among the model's genes, e.g. {', '.join(adata.var_names[:5])}")
+    img, scale = _background(adata)
+    xy = np.asarray(adata.obsm["spatial"]) * scale
+    n_cols = min(columns, len(genes))
+    n_rows = int(np.ceil(len(genes) / n_cols))
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.2 * n_cols, 4.0 * n_rows), squeeze=False)
+    spacing = spot_pitch(xy)
+    for ax in axes.ravel()[len(genes):]:
+        ax.axis("off")
+    for ax, gene in zip(axes.ravel(), genes, strict=False):
+        vals = np.asarray(adata[:, gene].X).ravel()
+        if img is not None:
+            ax.imshow(img)
+        ax.set_aspect("equal")
+        ax.axis("off")
+        ax.set_xlim(xy[:, 0].min() - 10, xy[:, 0].max() + 10)
+        ax.set_ylim(xy[:, 1].max() + 10, xy[:, 1].min() - 10)
+        sc = ax.scatter(xy[:, 0], xy[:, 1], c=vals, s=dot_size(ax, spacing), cmap="magma",
+                        vmin=0, vmax=float(np.percentile(vals, 99)) or 1.0, linewidths=0)
+        ax.set_title(f"{gene} (predicted)", fontsize=9)
+        fig.colorbar(sc, ax=ax, shrink=0.7, label="log1p")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")
+    plt.close(fig)
+    return list(genes)

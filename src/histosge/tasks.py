@@ -218,3 +218,95 @@ def _jsonable(obj):
     if isinstance(obj, (np.generic,)):
         return obj.item()
     return obj
+
+
+def train(sources, *, mode: str = "neighbours", genes_of=None, data_dir=None, progress: bool = True,
+          **params) -> HisToSGE:
+    """Fit a ``HisToSGE`` on sections named as ``read_section`` takes them (paths, dataset names)
+    or given as AnnData: what ``histosge train`` saves. ``params``: the model's constructor
+    arguments (``encoder``, ``n_genes``, ``seed``, ``network`` ...)."""
+    from .read import read_section
+
+    sources = [sources] if isinstance(sources, (str, ad.AnnData)) else list(sources)
+    sections = [s if isinstance(s, ad.AnnData) else read_section(s, data_dir=data_dir) for s in sources]
+    return HisToSGE(mode, **params).fit(sections, progress=progress)
+
+
+def is_slide(source) -> bool:
+    """A file that is an image (a slide), not a section (.h5ad, Space Ranger folder, dataset name)."""
+    from pathlib import Path
+
+    from .read.image import SLIDE_SUFFIXES, TIFF_SUFFIXES
+
+    if isinstance(source, ad.AnnData):
+        return False
+    path = Path(str(source))
+    name = path.name.lower()
+    return path.is_file() and name.endswith((*TIFF_SUFFIXES, *SLIDE_SUFFIXES, ".jpg", ".jpeg", ".png"))
+
+
+def predict(model: HisToSGE | str, source, *, mpp: float | None = None, factor: int | None = None,
+            pitch_um: float | None = None, image: str | None = None, data_dir=None, cache_dir=None,
+            batch_size: int = 64, progress: bool = True) -> ad.AnnData:
+    """Predict with a fitted or saved model on a section or an H&E slide.
+
+    - A slide (an image file with no spatial data): an image-mode model predicts a hexagonal
+      lattice of virtual spots on its tissue, at the training platform's pitch
+      (``model.pitch_um_``), ``factor`` (4, 9, 16) times denser, or ``pitch_um``.
+    - A section with expression: its measured spots, plus ``factor`` times denser generated ones
+      (default 4 for a neighbours-mode model, which then uses the measured spots as context).
+
+    Returns the AnnData of ``HisToSGE.predict`` (``X`` predicted log1p, ``obs['novelty']``,
+    ``obsm['spatial']`` in level-0 pixels, a thumbnail in ``uns['spatial']``, provenance in
+    ``uns['histosge']``) plus ``obs['spot_type']`` for sections.
+    """
+    from .read import read_section
+    from .read.slide import read_slide
+
+    if not isinstance(model, HisToSGE):
+        model = HisToSGE.load(model)
+    t0 = time.perf_counter()
+    if is_slide(source):
+        if model.mode != "image":
+            raise InputError(f"a {model.mode}-mode model needs measured spots; {source} is an image alone",
+                             where=str(source), fix="train an image-mode model: histosge train ... --mode image")
+        if factor is not None and pitch_um is not None:
+            raise InputError("--factor and --pitch-um both set the spot pitch", where="--pitch-um",
+                             fix="give one of them")
+        pitch = pitch_um or model.pitch_um_ / (geometry.steps_of(factor) if factor else 1)
+        if not np.isfinite(pitch):
+            raise InputError("the model does not record its training pitch", where="model", fix="give --pitch-um")
+        slide = read_slide(source, pitch_um=pitch, spot_diameter_um=model.spot_diameter_um_, mpp=mpp)
+        out = model.predict(slide, cache_dir=cache_dir, batch_size=batch_size, progress=progress)
+        out.uns[keys.HISTOSGE]["slide"] = slide.uns[keys.HISTOSGE]["slide"]
+        out.uns[keys.HISTOSGE].update({"input": "slide", "source": str(source), "pitch_um": float(pitch)})
+    else:
+        adata = source if isinstance(source, ad.AnnData) else read_section(source, image=image, data_dir=data_dir)
+        factor = factor or (4 if model.mode == "neighbours" else 1)
+        query, n_gen = _with_generated(adata, factor)
+        context = adata if model.mode == "neighbours" else None
+        out = model.predict(query, context=context, cache_dir=cache_dir, batch_size=batch_size, progress=progress)
+        out.obs["spot_type"] = query.obs["spot_type"].to_numpy()
+        out.uns[keys.HISTOSGE].update({"input": "section", "source": str(keys.info(adata).get("source", source)),
+                                       "factor": int(factor), "n_measured": int(adata.n_obs),
+                                       "n_generated": int(n_gen)})
+    out.uns[keys.HISTOSGE]["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def _with_generated(adata: ad.AnnData, factor: int) -> tuple[ad.AnnData, int]:
+    """``adata``'s measured spots (no expression) plus ``factor`` times denser generated ones."""
+    rows, cols, grid = _grid(adata)
+    xy = np.asarray(adata.obsm[keys.SPATIAL], np.float64)
+    names = [str(b) for b in adata.obs_names]
+    kinds = ["measured"] * adata.n_obs
+    if factor != 1:
+        points = geometry.dense_points(rows, cols, grid, factor)
+        gen_xy, _ = geometry.place_generated(rows, cols, xy, points)
+        r, c = points["array_row"].to_numpy(), points["array_col"].to_numpy()
+        names += [f"gen_{a:g}_{b:g}" for a, b in zip(r, c, strict=True)]
+        kinds += ["generated"] * len(points)
+        rows, cols, xy = np.concatenate([rows, r]), np.concatenate([cols, c]), np.vstack([xy, gen_xy])
+    query = _spots_like(adata, rows, cols, xy, names)
+    query.obs["spot_type"] = pd.Categorical(kinds, categories=["measured", "generated"])
+    return query, len(kinds) - adata.n_obs

@@ -1,0 +1,153 @@
+"""An H&E slide with no spatial data, made into spots that a trained model can predict.
+
+``read_slide(path, pitch_um=..., spot_diameter_um=...)`` opens a whole-slide image (pyramidal
+TIFF / OME-TIFF / SVS through tifffile, NDPI / MRXS / ... through OpenSlide, or a plain
+JPEG / PNG / TIFF with ``mpp``), finds the tissue on a low-resolution copy, and lays a
+hexagonal lattice of virtual spots over it at the given pitch in micrometres. The result is a
+section AnnData without expression (``X`` has no genes): ``obsm['spatial']`` in level-0 pixels,
+``obs['array_row'/'array_col']`` on the Visium convention (neighbours on a row two columns
+apart), ``uns['spatial'][library]`` with a thumbnail and its scale factor, and
+``uns['histosge']`` with the pixel size, so that every patch is cut in micrometres.
+
+The pixel size is never guessed: it comes from the file (SVS ``MPP``, OME ``PhysicalSizeX``,
+TIFF resolution tags; see ``read.image``) or from ``mpp``; without either the slide is refused.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ..errors import InputError
+from .image import ImageSource
+
+#: Plausible pixel sizes (um/px): below, no scanner; above 10, a thumbnail, not a slide.
+MPP_RANGE = (0.05, 10.0)
+#: Longest side of the thumbnail kept in ``uns['spatial']`` (and the tissue search's resolution).
+THUMBNAIL_SIDE = 2000
+#: A virtual spot is kept when at least this fraction of its disc lies on tissue.
+MIN_TISSUE_FRACTION = 0.5
+
+
+def check_mpp(mpp: float, *, where: str) -> float:
+    """A pixel size that can be a slide's: positive, and between ``MPP_RANGE``."""
+    try:
+        value = float(mpp)
+    except (TypeError, ValueError):
+        raise InputError(f"pixel size {mpp!r} is not a number", where=where, fix="e.g. --mpp 0.5") from None
+    lo, hi = MPP_RANGE
+    if not np.isfinite(value) or value <= 0:
+        raise InputError(f"pixel size {value:g} um/px is not positive", where=where,
+                         fix="give the scanner's micrometres per pixel, e.g. --mpp 0.5 (40x) or 0.25 (80x)")
+    if not lo <= value <= hi:
+        raise InputError(f"pixel size {value:g} um/px is outside {lo:g}-{hi:g} um/px: not a slide at full "
+                         "resolution", where=where, fix="give the full-resolution slide and its pixel size")
+    return value
+
+
+def open_slide(path: str | os.PathLike, *, mpp: float | None = None) -> ImageSource:
+    """The slide as an ``ImageSource`` whose ``mpp`` is known, or one clear error."""
+    path = Path(path)
+    if mpp is not None:
+        mpp = check_mpp(mpp, where="--mpp")
+    src = ImageSource(path, mpp=mpp)
+    if src.mpp is None:
+        src.close()
+        raise InputError("the slide's pixel size is unknown (no MPP, PhysicalSizeX or resolution tags)",
+                         where=str(path), fix="give it with --mpp (micrometres per pixel, e.g. 0.5 at 20x)")
+    check_mpp(src.mpp, where=str(path))
+    return src
+
+
+def tissue_mask(thumb: np.ndarray) -> np.ndarray:
+    """Tissue pixels of an RGB thumbnail: saturation or darkness above Otsu's threshold, after a
+    small smoothing; the slide glass (white or light grey, unsaturated) is background."""
+    from scipy import ndimage as ndi
+    from skimage.filters import threshold_otsu
+
+    rgb = thumb[..., :3].astype(np.float32) / 255.0
+    sat = rgb.max(-1) - rgb.min(-1)
+    dark = 1.0 - rgb.mean(-1)
+    score = ndi.uniform_filter(np.maximum(sat, dark), size=3)
+    if np.ptp(score) < 0.05:  # one flat colour: no tissue to tell from glass
+        return np.zeros(score.shape, bool)
+    mask = score > max(threshold_otsu(score), 0.08)
+    mask = ndi.binary_opening(mask, iterations=1)
+    return ndi.binary_fill_holes(ndi.binary_closing(mask, iterations=2))
+
+
+def hex_lattice(width: float, height: float, pitch_px: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(array_row, array_col, xy) of a hexagonal lattice over a width x height box, pitch
+    ``pitch_px``: rows sqrt(3)/2 pitch apart, same-row neighbours two columns (one pitch) apart,
+    row + col even, as Visium numbers its spots."""
+    row_step = pitch_px * np.sqrt(3) / 2
+    n_rows = int(np.floor(height / row_step)) + 1
+    n_cols = int(np.floor(width / (pitch_px / 2))) + 1
+    rows, cols = np.meshgrid(np.arange(n_rows), np.arange(n_cols), indexing="ij")
+    keep = (rows + cols) % 2 == 0
+    rows, cols = rows[keep].astype(np.float64), cols[keep].astype(np.float64)
+    xy = np.column_stack([cols * pitch_px / 2, rows * row_step])
+    return rows, cols, xy
+
+
+def read_slide(path: str | os.PathLike, *, pitch_um: float, spot_diameter_um: float, mpp: float | None = None,
+               library_id: str | None = None, min_tissue: float = MIN_TISSUE_FRACTION) -> ad.AnnData:
+    """Virtual spots on the tissue of an H&E slide, ``pitch_um`` apart (hexagonal lattice).
+
+    ``spot_diameter_um``: the spot size the model was trained with (Visium 55, legacy ST 100); a
+    spot is kept when ``min_tissue`` of its disc lies on tissue. ``mpp`` overrides (or supplies)
+    the pixel size. Errors (one line each): unreadable or unsupported file, unknown or absurd
+    pixel size, no tissue, a slide smaller than one spot pitch.
+    """
+    from scipy import ndimage as ndi
+
+    path = Path(path)
+    src = open_slide(path, mpp=mpp)
+    try:
+        pitch_px = float(pitch_um) / src.mpp
+        if not pitch_px > 0:
+            raise InputError(f"spot pitch {pitch_um} um", where="--pitch-um", fix="give a positive pitch")
+        if min(src.width, src.height) < pitch_px:
+            raise InputError(f"the slide ({src.width} x {src.height} px at {src.mpp:g} um/px) is smaller than one "
+                             f"spot pitch ({pitch_um:g} um)", where=str(path), fix="give a whole slide or section")
+        thumb, scale = src.thumbnail(THUMBNAIL_SIDE)
+        mask = tissue_mask(thumb)
+        if not mask.any():
+            raise InputError("no tissue found (the image is glass or one flat colour)", where=str(path),
+                             fix="give an H&E slide with tissue on it")
+        rows, cols, xy = hex_lattice(src.width, src.height, pitch_px)
+        # tissue fraction within each spot's disc, read off the thumbnail
+        radius = max(0.5, spot_diameter_um / src.mpp * scale / 2)
+        frac = ndi.uniform_filter(mask.astype(np.float32), size=max(1, int(round(2 * radius))))
+        ty = np.clip(np.round(xy[:, 1] * scale).astype(int), 0, mask.shape[0] - 1)
+        tx = np.clip(np.round(xy[:, 0] * scale).astype(int), 0, mask.shape[1] - 1)
+        keep = frac[ty, tx] >= min_tissue
+        if not keep.any():
+            raise InputError(f"no spot of a {pitch_um:g} um lattice lies on tissue", where=str(path),
+                             fix="check the pixel size (--mpp) or give a slide with more tissue")
+        rows, cols, xy = rows[keep], cols[keep], xy[keep]
+        lib = library_id or path.name.split(".")[0]
+        names = [f"{lib}_{int(r)}_{int(c)}" for r, c in zip(rows, cols, strict=True)]
+        adata = ad.AnnData(X=sp.csr_matrix((len(rows), 0), dtype=np.float32),
+                           obs=pd.DataFrame({"array_row": rows, "array_col": cols}, index=pd.Index(names)))
+        adata.obsm["spatial"] = xy
+        adata.uns["spatial"] = {lib: {
+            "images": {"hires": thumb},
+            "scalefactors": {"spot_diameter_fullres": float(spot_diameter_um) / src.mpp,
+                             "tissue_hires_scalef": float(scale)},
+            "metadata": {"source_image_path": str(path.resolve())},
+        }}
+        adata.uns["histosge"] = {
+            "grid": "hex", "library_id": lib, "source": str(path), "mpp": float(src.mpp),
+            "spot_diameter_um": float(spot_diameter_um), "pitch_um": float(pitch_um), "raw_counts": False,
+            "slide": {"width": int(src.width), "height": int(src.height), "levels": int(src.level_count),
+                      "tissue_fraction": round(float(mask.mean()), 4), "mpp_source": "--mpp" if mpp else "file"},
+        }
+        return adata
+    finally:
+        src.close()
