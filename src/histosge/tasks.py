@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from . import geometry
+from . import options as _options
 from .errors import InputError
 from .evaluate import score
 from .genes import log_normalize, select_hvgs
@@ -108,9 +109,9 @@ def superres(adata: ad.AnnData, image: str | None = None, *, factor: int = 4, pr
     'measured' or 'generated', ``obsm['spatial']`` full-resolution pixels, and the image and
     scale factors of the input in ``uns['spatial']`` so ``scanpy.pl.spatial`` draws it.
     """
-    opts = Options(**options)
+    factor = _options.check("factor", factor)  # bad options fail before any work (options.RULES)
+    opts = Options(**_options.validate(**options))
     _check_method(opts)
-    geometry.steps_of(factor)  # a bad factor fails before any work
     t0 = time.perf_counter()
     rows, cols, grid = _grid(adata)
     xy = np.asarray(adata.obsm["spatial"], np.float64)
@@ -170,7 +171,8 @@ def recover(adata: ad.AnnData, image: str | None = None, *, holdout: float = 0.5
     The score (``uns['histosge']['metrics']``) is on held-out spots only: mean per-gene
     Pearson (pcc), the 50 most variable genes (pcc_top50), MSE and MAE of log1p values.
     """
-    opts = Options(**options)
+    holdout = _options.check("holdout", holdout)  # bad options fail before any work (options.RULES)
+    opts = Options(**_options.validate(**options))
     _check_method(opts)
     t0 = time.perf_counter()
     rows, cols, grid = _grid(adata)

@@ -88,11 +88,45 @@ def _read_path(path: Path, image) -> ad.AnnData:
     )
 
 
+def input_paths(
+    source: str | os.PathLike,
+    *,
+    image: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+) -> list[Path]:
+    """The files and folders ``read_section(source, image=...)`` would read, without reading them.
+
+    Used to refuse an output path that would overwrite an input (``_atomic.check_output``).
+    A name that cannot be resolved gives what can be named; ``read_section`` reports the error.
+    """
+    found: list[Path] = []
+    path = Path(str(source)).expanduser()
+    if path.exists():
+        found.append(path)
+        if path.is_file() and path.name == COUNTS_FILE:
+            found.append(path.parent)
+    else:
+        root = data_dir if data_dir is not None else os.environ.get("HISTOSGE_DATA")
+        if root:
+            root = Path(root)
+            m = _NAME.match(str(source))
+            if m and m["dataset"].lower() == "her2st":
+                found.append(root / "her2st")
+            elif m and m["dataset"].lower() == "dlpfc":
+                found.append(root / "dlpfc" / m["section"])
+            elif (root / str(source)).is_dir():
+                found.append(root / str(source))
+    if image is not None:
+        found.append(Path(image).expanduser())
+    return [p for p in found if p.exists()]
+
+
 def read_section(
     source: str | os.PathLike,
     *,
     image: str | os.PathLike | None = None,
     data_dir: str | os.PathLike | None = None,
+    check_alignment: bool = True,
 ) -> ad.AnnData:
     """Read a section named by a path (Space Ranger folder, .h5ad) or ``dataset:section``.
 
