@@ -118,8 +118,9 @@ def _job(task: str, source: str, output: Path, image, data_dir, plot, markers, p
                  ("held-out score", f"pcc {m['pcc']:.3f}, pcc_top50 {m['pcc_top50']:.3f}, "
                                     f"mse {m['mse']:.4f}, mae {m['mae']:.4f}")]
     align = adata.uns.get("histosge", {}).get("alignment", {})
-    if "auc" in align:
-        rows.append(("alignment", f"{align.get('status', '')} (AUC {align['auc']:.3f})"))
+    if "status" in align:
+        score = f" (edge AUC {align['edge_auc']:.3f})" if "edge_auc" in align else ""
+        rows.append(("alignment", f"{align['status']}{score}"))
     rows += [("time", f"{time.perf_counter() - t0:.1f} s (features {info['seconds']['features']:.1f} s, "
                       f"model {info['seconds']['fit_predict']:.1f} s)"),
              ("output", str(output))]

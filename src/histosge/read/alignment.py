@@ -204,7 +204,8 @@ def score(
         ok = np.isfinite(cells) & np.isfinite(totals)
         if ok.sum() >= MIN_SPOTS and np.ptp(cells[ok]) > 0 and np.ptp(totals[ok]) > 0:
             rho = spearmanr(totals[ok], cells[ok]).statistic
-            out["count_rho"] = float(rho) if np.isfinite(rho) else None
+            if np.isfinite(rho):
+                out["count_rho"] = float(rho)
     h, w = m.shape
     best_name, best = None, -1.0
     if search:
@@ -215,7 +216,8 @@ def score(
                 best_name, best = name, a
         if isinstance(best_name, tuple):  # a shift, named in the caller's pixels
             best_name = f"shifted by ({best_name[0] * pitch:+.0f}, {best_name[1] * pitch:+.0f}) px"
-        out["best_alternative"], out["best_alternative_edge_auc"] = best_name, float(best)
+        if best_name is not None:
+            out["best_alternative"], out["best_alternative_edge_auc"] = best_name, float(best)
     better = best_name is not None and best >= edge_auc + MARGIN
     hint = f"; the positions fit the image better {best_name} (edge AUC {best:.2f})" if better else ""
     if edge_auc < MIN_EDGE_AUC:
@@ -228,13 +230,14 @@ def score(
     return out
 
 
-def lattice_off_spots(rows: np.ndarray, cols: np.ndarray, xy: np.ndarray, grid: str, margin: int = 3
+def lattice_off_spots(rows: np.ndarray, cols: np.ndarray, xy: np.ndarray, grid: str, margin: int = 0
                       ) -> np.ndarray:
     """Pixel positions of the lattice spots that ``rows``/``cols`` leave out (off tissue).
 
-    For positions files that list only spots under tissue (legacy-ST selection files, most
-    .h5ad): every lattice position within ``margin`` rows/columns of the listed ones that is
-    not listed, placed by the affine array-to-pixel fit of the listed spots.
+    For positions files that list only spots under tissue (legacy-ST selection files): every
+    lattice position in the bounding box of the listed ones (grown by ``margin`` steps) that is
+    not listed, placed by the affine array-to-pixel fit of the listed spots. The default
+    ``margin=0`` stays inside the array: beyond it, tissue may lie where no spot was printed.
     """
     from ..geometry import array_to_pixel, fit_array_to_pixel, lattice_positions
 

@@ -258,7 +258,7 @@ def _alignment(positions: pd.DataFrame, pos: pd.DataFrame, X, img, scale, name, 
     else:
         every = positions[cols].to_numpy(np.float64)
         xy_off = lattice_off_spots(positions["array_row"].to_numpy(), positions["array_col"].to_numpy(),
-                                   every, "hex")
+                                   every, "hex", margin=0)
         source = "lattice positions the positions file leaves out"
     totals = np.asarray(X.sum(axis=1)).ravel()
     return checks.check_alignment(
