@@ -25,12 +25,17 @@ def test_synthetic_section(make_legacy_st):
     # 56 grid spots, 2 not selected, 1 selected but without counts
     assert a.shape == (53, 9)
     assert sp.isspmatrix_csr(a.X) and a.X.dtype == np.float32
-    assert a.uns["histosge"] == {
+    meta = dict(a.uns["histosge"])
+    alignment = meta.pop("alignment")
+    assert meta == {
         "grid": "square",
         "library_id": "A1",
         "source": str(root / "ST-cnts" / "A1.tsv.gz"),
         "raw_counts": True,
+        "spot_diameter_um": 100.0,
     }
+    # a full rectangle of spots: no off-tissue spot to compare against, so no score (and no refusal)
+    assert alignment["status"].startswith("not scored") and alignment["n_off"] == 2
     sel = pd.read_csv(root / "ST-spotfiles" / "A1_selection.tsv", sep="\t")
     sel.index = [f"{x}x{y}" for x, y in zip(sel.x, sel.y, strict=True)]
     np.testing.assert_allclose(a.obsm["spatial"], sel.loc[a.obs_names, ["pixel_x", "pixel_y"]].to_numpy())

@@ -15,11 +15,15 @@ from .errors import EncoderError, HistosgeError, InputError, OutputError
 __version__ = "0.1.0"
 
 
-def read_section(source, *, image=None, data_dir=None):
-    """Read a Space Ranger folder, an .h5ad, or a dataset name (``her2st:C2``) into AnnData."""
+def read_section(source, *, image=None, data_dir=None, check_alignment=True):
+    """Read a Space Ranger folder, an .h5ad, or a dataset name (``her2st:C2``) into AnnData.
+
+    ``check_alignment=False`` reads an image that fails the alignment check (the score is
+    still recorded in ``uns['histosge']['alignment']``); see :func:`histosge.read.read_section`.
+    """
     from .read import read_section as _read
 
-    return _read(source, image=image, data_dir=data_dir)
+    return _read(source, image=image, data_dir=data_dir, check_alignment=check_alignment)
 
 
 def superres(adata, image=None, **options):

@@ -15,35 +15,43 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from . import cli_options as O
 from .errors import HistosgeError, InputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Predict high-resolution spatial gene expression from H&E histology (HisToSGE).")
 err = Console(stderr=True)
 out = Console()
-
-SOURCE_HELP = ("A Space Ranger folder, an .h5ad file, or a dataset name such as her2st:C2 or dlpfc:151673 "
-               "resolved in --data-dir (default: $HISTOSGE_DATA).")
+_o = typer.Option
 
 
-def _run(debug: bool, fn, *args, **kwargs):
+def _run(debug: bool, fn, *args, output: Path | None = None, **kwargs):
+    from ._atomic import stop_requested, was_committed
+
     try:
-        return fn(*args, **kwargs)
+        result = fn(*args, **kwargs)
     except HistosgeError as e:
         if debug:
             raise
         err.print(f"[bold red]error:[/] {e.message}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
-        err.print("interrupted: no output was written; rerun the same command to resume (features are cached)")
+        if output is not None and was_committed(output):
+            err.print(f"interrupted after {output} was completely written (it is kept)", highlight=False)
+        else:
+            err.print("interrupted: no output was written; rerun the same command to resume (features are cached)")
         raise typer.Exit(130) from None
+    if stop_requested():  # a library swallowed the KeyboardInterrupt of a SIGTERM
+        err.print("interrupted: the run was asked to stop", highlight=False)
+        raise typer.Exit(130)
+    return result
 
 
 def _common_options(encoder, weights, patch_scale, genes, method, epochs, group_size, patience, seed, device,
-                    cache_dir) -> dict:
+                    cache_dir, batch_size) -> dict:
     return dict(encoder=encoder, weights=weights, patch_scale=patch_scale, n_genes=genes, method=method,
                 epochs=epochs, group_size=group_size, patience=patience, seed=seed, device=device,
-                cache_dir=cache_dir)
+                cache_dir=cache_dir, batch_size=batch_size)
 
 
 def _summary(title: str, rows: list[tuple[str, str]]) -> None:
@@ -53,20 +61,50 @@ def _summary(title: str, rows: list[tuple[str, str]]) -> None:
     out.print(table)
 
 
-def _job(task: str, source: str, output: Path, image, data_dir, plot, markers, progress, opts, extra):
+def _markers(requested: list[str] | None, adata, result) -> list[str] | None:
+    """The --markers genes the prediction has; a warning names those skipped (None: defaults)."""
+    if not requested:
+        return None
+    drawn = [g for g in requested if g in result.var_names]
+    skipped = [g for g in requested if g not in result.var_names]
+    if skipped:
+        err.print(f"warning: --markers {', '.join(skipped)} not among the {result.n_vars} predicted genes; "
+                  f"{'skipped' if drawn else 'known markers drawn instead'} (raise --genes to include them)",
+                  highlight=False)
+    return drawn or None
+
+
+def _job(task: str, source: str, output: Path, image, data_dir, plot, markers, progress, opts, extra,
+         check_alignment: bool = True):
+    from . import options, tasks
     from . import plot as plot_mod
-    from . import tasks
-    from ._atomic import check_writable, write_h5ad
+    from ._atomic import check_output, write_output
     from .read import read_section
+    from .read.resolve import input_paths
 
     t0 = time.perf_counter()
-    check_writable(output)
+    opts = options.validate(**opts)  # the same rules and messages as the Python API
+    extra = options.validate(**extra)
+    inputs = input_paths(source, image=image, data_dir=data_dir)
+    output = check_output(output, inputs=inputs)
     png = output.with_name(output.stem + "_markers.png") if plot else None
-    adata = read_section(source, image=image, data_dir=data_dir)
+    if png is not None:
+        check_output(png, inputs=inputs, suffixes=(".png",), option="--plot")
+    adata = read_section(source, image=image, data_dir=data_dir, check_alignment=check_alignment)
+    if markers:
+        absent = [g for g in markers if g not in adata.var_names]
+        if absent:
+            raise InputError(f"{len(absent)} of {len(markers)} genes are not in the section: {', '.join(absent)}",
+                             where="--markers", fix="give gene names as in the counts (case matters) or drop them")
     fn = tasks.superres if task == "superres" else tasks.recover
     result = fn(adata, image=image, progress=progress, **opts, **extra)
-    write_h5ad(result, output)
-    drawn = plot_mod.markers(result, png, genes=markers) if png else []
+    drawn = plot_mod.markers(result, png, genes=_markers(markers, adata, result)) if png else []
+    try:
+        write_output(result, output)  # published last: an interrupt before this leaves no output
+    except BaseException:
+        if png is not None:
+            png.unlink(missing_ok=True)
+        raise
     info = result.uns["histosge"]
     rows = [("section", f"{source} ({adata.n_obs} spots x {adata.n_vars} genes)"),
             ("genes predicted", f"{result.n_vars} HVGs ({info['hvg_flavour']})"),
@@ -79,6 +117,10 @@ def _job(task: str, source: str, output: Path, image, data_dir, plot, markers, p
         rows += [("split", f"{info['n_train']} train / {info['n_test']} held out"),
                  ("held-out score", f"pcc {m['pcc']:.3f}, pcc_top50 {m['pcc_top50']:.3f}, "
                                     f"mse {m['mse']:.4f}, mae {m['mae']:.4f}")]
+    align = adata.uns.get("histosge", {}).get("alignment", {})
+    if "status" in align:
+        score = f" (edge AUC {align['edge_auc']:.3f})" if "edge_auc" in align else ""
+        rows.append(("alignment", f"{align['status']}{score}"))
     rows += [("time", f"{time.perf_counter() - t0:.1f} s (features {info['seconds']['features']:.1f} s, "
                       f"model {info['seconds']['fit_predict']:.1f} s)"),
              ("output", str(output))]
@@ -87,71 +129,76 @@ def _job(task: str, source: str, output: Path, image, data_dir, plot, markers, p
     _summary(f"histosge {task}", rows)
 
 
-_o = typer.Option
+def _split_markers(markers: str | None) -> list[str] | None:
+    return [g.strip() for g in markers.split(",") if g.strip()] if markers else None
 
 
 @app.command()
 def superres(
-    source: str = typer.Argument(..., help=SOURCE_HELP),
-    output: Path = _o(..., "-o", "--output", help="Output .h5ad (written atomically)."),
-    factor: int = _o(4, "--factor", help="Spot density relative to the measured grid: 4 (midpoints), 9 or 16."),
-    image: str = _o(None, "--image", help="Full-resolution H&E image (TIFF/JPEG/PNG); takes precedence."),
-    data_dir: str = _o(None, "--data-dir", help="Folder that dataset names resolve in (default $HISTOSGE_DATA)."),
-    encoder: str = _o(None, "--encoder", help="Image encoder (see `histosge encoders`)."),
-    weights: str = _o(None, "--weights", help="Local weights file or folder for the encoder."),
-    patch_scale: float = _o(2.0, "--patch-scale", help="Patch side as a multiple of the spot diameter."),
-    genes: int = _o(1000, "--genes", help="Number of highly variable genes to predict."),
-    method: str = _o("histosge", "--method", help="histosge (default) or histosge-paper."),
-    epochs: int = _o(None, "--epochs", help="Maximum epochs (default 300 with early stopping; paper 1000)."),
-    group_size: int = _o(None, "--group-size", help="Spots per attention group (default 50)."),
-    patience: int = _o(None, "--patience", help="Early-stopping patience in epochs."),
-    seed: int = _o(0, "--seed"),
-    device: str = _o(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)."),
-    cache_dir: str = _o(None, "--cache-dir", help="Feature cache (default ~/.cache/histosge or $HISTOSGE_CACHE)."),
-    plot: bool = _o(False, "--plot", help="Also write <output>_markers.png: marker genes measured vs generated."),
-    markers: str = _o(None, "--markers", help="Comma-separated genes for --plot (default: known markers)."),
-    quiet: bool = _o(False, "--quiet", help="No progress bars."),
-    debug: bool = _o(False, "--debug", help="Show tracebacks."),
+    source: O.Source,
+    output: O.Output,
+    factor: O.Factor = 4,
+    image: O.Image = None,
+    data_dir: O.DataDir = None,
+    encoder: O.Encoder = None,
+    weights: O.Weights = None,
+    patch_scale: O.PatchScale = 2.0,
+    genes: O.Genes = 1000,
+    method: O.Method = "histosge",
+    epochs: O.Epochs = None,
+    group_size: O.GroupSize = None,
+    patience: O.Patience = None,
+    seed: O.Seed = 0,
+    batch_size: O.BatchSize = 64,
+    device: O.Device = None,
+    cache_dir: O.CacheDir = None,
+    plot: O.Plot = False,
+    markers: O.Markers = None,
+    alignment_check: O.AlignmentCheck = True,
+    quiet: O.Quiet = False,
+    debug: O.Debug = False,
 ):
     """Predict expression at 4x (or 9x, 16x) denser spots placed between the measured ones."""
     opts = _common_options(encoder, weights, patch_scale, genes, method, epochs, group_size, patience, seed,
-                           device, cache_dir)
-    _run(debug, _job, "superres", source, output, image, data_dir, plot,
-         markers.split(",") if markers else None, not quiet, opts, {"factor": factor})
+                           device, cache_dir, batch_size)
+    _run(debug, _job, "superres", source, output, image, data_dir, plot, _split_markers(markers), not quiet, opts,
+         {"factor": factor}, check_alignment=alignment_check, output=output)
 
 
 @app.command()
 def recover(
-    source: str = typer.Argument(..., help=SOURCE_HELP),
-    output: Path = _o(..., "-o", "--output", help="Output .h5ad (written atomically)."),
-    holdout: float = _o(0.5, "--holdout", help="Fraction of spots held out and scored."),
-    image: str = _o(None, "--image", help="Full-resolution H&E image (TIFF/JPEG/PNG); takes precedence."),
-    data_dir: str = _o(None, "--data-dir", help="Folder that dataset names resolve in (default $HISTOSGE_DATA)."),
-    encoder: str = _o(None, "--encoder", help="Image encoder (see `histosge encoders`)."),
-    weights: str = _o(None, "--weights", help="Local weights file or folder for the encoder."),
-    patch_scale: float = _o(2.0, "--patch-scale", help="Patch side as a multiple of the spot diameter."),
-    genes: int = _o(1000, "--genes", help="Number of highly variable genes to predict."),
-    method: str = _o("histosge", "--method", help="histosge (default) or histosge-paper."),
-    epochs: int = _o(None, "--epochs"),
-    group_size: int = _o(None, "--group-size"),
-    patience: int = _o(None, "--patience"),
-    seed: int = _o(0, "--seed", help="Seeds the held-out split and the model."),
-    device: str = _o(None, "--device"),
-    cache_dir: str = _o(None, "--cache-dir"),
-    plot: bool = _o(False, "--plot", help="Also write <output>_markers.png: held-out measured vs predicted."),
-    markers: str = _o(None, "--markers"),
-    quiet: bool = _o(False, "--quiet"),
-    debug: bool = _o(False, "--debug"),
+    source: O.Source,
+    output: O.Output,
+    holdout: O.Holdout = 0.5,
+    image: O.Image = None,
+    data_dir: O.DataDir = None,
+    encoder: O.Encoder = None,
+    weights: O.Weights = None,
+    patch_scale: O.PatchScale = 2.0,
+    genes: O.Genes = 1000,
+    method: O.Method = "histosge",
+    epochs: O.Epochs = None,
+    group_size: O.GroupSize = None,
+    patience: O.Patience = None,
+    seed: O.Seed = 0,
+    batch_size: O.BatchSize = 64,
+    device: O.Device = None,
+    cache_dir: O.CacheDir = None,
+    plot: O.Plot = False,
+    markers: O.Markers = None,
+    alignment_check: O.AlignmentCheck = True,
+    quiet: O.Quiet = False,
+    debug: O.Debug = False,
 ):
     """Hold out spots, predict them, and score against their measured values (held-out only)."""
     opts = _common_options(encoder, weights, patch_scale, genes, method, epochs, group_size, patience, seed,
-                           device, cache_dir)
-    _run(debug, _job, "recover", source, output, image, data_dir, plot,
-         markers.split(",") if markers else None, not quiet, opts, {"holdout": holdout})
+                           device, cache_dir, batch_size)
+    _run(debug, _job, "recover", source, output, image, data_dir, plot, _split_markers(markers), not quiet, opts,
+         {"holdout": holdout}, check_alignment=alignment_check, output=output)
 
 
 @app.command()
-def encoders(debug: bool = _o(False, "--debug")):
+def encoders(debug: O.Debug = False):
     """List image encoders: name, output dim, input size, licence, and whether each can run now."""
     from .encode import DEFAULT_ENCODER, list_encoders
 
@@ -177,9 +224,9 @@ def bench(
                         help="R (recovery), G (4x generation), X (cross-section); also G9, G16 (9x, 16x)."),
     methods: str = _o(None, "--methods", help="Comma-separated methods (default: the standard set)."),
     seeds: str = _o("0", "--seeds", help="Comma-separated seeds."),
-    encoder: str = _o(None, "--encoder"),
+    encoder: O.Encoder = None,
     quick: bool = _o(False, "--quick", help="One section, few epochs: a smoke test in under 2 minutes."),
-    debug: bool = _o(False, "--debug"),
+    debug: O.Debug = False,
 ):
     """Score every method on held-out spots under protocols R, G and X; write results.json + report.md."""
     from . import benchmark
@@ -205,6 +252,9 @@ def bench(
 
 
 def _terminate(signum, frame):  # kill: unwind like Ctrl-C so temporary files are removed
+    from ._atomic import request_stop
+
+    request_stop()  # remembered, in case a library catches and drops the KeyboardInterrupt
     raise KeyboardInterrupt
 
 

@@ -1,7 +1,10 @@
 """Spot grids: array-to-pixel fit, 4x (9x, 16x) denser spots, and the coarse lattice of protocol G.
 
 Visium arrays are hexagonal: a spot (r, c) has neighbours (r, c +- 2) and (r +- 1, c +- 1),
-and r + c is always even. Legacy ST arrays are square with neighbours one step apart.
+and r + c is always even. Legacy ST arrays are square with neighbours one step apart, or a
+checkerboard (as in STUtility's mouse olfactory bulb data): only positions with r + c of one
+parity carry a spot, and the neighbours are the diagonal ones (r +- 1, c +- 1), a square
+lattice rotated by 45 degrees. ``detect_lattice`` tells the three apart from the positions.
 
 Generated spots sit at the exact midpoints between measured neighbours. On a hex grid each
 spot contributes the midpoints towards three "forward" neighbours, (r, c+2), (r+1, c+1) and
@@ -39,8 +42,76 @@ def spot_pitch(xy: np.ndarray) -> float:
 
 
 def grid_of(adata) -> str:
-    """'hex' (Visium) or 'square' (legacy ST), as the reader recorded."""
+    """'hex' (Visium), 'square' or 'checkerboard' (legacy ST), as the reader recorded."""
     return adata.uns.get("histosge", {}).get("grid", "hex")
+
+
+def detect_lattice(rows: np.ndarray, cols: np.ndarray, xy: np.ndarray, *, where: str = "spot positions"
+                   ) -> tuple[np.ndarray, np.ndarray, str]:
+    """Which lattice integer grid positions (row, col) with pixel centres ``xy`` form.
+
+    Returns (array_row, array_col, grid) with grid 'square', 'checkerboard' or 'hex', the grid
+    indices brought to the convention ``dense_points`` uses (hex: doubled columns, row + col even
+    within a row, same-row neighbours 2 columns apart). Decided from the affine fit of grid to
+    pixels, i.e. from the pixel length of each grid step:
+
+    - row + col of one parity everywhere: checkerboard when the (0, 2) step is ~sqrt(2) times the
+      diagonal steps (a square lattice rotated by 45 degrees), hex when it is as long as they are
+      (Visium's doubled columns; the transposed form, (2, 0), is turned into it);
+    - mixed parity: square when the diagonals are ~sqrt(2) x the axis steps; hex in axial
+      coordinates when one diagonal is as long as the axis steps; offset hex rows (every other
+      row shifted by half a step) when the affine fit leaves half-step residuals.
+    """
+    rows = _integer_grid(rows, "array_row").astype(np.float64)
+    cols = _integer_grid(cols, "array_col").astype(np.float64)
+    xy = np.asarray(xy, np.float64)
+    if len(rows) < 3:
+        return rows, cols, "square"
+    coef = fit_array_to_pixel(rows, cols, xy)
+    length = lambda dr, dc: float(np.hypot(*(np.array([dr, dc]) @ coef[:2])))  # noqa: E731
+    pitch = spot_pitch(xy)
+    resid = np.sqrt(((xy - array_to_pixel(coef, rows, cols)) ** 2).sum(1))
+    if np.all((rows + cols) % 2 == (rows[0] + cols[0]) % 2):
+        diag = (length(1, 1) + length(1, -1)) / 2
+        if abs(length(0, 2) / diag - 1) < 0.2:
+            return rows, cols, "hex"
+        if abs(length(2, 0) / diag - 1) < 0.2:  # rows and columns the other way round
+            return cols, rows, "hex"
+        return rows, cols, "checkerboard"
+    if np.median(resid) < 0.2 * pitch:  # an affine lattice: square, or hex in axial coordinates
+        axis = min(length(1, 0), length(0, 1))
+        if abs(length(1, -1) / axis - 1) < 0.2:  # axial hex: (r, c) -> (r, 2c + r)
+            return rows, 2 * cols + rows, "hex"
+        if abs(length(1, 1) / axis - 1) < 0.2:
+            return rows, 2 * cols - rows, "hex"
+        return rows, cols, "square"
+    for shift in (1, -1):  # offset hex rows: odd rows shifted right (+1) or left (-1) by half a step
+        r2, c2 = rows, 2 * cols + shift * (rows % 2)
+        coef2 = fit_array_to_pixel(r2, c2, xy)
+        if np.median(np.sqrt(((xy - array_to_pixel(coef2, r2, c2)) ** 2).sum(1))) < 0.2 * pitch:
+            return r2, c2, "hex"
+    raise InputError(
+        "spot grid positions do not fit a square, checkerboard or hexagonal lattice "
+        f"(median distance from the fitted lattice {np.median(resid):.0f} px, spot pitch {pitch:.0f} px)",
+        where=where,
+        fix="check that the grid indices (x, y / array_row, array_col) and pixel positions belong together",
+    )
+
+
+def lattice_positions(rows: np.ndarray, cols: np.ndarray, grid: str, margin: int = 0
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Every lattice position (row, col) in the bounding box of ``rows``/``cols`` grown by
+    ``margin`` steps: all integer pairs on a square grid; on hex and checkerboard grids those
+    whose row + col has the parity of the given spots."""
+    rows = np.asarray(rows, np.int64)
+    cols = np.asarray(cols, np.int64)
+    r, c = np.meshgrid(np.arange(rows.min() - margin, rows.max() + margin + 1),
+                       np.arange(cols.min() - margin, cols.max() + margin + 1), indexing="ij")
+    r, c = r.ravel(), c.ravel()
+    if grid in ("hex", "checkerboard"):
+        keep = (r + c) % 2 == (rows[0] + cols[0]) % 2
+        r, c = r[keep], c[keep]
+    return r.astype(np.float64), c.astype(np.float64)
 
 
 def fit_array_to_pixel(rows: np.ndarray, cols: np.ndarray, pixels: np.ndarray) -> np.ndarray:
@@ -94,6 +165,19 @@ def steps_of(factor: int) -> int:
     return int(round(factor**0.5))
 
 
+#: Lattices the generation code knows (``uns['histosge']['grid']``).
+GRIDS = ("hex", "square", "checkerboard")
+
+
+def _parity(rows: np.ndarray, cols: np.ndarray) -> int:
+    return int((int(rows[0]) + int(cols[0])) % 2) if len(rows) else 0
+
+
+def _to_diagonal(rows: np.ndarray, cols: np.ndarray, parity: int) -> tuple[np.ndarray, np.ndarray]:
+    """Checkerboard (row, col) -> square lattice (u, v) = ((col + row - p) / 2, (col - row - p) / 2)."""
+    return (cols + rows - parity) // 2, (cols - rows - parity) // 2
+
+
 def dense_points(rows: np.ndarray, cols: np.ndarray, grid: str, factor: int = 4, spacing: int = 1) -> pd.DataFrame:
     """Spots ``factor`` times denser than a grid whose neighbours are ``spacing`` steps apart.
 
@@ -107,10 +191,16 @@ def dense_points(rows: np.ndarray, cols: np.ndarray, grid: str, factor: int = 4,
     ``coarse_lattice_mask(..., factor)`` yields exactly the measured spots left out of it.
     """
     s = steps_of(factor)
-    if grid not in ("hex", "square"):
+    if grid not in GRIDS:
         raise ValueError(f"unknown grid {grid!r}")
-    rows = np.asarray(rows, np.int64)
-    cols = np.asarray(cols, np.int64)
+    rows = _integer_grid(rows, "array_row")
+    cols = _integer_grid(cols, "array_col")
+    if grid == "checkerboard":  # a square lattice rotated by 45 degrees: generate there, map back
+        p = _parity(rows, cols)
+        u, v = _to_diagonal(rows, cols, p)
+        sq = dense_points(u, v, "square", factor, spacing)
+        ur, vr = sq["array_row"].to_numpy(), sq["array_col"].to_numpy()
+        return sq.assign(array_row=ur - vr, array_col=ur + vr + p)
     index = {(int(r), int(c)): i for i, (r, c) in enumerate(zip(rows, cols, strict=True))}
     found: list[tuple] = []  # (row, col, parents, weights)
     edges = _HEX_FORWARD if grid == "hex" else _SQUARE_EDGES
@@ -144,6 +234,19 @@ def _add_point(found: list, index: dict, r, c, spacing: int, offsets, nums, den:
     found.append((row, col, tuple(corners), tuple(n / den for n in nums)))
 
 
+def _integer_grid(values, name: str) -> np.ndarray:
+    """Grid indices as int64; fractional ones are an error, never truncated."""
+    arr = np.asarray(values, np.float64)
+    if arr.size and not np.all(np.isfinite(arr) & (arr == np.round(arr))):
+        bad = arr[~(np.isfinite(arr) & (arr == np.round(arr)))][0]
+        raise InputError(
+            f"{name} holds non-integer grid positions (e.g. {bad:g})",
+            where=f"obs['{name}']",
+            fix="give whole-number grid indices (array_row/array_col, or legacy-ST x/y), not adjusted positions",
+        )
+    return arr.astype(np.int64)
+
+
 def midpoints(rows: np.ndarray, cols: np.ndarray, grid: str, spacing: int = 1) -> pd.DataFrame:
     """The 4x case of ``dense_points``: midpoints between measured neighbours (and, on a square
     grid, the centres of fully measured cells)."""
@@ -160,10 +263,13 @@ def coarse_lattice_mask(rows: np.ndarray, cols: np.ndarray, grid: str, factor: i
     against ground truth.
     """
     s = steps_of(factor)
-    rows = np.asarray(rows, np.int64)
-    cols = np.asarray(cols, np.int64)
+    rows = _integer_grid(rows, "array_row")
+    cols = _integer_grid(cols, "array_col")
     if grid == "hex":
         return (rows % s == 0) & (((cols - rows) // 2) % s == 0)
+    if grid == "checkerboard":
+        u, v = _to_diagonal(rows, cols, _parity(rows, cols))
+        return (u % s == 0) & (v % s == 0)
     return (rows % s == 0) & (cols % s == 0)
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from . import geometry, keys
+from . import options as _options
 from .errors import InputError
 from .evaluate import score
 from .genes import log_normalize
@@ -113,9 +114,9 @@ def superres(adata: ad.AnnData, image: str | None = None, *, factor: int = 4, pr
     scale factors of the input in ``uns['spatial']`` so ``scanpy.pl.spatial`` draws it, and
     ``uns['histosge']`` (settings, model, timings).
     """
-    opts = Options(**options)
+    factor = _options.check("factor", factor)  # bad options fail before any work (options.RULES)
+    opts = Options(**_options.validate(**options))
     _check_method(opts)
-    geometry.steps_of(factor)  # a bad factor fails before any work
     t0 = time.perf_counter()
     rows, cols, grid = _grid(adata)
     xy = np.asarray(adata.obsm[keys.SPATIAL], np.float64)
@@ -169,7 +170,8 @@ def recover(adata: ad.AnnData, image: str | None = None, *, holdout: float = 0.5
     Pearson (pcc), the 50 most variable genes (pcc_top50), MSE and MAE of log1p values.
     ``obs['split']`` says which spots trained ('train') and which were held out ('held-out').
     """
-    opts = Options(**options)
+    holdout = _options.check("holdout", holdout)  # bad options fail before any work (options.RULES)
+    opts = Options(**_options.validate(**options))
     _check_method(opts)
     t0 = time.perf_counter()
     rows, cols, grid = _grid(adata)

@@ -242,7 +242,8 @@ def on_tissue_fraction(img: np.ndarray, xy: np.ndarray, radius: float) -> tuple[
     return float(mask[ys, xs].mean()), float(mask.mean())
 
 
-def check_on_tissue(img: np.ndarray, xy: np.ndarray, radius: float, *, where: str, image: str) -> None:
+def check_on_tissue(img: np.ndarray, xy: np.ndarray, radius: float, *, where: str, image: str,
+                    enforce: bool = True) -> None:
     """Spots under tissue should sit on tissue; most of them on background means misalignment.
 
     Calibrated on the shared data: aligned sections put 82-100% of spots on tissue, the same
@@ -257,16 +258,97 @@ def check_on_tissue(img: np.ndarray, xy: np.ndarray, radius: float, *, where: st
     spots, image_frac = found
     if image_frac < 0.02 or image_frac > 0.9:  # no clear tissue/background split to judge by
         return
-    if spots < 0.3:
+    if spots < 0.3 and enforce:
         raise InputError(
             f"only {spots:.0%} of the spots lie on tissue in {image} "
             f"({image_frac:.0%} of the image is tissue); the coordinates do not match this image "
             "(shifted, scaled or from another scan)",
             where=where,
-            fix="give the image these coordinates were measured on (x = column, y = row)",
+            fix=f"give the image these coordinates were measured on (x = column, y = row); {OVERRIDE}",
         )
     if spots < 0.6:
         warn(f"{where}: only {spots:.0%} of the spots lie on tissue in {image}; check the alignment")
+
+
+#: How to read an image that fails an alignment check anyway (CLI and Python).
+OVERRIDE = "--no-alignment-check (check_alignment=False) reads it anyway"
+
+
+def check_not_blank(img: np.ndarray, *, where: str, path=None) -> None:
+    """An image of one colour gives every spot the same features: refuse it.
+
+    The usual cause is an RGBA PNG whose alpha is 0 everywhere: composited on white, as the
+    readers do, nothing of the tissue is left.
+    """
+    arr = np.asarray(img)
+    if arr.size == 0:
+        raise InputError("the image is empty (0 pixels)", where=where, fix="give the H&E image of the section")
+    step = max(1, int(np.ceil(max(arr.shape[:2]) / 1000)))
+    small = arr[::step, ::step, :3] if arr.ndim == 3 else arr[::step, ::step]
+    if int(small.max()) - int(small.min()) > 8:
+        return
+    transparent = False
+    if path is not None:
+        from PIL import Image
+
+        try:
+            with Image.open(path) as im:
+                if "A" in im.getbands():
+                    transparent = im.getchannel("A").getextrema()[1] == 0
+        except Exception:  # the image was decoded before; only the reason is in question here
+            transparent = False
+    if transparent:
+        raise InputError(
+            "the image is fully transparent (alpha 0 everywhere): composited on white it is blank, "
+            "so every spot would get the same features",
+            where=where,
+            fix="save the image without its alpha channel (e.g. as RGB JPEG/PNG) and give that file",
+        )
+    raise InputError(
+        f"the image is a single colour (values {int(small.min())}-{int(small.max())}): every spot would get "
+        "the same features",
+        where=where,
+        fix="give the H&E image of the section",
+    )
+
+
+def check_alignment(
+    img: np.ndarray,
+    xy_on: np.ndarray,
+    xy_off: np.ndarray,
+    *,
+    radius: float,
+    pitch: float,
+    where: str,
+    image: str,
+    off_source: str,
+    totals: np.ndarray | None = None,
+    enforce: bool = True,
+) -> dict:
+    """Score how well ``img`` fits the spot positions (``read.alignment``) and refuse a misfit.
+
+    ``xy_on``/``xy_off``: spots under / off tissue in ``img`` pixels; ``off_source`` says where
+    the off-tissue spots come from (recorded). ``enforce=False`` (``--no-alignment-check``)
+    turns the refusal into a warning. Returns the record for ``uns['histosge']['alignment']``.
+    """
+    from . import alignment
+
+    result = alignment.score(img, xy_on, xy_off, radius, pitch, totals=totals)
+    result.update(image=str(image), off_tissue_spots=off_source, enforced=bool(enforce))
+    status = result["status"]
+    if status.startswith("misaligned"):
+        reason = status[len("misaligned: "):]
+        if enforce:
+            raise InputError(
+                f"the image {image} does not fit the spot positions: {reason}",
+                where=where,
+                fix="give the image these positions were measured on (same section and scan, not flipped, "
+                f"rotated or rescaled) and its scale factors; {OVERRIDE}",
+            )
+        warn(f"{where}: the image {image} does not fit the spot positions ({reason}); read anyway "
+             "because the alignment check is off")
+        result["status"] = "overridden: " + status
+    return result
 
 
 # -- the finished AnnData -------------------------------------------------------------------------

@@ -29,16 +29,21 @@ import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
 from ..errors import InputError
+from ..geometry import detect_lattice, spot_pitch
 from . import checks
 from .image import ImageSource, is_valid_image_array
 
 # Spot diameter relative to the centre-to-centre pitch when scalefactors do not say:
 # Visium 55 um spots 100 um apart; legacy ST 100 um spots 200 um apart.
-DIAMETER_PER_PITCH = {"hex": 0.55, "square": 0.5}
+DIAMETER_PER_PITCH = {"hex": 0.55, "square": 0.5, "checkerboard": 0.5}
+#: Spot diameter in microns assumed from the lattice when the file does not say.
+SPOT_UM_BY_GRID = {"hex": 55.0, "square": 100.0, "checkerboard": 100.0}
+#: Non-negative, non-integer values above this are not log-scale expression: log1p is applied.
+LINEAR_MAX = 50.0
 
 
 def grid_from_pixels(xy: np.ndarray, *, where: str) -> tuple[np.ndarray, np.ndarray, str, float]:
-    """(array_row, array_col, 'hex' or 'square', pitch in pixels) from spot centres (x, y)."""
+    """(array_row, array_col, 'hex', 'square' or 'checkerboard', pitch in pixels) from spot centres."""
     fix = "add obs['array_row'] and obs['array_col'] (the spot grid) to the .h5ad"
     if len(xy) < 3:
         raise InputError(f"cannot derive a spot grid from {len(xy)} spots", where=where, fix=fix)
@@ -52,7 +57,16 @@ def grid_from_pixels(xy: np.ndarray, *, where: str) -> tuple[np.ndarray, np.ndar
     near = found & (dist[:, 1:] < 1.3 * d)
     vec = vec[near]
     angle = np.degrees(np.arctan2(np.abs(vec[:, 1]), np.abs(vec[:, 0])))  # 0..90, folded
-    flat, sixty, ninety = (np.mean(np.abs(angle - a) < 12) for a in (0, 60, 90))
+    flat, sixty, ninety, diagonal = (np.mean(np.abs(angle - a) < 12) for a in (0, 60, 90, 45))
+    if diagonal >= 0.8:  # a checkerboard: a square lattice rotated by 45 degrees, neighbours on diagonals
+        step = np.abs(vec[np.abs(angle - 45) < 12])
+        col_step, row_step = float(np.median(step[:, 0])), float(np.median(step[:, 1]))
+        row = np.round((xy[:, 1] - xy[:, 1].min()) / row_step)
+        col = np.round((xy[:, 0] - xy[:, 0].min()) / col_step)
+        if np.mean((row + col) % 2) > 0.5:
+            col += 1
+        if not pd.MultiIndex.from_arrays([row, col]).has_duplicates and np.all((row + col) % 2 == 0):
+            return row, col, "checkerboard", d
     hexagonal = sixty > ninety
     if flat + max(sixty, ninety) < 0.8:  # neighbours not along the image axes
         raise InputError(
@@ -117,6 +131,57 @@ def _library(adata: ad.AnnData, library_id: str | None, where: str) -> tuple[str
     return Path(where).stem, {}
 
 
+def _log_if_linear(X, raw: bool, *, where: str):
+    """Normalised but not log-transformed values (non-integer, >= 0, max > ``LINEAR_MAX``) get
+    log1p, as the model's targets are log1p expression; returns (X, what was done or None)."""
+    if raw:
+        return X, None
+    v = X.data if sp.issparse(X) else np.asarray(X).ravel()
+    if v.size == 0 or v.min() < 0 or v.max() <= LINEAR_MAX:
+        return X, None
+    checks.warn(f"{where}: values look normalised but not log-transformed (up to {v.max():.4g}); "
+                "log1p applied, as the model predicts log1p expression")
+    X = X.copy()
+    if sp.issparse(X):
+        X.data = np.log1p(X.data)
+    else:
+        X = np.log1p(np.asarray(X, dtype=np.float64))
+    return X, "log1p applied on reading (X was normalised but not log-transformed)"
+
+
+def _check_swapped(xy: np.ndarray, width: int, height: int, *, where: str, image: str) -> None:
+    """obsm['spatial'] stored as (y, x): most spots off the image as given, all on it swapped."""
+    def outside(p):
+        return float(np.mean((p[:, 0] < 0) | (p[:, 1] < 0) | (p[:, 0] >= width) | (p[:, 1] >= height)))
+
+    if outside(xy) > 0.5 and outside(xy[:, ::-1]) < 0.05:
+        raise InputError(
+            f"{outside(xy):.0%} of the spots fall outside the {width}x{height} image {image}, none when x and y "
+            "are swapped: the coordinates are stored as (y, x)",
+            where=where,
+            fix="store obsm['spatial'] as (x, y) = (column, row): adata.obsm['spatial'] = "
+            "adata.obsm['spatial'][:, ::-1]",
+        )
+
+
+def _check_swapped_on_tissue(img, xy, radius: float, *, where: str, image: str, enforce: bool) -> None:
+    """(y, x) on an image where both orders fall inside: far more spots on tissue when swapped."""
+    h, w = img.shape[:2]
+    swapped = xy[:, ::-1]
+    if not ((swapped[:, 0] < w) & (swapped[:, 1] < h)).mean() > 0.95:
+        return
+    given, turned = checks.on_tissue_fraction(img, xy, radius), checks.on_tissue_fraction(img, swapped, radius)
+    if given is None or turned is None:
+        return
+    if turned[0] >= 0.9 and given[0] < 0.6 and turned[0] - given[0] >= 0.3:
+        msg = (f"only {given[0]:.0%} of the spots lie on tissue in {image} as (x, y), {turned[0]:.0%} as (y, x): "
+               "the coordinates are stored as (y, x)")
+        fix = "store obsm['spatial'] as (x, y): adata.obsm['spatial'] = adata.obsm['spatial'][:, ::-1]"
+        if enforce:
+            raise InputError(msg, where=where, fix=f"{fix}; {checks.OVERRIDE}")
+        checks.warn(f"{where}: {msg}")
+
+
 def read_h5ad(
     path: str | os.PathLike,
     *,
@@ -124,12 +189,23 @@ def read_h5ad(
     library_id: str | None = None,
     annotation_key: str | None = None,
     require_raw: bool = False,
+    check_alignment: bool = True,
 ) -> ad.AnnData:
     """Read an .h5ad with ``obsm['spatial']`` (full-res pixels) and an image (``uns['spatial']``/``image``).
 
     ``annotation_key`` names an obs column to copy into ``obs['annotation']``. Only obs/var
     columns, the counts, ``obsm['spatial']`` and the images travel into the result; embeddings,
     graphs and other ``uns`` entries of the file are left behind (they describe other data).
+
+    Checked on the way: fractional ``array_row``/``array_col`` (an error, never truncated), the
+    lattice (``geometry.detect_lattice``: hex, square or checkerboard), coordinates stored as
+    (y, x), normalised-but-not-logged values (log1p applied, with a warning), blank images, and
+    when the file lists spots off tissue (``obs['in_tissue'] == 0``) the alignment of the image
+    (``read.alignment``; ``check_alignment=False`` turns a refusal into a warning). A missing
+    ``spot_diameter_fullres`` is derived from the spot pitch with a warning naming the field.
+    ``uns['histosge']['spot_diameter_um']`` comes from the file's ``uns['histosge']`` if it has
+    one, else from the grid (hex: 55, Visium; square/checkerboard: 100, legacy ST), and
+    ``spot_diameter_um_source`` says which.
     """
     path = Path(path)
     where = str(path)
@@ -159,15 +235,19 @@ def read_h5ad(
     xy = xy[:, :2].astype(np.float64)
     checks.check_finite_coords(xy, where=f"{where} obsm['spatial']")
     checks.check_unique(src.obs_names, what="spot names", where=where)
+    xy_off = np.empty((0, 2))
     if "in_tissue" in src.obs:
         under = pd.to_numeric(src.obs["in_tissue"], errors="coerce").to_numpy() == 1
         if not under.any():
             raise InputError("no spot has in_tissue = 1", where=where, fix="keep spots under tissue")
+        xy_off = xy[~under]  # spots off tissue: what the alignment score compares against
         src, xy = src[under].copy(), xy[under]
 
     X, var, counts_key = _pick_counts(src, where)
     raw = checks.check_counts(X, where=f"{where} {counts_key}", require_raw=require_raw, allow_negative=True)
+    X, transform = _log_if_linear(X, raw, where=f"{where} {counts_key}")
     lib, entry = _library(src, library_id, where)
+    sf_where = f"{where} uns['spatial']['{lib}']['scalefactors']"
     sf = {k: float(v) for k, v in dict(entry.get("scalefactors", {})).items() if np.isscalar(v)}
 
     obs = src.obs.copy()
@@ -178,18 +258,33 @@ def read_h5ad(
             raise InputError(
                 "obs array_row/array_col hold missing values", where=where, fix="fill or drop them"
             )
-        grid = "hex" if np.all((rows + cols) % 2 == (rows[0] + cols[0]) % 2) and len(rows) > 1 else "square"
-        pitch = None
+        for key, v in (("array_row", rows), ("array_col", cols)):
+            if not np.all(v == np.round(v)):
+                raise InputError(
+                    f"obs['{key}'] holds non-integer grid positions (e.g. {v[v != np.round(v)][0]:g}); "
+                    "they would be truncated",
+                    where=where,
+                    fix="give whole-number grid indices, or drop array_row/array_col so the grid is derived "
+                    "from obsm['spatial']",
+                )
+        rows, cols, grid = detect_lattice(rows, cols, xy, where=f"{where} obs['array_row'], obs['array_col']")
     else:
-        rows, cols, grid, pitch = grid_from_pixels(xy, where=f"{where} obsm['spatial']")
+        rows, cols, grid, _ = grid_from_pixels(xy, where=f"{where} obsm['spatial']")
     obs["array_row"], obs["array_col"] = rows, cols
     if not sf.get("spot_diameter_fullres", 0) > 0:
-        if pitch is None:
-            _, _, _, pitch = grid_from_pixels(xy, where=f"{where} obsm['spatial']")
-        sf["spot_diameter_fullres"] = DIAMETER_PER_PITCH[grid] * pitch
-    checks.check_spot_diameter(
-        sf["spot_diameter_fullres"], xy, where=f"{where} uns['spatial']['{lib}']['scalefactors']"
-    )
+        sf["spot_diameter_fullres"] = DIAMETER_PER_PITCH[grid] * spot_pitch(xy)
+        checks.warn(
+            f"{sf_where}['spot_diameter_fullres'] is missing; assumed {sf['spot_diameter_fullres']:.1f} px "
+            f"({DIAMETER_PER_PITCH[grid]:g} x the spot pitch of a {grid} grid) -> set it if you know it"
+        )
+    checks.check_spot_diameter(sf["spot_diameter_fullres"], xy, where=sf_where)
+    old = dict(src.uns.get("histosge", {})) if isinstance(src.uns.get("histosge"), dict) else {}
+    if isinstance(old.get("spot_diameter_um"), (int, float)) and old["spot_diameter_um"] > 0:
+        spot_um, um_source = float(old["spot_diameter_um"]), "uns['histosge']['spot_diameter_um'] of the file"
+    else:
+        spot_um = SPOT_UM_BY_GRID[grid]
+        um_source = (f"assumed from the {grid} grid ({'Visium' if grid == 'hex' else 'legacy ST'}); "
+                     "set uns['histosge']['spot_diameter_um'] in the file if that is wrong")
     if annotation_key is not None:
         if annotation_key not in obs:
             raise InputError(
@@ -213,48 +308,72 @@ def read_h5ad(
         s = xy * scalef
         outside = (s[:, 0] < 0) | (s[:, 1] < 0) | (s[:, 0] >= img.shape[1]) | (s[:, 1] >= img.shape[0])
         if outside.mean() > 0.5:
+            _check_swapped(xy * scalef, img.shape[1], img.shape[0], where=f"{where} obsm['spatial']",
+                           image=f"uns image '{key}'")
             checks.warn(
                 f"{where}: {int(outside.sum())} of {len(s)} spots fall outside uns image '{key}' "
                 f"({img.shape[1]}x{img.shape[0]} at scale {scalef:g}); image ignored"
             )
             continue
+        checks.check_not_blank(img, where=f"{where} uns['spatial']['{lib}']['images']['{key}']")
         images[key] = img
     metadata = {k: v for k, v in dict(entry.get("metadata", {})).items() if isinstance(v, str)}
     metadata.pop("source_image_path", None)
+    align_img = align_scale = align_name = None
     if image is not None:
         full = ImageSource(image)
+        _check_swapped(xy, full.width, full.height, where=f"{where} obsm['spatial']", image=str(image))
         checks.check_in_image(xy, full.width, full.height, where=f"{where} obsm['spatial']", image=str(image))
-        if "hires" not in images:  # something sc.pl.spatial can draw
-            images["hires"], sf["tissue_hires_scalef"] = full.thumbnail(2000)
+        thumb, scale = full.thumbnail(2000)
         full.close()
+        checks.check_not_blank(thumb, where=str(image), path=image)
+        if "hires" not in images:  # something sc.pl.spatial can draw
+            images["hires"], sf["tissue_hires_scalef"] = thumb, scale
+        align_img, align_scale, align_name = thumb, scale, str(image)
         metadata["source_image_path"] = str(Path(image).resolve())
     else:
-        old = dict(entry.get("metadata", {})).get("source_image_path")
-        if isinstance(old, str) and Path(old).exists():
-            metadata["source_image_path"] = old
+        old_path = dict(entry.get("metadata", {})).get("source_image_path")
+        if isinstance(old_path, str) and Path(old_path).exists():
+            metadata["source_image_path"] = old_path
     if not images and "source_image_path" not in metadata:
         raise InputError(
             "no usable image: uns['spatial'] has none that fits the spot coordinates",
             where=where,
             fix="pass the full-resolution H&E the coordinates refer to with --image",
         )
-    for key in ("hires", "lowres"):
-        if key in images:
-            checks.check_on_tissue(
-                images[key],
-                xy * sf[f"tissue_{key}_scalef"],
-                sf["spot_diameter_fullres"] * sf[f"tissue_{key}_scalef"] / 2,
-                where=f"{where} obsm['spatial']",
-                image=f"uns image '{key}'" if image is None or key != "hires" else str(image),
+    if align_img is None:
+        key = next((k for k in ("hires", "lowres") if k in images), None)
+        if key is not None:
+            align_img, align_scale, align_name = images[key], sf[f"tissue_{key}_scalef"], f"uns image '{key}'"
+    alignment: dict = {"status": "not scored: no image to score"}
+    if align_img is not None:
+        diameter = sf["spot_diameter_fullres"] * align_scale
+        if len(xy_off):
+            alignment = checks.check_alignment(
+                align_img, xy * align_scale, xy_off * align_scale, radius=diameter / 2,
+                pitch=spot_pitch(xy) * align_scale, where=f"{where} obsm['spatial']", image=align_name,
+                off_source="obs['in_tissue'] = 0", totals=np.asarray(X.sum(axis=1)).ravel(),
+                enforce=check_alignment,
             )
-            break
+        else:
+            alignment = {"status": "not scored: the file lists no spots off tissue (obs['in_tissue'] = 0)",
+                         "n_on": int(len(xy)), "n_off": 0}
+        _check_swapped_on_tissue(align_img, xy * align_scale, diameter / 2, where=f"{where} obsm['spatial']",
+                                 image=align_name, enforce=check_alignment)
+        if alignment["status"].startswith("not scored"):
+            checks.check_on_tissue(align_img, xy * align_scale, diameter / 2, where=f"{where} obsm['spatial']",
+                                   image=align_name, enforce=check_alignment)
 
     var = var.copy()
     var.index = ad.utils.make_index_unique(pd.Index(var.index.astype(str)))
     out = ad.AnnData(X=sp.csr_matrix(X, dtype=np.float32), obs=obs, var=var)
     out.obsm["spatial"] = xy
     out.uns["spatial"] = {lib: {"images": images, "scalefactors": sf, "metadata": metadata}}
-    out.uns["histosge"] = {"grid": grid, "library_id": lib, "source": where, "raw_counts": raw}
+    out.uns["histosge"] = {"grid": grid, "library_id": lib, "source": where, "raw_counts": raw,
+                           "spot_diameter_um": spot_um, "spot_diameter_um_source": um_source,
+                           "alignment": alignment}
+    if transform:
+        out.uns["histosge"]["x_transform"] = transform
     out = checks.drop_empty_spots(out, where=where)
     checks.check_section(out, where=where)
     return out

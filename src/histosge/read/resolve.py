@@ -58,19 +58,19 @@ def _single_image(folder: Path) -> Path | None:
     return found[0] if len(found) == 1 else None
 
 
-def _read_path(path: Path, image) -> ad.AnnData:
+def _read_path(path: Path, image, check: bool = True) -> ad.AnnData:
     if path.is_file():
         if path.suffix == ".h5ad":
-            return read_h5ad(path, image=image)
+            return read_h5ad(path, image=image, check_alignment=check)
         if path.name == COUNTS_FILE:
-            return read_spaceranger(path.parent, image=image)
+            return read_spaceranger(path.parent, image=image, check_alignment=check)
         raise InputError(
             "not a section file (expected .h5ad or filtered_feature_bc_matrix.h5)",
             where=str(path),
             fix="give an .h5ad, a Space Ranger folder, or a dataset name like her2st:C2",
         )
     if (path / COUNTS_FILE).exists() or (path / "outs" / COUNTS_FILE).exists():
-        return read_spaceranger(path, image=image)
+        return read_spaceranger(path, image=image, check_alignment=check)
     if (path / "ST-cnts").is_dir():
         raise InputError(
             "this is a her2st folder holding several sections",
@@ -80,7 +80,7 @@ def _read_path(path: Path, image) -> ad.AnnData:
         )
     h5ads = sorted(path.glob("*.h5ad"))
     if len(h5ads) == 1:
-        return read_h5ad(h5ads[0], image=image if image is not None else _single_image(path))
+        return read_h5ad(h5ads[0], image=image if image is not None else _single_image(path), check_alignment=check)
     raise InputError(
         f"no {COUNTS_FILE} and {'several' if h5ads else 'no'} .h5ad files in this folder",
         where=str(path),
@@ -88,21 +88,59 @@ def _read_path(path: Path, image) -> ad.AnnData:
     )
 
 
+def input_paths(
+    source: str | os.PathLike,
+    *,
+    image: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+) -> list[Path]:
+    """The files and folders ``read_section(source, image=...)`` would read, without reading them.
+
+    Used to refuse an output path that would overwrite an input (``_atomic.check_output``).
+    A name that cannot be resolved gives what can be named; ``read_section`` reports the error.
+    """
+    found: list[Path] = []
+    path = Path(str(source)).expanduser()
+    if path.exists():
+        found.append(path)
+        if path.is_file() and path.name == COUNTS_FILE:
+            found.append(path.parent)
+    else:
+        root = data_dir if data_dir is not None else os.environ.get("HISTOSGE_DATA")
+        if root:
+            root = Path(root)
+            m = _NAME.match(str(source))
+            if m and m["dataset"].lower() == "her2st":
+                found.append(root / "her2st")
+            elif m and m["dataset"].lower() == "dlpfc":
+                found.append(root / "dlpfc" / m["section"])
+            elif (root / str(source)).is_dir():
+                found.append(root / str(source))
+    if image is not None:
+        found.append(Path(image).expanduser())
+    return [p for p in found if p.exists()]
+
+
 def read_section(
     source: str | os.PathLike,
     *,
     image: str | os.PathLike | None = None,
     data_dir: str | os.PathLike | None = None,
+    check_alignment: bool = True,
 ) -> ad.AnnData:
     """Read a section named by a path (Space Ranger folder, .h5ad) or ``dataset:section``.
 
     Dataset names: ``her2st:C2``, ``dlpfc:151673`` (``dlpfc/151673`` also works), or the name of
     a folder in ``data_dir`` holding one .h5ad. An existing path always wins over a name.
+
+    ``check_alignment=False`` reads an image that fails the alignment check (flipped, rotated,
+    shifted, rescaled, another section's) with a warning instead of an error; the score is in
+    ``uns['histosge']['alignment']`` either way (CLI: ``--no-alignment-check``).
     """
     source = str(source)
     path = Path(source).expanduser()
     if path.exists():
-        return _read_path(path, image)
+        return _read_path(path, image, check_alignment)
     root = _data_dir(data_dir, source)
     m = _NAME.match(source)
     if m:
@@ -110,11 +148,12 @@ def read_section(
         if dataset == "her2st":
             if image is not None:
                 raise InputError("her2st sections bring their own image", where="--image", fix="drop --image")
-            return read_her2st(root / "her2st", section)
+            return read_her2st(root / "her2st", section, check_alignment=check_alignment)
         if dataset == "dlpfc" and (root / "dlpfc" / section / COUNTS_FILE).exists():
-            return read_spaceranger(root / "dlpfc" / section, image=image, library_id=section)
+            return read_spaceranger(root / "dlpfc" / section, image=image, library_id=section,
+                                    check_alignment=check_alignment)
     elif (root / source).is_dir():
-        return _read_path(root / source, image)
+        return _read_path(root / source, image, check_alignment)
     known = known_sections(root)
     raise InputError(
         f"unknown section {source!r}",

@@ -33,6 +33,7 @@ POSITION_COLUMNS = [
     "pxl_col_in_fullres",
 ]
 IMAGE_FILES = {"hires": "tissue_hires_image.png", "lowres": "tissue_lowres_image.png"}
+VISIUM_SPOT_UM = 55.0  # Visium spot diameter; spots are 100 um apart
 _FIX_H5 = "give the filtered_feature_bc_matrix.h5 that Space Ranger wrote (re-copy it if it was cut short)"
 
 
@@ -105,15 +106,9 @@ def read_10x_h5(path: Path) -> tuple[sp.csr_matrix, pd.Index, pd.DataFrame, str 
     return X, pd.Index(barcodes), var, library_id
 
 
-def read_positions(spatial: Path) -> tuple[pd.DataFrame, Path]:
-    """Spot positions from ``tissue_positions.csv`` (header) or ``tissue_positions_list.csv`` (none)."""
-    path = next((spatial / n for n in POSITION_FILES if (spatial / n).exists()), None)
-    if path is None:
-        raise InputError(
-            f"no {' or '.join(POSITION_FILES)} in the spatial folder",
-            where=str(spatial),
-            fix="copy Space Ranger's spatial/ folder next to the counts",
-        )
+def _read_positions_file(path: Path) -> pd.DataFrame:
+    """One positions file, columns by header name when it has a header (Space Ranger >= 2)."""
+    fix = "give Space Ranger's tissue positions file unchanged"
     try:
         first = path.read_text(errors="replace").split("\n", 1)[0]
         header = 0 if "barcode" in first.lower() else None
@@ -122,13 +117,24 @@ def read_positions(spatial: Path) -> tuple[pd.DataFrame, Path]:
         raise InputError(
             f"cannot parse positions ({err})", where=str(path), fix="give a comma-separated file"
         ) from None
-    if df.shape[1] != 6:
+    if header is not None:  # columns by name: any order, extra columns ignored
+        df.columns = [str(c).strip().lower() for c in df.columns]
+        missing = [c for c in POSITION_COLUMNS if c not in df.columns]
+        if missing:
+            raise InputError(
+                f"positions header lacks {', '.join(missing)} (has {', '.join(df.columns)})",
+                where=str(path),
+                fix=f"name the columns {', '.join(POSITION_COLUMNS)}",
+            )
+        df = df[POSITION_COLUMNS].copy()
+    elif df.shape[1] != 6:
         raise InputError(
             f"positions have {df.shape[1]} columns, expected 6 ({', '.join(POSITION_COLUMNS)})",
             where=str(path),
-            fix="give Space Ranger's tissue positions file unchanged",
+            fix=fix,
         )
-    df.columns = POSITION_COLUMNS
+    else:
+        df.columns = POSITION_COLUMNS
     for col in POSITION_COLUMNS[1:]:
         num = pd.to_numeric(df[col].str.strip(), errors="coerce")
         if num.isna().any():
@@ -139,9 +145,54 @@ def read_positions(spatial: Path) -> tuple[pd.DataFrame, Path]:
                 fix="every row needs barcode, in_tissue, array_row, array_col, pxl_row, pxl_col as numbers",
             )
         df[col] = num.astype(np.float64)
+    for col in ("in_tissue", "array_row", "array_col"):
+        bad = df[col].to_numpy() != np.round(df[col].to_numpy())
+        if bad.any():
+            raise InputError(
+                f"column {col} holds non-integer values (e.g. {df[col].to_numpy()[bad][0]:g})",
+                where=str(path),
+                fix="in_tissue is 0 or 1 and array_row/array_col are whole grid indices",
+            )
     df["barcode"] = df["barcode"].str.strip()
     checks.check_unique(df["barcode"], what="barcodes", where=str(path))
-    return df.set_index("barcode"), path
+    return df.set_index("barcode")
+
+
+def read_positions(spatial: Path) -> tuple[pd.DataFrame, Path]:
+    """Spot positions from ``tissue_positions.csv`` (header) or ``tissue_positions_list.csv`` (none).
+
+    Every spot of the slide is listed, with ``in_tissue`` 0 or 1. When both files are present
+    they must agree (a stale copy of one beside the other is an error naming both).
+    """
+    found = [spatial / n for n in POSITION_FILES if (spatial / n).exists()]
+    if not found:
+        raise InputError(
+            f"no {' or '.join(POSITION_FILES)} in the spatial folder",
+            where=str(spatial),
+            fix="copy Space Ranger's spatial/ folder next to the counts",
+        )
+    tables = [_read_positions_file(p) for p in found]
+    if len(tables) == 2:
+        a, b = tables
+        same = a.index.sort_values().equals(b.index.sort_values())
+        diff = pd.Index([])
+        if same:
+            b = b.loc[a.index]
+            delta = (a[POSITION_COLUMNS[1:4]] != b[POSITION_COLUMNS[1:4]]).any(axis=1) | (
+                (a[POSITION_COLUMNS[4:]] - b[POSITION_COLUMNS[4:]]).abs() > 0.5
+            ).any(axis=1)
+            diff = a.index[delta.to_numpy()]
+        if not same or len(diff):
+            what = (f"{len(diff)} of {len(a)} spots differ (e.g. {diff[0]})" if same else
+                    f"they list different barcodes ({len(a)} and {len(b)} spots, "
+                    f"{len(a.index.symmetric_difference(b.index))} not in both)")
+            raise InputError(
+                f"two positions files disagree: {found[0].name} and {found[1].name}: {what}",
+                where=str(spatial),
+                fix="keep the one Space Ranger wrote with these counts (>= 2.0: tissue_positions.csv, "
+                "1.x: tissue_positions_list.csv) and remove the other",
+            )
+    return tables[0], found[0]
 
 
 def read_scalefactors(spatial: Path) -> dict:
@@ -192,12 +243,37 @@ def _find_truth(folder: Path, library_id: str) -> Path | None:
     return found[0] if len(found) == 1 else None
 
 
+def _alignment(positions: pd.DataFrame, pos: pd.DataFrame, X, img, scale, name, diameter, *, where: str,
+               enforce: bool) -> dict:
+    """Alignment record: in-tissue spots against the off-tissue spots the positions file lists
+    (or, when it lists none, the lattice positions it leaves out), in ``img`` pixels."""
+    from ..geometry import spot_pitch
+    from .alignment import MIN_SPOTS, lattice_off_spots
+
+    cols = ["pxl_col_in_fullres", "pxl_row_in_fullres"]
+    xy_on = pos[cols].to_numpy(np.float64)
+    off = positions[positions["in_tissue"].to_numpy() != 1]
+    if len(off) >= MIN_SPOTS:
+        xy_off, source = off[cols].to_numpy(np.float64), "in_tissue = 0 in the positions file"
+    else:
+        every = positions[cols].to_numpy(np.float64)
+        xy_off = lattice_off_spots(positions["array_row"].to_numpy(), positions["array_col"].to_numpy(),
+                                   every, "hex", margin=0)
+        source = "lattice positions the positions file leaves out"
+    totals = np.asarray(X.sum(axis=1)).ravel()
+    return checks.check_alignment(
+        img, xy_on * scale, xy_off * scale, radius=diameter * scale / 2, pitch=spot_pitch(xy_on) * scale,
+        where=where, image=name, off_source=source, totals=totals, enforce=enforce,
+    )
+
+
 def read_spaceranger(
     path: str | os.PathLike,
     *,
     image: str | os.PathLike | None = None,
     library_id: str | None = None,
     require_raw: bool = False,
+    check_alignment: bool = True,
 ) -> ad.AnnData:
     """Read a Space Ranger folder (``filtered_feature_bc_matrix.h5`` + ``spatial/``).
 
@@ -205,6 +281,12 @@ def read_spaceranger(
     positions were measured on; it is checked against the positions and referenced in
     ``metadata['source_image_path']``, not loaded. ``<id>_truth.txt`` (barcode TAB label),
     when present, becomes ``obs['annotation']``.
+
+    The image the features will come from (``image``, else the hires or lowres PNG) must fit
+    the positions: all ~5,000 listed spots are scored, in-tissue against off-tissue
+    (``read.alignment``), and a flipped, rotated, shifted, rescaled or foreign image is an
+    ``InputError``; ``check_alignment=False`` reads it anyway with a warning. The score is in
+    ``uns['histosge']['alignment']``; ``uns['histosge']['spot_diameter_um']`` is 55 (Visium).
     """
     folder = Path(path)
     if not folder.is_dir():
@@ -256,6 +338,7 @@ def read_spaceranger(
     adata.obsm["spatial"] = xy
 
     images = {}
+    diameter = sf["spot_diameter_fullres"]
     for key, name in IMAGE_FILES.items():
         file = spatial / name
         if not file.exists():
@@ -268,22 +351,24 @@ def read_spaceranger(
                 fix="use the scalefactors_json.json written with these images",
             )
         arr = load_rgb(file)
+        checks.check_not_blank(arr, where=str(file), path=file)
         checks.check_in_image(xy * scalef, arr.shape[1], arr.shape[0], where=str(pos_path), image=name)
-        checks.check_on_tissue(
-            arr, xy * scalef, sf["spot_diameter_fullres"] * scalef / 2, where=str(pos_path), image=name
-        )
         images[key] = arr
     metadata = {}
+    # the alignment is scored on the image the features will come from: --image, else hires/lowres
+    align_img, align_scale, align_name = None, None, None
+    for key in ("hires", "lowres"):
+        if key in images and align_img is None:
+            align_img, align_scale, align_name = images[key], sf[f"tissue_{key}_scalef"], IMAGE_FILES[key]
     if image is not None:
         src = ImageSource(image)
         checks.check_in_image(xy, src.width, src.height, where=str(pos_path), image=str(image))
-        if "hires" not in images:  # a drawable copy for sc.pl.spatial, as the other readers make
-            thumb, scale = src.thumbnail(2000)
-            if not images:  # nothing else to check the alignment against
-                radius = sf["spot_diameter_fullres"] * scale / 2
-                checks.check_on_tissue(thumb, xy * scale, radius, where=str(pos_path), image=str(image))
-            images["hires"], sf["tissue_hires_scalef"] = thumb, scale
+        thumb, scale = src.thumbnail(2000)
         src.close()
+        checks.check_not_blank(thumb, where=str(image), path=image)
+        if "hires" not in images:  # a drawable copy for sc.pl.spatial, as the other readers make
+            images["hires"], sf["tissue_hires_scalef"] = thumb, scale
+        align_img, align_scale, align_name = thumb, scale, str(image)
         metadata["source_image_path"] = str(Path(image).resolve())
     if not images and image is None:
         raise InputError(
@@ -291,6 +376,14 @@ def read_spaceranger(
             where=str(spatial),
             fix="pass the full-resolution H&E with --image",
         )
+    alignment = _alignment(positions, pos, X, align_img, align_scale, align_name, diameter,
+                           where=str(pos_path), enforce=check_alignment)
+    for key, arr in images.items():  # the coarse on-tissue check for images the score did not see
+        if arr is not align_img or alignment["status"].startswith("not scored"):
+            scalef = sf[f"tissue_{key}_scalef"]
+            checks.check_on_tissue(arr, xy * scalef, diameter * scalef / 2, where=str(pos_path),
+                                   image=IMAGE_FILES[key] if image is None or key != "hires" else str(image),
+                                   enforce=check_alignment)
     adata.uns["spatial"] = {library_id: {"images": images, "scalefactors": sf, "metadata": metadata}}
     truth = _find_truth(folder, library_id)
     if truth is not None:
@@ -300,6 +393,8 @@ def read_spaceranger(
         "library_id": library_id,
         "source": str(folder),
         "raw_counts": raw,
+        "spot_diameter_um": VISIUM_SPOT_UM,
+        "alignment": alignment,
     }
     adata = checks.drop_empty_spots(adata, where=str(h5))
     checks.check_section(adata, where=str(folder))

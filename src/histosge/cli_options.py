@@ -1,0 +1,69 @@
+"""CLI options declared once, each with its help text, for every command to share.
+
+A command names its options with these aliases (``genes: Genes = 1000``) instead of
+repeating ``typer.Option(...)``; the ranges in the help of numeric options come from
+``histosge.options.RULES``, the same rules that ``options.validate`` enforces.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .options import RULES
+
+
+def _ruled(name: str, text: str) -> str:
+    return f"{text} Must be {RULES[name].describe()}."
+
+
+SOURCE_HELP = ("A Space Ranger folder, an .h5ad file, or a dataset name such as her2st:C2 or dlpfc:151673 "
+               "resolved in --data-dir (default: $HISTOSGE_DATA).")
+
+Source = Annotated[str, typer.Argument(help=SOURCE_HELP, show_default=False)]
+Output = Annotated[Path, typer.Option(
+    "-o", "--output", show_default=False,
+    help="Output file: .h5ad, or .zarr for a zarr store. Written atomically; it may not be (or replace a "
+         "file of) the input.")]
+Image = Annotated[str | None, typer.Option(
+    "--image", help="Full-resolution H&E image (TIFF/JPEG/PNG) the spot positions refer to; takes precedence.")]
+DataDir = Annotated[str | None, typer.Option(
+    "--data-dir", help="Folder that dataset names resolve in (default $HISTOSGE_DATA).")]
+Encoder = Annotated[str | None, typer.Option("--encoder", help="Image encoder (see `histosge encoders`).")]
+Weights = Annotated[str | None, typer.Option("--weights", help="Local weights file or folder for the encoder.")]
+PatchScale = Annotated[float, typer.Option(
+    "--patch-scale", help=_ruled("patch_scale", "Patch side as a multiple of the spot diameter."))]
+Genes = Annotated[int, typer.Option(
+    "--genes", help=_ruled("n_genes", "Number of highly variable genes to predict."))]
+Method = Annotated[str, typer.Option("--method", help="histosge (default) or histosge-paper.")]
+Epochs = Annotated[int | None, typer.Option(
+    "--epochs", help=_ruled("epochs", "Maximum training epochs (default 300 with early stopping; paper 1000)."))]
+GroupSize = Annotated[int | None, typer.Option(
+    "--group-size", help=_ruled("group_size", "Spots per attention group (default 50)."))]
+Patience = Annotated[int | None, typer.Option(
+    "--patience", help=_ruled("patience", "Early-stopping patience in epochs (default 30)."))]
+Seed = Annotated[int, typer.Option(
+    "--seed", help=_ruled("seed", "Seeds the model (and the held-out split of recover)."))]
+BatchSize = Annotated[int, typer.Option(
+    "--batch-size", help=_ruled("batch_size", "Image patches encoded at once."))]
+Device = Annotated[str | None, typer.Option(
+    "--device", help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu).")]
+CacheDir = Annotated[str | None, typer.Option(
+    "--cache-dir", help="Feature cache folder (default $HISTOSGE_CACHE or ~/.cache/histosge).")]
+Factor = Annotated[int, typer.Option(
+    "--factor", help=_ruled("factor", "Spot density relative to the measured grid: 4 (midpoints), 9 or 16."))]
+Holdout = Annotated[float, typer.Option(
+    "--holdout", help=_ruled("holdout", "Fraction of spots held out and scored."))]
+Plot = Annotated[bool, typer.Option(
+    "--plot", help="Also write <output>_markers.png: marker genes, measured next to predicted.")]
+Markers = Annotated[str | None, typer.Option(
+    "--markers", help="Comma-separated genes for --plot (default: known markers). Genes the section lacks "
+                      "are an error before any work; genes not among the predicted ones are skipped.")]
+AlignmentCheck = Annotated[bool, typer.Option(
+    "--alignment-check/--no-alignment-check",
+    help="Refuse an image that does not fit the spot positions (flipped, rotated, shifted, rescaled, "
+         "another section's). --no-alignment-check reads it anyway; the score is still recorded.")]
+Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
+Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")]
