@@ -198,6 +198,154 @@ def recover(
 
 
 @app.command()
+def train(
+    sources: O.Sources,
+    output: O.ModelOutput,
+    mode: O.Mode = "neighbours",
+    data_dir: O.DataDir = None,
+    encoder: O.Encoder = None,
+    weights: O.Weights = None,
+    patch_scale: O.PatchScale = 2.0,
+    genes: O.Genes = 1000,
+    epochs: O.Epochs = None,
+    group_size: O.GroupSize = None,
+    patience: O.Patience = None,
+    seed: O.Seed = 0,
+    batch_size: O.BatchSize = 64,
+    device: O.Device = None,
+    cache_dir: O.CacheDir = None,
+    alignment_check: O.AlignmentCheck = True,
+    quiet: O.Quiet = False,
+    debug: O.Debug = False,
+):
+    """Fit a model on measured sections and save it to one file (share it; predict with it later)."""
+
+    def job():
+        from . import options, tasks
+        from ._atomic import check_output, stop_requested
+        from .model.estimator import MODES
+        from .read import read_section
+        from .read.resolve import input_paths
+
+        t0 = time.perf_counter()
+        if mode not in MODES:
+            raise InputError(f"unknown mode {mode!r}", where="--mode", fix=f"use one of {', '.join(MODES)}")
+        opts = options.validate(n_genes=genes, seed=seed, epochs=epochs, group_size=group_size, patience=patience,
+                                patch_scale=patch_scale, batch_size=batch_size, device=device)
+        inputs = [p for s in sources for p in input_paths(s, data_dir=data_dir)]
+        path = check_output(output, inputs=inputs, suffixes=(".histosge",))
+        sections = [read_section(s, data_dir=data_dir, check_alignment=alignment_check) for s in sources]
+        network = {k: opts[k] for k in ("epochs", "group_size", "patience") if opts[k] is not None}
+        model = tasks.train(sections, mode=mode, progress=not quiet, encoder=encoder, weights=weights,
+                            patch_scale=opts["patch_scale"], n_genes=opts["n_genes"], seed=opts["seed"],
+                            device=opts["device"], network=network or None)
+        if stop_requested():
+            raise KeyboardInterrupt
+        sha = model.save(path)
+        sc = model.scores_
+        score = (f"pcc {sc['pcc']:.3f}, pcc_top50 {sc['pcc_top50']:.3f}, mse {sc['mse']:.4f} ({sc['scope']})"
+                 if "pcc" in sc else sc.get("scope", "-"))
+        _summary("histosge train", [
+            ("sections", ", ".join(f"{s} ({a.n_obs} spots)" for s, a in zip(sources, sections, strict=True))),
+            ("mode", mode), ("genes", f"{len(model.genes_)} ({model.training_['hvg_flavour']})"),
+            ("encoder", f"{model.encoder_['encoder']} ({model.encoder_['weights_id']})"),
+            ("patch", f"{model.patch_um_:g} um ({model.patch_scale:g} spot diameters of "
+                      f"{model.spot_diameter_um_:g} um)"),
+            ("training score", score),
+            ("time", f"{time.perf_counter() - t0:.1f} s"),
+            ("model", f"{path} (sha256 {sha[:16]}...)"),
+        ])
+
+    _run(debug, job, output=output)
+
+
+@app.command()
+def predict(
+    model_path: O.ModelInput,
+    source: O.PredictSource,
+    output: O.Output,
+    mpp: O.Mpp = None,
+    factor: O.PredictFactor = None,
+    pitch_um: O.PitchUm = None,
+    plot: O.PlotGenes = None,
+    image: O.Image = None,
+    data_dir: O.DataDir = None,
+    batch_size: O.BatchSize = 64,
+    device: O.Device = None,
+    cache_dir: O.CacheDir = None,
+    alignment_check: O.AlignmentCheck = True,
+    quiet: O.Quiet = False,
+    debug: O.Debug = False,
+):
+    """Predict expression with a saved model: on an H&E slide (virtual spots on its tissue) or a section."""
+
+    def job():
+        from . import options, tasks
+        from . import plot as plot_mod
+        from ._atomic import check_output, write_output
+        from .model import HisToSGE
+        from .read import read_section
+        from .read.resolve import input_paths
+        from .read.slide import check_mpp
+
+        t0 = time.perf_counter()
+        opts = options.validate(batch_size=batch_size, device=device)
+        if factor is not None:
+            options.check("factor", factor)
+        if mpp is not None:
+            check_mpp(mpp, where="--mpp")
+        if pitch_um is not None and not pitch_um > 0:
+            raise InputError(f"spot pitch {pitch_um:g} um is not positive", where="--pitch-um",
+                             fix="e.g. --pitch-um 100")
+        slide = tasks.is_slide(source)
+        section_inputs = [Path(source)] if slide else input_paths(source, image=image, data_dir=data_dir)
+        inputs = [Path(model_path), *section_inputs]
+        path = check_output(output, inputs=inputs)
+        genes = [g.strip() for g in plot.split(",") if g.strip()] if plot else None
+        png = path.with_name(path.stem + "_genes.png") if genes else None
+        if png is not None:
+            check_output(png, inputs=inputs, suffixes=(".png",), option="--plot")
+        model = HisToSGE.load(model_path, device=opts["device"])
+        if genes:
+            missing = [g for g in genes if g not in model.genes_]
+            if missing:
+                raise InputError(f"the model does not predict {', '.join(missing)}", where="--plot",
+                                 fix=f"choose among its {len(model.genes_)} genes "
+                                     f"(e.g. {', '.join(model.genes_[:4])})")
+        target = source if slide else read_section(source, image=image, data_dir=data_dir,
+                                                   check_alignment=alignment_check)
+        result = tasks.predict(model, target, mpp=mpp, factor=factor, pitch_um=pitch_um, cache_dir=cache_dir,
+                               batch_size=opts["batch_size"], progress=not quiet)
+        if not slide:
+            result.uns["histosge"]["source"] = str(source)
+        if png is not None:
+            plot_mod.heatmaps(result, png, genes)
+        try:
+            write_output(result, path)
+        except BaseException:
+            if png is not None:
+                png.unlink(missing_ok=True)
+            raise
+        info = result.uns["histosge"]
+        novel = int(result.obs["novel"].sum())
+        kind = f"H&E slide, {info['units']['mpp']:g} um/px" if slide else "section"
+        rows = [("model", f"{model_path} ({model.mode} mode, {len(model.genes_)} genes)"),
+                ("input", f"{source} ({kind})")]
+        if slide:
+            rows.append(("spots", f"{result.n_obs} virtual spots on tissue, hexagonal, {info['pitch_um']:g} um apart"))
+        else:
+            rows.append(("spots", f"{info['n_measured']} measured + {info['n_generated']} generated"))
+        rows += [("novelty", f"{novel} spots ({novel / max(result.n_obs, 1):.1%}) look unlike the training images "
+                             "(obs['novel'])"),
+                 ("time", f"{time.perf_counter() - t0:.1f} s"), ("output", str(path))]
+        if png is not None:
+            rows.append(("plot", str(png)))
+        _summary("histosge predict", rows)
+
+    _run(debug, job, output=output)
+
+
+@app.command()
 def encoders(debug: O.Debug = False):
     """List image encoders: name, output dim, input size, licence, and whether each can run now."""
     from .encode import DEFAULT_ENCODER, list_encoders

@@ -67,3 +67,27 @@ AlignmentCheck = Annotated[bool, typer.Option(
          "another section's). --no-alignment-check reads it anyway; the score is still recorded.")]
 Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")]
+
+# -- train / predict ------------------------------------------------------------------------------
+Sources = Annotated[list[str], typer.Argument(
+    help="Sections to train on (" + SOURCE_HELP[0].lower() + SOURCE_HELP[1:] + ")", show_default=False)]
+ModelOutput = Annotated[Path, typer.Option(
+    "-o", "--output", show_default=False,
+    help="Model file to write (.histosge): JSON description + safetensors arrays, no pickle.")]
+Mode = Annotated[str, typer.Option(
+    "--mode", help="neighbours (predict within a measured section, as superres), image (predict any H&E "
+                   "of the same tissue, e.g. whole slides) or paper (the authors' model).")]
+ModelInput = Annotated[str, typer.Argument(help="A model file written by `histosge train`.", show_default=False)]
+PredictSource = Annotated[str, typer.Argument(
+    help="An H&E slide (pyramidal TIFF/OME-TIFF/SVS; NDPI/MRXS with histosge[slides]; JPEG/PNG with --mpp), "
+         "or a section: " + SOURCE_HELP, show_default=False)]
+Mpp = Annotated[float | None, typer.Option(
+    "--mpp", help="Micrometres per pixel of the slide, when its file does not say (never guessed).")]
+PredictFactor = Annotated[int | None, typer.Option(
+    "--factor", help="Spots 4, 9 or 16 times denser than the training platform's pitch (a section: than its "
+                     "measured spots; default 4 for a neighbours-mode model).")]
+PitchUm = Annotated[float | None, typer.Option(
+    "--pitch-um", help="Distance between virtual spots on a slide, in micrometres (default: the training "
+                       "platform's, e.g. Visium 100, legacy ST 200).")]
+PlotGenes = Annotated[str | None, typer.Option(
+    "--plot", help="Comma-separated genes: also write <output>_genes.png with their predicted maps.")]

@@ -44,7 +44,8 @@ def select_hvgs(adata: ad.AnnData, n_top: int = 1000, *, train_mask: np.ndarray 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 hv = sc.pp.highly_variable_genes(sub, flavor="seurat_v3", n_top_genes=n_top, inplace=False)
-            ranked = hv.sort_values("highly_variable_rank").index[hv["highly_variable"].to_numpy()]
+            # the chosen genes, best rank first (scanpy returns them in the input's gene order)
+            ranked = hv[hv["highly_variable"].to_numpy()].sort_values("highly_variable_rank").index
             return [str(g) for g in ranked], "seurat_v3"
         except (ValueError, ZeroDivisionError, RuntimeError, np.linalg.LinAlgError):
             pass  # loess could not fit: fall back below
