@@ -39,7 +39,7 @@ MODES = ("neighbours", "image", "paper")
 #: Our default network schedule and size (docs/MODEL_NOTES.md says what each choice bought).
 DEFAULT_NETWORK = TrainConfig(epochs=300, patience=20, val_fraction=0.2, group_size=50, groups_per_step=8,
                               dim=256, mlp_dim=512, dropout=0.1, lr=1e-3, residual=True,
-                              min_val_spots=100, min_delta=0.005)
+                              min_val_spots=100, min_delta=0.005, give_up=5)
 
 #: Nearest training spots a novelty score is measured against, and the quantile of the training
 #: spots' own (leave-one-out) score that counts as 1.0.
@@ -578,6 +578,7 @@ def _extent(xy: np.ndarray) -> np.ndarray:
 
 
 def _short(history: dict) -> dict:
-    keys_ = ("epochs_run", "initial_val_loss", "best_val_loss", "seconds", "skipped", "stopped")
+    keys_ = ("epochs_run", "initial_val_loss", "best_val_loss", "best_epoch", "seconds", "skipped", "stopped",
+             "outcome")
     return {k: history[k] for k in keys_ if k in history}
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 
@@ -43,6 +44,9 @@ class TrainConfig:
     min_val_spots: int = 0
     #: Relative improvement of the validation loss needed to count as better.
     min_delta: float = 0.0
+    #: Stop after this many epochs if none has beaten the untrained network on validation
+    #: spots (a residual network starts *at* its context, so it cannot improve on it); None: never.
+    give_up: int | None = None
     seed: int = 0
     device: str | None = None
 
@@ -249,9 +253,14 @@ def fit(features: np.ndarray, rows: np.ndarray, cols: np.ndarray, targets: np.nd
             if vloss < best * (1 - cfg.min_delta) - 1e-9:
                 best, since_best = vloss, 0
                 best_state = copy.deepcopy(net.state_dict())
+                history["best_epoch"] = len(history["val_loss"])
             else:
                 since_best += 1
                 if since_best >= cfg.patience:
+                    history["stopped"] = f"no better validation loss for {cfg.patience} epochs"
+                    break
+                if cfg.give_up and "best_epoch" not in history and len(history["val_loss"]) >= cfg.give_up:
+                    history["stopped"] = f"no epoch of {cfg.give_up} beat the untrained network"
                     break
         else:
             bar.set_postfix(train=f"{history['train_loss'][-1]:.4f}")
@@ -260,4 +269,22 @@ def fit(features: np.ndarray, rows: np.ndarray, cols: np.ndarray, targets: np.nd
     history["epochs_run"] = len(history["train_loss"])
     history["best_val_loss"] = None if best is math.inf else best
     history["seconds"] = time.perf_counter() - t0
+    history["outcome"] = outcome(history, epochs)
+    if progress:
+        print(f"training: {history['outcome']}", file=sys.stderr, flush=True)
     return Trained(net, scaler, frame, cfg, history, arch)
+
+
+def outcome(history: dict, epochs: int) -> str:
+    """One line on how training ended and whether the trained network is what predicts."""
+    if "skipped" in history:
+        return f"{history['skipped']}; the context is used as it is"
+    run = history.get("epochs_run", 0)
+    if "initial_val_loss" not in history:
+        return f"{run} epochs (fixed schedule, no validation)"
+    why = f", stopped early: {history['stopped']}" if "stopped" in history else ""
+    if "best_epoch" not in history:
+        return (f"{run}/{epochs} epochs{why}; the network never beat its starting point on validation spots "
+                f"(loss {history['initial_val_loss']:.4f}), so it is not used")
+    return (f"{run}/{epochs} epochs{why}; best epoch {history['best_epoch']} kept (validation loss "
+            f"{history['initial_val_loss']:.4f} -> {history['best_val_loss']:.4f})")
