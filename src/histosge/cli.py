@@ -351,14 +351,24 @@ def encoders(debug: O.Debug = False):
     from .encode import DEFAULT_ENCODER, list_encoders
 
     def show():
+        from rich.markup import escape
+
+        rows = list_encoders()
         table = Table(title="image encoders")
         for col in ("name", "dim", "input", "licence", "available"):
             table.add_column(col)
-        for e in list_encoders():
-            mark = "yes" if e["available"] else f"no: {e.get('reason', '')}"
+        for e in rows:
             name = e["name"] + (" (default)" if e["name"] == DEFAULT_ENCODER else "")
-            table.add_row(name, str(e["dim"]), str(e["input_size"]), str(e.get("licence", "")), mark)
+            table.add_row(escape(name), str(e["dim"]), str(e["input_size"]), escape(str(e.get("licence", ""))),
+                          "yes" if e["available"] else "no (see below)")
         out.print(table)
+        # Fixes hold URLs and install commands: printed whole (never cut to the terminal's width),
+        # and as plain text (rich markup would swallow extras such as [phikon]).
+        missing = [e for e in rows if not e["available"]]
+        if missing:
+            out.print("To make an encoder available:", markup=False, highlight=False)
+        for e in missing:
+            out.print(f"  {e['name']}: {e.get('reason', '')}", markup=False, highlight=False, soft_wrap=True)
 
     _run(debug, show)
 
