@@ -117,7 +117,7 @@ def transforms(width: int, height: int, pitch: float, max_shift: int = 6) -> lis
         ("rotated 180 degrees", lambda p: np.c_[2 * cx - p[:, 0], 2 * cy - p[:, 1]]),
         ("rotated 90 degrees clockwise", lambda p: np.c_[cx + (cy - p[:, 1]), cy + (p[:, 0] - cx)]),
         ("rotated 90 degrees anticlockwise", lambda p: np.c_[cx - (cy - p[:, 1]), cy - (p[:, 0] - cx)]),
-        ("with x and y swapped", lambda p: p[:, ::-1].copy()),
+        ("with x and y swapped (positions stored as (y, x)?)", lambda p: p[:, ::-1].copy()),
     ]
     for deg in (-15, -10, -5, -3, 3, 5, 10, 15):  # small rotations of the whole image
         t = np.radians(deg)

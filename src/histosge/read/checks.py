@@ -284,8 +284,9 @@ def check_not_blank(img: np.ndarray, *, where: str, path=None) -> None:
     if arr.size == 0:
         raise InputError("the image is empty (0 pixels)", where=where, fix="give the H&E image of the section")
     step = max(1, int(np.ceil(max(arr.shape[:2]) / 1000)))
-    small = arr[::step, ::step, :3] if arr.ndim == 3 else arr[::step, ::step]
-    if int(small.max()) - int(small.min()) > 8:
+    small = (arr[::step, ::step, :3] if arr.ndim == 3 else arr[::step, ::step, None]).astype(np.int64)
+    spread = np.ptp(small.reshape(-1, small.shape[-1]), axis=0)  # per channel, across pixels
+    if int(spread.max()) > 8:
         return
     transparent = False
     if path is not None:
@@ -305,8 +306,8 @@ def check_not_blank(img: np.ndarray, *, where: str, path=None) -> None:
             fix="save the image without its alpha channel (e.g. as RGB JPEG/PNG) and give that file",
         )
     raise InputError(
-        f"the image is a single colour (values {int(small.min())}-{int(small.max())}): every spot would get "
-        "the same features",
+        f"the image is a single colour (channels vary by at most {int(spread.max())} of 255): every spot would "
+        "get the same features",
         where=where,
         fix="give the H&E image of the section",
     )

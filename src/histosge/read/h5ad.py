@@ -269,7 +269,19 @@ def read_h5ad(
                 )
         rows, cols, grid = detect_lattice(rows, cols, xy, where=f"{where} obs['array_row'], obs['array_col']")
     else:
-        rows, cols, grid, _ = grid_from_pixels(xy, where=f"{where} obsm['spatial']")
+        try:
+            rows, cols, grid, _ = grid_from_pixels(xy, where=f"{where} obsm['spatial']")
+        except InputError as err:
+            try:  # a lattice when x and y are swapped: say so, it is the likely cause
+                grid_from_pixels(xy[:, ::-1], where=where)
+            except InputError:
+                raise err from None
+            raise InputError(
+                "spot positions form a regular grid only with x and y swapped: obsm['spatial'] looks stored "
+                "as (y, x)",
+                where=f"{where} obsm['spatial']",
+                fix="store (x, y) = (column, row): adata.obsm['spatial'] = adata.obsm['spatial'][:, ::-1]",
+            ) from None
     obs["array_row"], obs["array_col"] = rows, cols
     if not sf.get("spot_diameter_fullres", 0) > 0:
         sf["spot_diameter_fullres"] = DIAMETER_PER_PITCH[grid] * spot_pitch(xy)
