@@ -239,12 +239,6 @@ def check_output(
         raise OutputError("output path names a folder", where=str(path), fix=f"give a file name to {option}")
     _check_not_input(path, inputs, option)
     suffix = path.suffix.lower()
-    if suffixes is not None and suffix not in suffixes:
-        raise OutputError(
-            f"output must end in {' or '.join(suffixes)}, not {suffix or 'nothing'!r}",
-            where=str(path),
-            fix=f"e.g. {option} {path.stem or 'result'}{suffixes[0]}",
-        )
     if path.exists() or path.is_symlink():
         try:
             mode = path.stat().st_mode
@@ -252,7 +246,7 @@ def check_output(
             mode = None  # a dangling symlink: the rename replaces the link itself
         if mode is not None:
             if stat.S_ISDIR(mode):
-                if suffix != ".zarr":
+                if suffix != ".zarr" or (suffixes is not None and suffix not in suffixes):
                     raise OutputError("output path is a folder", where=str(path), fix="give a file name")
                 if not _is_zarr_store(path):
                     raise OutputError(
@@ -273,6 +267,12 @@ def check_output(
                     where=str(path),
                     fix="choose another name or remove that file yourself",
                 )
+    if suffixes is not None and suffix not in suffixes:
+        raise OutputError(
+            f"output must end in {' or '.join(suffixes)}, not {suffix or 'nothing'!r}",
+            where=str(path),
+            fix=f"e.g. {option} {path.stem or 'result'}{suffixes[0]}",
+        )
     parent = _check_parent(path, option)
     remove_stale_parts(path)
     try:  # a probe catches what os.access cannot see (read-only mounts, full inode tables)
