@@ -325,16 +325,19 @@ def check_alignment(
     off_source: str,
     totals: np.ndarray | None = None,
     enforce: bool = True,
+    scale: float | None = None,
 ) -> dict:
     """Score how well ``img`` fits the spot positions (``read.alignment``) and refuse a misfit.
 
-    ``xy_on``/``xy_off``: spots under / off tissue in ``img`` pixels; ``off_source`` says where
-    the off-tissue spots come from (recorded). ``enforce=False`` (``--no-alignment-check``)
-    turns the refusal into a warning. Returns the record for ``uns['histosge']['alignment']``.
+    ``xy_on``/``xy_off``: spots under / off tissue in ``img`` pixels (``scale``: ``img`` pixels
+    per full-resolution pixel); ``off_source`` says where the off-tissue spots come from.
+    ``enforce=False`` (``--no-alignment-check``) turns the refusal into a warning. Returns the
+    record for ``uns['histosge']['alignment']``.
     """
     from . import alignment
 
-    result = alignment.score(img, xy_on, xy_off, radius, pitch, totals=totals)
+    result = alignment.score(img, xy_on, xy_off, radius, pitch, totals=totals,
+                             fullres_per_px=1 / scale if scale else None)
     result.update(image=str(image), off_tissue_spots=off_source, enforced=bool(enforce))
     status = result["status"]
     if status.startswith("misaligned"):

@@ -365,7 +365,7 @@ def read_h5ad(
                 align_img, xy * align_scale, xy_off * align_scale, radius=diameter / 2,
                 pitch=spot_pitch(xy) * align_scale, where=f"{where} obsm['spatial']", image=align_name,
                 off_source="obs['in_tissue'] = 0", totals=np.asarray(X.sum(axis=1)).ravel(),
-                enforce=check_alignment,
+                enforce=check_alignment, scale=align_scale,
             )
         else:
             alignment = {"status": "not scored: the file lists no spots off tissue (obs['in_tissue'] = 0)",

@@ -263,7 +263,7 @@ def _alignment(positions: pd.DataFrame, pos: pd.DataFrame, X, img, scale, name, 
     totals = np.asarray(X.sum(axis=1)).ravel()
     return checks.check_alignment(
         img, xy_on * scale, xy_off * scale, radius=diameter * scale / 2, pitch=spot_pitch(xy_on) * scale,
-        where=where, image=name, off_source=source, totals=totals, enforce=enforce,
+        where=where, image=name, off_source=source, totals=totals, enforce=enforce, scale=scale,
     )
 
 
