@@ -223,6 +223,7 @@ def check_output(
     inputs: Iterable[str | os.PathLike | None] = (),
     suffixes: tuple[str, ...] | None = OUTPUT_SUFFIXES,
     option: str = "-o",
+    folder_marker: str | None = None,
 ) -> Path:
     """Fail in one line, before any work, if ``path`` cannot or must not be written; return it.
 
@@ -232,6 +233,10 @@ def check_output(
     regular file or not exist (a ``.zarr`` output: a folder that is a zarr store, or nothing);
     ``suffixes`` lists the endings accepted (None: any). Its folder must exist and be writable.
     Stale ``.part`` leftovers of the same output are removed (``remove_stale_parts``).
+
+    ``folder_marker`` makes the output a folder (a saved model, say): it may exist only empty or
+    as an earlier output of the same kind, recognised by the file ``folder_marker`` in it; write
+    it with ``atomic_path(path, folder=True)``.
     """
     path = Path(path).expanduser()
     name = path.name
@@ -246,9 +251,17 @@ def check_output(
             mode = None  # a dangling symlink: the rename replaces the link itself
         if mode is not None:
             if stat.S_ISDIR(mode):
-                if suffix != ".zarr" or (suffixes is not None and suffix not in suffixes):
+                if folder_marker is not None:
+                    if any(path.iterdir()) and not (path / folder_marker).exists():
+                        raise OutputError(
+                            f"output folder exists and holds other files (no {folder_marker}); it would be "
+                            "replaced",
+                            where=str(path),
+                            fix=f"choose a new {option} name or remove the folder yourself",
+                        )
+                elif suffix != ".zarr" or (suffixes is not None and suffix not in suffixes):
                     raise OutputError("output path is a folder", where=str(path), fix="give a file name")
-                if not _is_zarr_store(path):
+                elif not _is_zarr_store(path):
                     raise OutputError(
                         "output folder exists and is not a zarr store; it would be replaced",
                         where=str(path),
@@ -261,9 +274,9 @@ def check_output(
                     where=str(path),
                     fix="give a regular file name",
                 )
-            elif suffix == ".zarr":
+            elif suffix == ".zarr" or folder_marker is not None:
                 raise OutputError(
-                    "a .zarr output is a folder, but a regular file has this name",
+                    "the output is a folder, but a regular file has this name",
                     where=str(path),
                     fix="choose another name or remove that file yourself",
                 )
