@@ -867,7 +867,7 @@ def test_st_fractional_spot_names_without_new_xy(make_legacy_st, tmp_path):
     _write_counts(counts, df)
     sel = pd.read_csv(spots, sep="\t").drop(columns=["new_x", "new_y"])
     sel.to_csv(spots, sep="\t", index=False)
-    expect_error(ST, "fractional spot names (7.02x4) and no new_x, new_y", lambda: read_her2st(root, "A1"),
+    expect_error(ST, "fractional spot names (4.02x4) and no new_x, new_y", lambda: read_her2st(root, "A1"),
                  "fractional grid positions", tmp_path)
 
 
