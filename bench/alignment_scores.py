@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 import tempfile
@@ -184,6 +185,21 @@ def _f(v, digits=3) -> str:
     return "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.{digits}f}"
 
 
+def _why(r: dict) -> str:
+    status = r.get("status", "")
+    if status.startswith("overridden: "):
+        status = status[len("overridden: "):]
+    if status.startswith("misaligned"):
+        edge, alt = r.get("edge_auc"), r.get("best_alternative_edge_auc")
+        parts = [f"edge AUC < {MIN_EDGE_AUC:g}"] if edge is not None and edge < MIN_EDGE_AUC else []
+        if edge is not None and alt is not None and alt >= edge + MARGIN:
+            parts.append(f"an alternative fits {alt - edge:+.2f} better")
+        return "; ".join(parts)
+    if r["refused"]:
+        return r["message"].split(": ", 1)[-1].split(" -> ")[0]
+    return status
+
+
 def table(rows: list[dict], command: str) -> str:
     shipped = [r for r in rows if r["variant"] in ("as shipped", "2000 px copy (control)")]
     wrong = [r for r in rows if r not in shipped]
@@ -211,21 +227,18 @@ def table(rows: list[dict], command: str) -> str:
         + (" (" + "; ".join(f"{r['section']} {r['variant']}" for r in wrong if not r["refused"]) + ")"
            if n_missed else "") + ".",
         "",
-        "| section | image | refused | auc | edge AUC | best alternative (edge AUC) | count rho | status |",
+        "| section | image | refused | auc | edge AUC | best alternative (edge AUC) | count rho | why |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         alt = (f"{r['best_alternative']} ({_f(r.get('best_alternative_edge_auc'))})"
                if r.get("best_alternative") else "-")
-        status = r.get("status", "")
-        if r["refused"] and not status.startswith(("overridden", "misaligned")):
-            status = r["message"].split(": ", 1)[-1].split(" -> ")[0]
         lines.append(f"| {r['section']} | {r['variant']} | {'yes' if r['refused'] else 'no'} | {_f(r.get('auc'))} | "
-                     f"{_f(r.get('edge_auc'))} | {alt} | {_f(r.get('count_rho'), 2)} | "
-                     f"{status.replace('|', '/')} |")
+                     f"{_f(r.get('edge_auc'))} | {alt} | {_f(r.get('count_rho'), 2)} | {_why(r)} |")
     example = next((r["message"] for r in wrong if r["refused"] and "does not fit" in r["message"]), None)
     if example:
-        lines += ["", "The message, e.g.:", "", "```", example.replace(str(Path.cwd()), "."), "```"]
+        example = re.sub(r"/tmp/histosge-align-[^/]+", "<tmp>", example)
+        lines += ["", "The message, e.g.:", "", "```", example, "```"]
     return "\n".join(lines)
 
 

@@ -136,6 +136,26 @@ def test_zarr_is_a_real_zarr_store(tmp_path):
         check_output(tmp_path / "f.zarr")
 
 
+def test_folder_outputs_such_as_a_saved_model(tmp_path):
+    """``folder_marker``: a folder output may replace only an empty folder or an earlier one of its kind."""
+    model = tmp_path / "model"
+    assert check_output(model, suffixes=None, folder_marker="model.json") == model
+    model.mkdir()
+    check_output(model, suffixes=None, folder_marker="model.json")  # empty: fine
+    (model / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match="holds other files"):
+        check_output(model, suffixes=None, folder_marker="model.json")
+    (model / "model.json").write_text("{}")
+    check_output(model, suffixes=None, folder_marker="model.json")  # an earlier model
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match="regular file has this name"):
+        check_output(tmp_path / "file", suffixes=None, folder_marker="model.json")
+    with atomic_path(model, folder=True) as tmp:
+        (tmp / "model.json").write_text('{"new": 1}')
+    assert sorted(p.name for p in model.iterdir()) == ["model.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "model"]
+
+
 @pytest.mark.parametrize("mask", [0o022, 0o027, 0o002])
 def test_outputs_follow_the_umask(tmp_path, mask):
     old = os.umask(mask)

@@ -223,6 +223,7 @@ def check_output(
     inputs: Iterable[str | os.PathLike | None] = (),
     suffixes: tuple[str, ...] | None = OUTPUT_SUFFIXES,
     option: str = "-o",
+    folder_marker: str | None = None,
 ) -> Path:
     """Fail in one line, before any work, if ``path`` cannot or must not be written; return it.
 
@@ -232,6 +233,10 @@ def check_output(
     regular file or not exist (a ``.zarr`` output: a folder that is a zarr store, or nothing);
     ``suffixes`` lists the endings accepted (None: any). Its folder must exist and be writable.
     Stale ``.part`` leftovers of the same output are removed (``remove_stale_parts``).
+
+    ``folder_marker`` makes the output a folder (a saved model, say): it may exist only empty or
+    as an earlier output of the same kind, recognised by the file ``folder_marker`` in it; write
+    it with ``atomic_path(path, folder=True)``.
     """
     path = Path(path).expanduser()
     name = path.name
@@ -239,12 +244,6 @@ def check_output(
         raise OutputError("output path names a folder", where=str(path), fix=f"give a file name to {option}")
     _check_not_input(path, inputs, option)
     suffix = path.suffix.lower()
-    if suffixes is not None and suffix not in suffixes:
-        raise OutputError(
-            f"output must end in {' or '.join(suffixes)}, not {suffix or 'nothing'!r}",
-            where=str(path),
-            fix=f"e.g. {option} {path.stem or 'result'}{suffixes[0]}",
-        )
     if path.exists() or path.is_symlink():
         try:
             mode = path.stat().st_mode
@@ -252,9 +251,17 @@ def check_output(
             mode = None  # a dangling symlink: the rename replaces the link itself
         if mode is not None:
             if stat.S_ISDIR(mode):
-                if suffix != ".zarr":
+                if folder_marker is not None:
+                    if any(path.iterdir()) and not (path / folder_marker).exists():
+                        raise OutputError(
+                            f"output folder exists and holds other files (no {folder_marker}); it would be "
+                            "replaced",
+                            where=str(path),
+                            fix=f"choose a new {option} name or remove the folder yourself",
+                        )
+                elif suffix != ".zarr" or (suffixes is not None and suffix not in suffixes):
                     raise OutputError("output path is a folder", where=str(path), fix="give a file name")
-                if not _is_zarr_store(path):
+                elif not _is_zarr_store(path):
                     raise OutputError(
                         "output folder exists and is not a zarr store; it would be replaced",
                         where=str(path),
@@ -267,12 +274,18 @@ def check_output(
                     where=str(path),
                     fix="give a regular file name",
                 )
-            elif suffix == ".zarr":
+            elif suffix == ".zarr" or folder_marker is not None:
                 raise OutputError(
-                    "a .zarr output is a folder, but a regular file has this name",
+                    "the output is a folder, but a regular file has this name",
                     where=str(path),
                     fix="choose another name or remove that file yourself",
                 )
+    if suffixes is not None and suffix not in suffixes:
+        raise OutputError(
+            f"output must end in {' or '.join(suffixes)}, not {suffix or 'nothing'!r}",
+            where=str(path),
+            fix=f"e.g. {option} {path.stem or 'result'}{suffixes[0]}",
+        )
     parent = _check_parent(path, option)
     remove_stale_parts(path)
     try:  # a probe catches what os.access cannot see (read-only mounts, full inode tables)

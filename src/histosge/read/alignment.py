@@ -117,7 +117,7 @@ def transforms(width: int, height: int, pitch: float, max_shift: int = 6) -> lis
         ("rotated 180 degrees", lambda p: np.c_[2 * cx - p[:, 0], 2 * cy - p[:, 1]]),
         ("rotated 90 degrees clockwise", lambda p: np.c_[cx + (cy - p[:, 1]), cy + (p[:, 0] - cx)]),
         ("rotated 90 degrees anticlockwise", lambda p: np.c_[cx - (cy - p[:, 1]), cy - (p[:, 0] - cx)]),
-        ("with x and y swapped", lambda p: p[:, ::-1].copy()),
+        ("with x and y swapped (positions stored as (y, x)?)", lambda p: p[:, ::-1].copy()),
     ]
     for deg in (-15, -10, -5, -3, 3, 5, 10, 15):  # small rotations of the whole image
         t = np.radians(deg)
@@ -154,12 +154,15 @@ def score(
     *,
     totals: np.ndarray | None = None,
     search: bool = True,
+    fullres_per_px: float | None = None,
 ) -> dict:
     """Alignment scores of spot positions (in ``img`` pixels) against ``img``.
 
     ``xy_on``: spots under tissue; ``xy_off``: spots the positions file puts off tissue;
     ``radius`` and ``pitch``: spot radius and spot spacing in ``img`` pixels; ``totals``: total
-    counts of the ``xy_on`` spots. Returns a dict (stored in ``uns['histosge']['alignment']``):
+    counts of the ``xy_on`` spots; ``fullres_per_px``: full-resolution pixels per ``img`` pixel
+    (names shifts in full-resolution pixels). Returns a dict (stored in
+    ``uns['histosge']['alignment']``):
 
     - ``auc``: in-tissue vs off-tissue spots, all of them;
     - ``edge_auc``: the same for spots within 2.5 pitches of the tissue edge (what moves when
@@ -214,8 +217,9 @@ def score(
             a = auc(sample(m, f(a_on)), sample(m, f(a_off)))
             if np.isfinite(a) and a > best:
                 best_name, best = name, a
-        if isinstance(best_name, tuple):  # a shift, named in the caller's pixels
-            best_name = f"shifted by ({best_name[0] * pitch:+.0f}, {best_name[1] * pitch:+.0f}) px"
+        if isinstance(best_name, tuple):  # a shift, named in full-resolution pixels when the scale is known
+            f, unit = (fullres_per_px, "full-resolution px") if fullres_per_px else (1.0, "px")
+            best_name = (f"shifted by ({best_name[0] * pitch * f:+.0f}, {best_name[1] * pitch * f:+.0f}) {unit}")
         if best_name is not None:
             out["best_alternative"], out["best_alternative_edge_auc"] = best_name, float(best)
     better = best_name is not None and best >= edge_auc + MARGIN

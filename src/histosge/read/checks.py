@@ -284,8 +284,9 @@ def check_not_blank(img: np.ndarray, *, where: str, path=None) -> None:
     if arr.size == 0:
         raise InputError("the image is empty (0 pixels)", where=where, fix="give the H&E image of the section")
     step = max(1, int(np.ceil(max(arr.shape[:2]) / 1000)))
-    small = arr[::step, ::step, :3] if arr.ndim == 3 else arr[::step, ::step]
-    if int(small.max()) - int(small.min()) > 8:
+    small = (arr[::step, ::step, :3] if arr.ndim == 3 else arr[::step, ::step, None]).astype(np.int64)
+    spread = np.ptp(small.reshape(-1, small.shape[-1]), axis=0)  # per channel, across pixels
+    if int(spread.max()) > 8:
         return
     transparent = False
     if path is not None:
@@ -305,8 +306,8 @@ def check_not_blank(img: np.ndarray, *, where: str, path=None) -> None:
             fix="save the image without its alpha channel (e.g. as RGB JPEG/PNG) and give that file",
         )
     raise InputError(
-        f"the image is a single colour (values {int(small.min())}-{int(small.max())}): every spot would get "
-        "the same features",
+        f"the image is a single colour (channels vary by at most {int(spread.max())} of 255): every spot would "
+        "get the same features",
         where=where,
         fix="give the H&E image of the section",
     )
@@ -324,16 +325,19 @@ def check_alignment(
     off_source: str,
     totals: np.ndarray | None = None,
     enforce: bool = True,
+    scale: float | None = None,
 ) -> dict:
     """Score how well ``img`` fits the spot positions (``read.alignment``) and refuse a misfit.
 
-    ``xy_on``/``xy_off``: spots under / off tissue in ``img`` pixels; ``off_source`` says where
-    the off-tissue spots come from (recorded). ``enforce=False`` (``--no-alignment-check``)
-    turns the refusal into a warning. Returns the record for ``uns['histosge']['alignment']``.
+    ``xy_on``/``xy_off``: spots under / off tissue in ``img`` pixels (``scale``: ``img`` pixels
+    per full-resolution pixel); ``off_source`` says where the off-tissue spots come from.
+    ``enforce=False`` (``--no-alignment-check``) turns the refusal into a warning. Returns the
+    record for ``uns['histosge']['alignment']``.
     """
     from . import alignment
 
-    result = alignment.score(img, xy_on, xy_off, radius, pitch, totals=totals)
+    result = alignment.score(img, xy_on, xy_off, radius, pitch, totals=totals,
+                             fullres_per_px=1 / scale if scale else None)
     result.update(image=str(image), off_tissue_spots=off_source, enforced=bool(enforce))
     status = result["status"]
     if status.startswith("misaligned"):

@@ -269,7 +269,19 @@ def read_h5ad(
                 )
         rows, cols, grid = detect_lattice(rows, cols, xy, where=f"{where} obs['array_row'], obs['array_col']")
     else:
-        rows, cols, grid, _ = grid_from_pixels(xy, where=f"{where} obsm['spatial']")
+        try:
+            rows, cols, grid, _ = grid_from_pixels(xy, where=f"{where} obsm['spatial']")
+        except InputError as err:
+            try:  # a lattice when x and y are swapped: say so, it is the likely cause
+                grid_from_pixels(xy[:, ::-1], where=where)
+            except InputError:
+                raise err from None
+            raise InputError(
+                "spot positions form a regular grid only with x and y swapped: obsm['spatial'] looks stored "
+                "as (y, x)",
+                where=f"{where} obsm['spatial']",
+                fix="store (x, y) = (column, row): adata.obsm['spatial'] = adata.obsm['spatial'][:, ::-1]",
+            ) from None
     obs["array_row"], obs["array_col"] = rows, cols
     if not sf.get("spot_diameter_fullres", 0) > 0:
         sf["spot_diameter_fullres"] = DIAMETER_PER_PITCH[grid] * spot_pitch(xy)
@@ -353,7 +365,7 @@ def read_h5ad(
                 align_img, xy * align_scale, xy_off * align_scale, radius=diameter / 2,
                 pitch=spot_pitch(xy) * align_scale, where=f"{where} obsm['spatial']", image=align_name,
                 off_source="obs['in_tissue'] = 0", totals=np.asarray(X.sum(axis=1)).ravel(),
-                enforce=check_alignment,
+                enforce=check_alignment, scale=align_scale,
             )
         else:
             alignment = {"status": "not scored: the file lists no spots off tissue (obs['in_tissue'] = 0)",

@@ -330,7 +330,7 @@ def _alignment(sel, rows_all, cols_all, grid, sel_xy, xy, X, hires, scalef, diam
     totals = np.asarray(X.sum(axis=1)).ravel()
     return checks.check_alignment(
         hires, xy * scalef, xy_off * scalef, radius=diameter * scalef / 2, pitch=spot_pitch(sel_xy) * scalef,
-        where=where, image=image, totals=totals, enforce=enforce,
+        where=where, image=image, totals=totals, enforce=enforce, scale=scalef,
         off_source="selected = 0 in the spot table, and lattice positions it leaves out",
     )
 

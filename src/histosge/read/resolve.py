@@ -4,7 +4,9 @@
 reader, so the CLI and the benchmarks never need to know which layout a section has.
 Dataset names are resolved inside ``data_dir`` (default: the ``HISTOSGE_DATA`` variable),
 laid out as in the shared data folder: ``dlpfc/<id>/``, ``her2st/ST-*``, and folders holding
-one ``.h5ad`` (plus its image) such as ``visium_mouse_brain_crop/``.
+one ``.h5ad`` (plus its image) such as ``visium_mouse_brain_crop/``. A folder in STUtility's
+legacy-ST layout (a count table, a spot table and the H&E image, docs/YOUR_DATA.md) is read
+with ``read_legacy_st``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import anndata as ad
 
 from ..errors import InputError
 from .h5ad import read_h5ad
-from .legacy_st import her2st_sections, read_her2st
+from .legacy_st import her2st_sections, read_her2st, read_legacy_st
 from .spaceranger import COUNTS_FILE, read_spaceranger
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".svs")
@@ -58,6 +60,37 @@ def _single_image(folder: Path) -> Path | None:
     return found[0] if len(found) == 1 else None
 
 
+_TABLE = (".tsv", ".tsv.gz", ".csv", ".csv.gz", ".txt", ".txt.gz")
+
+
+def _named(folder: Path, words: tuple[str, ...]) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(_TABLE)
+                  and any(w in p.name.lower() for w in words))
+
+
+def _legacy_files(folder: Path, image=None) -> tuple[Path, Path, Path] | None:
+    """(counts, spot table, image) of a legacy-ST folder in STUtility's layout, or None.
+
+    The folder holds one count table (name containing 'count' or 'cnt'), one spot table (name
+    containing 'spot', 'selection' or 'alignment') and one image, unless ``image`` names it.
+    """
+    counts = _named(folder, ("count", "cnt"))
+    spots = [p for p in _named(folder, ("spot", "selection", "alignment")) if p not in counts]
+    if not counts and not spots:
+        return None
+    where = str(folder)
+    fix = ("a legacy-ST folder holds one count table (*count*.tsv[.gz]), one spot table "
+           "(*spot*/*selection*/*alignment*.tsv or .csv) and one H&E image")
+    for what, found in (("count table", counts), ("spot table", spots)):
+        if len(found) != 1:
+            raise InputError(f"{len(found)} {what}s ({', '.join(p.name for p in found) or 'none'})",
+                             where=where, fix=fix)
+    img = Path(image) if image is not None else _single_image(folder)
+    if img is None:
+        raise InputError("no single H&E image next to the count and spot tables", where=where, fix=fix)
+    return counts[0], spots[0], img
+
+
 def _read_path(path: Path, image, check: bool = True) -> ad.AnnData:
     if path.is_file():
         if path.suffix == ".h5ad":
@@ -78,6 +111,10 @@ def _read_path(path: Path, image, check: bool = True) -> ad.AnnData:
             fix=f"name one section: her2st:<section> with data_dir={path.parent}, "
             f"one of {', '.join(her2st_sections(path)) or 'none found'}",
         )
+    legacy = _legacy_files(path, image)
+    if legacy is not None:
+        counts, spots, img = legacy
+        return read_legacy_st(counts, spots, img, library_id=path.name, check_alignment=check)
     h5ads = sorted(path.glob("*.h5ad"))
     if len(h5ads) == 1:
         return read_h5ad(h5ads[0], image=image if image is not None else _single_image(path), check_alignment=check)

@@ -253,17 +253,17 @@ def _alignment(positions: pd.DataFrame, pos: pd.DataFrame, X, img, scale, name, 
     cols = ["pxl_col_in_fullres", "pxl_row_in_fullres"]
     xy_on = pos[cols].to_numpy(np.float64)
     off = positions[positions["in_tissue"].to_numpy() != 1]
-    if len(off) >= MIN_SPOTS:
-        xy_off, source = off[cols].to_numpy(np.float64), "in_tissue = 0 in the positions file"
-    else:
+    xy_off, source = off[cols].to_numpy(np.float64), "in_tissue = 0 in the positions file"
+    if len(off) < MIN_SPOTS:  # a positions file trimmed to the tissue: the array's other positions
         every = positions[cols].to_numpy(np.float64)
-        xy_off = lattice_off_spots(positions["array_row"].to_numpy(), positions["array_col"].to_numpy(),
-                                   every, "hex", margin=0)
-        source = "lattice positions the positions file leaves out"
+        implied = lattice_off_spots(positions["array_row"].to_numpy(), positions["array_col"].to_numpy(),
+                                    every, "hex", margin=0)
+        xy_off = np.vstack([xy_off, implied])
+        source += ", and lattice positions it leaves out"
     totals = np.asarray(X.sum(axis=1)).ravel()
     return checks.check_alignment(
         img, xy_on * scale, xy_off * scale, radius=diameter * scale / 2, pitch=spot_pitch(xy_on) * scale,
-        where=where, image=name, off_source=source, totals=totals, enforce=enforce,
+        where=where, image=name, off_source=source, totals=totals, enforce=enforce, scale=scale,
     )
 
 
