@@ -93,6 +93,14 @@ def _uns_spatial(adata: ad.AnnData) -> dict:
     return {lib: spatial[lib]} if lib in spatial else {}
 
 
+def _input_record(adata: ad.AnnData) -> dict:
+    """What the reader recorded about the input that an output should keep (its source, the
+    alignment check's score, the spot size and where it came from)."""
+    info = keys.info(adata)
+    return {k: info[k] for k in ("source", "grid", "alignment", "spot_diameter_um", "spot_diameter_um_source")
+            if k in info}
+
+
 def _settings(opts: Options, encoder: str) -> dict:
     return {**{k: v for k, v in vars(opts).items() if v is not None}, "encoder": encoder}
 
@@ -153,7 +161,7 @@ def superres(adata: ad.AnnData, image: str | None = None, *, factor: int = 4, pr
     out.uns[keys.HISTOSGE] = {
         "task": "superres", "library_id": keys.library_id(adata), "grid": grid, "factor": int(factor),
         "n_measured": int(n), "n_generated": int(len(points)), "hvg_flavour": model.training_["hvg_flavour"],
-        "array_to_pixel_rms_px": fit_rms, "settings": _settings(opts, enc_name),
+        "array_to_pixel_rms_px": fit_rms, "settings": _settings(opts, enc_name), "input": _input_record(adata),
         "features": model.encoder_, "model": _jsonable(model.info_), "training_scores": model.scores_,
         "seconds": {"features": t_feat - t0, "fit_predict": t_fit - t_feat, "total": time.perf_counter() - t0},
         "note": "X: measured log1p for measured spots, predicted for generated spots; "
@@ -204,7 +212,7 @@ def recover(adata: ad.AnnData, image: str | None = None, *, holdout: float = 0.5
         "task": "recover", "library_id": keys.library_id(adata), "grid": grid,
         "hvg_flavour": model.training_["hvg_flavour"],
         "n_train": int(len(train)), "n_test": int(len(test)), "holdout": holdout,
-        "metrics": metrics, "metrics_scope": "held-out spots only",
+        "metrics": metrics, "metrics_scope": "held-out spots only", "input": _input_record(adata),
         "settings": _settings(opts, enc_name), "features": model.encoder_, "model": _jsonable(model.info_),
         "seconds": {"features": t_feat - t0, "fit_predict": t_fit - t_feat, "total": time.perf_counter() - t0},
     }
@@ -289,7 +297,8 @@ def predict(model: HisToSGE | str, source, *, mpp: float | None = None, factor: 
         context = adata if model.mode == "neighbours" else None
         out = model.predict(query, context=context, cache_dir=cache_dir, batch_size=batch_size, progress=progress)
         out.obs["spot_type"] = query.obs["spot_type"].to_numpy()
-        out.uns[keys.HISTOSGE].update({"input": "section", "source": str(keys.info(adata).get("source", source)),
+        out.uns[keys.HISTOSGE].update({"input": "section", "section": _input_record(adata),
+                                       "source": str(keys.info(adata).get("source", source)),
                                        "factor": int(factor), "n_measured": int(adata.n_obs),
                                        "n_generated": int(n_gen)})
     out.uns[keys.HISTOSGE]["seconds"] = time.perf_counter() - t0
