@@ -23,12 +23,13 @@ class HistosgeError(Exception):
         return f"{head} -> {self.fix}" if self.fix else head
 
 
-class InputError(HistosgeError):
-    """The data given (counts, positions, image, AnnData) cannot be used as it is."""
+class InputError(HistosgeError, ValueError):
+    """The data given (counts, positions, image, AnnData) cannot be used as it is. Also a
+    ``ValueError``, so code written for scanpy-style errors catches it."""
 
 
-class EncoderError(HistosgeError):
-    """An image encoder cannot be built or its weights cannot be had."""
+class EncoderError(HistosgeError, RuntimeError):
+    """An image encoder cannot be built or its weights cannot be had (also a ``RuntimeError``)."""
 
 
 class OutputError(HistosgeError):
