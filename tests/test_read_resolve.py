@@ -25,7 +25,7 @@ def data_root(tmp_path, make_spaceranger, make_legacy_st):
 
 
 def test_names_and_paths(data_root):
-    assert known_sections(data_root) == ["her2st:B1", "dlpfc:151500", "crop"]
+    assert known_sections(data_root) == ["dlpfc:151500", "her2st:B1", "crop"]  # datasets by name, then folders
     a = read_section("dlpfc:151500", data_dir=data_root)
     assert a.uns["histosge"]["library_id"] == "151500" and a.n_obs == 77
     assert read_section("dlpfc/151500", data_dir=data_root).n_obs == 77

@@ -13,43 +13,27 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import anndata as ad
 
+from .. import datasets
 from ..errors import InputError
 from .h5ad import read_h5ad
-from .legacy_st import her2st_sections, read_her2st, read_legacy_st
+from .legacy_st import her2st_sections, read_legacy_st
 from .spaceranger import COUNTS_FILE, read_spaceranger
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".svs")
 _NAME = re.compile(r"^(?P<dataset>[A-Za-z0-9_]+)[:/](?P<section>[A-Za-z0-9_.-]+)$")
 
 
-def _data_dir(data_dir: str | os.PathLike | None, source: str) -> Path:
-    if data_dir is None:
-        data_dir = os.environ.get("HISTOSGE_DATA")
-    if not data_dir:
-        raise InputError(
-            f"{source!r} is not a file or folder, and no data folder is set to look it up in",
-            where=source,
-            fix="give a Space Ranger folder or .h5ad path, or set HISTOSGE_DATA to the data folder",
-        )
-    root = Path(data_dir)
-    if not root.is_dir():
-        raise InputError(
-            "data folder not found", where=str(root), fix="set HISTOSGE_DATA to the shared data folder"
-        )
-    return root
-
-
 def known_sections(data_dir: str | os.PathLike) -> list[str]:
-    """Every dataset name ``read_section`` accepts inside ``data_dir``."""
+    """Every name ``read_section`` accepts inside ``data_dir``: ``dataset:section`` names of the
+    registered datasets (``histosge.datasets``), then folders holding one ``.h5ad``."""
     root = Path(data_dir)
-    names = [f"her2st:{s}" for s in her2st_sections(root / "her2st")]
-    dlpfc = root / "dlpfc"
-    if dlpfc.is_dir():
-        names += [f"dlpfc:{p.name}" for p in sorted(dlpfc.iterdir()) if (p / COUNTS_FILE).exists()]
+    names = datasets.known_sections(root)
     if root.is_dir():
         names += [p.name for p in sorted(root.iterdir()) if p.is_dir() and any(p.glob("*.h5ad"))]
     return names
@@ -91,33 +75,72 @@ def _legacy_files(folder: Path, image=None) -> tuple[Path, Path, Path] | None:
     return counts[0], spots[0], img
 
 
-def _read_path(path: Path, image, check: bool = True) -> ad.AnnData:
+# -- formats: one (sniff, read) pair each, tried in order ------------------------------------------
+@dataclass(frozen=True)
+class Reader:
+    """A section format: ``sniff(path)`` says whether ``path`` is one, ``read(path, image,
+    check_alignment)`` reads it."""
+
+    name: str
+    sniff: Callable[[Path], bool]
+    read: Callable[[Path, object, bool], ad.AnnData]
+
+
+def _is_spaceranger(path: Path) -> bool:
     if path.is_file():
-        if path.suffix == ".h5ad":
-            return read_h5ad(path, image=image, check_alignment=check)
-        if path.name == COUNTS_FILE:
-            return read_spaceranger(path.parent, image=image, check_alignment=check)
+        return path.name == COUNTS_FILE
+    return (path / COUNTS_FILE).exists() or (path / "outs" / COUNTS_FILE).exists()
+
+
+def _her2st_root(path: Path, image, check: bool) -> ad.AnnData:
+    raise InputError("this is a her2st folder holding several sections", where=str(path),
+                     fix=f"name one section: her2st:<section> with data_dir={path.parent}, "
+                         f"one of {', '.join(her2st_sections(path)) or 'none found'}")
+
+
+def _read_legacy_folder(path: Path, image, check: bool) -> ad.AnnData:
+    counts, spots, img = _legacy_files(path, image)
+    return read_legacy_st(counts, spots, img, library_id=path.name, check_alignment=check)
+
+
+def _one_h5ad(path: Path) -> list[Path]:
+    return sorted(path.glob("*.h5ad")) if path.is_dir() else []
+
+
+#: Every section format ``read_section`` knows, tried in order (``register_reader`` adds one).
+READERS: list[Reader] = [
+    Reader("h5ad", lambda p: p.is_file() and p.suffix == ".h5ad",
+           lambda p, image, check: read_h5ad(p, image=image, check_alignment=check)),
+    Reader("spaceranger", _is_spaceranger,
+           lambda p, image, check: read_spaceranger(p.parent if p.is_file() else p, image=image,
+                                                    check_alignment=check)),
+    Reader("her2st-root", lambda p: p.is_dir() and (p / "ST-cnts").is_dir(), _her2st_root),
+    Reader("legacy-st-folder", lambda p: p.is_dir() and bool(_named(p, ("count", "cnt"))
+                                                             or _named(p, ("spot", "selection", "alignment"))),
+           _read_legacy_folder),
+    Reader("h5ad-folder", lambda p: len(_one_h5ad(p)) == 1,
+           lambda p, image, check: read_h5ad(_one_h5ad(p)[0], image=image if image is not None
+                                             else _single_image(p), check_alignment=check)),
+]
+
+
+def register_reader(reader: Reader, *, first: bool = True) -> Reader:
+    """Add a section format (tried before the built-in ones unless ``first=False``)."""
+    READERS.insert(0, reader) if first else READERS.append(reader)
+    return reader
+
+
+def _read_path(path: Path, image, check: bool = True) -> ad.AnnData:
+    for reader in READERS:
+        if reader.sniff(path):
+            return reader.read(path, image, check)
+    if path.is_file():
         raise InputError(
             "not a section file (expected .h5ad or filtered_feature_bc_matrix.h5)",
             where=str(path),
             fix="give an .h5ad, a Space Ranger folder, or a dataset name like her2st:C2",
         )
-    if (path / COUNTS_FILE).exists() or (path / "outs" / COUNTS_FILE).exists():
-        return read_spaceranger(path, image=image, check_alignment=check)
-    if (path / "ST-cnts").is_dir():
-        raise InputError(
-            "this is a her2st folder holding several sections",
-            where=str(path),
-            fix=f"name one section: her2st:<section> with data_dir={path.parent}, "
-            f"one of {', '.join(her2st_sections(path)) or 'none found'}",
-        )
-    legacy = _legacy_files(path, image)
-    if legacy is not None:
-        counts, spots, img = legacy
-        return read_legacy_st(counts, spots, img, library_id=path.name, check_alignment=check)
-    h5ads = sorted(path.glob("*.h5ad"))
-    if len(h5ads) == 1:
-        return read_h5ad(h5ads[0], image=image if image is not None else _single_image(path), check_alignment=check)
+    h5ads = _one_h5ad(path)
     raise InputError(
         f"no {COUNTS_FILE} and {'several' if h5ads else 'no'} .h5ad files in this folder",
         where=str(path),
@@ -147,10 +170,9 @@ def input_paths(
         if root:
             root = Path(root)
             m = _NAME.match(str(source))
-            if m and m["dataset"].lower() == "her2st":
-                found.append(root / "her2st")
-            elif m and m["dataset"].lower() == "dlpfc":
-                found.append(root / "dlpfc" / m["section"])
+            dataset = datasets.get_dataset(m["dataset"]) if m else None
+            if dataset is not None:
+                found += dataset.inputs(root, m["section"])
             elif (root / str(source)).is_dir():
                 found.append(root / str(source))
     if image is not None:
@@ -167,8 +189,10 @@ def read_section(
 ) -> ad.AnnData:
     """Read a section named by a path (Space Ranger folder, .h5ad) or ``dataset:section``.
 
-    Dataset names: ``her2st:C2``, ``dlpfc:151673`` (``dlpfc/151673`` also works), or the name of
-    a folder in ``data_dir`` holding one .h5ad. An existing path always wins over a name.
+    Dataset names: ``her2st:C2``, ``dlpfc:151673`` (``dlpfc/151673`` also works; the datasets are
+    ``histosge.datasets``), or the name of a folder in ``data_dir`` holding one .h5ad. An
+    existing path always wins over a name; a path is read by the first of ``READERS`` that
+    recognises it.
 
     ``check_alignment=False`` reads an image that fails the alignment check (flipped, rotated,
     shifted, rescaled, another section's) with a warning instead of an error; the score is in
@@ -178,17 +202,14 @@ def read_section(
     path = Path(source).expanduser()
     if path.exists():
         return _read_path(path, image, check_alignment)
-    root = _data_dir(data_dir, source)
+    root = datasets.data_dir(data_dir, source)
     m = _NAME.match(source)
     if m:
-        dataset, section = m["dataset"].lower(), m["section"]
-        if dataset == "her2st":
-            if image is not None:
-                raise InputError("her2st sections bring their own image", where="--image", fix="drop --image")
-            return read_her2st(root / "her2st", section, check_alignment=check_alignment)
-        if dataset == "dlpfc" and (root / "dlpfc" / section / COUNTS_FILE).exists():
-            return read_spaceranger(root / "dlpfc" / section, image=image, library_id=section,
-                                    check_alignment=check_alignment)
+        dataset = datasets.get_dataset(m["dataset"])
+        if dataset is not None and m["section"] in dataset.find_sections(root):
+            return dataset.read(root, m["section"], image=image, check_alignment=check_alignment)
+        if dataset is not None and dataset.name == "her2st":  # the reader names the sections it has
+            return dataset.read(root, m["section"], image=image, check_alignment=check_alignment)
     elif (root / source).is_dir():
         return _read_path(root / source, image, check_alignment)
     known = known_sections(root)
