@@ -13,7 +13,11 @@ of histosge (an AnnData with ``uns['histosge']``):
   ``X``, the others from ``uns['histosge']['storage']['rows_<layer>']``. h5py, anndata and
   scanpy read it as an ordinary array; a layer equal to ``X`` everywhere is a hard link.
 * **Compression.** gzip (level ``GZIP_LEVEL``) with byte shuffling, chunks of whole rows of
-  about 1 MB; the rest of the file (obs, uns, thumbnails) with anndata's gzip.
+  about 1 MB, for the matrices and every other numeric array over ``BIG_BYTES`` (thumbnails in
+  ``uns['spatial']``, ``obsm``); anndata writes the rest (obs, var, small uns entries) as usual.
+  The compressed arrays are added in memory (HDF5's core driver) and the file image written in
+  one go, so a full disk is one clean error (HDF5 can crash the process when it fails to flush
+  compressed chunks to a full disk).
 * **Features.** ``obsm['features']`` (the encoder's output, recomputable and kept in the
   feature cache) is left out unless ``features=True``.
 
@@ -40,6 +44,8 @@ GZIP_LEVEL = 4
 CHUNK_BYTES = 1 << 20
 #: A layer with more alternating runs of rows (same as X / different) than this is stored whole.
 MAX_LINKED_RUNS = 64
+#: Numeric arrays in uns and obsm larger than this are compressed like the matrices.
+BIG_BYTES = 1 << 16
 _ARRAY_ATTRS = {"encoding-type": "array", "encoding-version": "0.2.0"}
 
 
@@ -55,6 +61,24 @@ def quantize(x: np.ndarray) -> np.ndarray:
 
 def _dense_float(m) -> bool:
     return isinstance(m, np.ndarray) and m.ndim == 2 and np.issubdtype(m.dtype, np.floating)
+
+
+def _big(value) -> bool:
+    return (isinstance(value, np.ndarray) and value.dtype.kind in "biuf" and value.nbytes > BIG_BYTES
+            and value.ndim >= 1)
+
+
+def _split(tree: dict, prefix: str, out: dict[str, np.ndarray]) -> dict:
+    """``tree`` (nested dicts) without its big numeric arrays, which go to ``out`` by file path."""
+    kept = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            kept[k] = _split(v, f"{prefix}/{k}", out)
+        elif _big(v):
+            out[f"{prefix}/{k}"] = v
+        else:
+            kept[k] = v
+    return kept
 
 
 def _runs(same: np.ndarray) -> list[tuple[int, int, bool]]:
@@ -82,7 +106,7 @@ class Plan:
             if _dense_float(m) and m.size:
                 self.dense[path] = quantize(m) if lossy else np.asarray(m)
         x = self.dense.get("X")
-        if links and x is not None:
+        if links and ours and x is not None:
             for path in [p for p in self.dense if p != "X"]:
                 arr = self.dense[path]
                 if arr.shape != x.shape or arr.dtype != x.dtype:
@@ -93,6 +117,7 @@ class Plan:
                     self.links[path] = (arr[~same], runs)
                     del self.dense[path]
         obsm = dict(adata.obsm)
+        self.arrays: dict[str, np.ndarray] = {}  # other big arrays: compressed, as they are
         if ours and not features and keys.FEATURES in obsm:
             del obsm[keys.FEATURES]
             record["features"] = "not stored (the encoder's output; keep it with --keep-features / features=True)"
@@ -111,6 +136,10 @@ class Plan:
                     f"uns['histosge']['storage']['rows_{layer}']")
             uns[keys.HISTOSGE] = {**adata.uns[keys.HISTOSGE], "storage": record}
         self.record = record
+        if links:  # HDF5: big arrays of uns and obsm compressed too (zarr compresses everything anyway)
+            uns = _split(uns, "uns", self.arrays)
+            for k in [k for k, v in obsm.items() if _big(v) and v.ndim == 2]:
+                self.arrays[f"obsm/{k}"] = obsm.pop(k)
         layers = {k: v for k, v in adata.layers.items() if f"layers/{k}" not in self.dense
                   and f"layers/{k}" not in self.links}
         self.shell = ad.AnnData(X=None if "X" in self.dense or adata.X is None else adata.X, obs=adata.obs,
@@ -120,7 +149,8 @@ class Plan:
 
 
 def _chunks(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
-    rows = max(1, min(shape[0], CHUNK_BYTES // max(1, shape[1] * itemsize)))
+    row = int(np.prod(shape[1:], dtype=np.int64)) * itemsize
+    rows = max(1, min(shape[0], CHUNK_BYTES // max(1, row)))
     return (rows, *shape[1:])
 
 
@@ -138,11 +168,11 @@ def write_h5ad(adata: ad.AnnData, path: str | os.PathLike, *, features: bool = F
     import h5py
 
     plan = Plan(adata, features=features, lossless=lossless, links=True)
-    plan.shell.write_h5ad(Path(path), compression="gzip", compression_opts=GZIP_LEVEL)
-    if not plan.dense and not plan.links:
+    plan.shell.write_h5ad(Path(path))
+    if not plan.dense and not plan.links and not plan.arrays:
         return
-    with h5py.File(path, "r+") as f:
-        for where, arr in plan.dense.items():
+    with h5py.File(path, "r+", driver="core", backing_store=True) as f:
+        for where, arr in {**plan.dense, **plan.arrays}.items():
             _create(f, where, arr)
         x = f["X"]
         for where, (own, runs) in plan.links.items():
