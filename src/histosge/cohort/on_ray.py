@@ -68,9 +68,9 @@ def _start(ray, address: str | None) -> bool:
         return False
     try:
         if address is None:
-            ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+            ray.init(address="local", include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
         else:
-            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as err:
         first = " ".join(str(err).split())[:300]
         raise InputError(f"cannot start or reach Ray ({first})", where=f"--ray {address or ''}".strip(),

@@ -165,11 +165,13 @@ def _error_line(err: BaseException) -> str:
 def new_record(job: Job, ctx: Context) -> dict:
     return {"slide": job.name, "status": "running", "path": job.path, "model_sha256": ctx.model_sha256,
             "settings": json.dumps(ctx.settings, sort_keys=True), "worker": worker_id(), "started": _now(),
+            "stage": "reading",
             "attempts": job.attempt, "spots": "", "seconds": "", "peak_memory_mb": "", "error": "", "output": "",
             "output_bytes": "", "slide_sha256": "", "slide_bytes": "", "finished": ""}
 
 
 def _fail(rec: dict, ctx: Context, err: BaseException | str, seconds: float, peak: float | None) -> dict:
+    rec.pop("stage", None)
     rec.update(status="failed", error=err if isinstance(err, str) else _error_line(err), seconds=round(seconds, 2),
                peak_memory_mb=_peak(peak), finished=_now())
     manifest.write_record(Path(ctx.out_dir), rec)
@@ -223,6 +225,7 @@ def _copy_output(job: Job, ctx: Context, rec: dict, source: str, t0: float) -> d
     with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
     prev = manifest.read_records(Path(ctx.out_dir)).get(source, {})
+    rec.pop("stage", None)
     rec.update(status="done", spots=prev.get("spots", ""), seconds=round(time.perf_counter() - t0, 2),
                output=dst.name, output_bytes=dst.stat().st_size, error=f"same bytes as {source}: output copied",
                finished=_now())
@@ -237,7 +240,8 @@ def finish(model, prep: Prepared, ctx: Context, *, progress: bool = False) -> di
     from ..tasks import predict_slide
 
     rec = prep.record
-    rec["worker"] = worker_id()  # where the prediction ran
+    rec.update(worker=worker_id(), stage="predicting")  # where the prediction runs
+    manifest.write_record(Path(ctx.out_dir), rec)
     t0 = time.perf_counter()
     with PeakMemory() as mem:
         try:
@@ -257,6 +261,7 @@ def finish(model, prep: Prepared, ctx: Context, *, progress: bool = False) -> di
             seconds = prep.seconds + time.perf_counter() - t0
             return _fail(rec, ctx, err, seconds, _peak(prep.peak_mb, mem.peak_mb) or None)
     seconds = time.perf_counter() - t0
+    rec.pop("stage", None)
     rec.update(status="done", spots=n_spots, seconds=round(prep.seconds + seconds, 2),
                peak_memory_mb=_peak(prep.peak_mb, mem.peak_mb), output=path.name, output_bytes=path.stat().st_size,
                error="", finished=_now(), seconds_read=round(prep.seconds, 2), seconds_predict=round(seconds, 2))
