@@ -55,7 +55,9 @@ def _run(debug: bool, fn, *args, output: Path | None = None, interrupted: str | 
     except HistosgeError as e:
         if debug:
             raise
-        err.print(f"[bold red]error:[/] {e.message}", highlight=False, soft_wrap=True)
+        from rich.markup import escape  # a message may hold brackets: pip install "histosge[ray]"
+
+        err.print(f"[bold red]error:[/] {escape(e.message)}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         if interrupted:
