@@ -270,3 +270,16 @@ def test_scripts_can_read_the_manifest(model, slides, tmp_path):
     """)
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert int(res.stdout) == int(table["spots"].sum())
+
+
+def test_which_ray_a_run_joins(monkeypatch):
+    from histosge.cohort.on_ray import _address
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert _address(True) is None and _address("") is None  # a new local instance
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
+    assert _address(True) == "ray://head:10001"  # honoured when no address is given
+    assert _address("local") is None  # --ray local: a local instance even then
+    assert _address("10.1.2.3:6379") == "10.1.2.3:6379" and _address("auto") == "auto"
+    with pytest.raises(InputError, match="not a Ray address"):
+        _address("head node")

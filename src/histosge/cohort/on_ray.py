@@ -106,8 +106,9 @@ class _Worker:
 
         return {"worker": worker_id(), "pid": os.getpid(), "peak_rss_mb": peak_rss_mb()}
 
-    def finish(self, prepared: Prepared) -> tuple[dict, float]:
+    def finish(self, prepared: Prepared, attempt: int) -> tuple[dict, float]:
         t0 = time.perf_counter()
+        prepared.record["attempts"] = attempt
         rec = finish(self.model, prepared, self.ctx, progress=False)
         return rec, time.perf_counter() - t0
 
@@ -179,7 +180,8 @@ def run_on_ray(jobs: list[Job], ctx: Context, model_bytes: bytes, *, address, wo
             while ready and idle:
                 job, prep, t_sub, t_prep = ready.popleft()
                 actor = idle.popleft()
-                pending[actor.finish.remote(prep)] = ("finish", job, time.perf_counter(), (actor, prep, t_prep))
+                ref = actor.finish.remote(prep, job.attempt)
+                pending[ref] = ("finish", job, time.perf_counter(), (actor, prep, t_prep))
             if not pending:
                 continue
             done, _ = ray.wait(list(pending), num_returns=1)
