@@ -343,8 +343,14 @@ class HisToSGE:
         if self.mode == "neighbours" and context is None:
             self._check_within_training(query.xy)
         measured = self._measured(context) if context is not None else None
-        pred, seen = self._predict(query, measured, None, keys.mpp(adata))
-        return self._output(adata, query, pred, self.novelty(seen))
+        from threadpoolctl import threadpool_limits
+
+        # BLAS sums in another order with another thread count (last bits differ): one thread makes
+        # a prediction the same bit for bit on any machine, a Ray worker and the local run alike.
+        with threadpool_limits(limits=1, user_api="blas"):
+            pred, seen = self._predict(query, measured, None, keys.mpp(adata))
+            novelty = self.novelty(seen)
+        return self._output(adata, query, pred, novelty)
 
     def predict_spots(self, query: Spots, *, measured: Measured | None = None, groups: np.ndarray | None = None,
                       mpp: float | None = None) -> np.ndarray:
