@@ -102,6 +102,22 @@ def _child(args, mode: str, out: Path, cache: Path) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def output_breakdown(path: Path) -> dict:
+    """Bytes on disk of an output by part: the expression (X), the thumbnail(s), the rest."""
+    import h5py
+
+    parts = {"X": 0, "thumbnail": 0, "rest": 0}
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Dataset):
+            key = "X" if name == "X" else "thumbnail" if "/images/" in name else "rest"
+            parts[key] += obj.id.get_storage_size()
+
+    with h5py.File(path) as f:
+        f.visititems(visit)
+    return {k: round(v / 1e6, 2) for k, v in parts.items()}
+
+
 def _summary(run: dict, n: int) -> dict:
     done = [s for s in run["slides"] if s["status"] == "done"]
     spots = [s["spots"] for s in done]
@@ -170,6 +186,9 @@ def main(argv=None) -> int:
     identical = all(np.array_equal(ad.read_h5ad(work / "out_local" / f"{p.name.split('.')[0]}.h5ad").X,
                                    ad.read_h5ad(work / "out_ray" / f"{p.name.split('.')[0]}.h5ad").X) for p in slides)
     summary = {k: _summary(v, len(slides)) for k, v in runs.items()}
+    first = runs["local"]["slides"][0]
+    summary["local"]["output_breakdown_mb"] = {"slide": first["slide"], "spots": first["spots"],
+                                               **output_breakdown(work / "out_local" / f"{first['slide']}.h5ad")}
     loc, warm, ray = summary["local"], summary["local_features_cached"], summary["ray"]
     result = {
         "command": "python bench/cohort_throughput.py " + " ".join(sys.argv[1:]),

@@ -106,6 +106,7 @@ def test_a_rerun_skips_what_is_done_and_retries_what_failed(model, slides, tmp_p
     table = read_manifest(out).set_index("slide")
     assert "no tissue" in table.loc["slide2", "error"] and table.loc["broken", "status"] == "failed"
     assert table.loc["copy_of_0", "slide_sha256"] == table.loc["slide0", "slide_sha256"]
+    assert res.records["copy_of_0"]["reused_from"] == "slide0" and table.loc["copy_of_0", "error"] == ""
 
 
 def test_bad_inputs_are_one_line_before_any_work(model, slides, tmp_path):

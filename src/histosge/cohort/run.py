@@ -96,7 +96,7 @@ class _Reporter:
         elif outcome == "skipped":
             self.line(f"{head} already done with this model (skipped)")
         elif outcome == "reused":
-            self.line(f"{head} {rec.get('error')}")
+            self.line(f"{head} same bytes as {rec.get('reused_from')}: its output copied")
         else:
             peak = f", peak {rec['peak_memory_mb']:.0f} MB" if isinstance(rec.get("peak_memory_mb"), float) else ""
             self.line(f"{head} {rec['spots']} spots in {rec['seconds']:.1f} s{peak} -> {rec['output']} "

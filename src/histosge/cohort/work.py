@@ -227,8 +227,7 @@ def _copy_output(job: Job, ctx: Context, rec: dict, source: str, t0: float) -> d
     prev = manifest.read_records(Path(ctx.out_dir)).get(source, {})
     rec.pop("stage", None)
     rec.update(status="done", spots=prev.get("spots", ""), seconds=round(time.perf_counter() - t0, 2),
-               output=dst.name, output_bytes=dst.stat().st_size, error=f"same bytes as {source}: output copied",
-               finished=_now())
+               output=dst.name, output_bytes=dst.stat().st_size, error="", reused_from=source, finished=_now())
     manifest.write_record(Path(ctx.out_dir), rec)
     return rec
 
