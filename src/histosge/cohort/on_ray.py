@@ -164,7 +164,12 @@ def run_on_ray(jobs: list[Job], ctx: Context, model_bytes: bytes, *, address, wo
 
         t_actors = time.perf_counter()
         actors = [new_actor() for _ in range(n)]
-        ray.get([a.info.remote() for a in actors])  # the model is loaded everywhere before the clock starts
+        try:
+            ray.get([a.info.remote() for a in actors])  # the model is loaded everywhere before the clock starts
+        except ray.exceptions.RayError as err:
+            raise InputError(f"the Ray workers could not start ({_first(err)})", where="--ray",
+                             fix="check that every node has this histosge installed (pip install \"histosge[ray]\") "
+                                 "and the devices asked for (--gpus-per-worker, --device)") from None
         timings.update(workers=n, workers_ready_s=round(time.perf_counter() - t_actors, 2))
         queue = deque(jobs)
         ready: deque = deque()  # (job, prepared ref, submitted at, prepare seconds)
