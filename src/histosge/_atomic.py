@@ -6,7 +6,8 @@ a device, pipe or folder), must end in a suffix we can write (``.h5ad``, or ``.z
 as a real zarr store), and its folder must exist and accept a new file. It also removes
 ``.part`` files of the same output that a killed run left behind.
 
-``write_output(adata, path)`` then writes to a temporary ``.part`` beside the target and
+``write_output(adata, path)`` then writes to a temporary ``.part`` beside the target (laid out
+as ``histosge.storage`` says: each array once, compressed) and
 renames it onto the name the user asked for, so an interrupted run (Ctrl-C, SIGTERM, a crash,
 a full disk) never leaves a half-written file under that name. Files and folders are created
 with the permissions the umask allows (``mkstemp`` would make them 0600). A disk that fills
@@ -387,8 +388,15 @@ def atomic_path(path: str | os.PathLike, *, folder: bool = False) -> Iterator[Pa
         raise
 
 
-def write_output(adata, path: str | os.PathLike) -> Path:
-    """Write an AnnData atomically as ``.h5ad`` (HDF5) or ``.zarr`` (a zarr store), by suffix."""
+def write_output(adata, path: str | os.PathLike, *, features: bool = False, lossless: bool = False) -> Path:
+    """Write an AnnData atomically as ``.h5ad`` (HDF5) or ``.zarr`` (a zarr store), by suffix.
+
+    The layout is ``histosge.storage``'s: each array once, compressed, X and layers of a histosge
+    output rounded to multiples of 2^-10 unless ``lossless``, ``obsm['features']`` left out
+    unless ``features``.
+    """
+    from . import storage
+
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".zarr":
@@ -396,10 +404,10 @@ def write_output(adata, path: str | os.PathLike) -> Path:
 
         with atomic_path(path, folder=True) as tmp, warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Writing zarr v2 data", category=UserWarning)
-            adata.write_zarr(tmp)
+            storage.write_zarr(adata, tmp, features=features, lossless=lossless)
     elif suffix == ".h5ad":
         with atomic_path(path) as tmp:
-            adata.write_h5ad(tmp)
+            storage.write_h5ad(adata, tmp, features=features, lossless=lossless)
     else:
         raise OutputError(f"cannot write {suffix or 'a file without suffix'!r}", where=str(path),
                           fix="end the output name in .h5ad or .zarr")

@@ -14,18 +14,40 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from . import cli_options as O
 from .errors import HistosgeError, InputError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
+
+def ray_option_value(args: list[str]) -> list[str]:
+    """``--ray`` takes an optional address: ``--ray`` followed by nothing, by another option or by
+    anything that is not an address (``host:port``, ``ray://host:port``, ``auto``, ``local``)
+    becomes ``--ray=`` (no address: $RAY_ADDRESS, else a local instance)."""
+    from .cohort.on_ray import is_address
+
+    out = list(args)
+    for i, a in enumerate(out):
+        if a == "--":
+            break
+        if a == "--ray" and (i + 1 == len(out) or out[i + 1].startswith("-") or not is_address(out[i + 1])):
+            out[i] = "--ray="
+    return out
+
+
+class _Commands(TyperGroup):
+    def parse_args(self, ctx, args):
+        return super().parse_args(ctx, ray_option_value(args))
+
+
+app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Predict high-resolution spatial gene expression from H&E histology (HisToSGE).")
 err = Console(stderr=True)
 out = Console()
 _o = typer.Option
 
 
-def _run(debug: bool, fn, *args, output: Path | None = None, **kwargs):
+def _run(debug: bool, fn, *args, output: Path | None = None, interrupted: str | None = None, **kwargs):
     from ._atomic import stop_requested, was_committed
 
     try:
@@ -33,10 +55,14 @@ def _run(debug: bool, fn, *args, output: Path | None = None, **kwargs):
     except HistosgeError as e:
         if debug:
             raise
-        err.print(f"[bold red]error:[/] {e.message}", highlight=False, soft_wrap=True)
+        from rich.markup import escape  # a message may hold brackets: pip install "histosge[ray]"
+
+        err.print(f"[bold red]error:[/] {escape(e.message)}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
-        if output is not None and was_committed(output):
+        if interrupted:
+            err.print(f"interrupted: {interrupted}", highlight=False)
+        elif output is not None and was_committed(output):
             err.print(f"interrupted after {output} was completely written (it is kept)", highlight=False)
         else:
             err.print("interrupted: no output was written; rerun the same command to resume (features are cached)")
@@ -75,7 +101,7 @@ def _markers(requested: list[str] | None, adata, result) -> list[str] | None:
 
 
 def _job(task: str, source: str, output: Path, image, data_dir, plot, markers, progress, opts, extra,
-         check_alignment: bool = True):
+         check_alignment: bool = True, storage: dict | None = None):
     from . import options, tasks
     from . import plot as plot_mod
     from ._atomic import check_output, write_output
@@ -100,7 +126,7 @@ def _job(task: str, source: str, output: Path, image, data_dir, plot, markers, p
     result = fn(adata, image=image, progress=progress, **opts, **extra)
     drawn = plot_mod.markers(result, png, genes=_markers(markers, adata, result)) if png else []
     try:
-        write_output(result, output)  # published last: an interrupt before this leaves no output
+        write_output(result, output, **(storage or {}))  # published last: an interrupt before this leaves no output
     except BaseException:
         if png is not None:
             png.unlink(missing_ok=True)
@@ -155,6 +181,8 @@ def superres(
     plot: O.Plot = False,
     markers: O.Markers = None,
     alignment_check: O.AlignmentCheck = True,
+    keep_features: O.KeepFeatures = False,
+    lossless: O.Lossless = False,
     quiet: O.Quiet = False,
     debug: O.Debug = False,
 ):
@@ -162,7 +190,8 @@ def superres(
     opts = _common_options(encoder, weights, patch_scale, genes, method, epochs, group_size, patience, seed,
                            device, cache_dir, batch_size)
     _run(debug, _job, "superres", source, output, image, data_dir, plot, _split_markers(markers), not quiet, opts,
-         {"factor": factor}, check_alignment=alignment_check, output=output)
+         {"factor": factor}, check_alignment=alignment_check, output=output,
+         storage={"features": keep_features, "lossless": lossless})
 
 
 @app.command()
@@ -187,6 +216,8 @@ def recover(
     plot: O.Plot = False,
     markers: O.Markers = None,
     alignment_check: O.AlignmentCheck = True,
+    keep_features: O.KeepFeatures = False,
+    lossless: O.Lossless = False,
     quiet: O.Quiet = False,
     debug: O.Debug = False,
 ):
@@ -194,7 +225,8 @@ def recover(
     opts = _common_options(encoder, weights, patch_scale, genes, method, epochs, group_size, patience, seed,
                            device, cache_dir, batch_size)
     _run(debug, _job, "recover", source, output, image, data_dir, plot, _split_markers(markers), not quiet, opts,
-         {"holdout": holdout}, check_alignment=alignment_check, output=output)
+         {"holdout": holdout}, check_alignment=alignment_check, output=output,
+         storage={"features": keep_features, "lossless": lossless})
 
 
 @app.command()
@@ -262,8 +294,9 @@ def train(
 @app.command()
 def predict(
     model_path: O.ModelInput,
-    source: O.PredictSource,
-    output: O.Output,
+    sources: O.PredictSources,
+    output: O.OptionalOutput = None,
+    out_dir: O.OutDir = None,
     mpp: O.Mpp = None,
     factor: O.PredictFactor = None,
     pitch_um: O.PitchUm = None,
@@ -274,10 +307,40 @@ def predict(
     device: O.Device = None,
     cache_dir: O.CacheDir = None,
     alignment_check: O.AlignmentCheck = True,
+    keep_features: O.KeepFeatures = False,
+    lossless: O.Lossless = False,
+    ray: O.Ray = None,
+    workers: O.Workers = None,
+    gpus_per_worker: O.GpusPerWorker = 0.0,
+    cpus_per_worker: O.CpusPerWorker = 1.0,
+    retries: O.Retries = 1,
     quiet: O.Quiet = False,
     debug: O.Debug = False,
 ):
-    """Predict expression with a saved model: on an H&E slide (virtual spots on its tissue) or a section."""
+    """Predict expression with a saved model: on an H&E slide (virtual spots on its tissue) or a section
+    (-o OUT), or on a cohort of slides (--out-dir OUT, optionally --ray)."""
+    storage = {"features": keep_features, "lossless": lossless}
+    if out_dir is not None:
+        _run(debug, _cohort, model_path, sources, out_dir, output=None, mpp=mpp, factor=factor, pitch_um=pitch_um,
+             extra={"--plot": plot, "--image": image, "-o": output}, batch_size=batch_size, device=device,
+             cache_dir=cache_dir, storage=storage, ray=ray, workers=workers, gpus_per_worker=gpus_per_worker,
+             cpus_per_worker=cpus_per_worker, retries=retries, quiet=quiet,
+             interrupted=f"slides finished so far are kept in {out_dir} (manifest.csv); rerun the same command to "
+                         "do the rest")
+        return
+    if output is None or len(sources) != 1 or ray is not None:
+        def refuse():
+            if output is None:
+                raise InputError("no output given", where="histosge predict",
+                                 fix="give -o OUT.h5ad for one input, or --out-dir OUT for many slides")
+            if ray is not None:
+                raise InputError("--ray runs a cohort", where="--ray", fix="give --out-dir OUT instead of -o")
+            raise InputError(f"-o writes one output, but {len(sources)} inputs were given", where="-o",
+                             fix="give one input, or --out-dir OUT to predict them all")
+
+        _run(debug, refuse)
+        return
+    source = sources[0]
 
     def job():
         from . import options, tasks
@@ -321,7 +384,7 @@ def predict(
         if png is not None:
             plot_mod.heatmaps(result, png, genes)
         try:
-            write_output(result, path)
+            write_output(result, path, **storage)
         except BaseException:
             if png is not None:
                 png.unlink(missing_ok=True)
@@ -343,6 +406,44 @@ def predict(
         _summary("histosge predict", rows)
 
     _run(debug, job, output=output)
+
+
+def _cohort(model_path, sources, out_dir, *, mpp, factor, pitch_um, extra, batch_size, device, cache_dir, storage,
+            ray, workers, gpus_per_worker, cpus_per_worker, retries, quiet):
+    from . import options
+    from .cohort import predict_cohort
+
+    for flag, value in extra.items():
+        if value:
+            raise InputError(f"{flag} does not go with --out-dir", where=flag,
+                             fix="drop it (a cohort predicts slides, one output each), or predict one input with -o")
+    t0 = time.perf_counter()
+    opts = options.validate(batch_size=batch_size, device=device)
+    res = predict_cohort(model_path, sources, out_dir, mpp=mpp, factor=factor, pitch_um=pitch_um,
+                         cache_dir=cache_dir, batch_size=opts["batch_size"], device=opts["device"],
+                         ray=None if ray is None else (ray or True), workers=workers,
+                         gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker, retries=retries,
+                         progress=not quiet, **storage)
+    counts = ", ".join(f"{res.count(k)} {k}" for k in ("computed", "skipped", "reused", "failed") if res.count(k))
+    spots = sum(int(r.get("spots") or 0) for r in res.records.values() if r.get("status") == "done")
+    size = sum(int(r.get("output_bytes") or 0) for r in res.records.values() if r.get("status") == "done")
+    backend = "here, one slide at a time"
+    if res.backend == "ray":
+        workers = res.timings.get("workers")
+        backend = f"Ray, {workers} workers" if workers else "Ray (not started: nothing to do)"
+    rows = [("model", str(model_path)), ("slides", f"{len(res.slides)} ({counts})"), ("run", backend),
+            ("spots", f"{spots} in {len(res.slides) - len(res.failed)} outputs ({size / 1e6:.1f} MB)"),
+            ("time", f"{time.perf_counter() - t0:.1f} s"), ("outputs", str(res.out_dir)),
+            ("manifest", str(res.manifest))]
+    for name in res.failed[:5]:
+        rows.append((f"failed: {name}", str(res.records[name].get("error", ""))))
+    if len(res.failed) > 5:
+        rows.append(("failed", f"... and {len(res.failed) - 5} more (manifest.csv)"))
+    _summary("histosge predict (cohort)", rows)
+    if res.failed:
+        err.print(f"{len(res.failed)} of {len(res.slides)} slides failed (status 'failed' in {res.manifest}); "
+                  "fix them and rerun the same command to retry only those", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -91,3 +91,38 @@ PitchUm = Annotated[float | None, typer.Option(
                        "platform's, e.g. Visium 100, legacy ST 200).")]
 PlotGenes = Annotated[str | None, typer.Option(
     "--plot", help="Comma-separated genes: also write <output>_genes.png with their predicted maps.")]
+
+# -- cohorts (predict --out-dir) -------------------------------------------------------------------
+PredictSources = Annotated[list[str], typer.Argument(
+    help="What to predict. With -o: one H&E slide (pyramidal TIFF/OME-TIFF/SVS; NDPI/MRXS with histosge[slides]; "
+         "JPEG/PNG with --mpp) or a section (" + SOURCE_HELP[0].lower() + SOURCE_HELP[1:] + "). With --out-dir: "
+         "any number of slides, folders of slides, or .txt/.csv lists of them (a .csv may name each output in a "
+         "'name' column).", show_default=False)]
+OptionalOutput = Annotated[Path | None, typer.Option(
+    "-o", "--output", show_default=False,
+    help="Output file for one input: .h5ad, or .zarr for a zarr store. Written atomically; it may not be (or "
+         "replace a file of) the input.")]
+OutDir = Annotated[Path | None, typer.Option(
+    "--out-dir", show_default=False,
+    help="Predict many slides: one <slide>.h5ad each in this folder (created if absent), and manifest.csv. "
+         "Rerun the same command to resume: slides done with this model are skipped (by content), failed ones "
+         "retried.")]
+Ray = Annotated[str | None, typer.Option(
+    "--ray", show_default=False, metavar="[ADDRESS]",
+    help="Run the --out-dir cohort on Ray (pip install \"histosge[ray]\"). --ray alone: $RAY_ADDRESS if set, "
+         "else a local Ray instance started and stopped by the run; --ray host:port, ray://host:port or auto "
+         "joins a cluster.")]
+Workers = Annotated[int | None, typer.Option(
+    "--workers", help="Ray workers (actors), each loading the model once (default: as many as the cluster's "
+                      "CPUs, or GPUs with --gpus-per-worker, allow).")]
+GpusPerWorker = Annotated[float, typer.Option(
+    "--gpus-per-worker", help="GPUs each Ray worker holds and encodes on (0: CPU workers).")]
+CpusPerWorker = Annotated[float, typer.Option(
+    "--cpus-per-worker", help="CPUs each Ray worker holds (its patch readers and threads).")]
+Retries = Annotated[int, typer.Option(
+    "--retries", help="Times a slide whose Ray worker died (killed, out of memory) is tried again on a new one.")]
+KeepFeatures = Annotated[bool, typer.Option(
+    "--keep-features", help="Also store the encoder's features (obsm['features']) in the output.")]
+Lossless = Annotated[bool, typer.Option(
+    "--lossless", help="Store predictions as computed (float32); by default they are rounded to multiples of "
+                       "2^-10 (error <= 0.0005 in log1p units), which makes outputs about 2.5x smaller.")]

@@ -277,19 +277,10 @@ def predict(model: HisToSGE | str, source, *, mpp: float | None = None, factor: 
         model = HisToSGE.load(model)
     t0 = time.perf_counter()
     if is_slide(source):
-        if model.mode != "image":
-            raise InputError(f"a {model.mode}-mode model needs measured spots; {source} is an image alone",
-                             where=str(source), fix="train an image-mode model: histosge train ... --mode image")
-        if factor is not None and pitch_um is not None:
-            raise InputError("--factor and --pitch-um both set the spot pitch", where="--pitch-um",
-                             fix="give one of them")
-        pitch = pitch_um or model.pitch_um_ / (geometry.steps_of(factor) if factor else 1)
-        if not np.isfinite(pitch):
-            raise InputError("the model does not record its training pitch", where="model", fix="give --pitch-um")
+        pitch = slide_pitch(model, source, factor=factor, pitch_um=pitch_um)
         slide = read_slide(source, pitch_um=pitch, spot_diameter_um=model.spot_diameter_um_, mpp=mpp)
-        out = model.predict(slide, cache_dir=cache_dir, batch_size=batch_size, progress=progress)
-        out.uns[keys.HISTOSGE]["slide"] = slide.uns[keys.HISTOSGE]["slide"]
-        out.uns[keys.HISTOSGE].update({"input": "slide", "source": str(source), "pitch_um": float(pitch)})
+        out = predict_slide(model, slide, source, pitch, cache_dir=cache_dir, batch_size=batch_size,
+                            progress=progress)
     else:
         adata = source if isinstance(source, ad.AnnData) else read_section(source, image=image, data_dir=data_dir)
         factor = factor or (4 if model.mode == "neighbours" else 1)
@@ -302,6 +293,32 @@ def predict(model: HisToSGE | str, source, *, mpp: float | None = None, factor: 
                                        "factor": int(factor), "n_measured": int(adata.n_obs),
                                        "n_generated": int(n_gen)})
     out.uns[keys.HISTOSGE]["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def slide_pitch(model: HisToSGE, source, *, factor: int | None = None, pitch_um: float | None = None) -> float:
+    """The distance between virtual spots on a slide, in micrometres: ``pitch_um``, else the
+    model's training pitch ``factor`` (4, 9, 16) times denser. Refuses a model that cannot
+    predict an image alone (neighbours and paper modes need measured spots)."""
+    if model.mode != "image":
+        raise InputError(f"a {model.mode}-mode model needs measured spots; {source} is an image alone",
+                         where=str(source), fix="train an image-mode model: histosge train ... --mode image")
+    if factor is not None and pitch_um is not None:
+        raise InputError("--factor and --pitch-um both set the spot pitch", where="--pitch-um",
+                         fix="give one of them")
+    pitch = pitch_um or model.pitch_um_ / (geometry.steps_of(factor) if factor else 1)
+    if not np.isfinite(pitch):
+        raise InputError("the model does not record its training pitch", where="model", fix="give --pitch-um")
+    return float(pitch)
+
+
+def predict_slide(model: HisToSGE, slide: ad.AnnData, source, pitch_um: float, *, cache_dir=None,
+                  batch_size: int = 64, progress: bool = True) -> ad.AnnData:
+    """``model.predict`` on the virtual spots of a slide read by ``read.slide.read_slide``, with
+    the slide's provenance in ``uns['histosge']`` (what ``predict`` returns for a slide)."""
+    out = model.predict(slide, cache_dir=cache_dir, batch_size=batch_size, progress=progress)
+    out.uns[keys.HISTOSGE]["slide"] = slide.uns[keys.HISTOSGE]["slide"]
+    out.uns[keys.HISTOSGE].update({"input": "slide", "source": str(source), "pitch_um": float(pitch_um)})
     return out
 
 

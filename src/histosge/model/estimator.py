@@ -324,7 +324,8 @@ class HisToSGE:
         or the virtual spots of an H&E slide): an AnnData with ``X`` (spots x ``genes_``),
         ``obs['novelty']`` and ``obs['novel']`` (``novelty > 1``: the spot's image lies farther
         from the training images than 99% of training spots from each other),
-        ``obsm['spatial']`` and ``uns['spatial']`` as the input's, and ``uns['histosge']``
+        ``obsm['spatial']`` and ``uns['spatial']`` as the input's, ``obsm['features']`` (the
+        encoder's output; ``write_output`` stores it only when asked), and ``uns['histosge']``
         (model, encoder, genes, units).
 
         ``context``: in neighbours mode, a section with measured expression whose spots stand in
@@ -342,8 +343,14 @@ class HisToSGE:
         if self.mode == "neighbours" and context is None:
             self._check_within_training(query.xy)
         measured = self._measured(context) if context is not None else None
-        pred, seen = self._predict(query, measured, None, keys.mpp(adata))
-        return self._output(adata, query, pred, self.novelty(seen))
+        from threadpoolctl import threadpool_limits
+
+        # BLAS sums in another order with another thread count (last bits differ): one thread makes
+        # a prediction the same bit for bit on any machine, a Ray worker and the local run alike.
+        with threadpool_limits(limits=1, user_api="blas"):
+            pred, seen = self._predict(query, measured, None, keys.mpp(adata))
+            novelty = self.novelty(seen)
+        return self._output(adata, query, pred, novelty)
 
     def predict_spots(self, query: Spots, *, measured: Measured | None = None, groups: np.ndarray | None = None,
                       mpp: float | None = None) -> np.ndarray:
@@ -440,6 +447,7 @@ class HisToSGE:
         obs["novel"] = novelty > 1.0
         out = ad.AnnData(X=pred, obs=obs, var=self.var_.copy())
         out.obsm[keys.SPATIAL] = query.xy
+        out.obsm[keys.FEATURES] = query.features  # written to disk only when asked (histosge.storage)
         lib = keys.library_id(adata)
         spatial = adata.uns.get(keys.SPATIAL, {}) or {}
         if lib in spatial:
@@ -449,7 +457,7 @@ class HisToSGE:
             "units": {"X": "log1p(normalize_total(1e4)) of the model's genes", "obsm['spatial']":
                       "full-resolution (level-0) pixels", "mpp": float(keys.mpp(adata)),
                       "patch_um": float(self.patch_um_)},
-            "encoder": dict(self.encoder_), "model": self.provenance(),
+            "encoder": dict(self.encoder_), "features": dict(self.encoder_), "model": self.provenance(),
             "novelty_threshold": 1.0,
         }
         return out
