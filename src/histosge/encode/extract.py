@@ -16,6 +16,7 @@ never the whole slide, except for JPEG/PNG images, which can only be decoded who
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections import deque
 from collections.abc import Iterator
@@ -56,6 +57,27 @@ def _threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(old)
+
+
+def die_with_parent(parent_pid: int, *_args) -> None:
+    """Worker initialiser: this process is killed when the process that started it dies, even by
+    ``kill -9`` or the OOM killer (Linux ``prctl(PR_SET_PDEATHSIG, SIGKILL)``; elsewhere nothing).
+    Ctrl-C is the parent's to handle, so workers ignore SIGINT (no traceback from each)."""
+    import signal
+    import sys
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):  # pragma: no cover - no prctl in this libc
+        return
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 def _autocast(encoder: Encoder):
@@ -163,7 +185,7 @@ def extract(
     the cache (same image, scale, patch side, level and encoder, same centre) are not encoded
     again; new ones are saved every ``chunk_size`` spots, so an interrupted run resumes where it
     stopped. ``num_workers``: DataLoader worker processes reading patches (default: none on a CPU,
-    where one reader thread reads ahead; up to 8 on CUDA).
+    where one reader thread reads ahead; up to 8 on CUDA); they die with the calling process.
     """
     from ..patches import patch_side_px, read_level
 
@@ -217,7 +239,8 @@ def extract(
     batches = PatchBatches(source, uniq, float(scale), side, encoder.input_size, level=level, batch_size=batch_size)
     if workers > 0:
         loader = torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False, num_workers=workers,
-                                             pin_memory=dev.type == "cuda", persistent_workers=False)
+                                             pin_memory=dev.type == "cuda", persistent_workers=False,
+                                             worker_init_fn=functools.partial(die_with_parent, os.getpid()))
     else:
         loader = _read_ahead(batches)
     own = getattr(encoder, "torch_threads", None)
