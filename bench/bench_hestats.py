@@ -24,8 +24,11 @@ included):
   spots (it would take too long on all), and ``new`` runs on the same band for the ratio.
 
 Warm-up (the worker pool's start, numba loading its compiled kernels) is timed apart and left out
-of the rates. The old and new features are compared on the spots both computed (on the slide the
-new ones read from level 0 for that check, since the new path reads level 1 there).
+of the rates. Besides wall-clock spots/s, each run reports the CPU time it used (all threads, worker
+processes included) per spot: on a machine shared with other jobs the wall clock says how fast a
+run was, the CPU time what the work costs. The old and new features are compared on the spots both
+computed (on the slide the new ones read from level 0 for that check, since the new path reads
+level 1 there).
 
     python bench/bench_hestats.py --data ../shared/data --out bench/results/hestats_speed.json
 """
@@ -146,6 +149,23 @@ def _peak_mb(pid: int) -> float:
         return 0.0
 
 
+def _cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by these processes (all their threads)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _family() -> list[int]:
+    return [os.getpid(), *_descendants(os.getpid())]
+
+
 class _OldTiff:
     """Level-0 region reads through tifffile's zarr view, as ``ImageSource`` did before issue 17."""
 
@@ -211,16 +231,16 @@ def child(phase: str, spec: dict, ids: np.ndarray, save: str | None) -> dict:
         if phase == "read":
             order = spatial_order(source, centres, scale, side, level)
             batches = PatchBatches(source, centres[order], scale, side, enc.input_size, level=level)
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), _cpu_s(_family())
             pixels = sum(int(batches[k].size) for k in range(len(batches)))
-            seconds = time.perf_counter() - t0
+            seconds, cpu = time.perf_counter() - t0, _cpu_s(_family()) - cpu0
             result["patch_bytes"] = pixels
             feats = None
         else:
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), _cpu_s(_family())
             feats = encode.extract(source, centres, scale, spec["spot_diameter"], encoder=enc, cache_dir=False,
                                    progress=False, level=int(spec.get("force_level", level)))
-            seconds = time.perf_counter() - t0
+            seconds, cpu = time.perf_counter() - t0, _cpu_s(_family()) - cpu0
         result["threads"] = int(os.environ.get("HISTOSGE_THREADS") or cpus)
     elif phase == "new_2processes":
         from histosge._hestats import features_batch
@@ -235,7 +255,9 @@ def child(phase: str, spec: dict, ids: np.ndarray, save: str | None) -> dict:
             halves = np.array_split(arr, 2)
             return np.concatenate(list(pool.map(features_batch, halves, [1, 1])))
 
+        cpu0 = _cpu_s(_family())
         feats, seconds = _loop((batches[k] for k in range(len(batches))), enc.preprocess, compute, 1)
+        cpu = _cpu_s(_family()) - cpu0
         feats[order] = feats.copy()
         result["helper_peak_mb"] = [_peak_mb(p) for p in _descendants(os.getpid())]
         pool.shutdown()
@@ -257,7 +279,9 @@ def child(phase: str, spec: dict, ids: np.ndarray, save: str | None) -> dict:
             parts = np.array_split(np.asarray(arr, np.float32), min(cpus, max(1, len(arr) // 8)))
             return np.concatenate(list(pool.map(reference_batch, parts)))
 
+        cpu0 = _cpu_s(_family())
         feats, seconds = _loop(loader, enc.preprocess, compute, cpus)
+        cpu = _cpu_s(_family()) - cpu0
         result["helper_peak_mb"] = [_peak_mb(p) for p in _descendants(os.getpid())]
         result["workers"] = cpus
         pool.shutdown()
@@ -265,6 +289,8 @@ def child(phase: str, spec: dict, ids: np.ndarray, save: str | None) -> dict:
         raise SystemExit(f"unknown phase {phase}")
     result["seconds"] = seconds
     result["spots_per_s"] = len(centres) / seconds
+    result["cpu_s"] = cpu  # this process and its workers, every thread: what the work costs, whatever the load
+    result["cpu_ms_per_spot"] = 1000 * cpu / len(centres)
     result["peak_mb"] = _peak_mb(os.getpid())
     result["peak_total_mb"] = result["peak_mb"] + sum(result.get("helper_peak_mb", []))
     if save and feats is not None:
@@ -287,7 +313,7 @@ def run_child(phase: str, spec: dict, ids: np.ndarray, tmp: Path, env: dict | No
     if feats:
         out["features"] = str(feats)
     print(f"  {spec['kind']:7s} {phase + tag:18s} {out['spots']:6d} spots  {out['spots_per_s']:8.0f} spots/s  "
-          f"peak {out['peak_total_mb']:6.0f} MB", flush=True)
+          f"{out['cpu_ms_per_spot']:7.2f} CPU ms/spot  peak {out['peak_total_mb']:6.0f} MB", flush=True)
     return out
 
 
@@ -364,9 +390,11 @@ def _summary(part: dict) -> dict:
     new_same = part.get("band_runs", runs)["new"]
     part["ratios"] = {
         "new_over_old": new_same["spots_per_s"] / old["spots_per_s"],
+        "new_over_old_cpu": old["cpu_ms_per_spot"] / new_same["cpu_ms_per_spot"],
         "reading_over_new": runs["read"]["spots_per_s"] / runs["new"]["spots_per_s"],
         "threads_over_1thread": runs["new"]["spots_per_s"] / runs["new_1thread"]["spots_per_s"],
         "spots_per_s": {name: run["spots_per_s"] for name, run in runs.items()},
+        "cpu_ms_per_spot": {name: run["cpu_ms_per_spot"] for name, run in runs.items()},
         "peak_total_mb": {name: run["peak_total_mb"] for name, run in runs.items()},
     }
     if "new_2processes" in runs:

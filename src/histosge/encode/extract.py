@@ -3,10 +3,10 @@
 Patches are cut by :mod:`histosge.patches` (side = ``patch_scale`` x spot diameter, in the image's
 own pixels) from the pyramid level nearest the encoder's input size when the patch is shrunk
 anyway (``patches.read_level``), in an order that walks the image block by block so that
-neighbouring patches share decoded tiles. Batches of uint8 patches are read ahead of the
-encoder: on a CPU by one reader thread (decoding overlaps encoding; no worker processes), on CUDA
-by DataLoader workers (so the CPU only decodes and crops while the GPU encodes). The encoder
-preprocesses on its own device. On CUDA the forward pass runs under bf16/fp16 autocast with
+neighbouring patches share decoded tiles. Batches are read ahead of the encoder: on a CPU by one
+reader thread that also preprocesses them (decoding and resizing overlap encoding; no worker
+processes), on CUDA by DataLoader workers that decode and crop uint8 patches while the GPU
+preprocesses and encodes. On CUDA the forward pass runs under bf16/fp16 autocast with
 channels_last inputs for conv nets.
 
 Memory is bounded by the batch (plus the image's tile cache, ``read.image.TILE_CACHE_BYTES``),
@@ -87,16 +87,25 @@ def _autocast(encoder: Encoder):
     return contextlib.nullcontext()
 
 
-def encode_patches(encoder: Encoder, batch: torch.Tensor) -> np.ndarray:
-    """uint8 ``(b, H, W, 3)`` -> float32 ``(b, dim)`` numpy, on the encoder's device."""
+def _prepare(encoder: Encoder, batch) -> torch.Tensor:
+    """uint8 ``(b, H, W, 3)`` -> the encoder's input on its device (resized, normalised)."""
     dev = encoder.device
     x = torch.as_tensor(batch).to(dev, non_blocking=True)
     x = encoder.preprocess(x)
     if dev.type == "cuda" and encoder.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def _forward(encoder: Encoder, x: torch.Tensor) -> np.ndarray:
     with _autocast(encoder):
         y = encoder(x)
     return y.float().cpu().numpy()
+
+
+def encode_patches(encoder: Encoder, batch: torch.Tensor) -> np.ndarray:
+    """uint8 ``(b, H, W, 3)`` -> float32 ``(b, dim)`` numpy, on the encoder's device."""
+    return _forward(encoder, _prepare(encoder, batch))
 
 
 class PatchBatches(torch.utils.data.Dataset):
@@ -131,14 +140,23 @@ class PatchBatches(torch.utils.data.Dataset):
                             level=self.level)
 
 
-def _read_ahead(batches: PatchBatches, depth: int = PREFETCH) -> Iterator[np.ndarray]:
-    """The batches in order, each read by one background thread while the caller encodes the
-    previous ones (image decoding and resizing release the GIL)."""
+def _read_ahead(batches: PatchBatches, prepare=None, depth: int = PREFETCH) -> Iterator:
+    """The batches in order, each read (and passed through ``prepare``, e.g. the encoder's CPU
+    preprocessing) by one background thread while the caller encodes the previous ones: image
+    decoding, resizing and torch release the GIL, so this overlaps with the encoder."""
+
+    def load(k: int):
+        batch = batches[k]
+        if prepare is None:
+            return batch
+        with torch.inference_mode():
+            return prepare(batch)
+
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="histosge-read") as pool:
         pending: deque = deque()
         try:
             for k in range(len(batches)):
-                pending.append(pool.submit(batches.__getitem__, k))
+                pending.append(pool.submit(load, k))
                 if len(pending) > depth:
                     yield pending.popleft().result()
             while pending:
@@ -237,12 +255,13 @@ def extract(
     dev = encoder.device
     workers = default_num_workers(dev) if num_workers is None else int(num_workers)
     batches = PatchBatches(source, uniq, float(scale), side, encoder.input_size, level=level, batch_size=batch_size)
+    prepared = workers == 0 and dev.type == "cpu"  # the reader thread preprocesses too
     if workers > 0:
         loader = torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False, num_workers=workers,
                                              pin_memory=dev.type == "cuda", persistent_workers=False,
                                              worker_init_fn=functools.partial(die_with_parent, os.getpid()))
     else:
-        loader = _read_ahead(batches)
+        loader = _read_ahead(batches, functools.partial(_prepare, encoder) if prepared else None)
     own = getattr(encoder, "torch_threads", None)
     threads = (own or max(1, _cpu_count() - workers)) if dev.type == "cpu" else torch.get_num_threads()
     bar = progress_bar(total=len(uniq), desc=f"encode {encoder.name}", unit="spot", disable=not progress)
@@ -250,7 +269,8 @@ def extract(
     try:
         with _threads(threads), torch.inference_mode():
             for batch in loader:
-                feats_u[done : done + len(batch)] = encode_patches(encoder, torch.as_tensor(batch))
+                x = batch if prepared else _prepare(encoder, batch)
+                feats_u[done : done + len(batch)] = _forward(encoder, x)
                 done += len(batch)
                 bar.update(len(batch))
                 while store is not None and done - saved >= chunk_size:
