@@ -75,6 +75,19 @@ def test_same_features_as_reference_on_odd_patches():
         H.features_batch(np.zeros((2, 10, 12, 3)))
 
 
+def test_stains_and_grey_are_the_references_bit_for_bit():
+    from skimage.color import rgb2hed
+
+    rng = np.random.default_rng(5)
+    x = rng.random((3, 40, 40, 3))
+    x[0, :5] = 0.0  # clipped at 1e-6
+    x[1, :5] = 1.0
+    hed = H.rgb2hed(x)
+    for i in range(3):
+        np.testing.assert_array_equal(hed[i], rgb2hed(x[i]))
+        np.testing.assert_array_equal((x @ H.GREY)[i], x[i] @ np.array([0.299, 0.587, 0.114]))
+
+
 def test_lbp_is_scikit_images_bit_for_bit():
     rng = np.random.default_rng(2)
     images = [

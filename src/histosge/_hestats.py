@@ -45,6 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numba import njit
+from skimage.color import hed_from_rgb as _skimage_hed_from_rgb
 
 INPUT_SIZE = 128
 SPOT_FRACTION = 0.5  # diameter of the central disc relative to the patch side
@@ -59,14 +60,9 @@ VERSION = "he-stats/1"
 #: Patches per block handed to a thread.
 BLOCK = 8
 
-# skimage.color.hed_from_rgb: the inverse of the Ruifrok-Johnston H, E, DAB stain vectors
-HED_FROM_RGB = np.array(
-    [
-        [1.87798274, -1.00767869, -0.55611582],
-        [-0.06590806, 1.13473037, -0.1355218],
-        [-0.60190736, -0.48041419, 1.57358807],
-    ]
-)
+# the inverse of the Ruifrok-Johnston H, E, DAB stain vectors, scikit-image's own array (its printed
+# digits are not enough: the last bits decide where a pixel falls on a threshold)
+HED_FROM_RGB = np.array(_skimage_hed_from_rgb, dtype=np.float64)
 GREY = np.array([0.299, 0.587, 0.114])
 
 _REGION_NAMES = (
