@@ -59,6 +59,33 @@ def _threads(n: int) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
+#: Batches between two returns of freed memory to the system (``_trim_heap``).
+TRIM_EVERY = 4
+_libc = None
+
+
+def _trim_heap() -> None:
+    """Hand freed heap memory back to the system (glibc ``malloc_trim``; elsewhere nothing).
+
+    Batches, tiles and blocks of many sizes are allocated and freed by three or four threads, each
+    with its own glibc arena, and glibc keeps what they free: on a 9k x 9k slide the resident size
+    grew by 1.1 GB over 16,900 spots without this, 0.23 GB with it.
+    """
+    global _libc
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        if _libc is None:
+            import ctypes
+
+            _libc = ctypes.CDLL("libc.so.6")
+        _libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+        _libc = False
+
+
 def die_with_parent(parent_pid: int, *_args) -> None:
     """Worker initialiser: this process is killed when the process that started it dies, even by
     ``kill -9`` or the OOM killer (Linux ``prctl(PR_SET_PDEATHSIG, SIGKILL)``; elsewhere nothing).
@@ -265,13 +292,16 @@ def extract(
     own = getattr(encoder, "torch_threads", None)
     threads = (own or max(1, _cpu_count() - workers)) if dev.type == "cpu" else torch.get_num_threads()
     bar = progress_bar(total=len(uniq), desc=f"encode {encoder.name}", unit="spot", disable=not progress)
-    done = saved = 0
+    done = saved = n_batches = 0
     try:
         with _threads(threads), torch.inference_mode():
             for batch in loader:
                 x = batch if prepared else _prepare(encoder, batch)
                 feats_u[done : done + len(batch)] = _forward(encoder, x)
                 done += len(batch)
+                n_batches += 1
+                if n_batches % TRIM_EVERY == 0 and _libc is not False:
+                    _trim_heap()
                 bar.update(len(batch))
                 while store is not None and done - saved >= chunk_size:
                     store.save(uniq[saved : saved + chunk_size], feats_u[saved : saved + chunk_size])
