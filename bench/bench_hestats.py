@@ -193,7 +193,15 @@ def _pool(n: int, preload: str):
 
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload([preload])
-    return ProcessPoolExecutor(max_workers=n, mp_context=ctx)
+    # the initialiser is not the old code's: it only keeps a bench killed midway from leaving workers
+    return ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_die_with_fork_server)
+
+
+def _die_with_fork_server() -> None:
+    """Pool worker initialiser: die with the fork server (which exits with the bench process)."""
+    from histosge.encode.extract import die_with_parent
+
+    die_with_parent(os.getppid())
 
 
 def _loop(batches, preprocess, compute, torch_threads: int) -> tuple[np.ndarray, float]:
