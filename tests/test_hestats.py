@@ -128,3 +128,20 @@ def test_percentiles_and_nuclei_match_numpy_and_scipy():
         counts = np.zeros(2)
         H._nuclei_per_region(mask, code, counts)
         assert counts.tolist() == expect
+
+
+def test_runs_where_numba_has_no_place_for_its_cache():
+    """A read-only install with no writable HOME: numba cannot cache, he-stats still imports and runs."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numba.core.caching as c\n"
+        "c.CacheImpl._locator_classes = []\n"  # what numba sees when no folder is writable
+        "import numpy as np\n"
+        "from histosge import _hestats as H\n"
+        "print(H.features_batch(np.random.default_rng(0).random((2, 32, 32, 3))).shape)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip() == "(2, 93)"

@@ -153,6 +153,16 @@ _LBP_POINTS = _lbp_points()
 _GLCM_OFFSETS = _glcm_offsets()
 
 
+def _compiled(fn):
+    """``numba.njit`` without the GIL, cached on disk where numba finds a writable place (the
+    package's ``__pycache__``, ``NUMBA_CACHE_DIR`` or the user cache); with none (a read-only install
+    and no writable HOME) compiled afresh in each process (seconds) instead of failing to import."""
+    try:
+        return njit(cache=True, nogil=True)(fn)
+    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
+        return njit(nogil=True)(fn)
+
+
 # -- numpy over the block ---------------------------------------------------------------------------
 def rgb2hed(rgb: np.ndarray) -> np.ndarray:
     """``skimage.color.rgb2hed`` of float64 RGB ``(..., 3)``: optical density (log over log 1e-6)
@@ -194,7 +204,7 @@ def _lbp_tables(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return tables
 
 
-@njit(cache=True, nogil=True)
+@_compiled
 def _lbp_uniform(grey_u8, shifts, dr, dc, out):
     """``local_binary_pattern(img, 8, 1, 'uniform')``: scikit-image's loop (``_texture.pyx``) with
     its bilinear interpolation (``_shared/interpolation.pxd``), operation for operation, on a
@@ -243,7 +253,7 @@ def _lbp_uniform(grey_u8, shifts, dr, dc, out):
             out[r, c] = ones[c] if changes[c] <= 2 else n_points + 1
 
 
-@njit(cache=True, nogil=True)
+@_compiled
 def _nuclei_per_region(hmask, code, counts):
     """Nuclei: ``binary_opening`` of the haematoxylin mask with the 3 x 3 cross (outside = False),
     then 4-connected components; ``counts[r]`` += components with a pixel in region ``r``."""
@@ -303,7 +313,7 @@ def _nuclei_per_region(hmask, code, counts):
                 counts[1] += 1
 
 
-@njit(cache=True, nogil=True)
+@_compiled
 def _glcm_counts(levels_img, offsets, counts):
     """One-way co-occurrence counts ``counts[k, i, j]`` of pixel pairs (r, c) -> (r + dy, c + dx)
     for each offset ``k`` (scikit-image's ``_glcm_loop``; the offsets from ``_glcm_offsets``).
@@ -347,7 +357,7 @@ def _glcm_counts(levels_img, offsets, counts):
             flat[i] += t0[i] + t1[i] + t2[i] + t3[i]
 
 
-@njit(cache=True, nogil=True)
+@_compiled
 def _glcm_props(counts, n_angles, out):
     """``graycomatrix(symmetric=True, normed=True)`` then ``graycoprops`` contrast, dissimilarity,
     homogeneity, energy and correlation (zero variance: 1, as scikit-image), averaged over the
@@ -399,7 +409,7 @@ def _glcm_props(counts, n_angles, out):
             out[d, 4] += correlation / n_angles
 
 
-@njit(cache=True, nogil=True)
+@_compiled
 def _select(values, lo, hi, k):
     """Rearrange ``values[lo:hi]`` so that ``values[k]`` is the value of rank k (quickselect)."""
     while hi - lo > 1:
@@ -431,7 +441,7 @@ def _select(values, lo, hi, k):
             return
 
 
-@njit(cache=True, nogil=True)
+@_compiled
 def _order_statistics(values, ranks, out):
     """``out[j]`` = the value of rank ``ranks[j]`` (0-based) in ``values``, exactly: values are
     counted into 1024 bins between their min and max (binning is monotonic, so a rank's bin is
@@ -484,7 +494,7 @@ def _order_statistics(values, ranks, out):
         out[j] = part[rank]
 
 
-@njit(cache=True, nogil=True)
+@_compiled
 def _percentiles(values, qs, out):
     """``np.percentile(values, qs)`` (linear method: numpy's index and lerp formulas) into ``out``;
     the order statistics come from ``_order_statistics``."""
@@ -510,7 +520,7 @@ def _percentiles(values, qs, out):
         out[j] = b - diff * (1 - gammas[j]) if gammas[j] >= 0.5 else a + diff * gammas[j]
 
 
-@njit(cache=True, nogil=True)
+@_compiled
 def _region_sums(rgb, hed, grey, spans, slot_lo, slot_hi, edges, h_vals, e_vals, acc):
     """Sums over one region (the row spans ``spans[:, slot_lo:slot_hi]``), kept in registers: ``acc`` gets
     [n, 6 channel sums, tissue, h > 0.10, h > 0.18, 8 histogram counts]; the haematoxylin and
@@ -553,7 +563,7 @@ def _region_sums(rgb, hed, grey, spans, slot_lo, slot_hi, edges, h_vals, e_vals,
     acc[10:18] = hist
 
 
-@njit(cache=True, nogil=True)
+@_compiled
 def _region_sq(rgb, hed, spans, slot_lo, slot_hi, means, out):
     """Sums of squared deviations from ``means`` (6 channels) over one region (two-pass std)."""
     q0 = q1 = q2 = q3 = q4 = q5 = 0.0
@@ -575,7 +585,7 @@ def _region_sq(rgb, hed, spans, slot_lo, slot_hi, means, out):
     out[0], out[1], out[2], out[3], out[4], out[5] = q0, q1, q2, q3, q4, q5
 
 
-@njit(cache=True, nogil=True)
+@_compiled
 def _patch_features(rgb, hed, grey, code, spans, lbp_shifts, lbp_dr, lbp_dc, offsets, n_angles, edges, row,
                     glcm_out):
     """One patch: per-region statistics into ``row`` (2 x ``_REGION_DIM``), GLCM properties into
@@ -665,7 +675,7 @@ def _patch_features(rgb, hed, grey, code, spans, lbp_shifts, lbp_dr, lbp_dc, off
             row[o + 29 + b] = lbp_hist[reg, b] / m
 
 
-@njit(cache=True, nogil=True)
+@_compiled
 def _block_kernel(rgb, hed, grey, code, spans, lbp_shifts, lbp_dr, lbp_dc, offsets, n_angles, edges, rows, glcm):
     for i in range(rgb.shape[0]):
         _patch_features(rgb[i], hed[i], grey[i], code, spans, lbp_shifts, lbp_dr, lbp_dc, offsets, n_angles, edges,
