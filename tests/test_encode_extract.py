@@ -321,3 +321,70 @@ def test_stale_part_files_are_cleaned_and_modes_follow_umask(tmp_path):
         os.umask(previous)
     modes = {p.stat().st_mode & 0o777 for p in (tmp_path / "cache").rglob("*") if p.is_file()}
     assert modes == {0o640}
+
+
+# -- pyramid levels and tiles ---------------------------------------------------------------------
+def _coloured_pyramid(path, side=1024, tile=128):
+    """A pyramid whose levels differ in colour (red, green, blue), so a feature tells the level read."""
+    import tifffile
+
+    colours = [(200, 0, 0), (0, 200, 0), (0, 0, 200)]
+    opts = {"tile": (tile, tile), "photometric": "rgb", "compression": "zlib"}
+    with tifffile.TiffWriter(path, bigtiff=True) as tw:
+        tw.write(np.full((side, side, 3), colours[0], np.uint8), subifds=2, **opts)
+        for k in (1, 2):
+            tw.write(np.full((side >> k, side >> k, 3), colours[k], np.uint8), subfiletype=1, **opts)
+
+
+def test_extract_reads_the_level_nearest_the_encoder_input(tmp_path):
+    path = tmp_path / "pyr.tif"
+    _coloured_pyramid(path)
+    centers = np.random.default_rng(0).uniform(200, 800, (6, 2))
+    for diameter, colour in ((12.0, 0), (20.0, 1), (32.0, 2)):  # patch 24, 40, 64 px; encoder input 16
+        feats = encode.extract(ImageSource(path), centers, 1.0, diameter, encoder=MeanColour(), cache_dir=False,
+                               progress=False)
+        assert (feats.argmax(axis=1) == colour).all(), diameter
+    forced = encode.extract(ImageSource(path), centers, 1.0, 32.0, encoder=MeanColour(), cache_dir=tmp_path / "c",
+                            progress=False, level=0)
+    assert (forced.argmax(axis=1) == 0).all()
+    enc = MeanColour()
+    auto = encode.extract(ImageSource(path), centers, 1.0, 32.0, encoder=enc, cache_dir=tmp_path / "c",
+                          progress=False)
+    assert enc.spots == 6 and (auto.argmax(axis=1) == 2).all()  # another level: not the cached level-0 spots
+
+
+def test_extract_decodes_each_tile_once(tmp_path):
+    import tifffile
+
+    arr = np.random.default_rng(1).integers(0, 255, (1024, 1024, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "t.tif", arr, tile=(128, 128), photometric="rgb", compression="zlib")
+    src = ImageSource(tmp_path / "t.tif")
+    grid = np.stack(np.meshgrid(np.arange(16, 1024, 32.0), np.arange(16, 1024, 32.0)), -1).reshape(-1, 2)
+    centers = np.random.default_rng(2).permutation(grid)  # 1024 overlapping patches in random order
+    feats = encode.extract(src, centers, 1.0, 30.0, encoder=MeanColour(), cache_dir=False, progress=False,
+                           batch_size=32)
+    assert src._tiles.decoded == 64  # the 8 x 8 tiles, once each
+    expect = encode.extract(ImageSource(arr), centers, 1.0, 30.0, encoder=MeanColour(), cache_dir=False,
+                            progress=False)
+    np.testing.assert_allclose(feats, expect, atol=1e-6)
+
+
+def test_extract_memory_is_bounded_by_the_batch(tmp_path):
+    """A 20k x 20k tiled TIFF (1.2 GB decoded): extraction holds a few blocks and the tile cache."""
+    import tracemalloc
+
+    from test_patches import SIDE, write_big_tiff
+
+    from histosge.patches import BLOCK
+    from histosge.read.image import TILE_CACHE_BYTES
+
+    path = tmp_path / "big.tif"
+    write_big_tiff(path)
+    centers = np.random.default_rng(3).uniform(0, SIDE, (600, 2))
+    src = ImageSource(path)
+    tracemalloc.start()
+    feats = encode.extract(src, centers, 1.0, 100.0, encoder=MeanColour(), cache_dir=False, progress=False)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert feats.shape == (600, 3)
+    assert peak < 3 * (BLOCK + 200) ** 2 * 3 + TILE_CACHE_BYTES, f"peak {peak / 2**20:.0f} MiB"

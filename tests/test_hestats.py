@@ -75,6 +75,19 @@ def test_same_features_as_reference_on_odd_patches():
         H.features_batch(np.zeros((2, 10, 12, 3)))
 
 
+def test_stains_and_grey_are_the_references_bit_for_bit():
+    from skimage.color import rgb2hed
+
+    rng = np.random.default_rng(5)
+    x = rng.random((3, 40, 40, 3))
+    x[0, :5] = 0.0  # clipped at 1e-6
+    x[1, :5] = 1.0
+    hed = H.rgb2hed(x)
+    for i in range(3):
+        np.testing.assert_array_equal(hed[i], rgb2hed(x[i]))
+        np.testing.assert_array_equal((x @ H.GREY)[i], x[i] @ np.array([0.299, 0.587, 0.114]))
+
+
 def test_lbp_is_scikit_images_bit_for_bit():
     rng = np.random.default_rng(2)
     images = [
@@ -115,3 +128,20 @@ def test_percentiles_and_nuclei_match_numpy_and_scipy():
         counts = np.zeros(2)
         H._nuclei_per_region(mask, code, counts)
         assert counts.tolist() == expect
+
+
+def test_runs_where_numba_has_no_place_for_its_cache():
+    """A read-only install with no writable HOME: numba cannot cache, he-stats still imports and runs."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numba.core.caching as c\n"
+        "c.CacheImpl._locator_classes = []\n"  # what numba sees when no folder is writable
+        "import numpy as np\n"
+        "from histosge import _hestats as H\n"
+        "print(H.features_batch(np.random.default_rng(0).random((2, 32, 32, 3))).shape)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip() == "(2, 93)"

@@ -155,3 +155,27 @@ def test_big_tiled_tiff_patches_use_little_memory(tmp_path):
     # the whole image decoded would be 1.2 GB; region reads stay under a few blocks plus the
     # bounded cache of decoded tiles
     assert peak < 3 * (BLOCK + 200) ** 2 * 3 + TILE_CACHE_BYTES, f"peak {peak / 2**20:.0f} MiB"
+
+
+def test_read_level_and_level_crops(tmp_path):
+    from histosge.patches import read_level
+
+    arr = _coords(800, 800)
+    path = tmp_path / "pyr.tif"
+    with tifffile.TiffWriter(path, bigtiff=True) as tw:
+        tw.write(arr, subifds=2, tile=(128, 128), photometric="rgb", compression="zlib")
+        for k in (1, 2):
+            tw.write(arr[:: 2**k, :: 2**k], subfiletype=1, tile=(128, 128), photometric="rgb", compression="zlib")
+    src = ImageSource(path)
+    assert [read_level(src, side, 128) for side in (100, 128, 250, 256, 500, 512, 2000)] == [0, 0, 0, 1, 1, 2, 2]
+    assert read_level(src, 1000, None) == 0 and read_level(ImageSource(arr), 1000, 128) == 0  # no pyramid
+    centres = np.array([[401.0, 233.0], [20.0, 780.0]])
+    for level in (1, 2):
+        ds = 2**level
+        got = crop_patches(src, centres, 1.0, 40, level=level)
+        assert got.shape == (2, 40 // ds, 40 // ds, 3)
+        # the same rule as at level 0, in the level's pixels: centres and side divided by the downsample
+        expect = crop_patches(ImageSource(arr[::ds, ::ds]), centres / ds, 1.0, 40 // ds)
+        np.testing.assert_array_equal(got, expect)
+        one = PatchDataset(src, centres, 1.0, 40, level=level)
+        np.testing.assert_array_equal(one[0], expect[0])

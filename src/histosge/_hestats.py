@@ -45,6 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numba import njit
+from skimage.color import hed_from_rgb as _skimage_hed_from_rgb
 
 INPUT_SIZE = 128
 SPOT_FRACTION = 0.5  # diameter of the central disc relative to the patch side
@@ -59,14 +60,9 @@ VERSION = "he-stats/1"
 #: Patches per block handed to a thread.
 BLOCK = 8
 
-# skimage.color.hed_from_rgb: the inverse of the Ruifrok-Johnston H, E, DAB stain vectors
-HED_FROM_RGB = np.array(
-    [
-        [1.87798274, -1.00767869, -0.55611582],
-        [-0.06590806, 1.13473037, -0.1355218],
-        [-0.60190736, -0.48041419, 1.57358807],
-    ]
-)
+# the inverse of the Ruifrok-Johnston H, E, DAB stain vectors, scikit-image's own array (its printed
+# digits are not enough: the last bits decide where a pixel falls on a threshold)
+HED_FROM_RGB = np.array(_skimage_hed_from_rgb, dtype=np.float64)
 GREY = np.array([0.299, 0.587, 0.114])
 
 _REGION_NAMES = (
@@ -107,6 +103,32 @@ def _region_code(size: int) -> np.ndarray:
     return code
 
 
+@functools.lru_cache(maxsize=8)
+def _region_spans(size: int) -> np.ndarray:
+    """Per row, the column spans [c0, c1) of the disc and of the ring (left and right of the disc):
+    ``(S, 3, 2)``; the regions are circles, so each row holds one disc run and two ring runs at most."""
+    code = _region_code(size)
+    spans = np.zeros((size, 3, 2), np.int64)
+    for r in range(size):
+        runs = {0: [], 1: []}
+        c = 0
+        while c < size:
+            k = c
+            while k < size and code[r, k] == code[r, c]:
+                k += 1
+            if code[r, c] in runs:
+                runs[int(code[r, c])].append((c, k))
+            c = k
+        if len(runs[0]) > 1 or len(runs[1]) > 2:
+            raise AssertionError(f"row {r} of the region map is not a disc inside a ring")
+        for slot, span in zip((0,), runs[0], strict=False):
+            spans[r, slot] = span
+        for slot, span in zip((1, 2), runs[1], strict=False):
+            spans[r, slot] = span
+    spans.flags.writeable = False
+    return spans
+
+
 def _lbp_points() -> np.ndarray:
     """Circle sample offsets (row, col), rounded to 5 decimals as scikit-image does."""
     k = np.arange(LBP_P, dtype=np.double)
@@ -131,6 +153,16 @@ _LBP_POINTS = _lbp_points()
 _GLCM_OFFSETS = _glcm_offsets()
 
 
+def _compiled(fn):
+    """``numba.njit`` without the GIL, cached on disk where numba finds a writable place (the
+    package's ``__pycache__``, ``NUMBA_CACHE_DIR`` or the user cache); with none (a read-only install
+    and no writable HOME) compiled afresh in each process (seconds) instead of failing to import."""
+    try:
+        return njit(cache=True, nogil=True)(fn)
+    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
+        return njit(nogil=True)(fn)
+
+
 # -- numpy over the block ---------------------------------------------------------------------------
 def rgb2hed(rgb: np.ndarray) -> np.ndarray:
     """``skimage.color.rgb2hed`` of float64 RGB ``(..., 3)``: optical density (log over log 1e-6)
@@ -142,35 +174,6 @@ def rgb2hed(rgb: np.ndarray) -> np.ndarray:
     stains = od @ HED_FROM_RGB
     np.maximum(stains, 0, out=stains)
     return stains
-
-
-def glcm_props(counts: np.ndarray) -> np.ndarray:
-    """``graycomatrix(symmetric=True, normed=True)`` then ``graycoprops`` contrast, dissimilarity,
-    homogeneity, energy and correlation, from one-way co-occurrence counts ``(b, L, L, D, A)``;
-    averaged over the angles -> ``(b, D, 5)`` (zero-variance correlation is 1, as scikit-image)."""
-    p = counts + counts.transpose(0, 2, 1, 3, 4)
-    p = p.astype(np.float64)
-    for _ in range(2):  # normalised by graycomatrix, and again by graycoprops
-        sums = p.sum(axis=(1, 2), keepdims=True)
-        sums[sums == 0] = 1
-        p = p / sums
-    n = p.shape[1]
-    i = np.arange(n, dtype=np.float64).reshape(1, n, 1, 1, 1)
-    j = np.arange(n, dtype=np.float64).reshape(1, 1, n, 1, 1)
-    d2 = (i - j) ** 2
-    contrast = (p * d2).sum(axis=(1, 2))
-    dissimilarity = (p * np.abs(i - j)).sum(axis=(1, 2))
-    homogeneity = (p * (1.0 / (1.0 + d2))).sum(axis=(1, 2))
-    energy = np.sqrt((p**2).sum(axis=(1, 2)))
-    diff_i = i - (i * p).sum(axis=(1, 2), keepdims=True)
-    diff_j = j - (j * p).sum(axis=(1, 2), keepdims=True)
-    std_i = np.sqrt((p * diff_i**2).sum(axis=(1, 2)))
-    std_j = np.sqrt((p * diff_j**2).sum(axis=(1, 2)))
-    cov = (p * (diff_i * diff_j)).sum(axis=(1, 2))
-    flat = (std_i < 1e-15) | (std_j < 1e-15)
-    correlation = np.where(flat, 1.0, cov / np.where(flat, 1.0, std_i * std_j))
-    props = np.stack([contrast, dissimilarity, homogeneity, energy, correlation], axis=-1)  # (b, D, A, 5)
-    return np.nan_to_num(props.mean(axis=2), nan=0.0)
 
 
 # -- compiled, one patch at a time ------------------------------------------------------------------
@@ -201,42 +204,56 @@ def _lbp_tables(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return tables
 
 
-@njit(cache=True, nogil=True)
+@_compiled
 def _lbp_uniform(grey_u8, shifts, dr, dc, out):
     """``local_binary_pattern(img, 8, 1, 'uniform')``: scikit-image's loop (``_texture.pyx``) with
     its bilinear interpolation (``_shared/interpolation.pxd``), operation for operation, on a
-    zero-padded copy (its constant mode). Samples on the pixel grid are the pixel itself
-    (``(1 - 0) * p + 0 * p``); changes are counted along the bit string, not around the circle."""
+    zero-padded copy (its constant mode), one image row and one circle sample at a time (loops
+    the compiler vectorises). Samples on the pixel grid are the pixel itself (``(1 - 0) * p +
+    0 * p``); changes are counted along the bit string, not around the circle, as there."""
     h, w = grey_u8.shape
     n_points = shifts.shape[0]
     img = np.zeros((h + 2, w + 2), np.float64)
     for r in range(h):
         for c in range(w):
             img[r + 1, c + 1] = grey_u8[r, c]
+    ones = np.empty(w, np.int64)
+    changes = np.empty(w, np.int64)
+    bit = np.empty(w, np.int64)
+    prev = np.empty(w, np.int64)
     for r in range(h):
+        centre = img[r + 1, 1 : w + 1]
+        ones[:] = 0
+        changes[:] = 0
+        for i in range(n_points):
+            r0, r1 = r + 1 + shifts[i, 0], r + 1 + shifts[i, 1]
+            c0, c1 = 1 + shifts[i, 2], 1 + shifts[i, 3]
+            a = img[r0, c0 : c0 + w]
+            if r0 == r1 and c0 == c1:
+                for c in range(w):
+                    bit[c] = 1 if a[c] - centre[c] >= 0 else 0
+            else:
+                b = img[r0, c1 : c1 + w]
+                d = img[r1, c0 : c0 + w]
+                e = img[r1, c1 : c1 + w]
+                wr = dr[i, r]
+                wc = dc[i]
+                for c in range(w):
+                    top = (1 - wc[c]) * a[c] + wc[c] * b[c]
+                    bottom = (1 - wc[c]) * d[c] + wc[c] * e[c]
+                    bit[c] = 1 if (1 - wr) * top + wr * bottom - centre[c] >= 0 else 0
+            for c in range(w):
+                ones[c] += bit[c]
+            if i > 0:
+                for c in range(w):
+                    changes[c] += 1 if bit[c] != prev[c] else 0
+            for c in range(w):
+                prev[c] = bit[c]
         for c in range(w):
-            centre = img[r + 1, c + 1]
-            changes = 0
-            ones = 0
-            prev = 0
-            for i in range(n_points):
-                r0, r1 = r + 1 + shifts[i, 0], r + 1 + shifts[i, 1]
-                c0, c1 = c + 1 + shifts[i, 2], c + 1 + shifts[i, 3]
-                if r0 == r1 and c0 == c1:
-                    bit = 1 if img[r0, c0] - centre >= 0 else 0
-                else:
-                    wr, wc = dr[i, r], dc[i, c]
-                    top = (1 - wc) * img[r0, c0] + wc * img[r0, c1]
-                    bottom = (1 - wc) * img[r1, c0] + wc * img[r1, c1]
-                    bit = 1 if (1 - wr) * top + wr * bottom - centre >= 0 else 0
-                ones += bit
-                if i > 0 and bit != prev:
-                    changes += 1
-                prev = bit
-            out[r, c] = ones if changes <= 2 else n_points + 1
+            out[r, c] = ones[c] if changes[c] <= 2 else n_points + 1
 
 
-@njit(cache=True, nogil=True)
+@_compiled
 def _nuclei_per_region(hmask, code, counts):
     """Nuclei: ``binary_opening`` of the haematoxylin mask with the 3 x 3 cross (outside = False),
     then 4-connected components; ``counts[r]`` += components with a pixel in region ``r``."""
@@ -296,23 +313,103 @@ def _nuclei_per_region(hmask, code, counts):
                 counts[1] += 1
 
 
-@njit(cache=True, nogil=True)
+@_compiled
 def _glcm_counts(levels_img, offsets, counts):
     """One-way co-occurrence counts ``counts[k, i, j]`` of pixel pairs (r, c) -> (r + dy, c + dx)
-    for each offset ``k`` (scikit-image's ``_glcm_loop``; the offsets from ``_glcm_offsets``)."""
+    for each offset ``k`` (scikit-image's ``_glcm_loop``; the offsets from ``_glcm_offsets``).
+    An offset seen before (distance 2 at 45 and 135 degrees rounds to distance 1's) is copied;
+    four tables, one per column modulo 4, keep consecutive increments off the same counter."""
     h, w = levels_img.shape
     levels = counts.shape[1]
+    t0 = np.zeros(levels * levels, np.int64)
+    t1 = np.zeros(levels * levels, np.int64)
+    t2 = np.zeros(levels * levels, np.int64)
+    t3 = np.zeros(levels * levels, np.int64)
     for k in range(offsets.shape[0]):
         dy, dx = offsets[k, 0], offsets[k, 1]
-        flat = counts[k].reshape(levels * levels)
+        done = -1
+        for j in range(k):
+            if offsets[j, 0] == dy and offsets[j, 1] == dx:
+                done = j
+        if done >= 0:
+            counts[k] = counts[done]
+            continue
+        t0[:] = 0
+        t1[:] = 0
+        t2[:] = 0
+        t3[:] = 0
+        c_lo, c_hi = max(0, -dx), min(w, w - dx)
         for r in range(max(0, -dy), min(h, h - dy)):
             a = levels_img[r]
             b = levels_img[r + dy]
-            for c in range(max(0, -dx), min(w, w - dx)):
-                flat[a[c] * levels + b[c + dx]] += 1
+            c = c_lo
+            while c + 4 <= c_hi:
+                t0[a[c] * levels + b[c + dx]] += 1
+                t1[a[c + 1] * levels + b[c + 1 + dx]] += 1
+                t2[a[c + 2] * levels + b[c + 2 + dx]] += 1
+                t3[a[c + 3] * levels + b[c + 3 + dx]] += 1
+                c += 4
+            while c < c_hi:
+                t0[a[c] * levels + b[c + dx]] += 1
+                c += 1
+        flat = counts[k].reshape(levels * levels)
+        for i in range(levels * levels):
+            flat[i] += t0[i] + t1[i] + t2[i] + t3[i]
 
 
-@njit(cache=True, nogil=True)
+@_compiled
+def _glcm_props(counts, n_angles, out):
+    """``graycomatrix(symmetric=True, normed=True)`` then ``graycoprops`` contrast, dissimilarity,
+    homogeneity, energy and correlation (zero variance: 1, as scikit-image), averaged over the
+    angles: one-way counts ``(n_distances * n_angles, L, L)`` -> ``out`` ``(n_distances, 5)``."""
+    levels = counts.shape[1]
+    p = np.empty((levels, levels))
+    for d in range(out.shape[0]):
+        out[d, :] = 0.0
+        for a in range(n_angles):
+            k = d * n_angles + a
+            total = 0.0
+            for i in range(levels):
+                for j in range(levels):
+                    p[i, j] = counts[k, i, j] + counts[k, j, i]
+                    total += p[i, j]
+            for _ in range(2):  # normalised by graycomatrix, then again by graycoprops
+                if total == 0:
+                    total = 1.0
+                again = 0.0
+                for i in range(levels):
+                    for j in range(levels):
+                        p[i, j] = p[i, j] / total
+                        again += p[i, j]
+                total = again
+            contrast = dissimilarity = homogeneity = asm = mean_i = mean_j = 0.0
+            for i in range(levels):
+                for j in range(levels):
+                    v = p[i, j]
+                    diff = i - j
+                    contrast += v * diff * diff
+                    dissimilarity += v * abs(diff)
+                    homogeneity += v / (1.0 + diff * diff)
+                    asm += v * v
+                    mean_i += i * v
+                    mean_j += j * v
+            var_i = var_j = cov = 0.0
+            for i in range(levels):
+                for j in range(levels):
+                    v = p[i, j]
+                    var_i += v * (i - mean_i) ** 2
+                    var_j += v * (j - mean_j) ** 2
+                    cov += v * ((i - mean_i) * (j - mean_j))
+            std_i, std_j = np.sqrt(var_i), np.sqrt(var_j)
+            correlation = 1.0 if (std_i < 1e-15 or std_j < 1e-15) else cov / (std_i * std_j)
+            out[d, 0] += contrast / n_angles
+            out[d, 1] += dissimilarity / n_angles
+            out[d, 2] += homogeneity / n_angles
+            out[d, 3] += np.sqrt(asm) / n_angles
+            out[d, 4] += correlation / n_angles
+
+
+@_compiled
 def _select(values, lo, hi, k):
     """Rearrange ``values[lo:hi]`` so that ``values[k]`` is the value of rank k (quickselect)."""
     while hi - lo > 1:
@@ -344,111 +441,193 @@ def _select(values, lo, hi, k):
             return
 
 
-@njit(cache=True, nogil=True)
+@_compiled
+def _order_statistics(values, ranks, out):
+    """``out[j]`` = the value of rank ``ranks[j]`` (0-based) in ``values``, exactly: values are
+    counted into 1024 bins between their min and max (binning is monotonic, so a rank's bin is
+    found from the counts), then the rank is selected among that bin's values only."""
+    lo, hi = values[0], values[0]
+    for v in values:
+        lo = min(lo, v)
+        hi = max(hi, v)
+    if hi == lo:
+        out[:] = lo
+        return
+    n_bins = 1024
+    scale = n_bins / (hi - lo)
+    counts = np.zeros(n_bins, np.int64)
+    for v in values:
+        counts[min(int((v - lo) * scale), n_bins - 1)] += 1
+    slot_of_bin = np.full(n_bins, -1, np.int64)
+    bin_start = np.zeros(ranks.shape[0], np.int64)  # rank of the first value of each rank's bin
+    bins = np.zeros(ranks.shape[0], np.int64)
+    n_slots = 0
+    cum = 0
+    j = 0
+    for b in range(n_bins):
+        while j < ranks.shape[0] and ranks[j] < cum + counts[b]:
+            if slot_of_bin[b] < 0:
+                slot_of_bin[b] = n_slots
+                bins[n_slots] = b
+                bin_start[n_slots] = cum
+                n_slots += 1
+            j += 1
+        cum += counts[b]
+    size = 0
+    for k in range(n_slots):
+        size = max(size, counts[bins[k]])
+    buf = np.empty((n_slots, size))
+    fill = np.zeros(n_slots, np.int64)
+    for v in values:
+        slot = slot_of_bin[min(int((v - lo) * scale), n_bins - 1)]
+        if slot >= 0:
+            buf[slot, fill[slot]] = v
+            fill[slot] += 1
+    for j in range(ranks.shape[0]):
+        b = 0
+        for k in range(n_slots):
+            if bin_start[k] <= ranks[j] < bin_start[k] + counts[bins[k]]:
+                b = k
+        part = buf[b, : fill[b]]
+        rank = ranks[j] - bin_start[b]
+        _select(part, 0, part.shape[0], rank)
+        out[j] = part[rank]
+
+
+@_compiled
 def _percentiles(values, qs, out):
-    """``np.percentile(values, qs)`` (ascending ``qs``, linear method: numpy's index and lerp
-    formulas) into ``out``; ``values`` is reordered. Each rank is selected to the right of the
-    previous one."""
+    """``np.percentile(values, qs)`` (linear method: numpy's index and lerp formulas) into ``out``;
+    the order statistics come from ``_order_statistics``."""
     n = values.shape[0]
-    lo = 0
-    last = -1
-    for j in range(qs.shape[0]):
+    m = qs.shape[0]
+    ranks = np.empty(2 * m, np.int64)
+    gammas = np.empty(m)
+    for j in range(m):
         quantile = qs[j] / 100.0
         virtual = n * quantile + (1.0 + quantile * -1.0) - 1.0
         below = min(max(int(np.floor(virtual)), 0), n - 1)
-        above = min(below + 1, n - 1)
-        gamma = virtual - np.floor(virtual)
-        if below > last:
-            _select(values, lo, n, below)
-            lo = below + 1
-            last = below
-        if above > last:
-            _select(values, lo, n, above)
-            lo = above + 1
-            last = above
-        a = values[below]
-        diff = values[above] - a
-        out[j] = values[above] - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma
+        ranks[2 * j] = below
+        ranks[2 * j + 1] = min(below + 1, n - 1)
+        gammas[j] = virtual - np.floor(virtual)
+    order = np.argsort(ranks)
+    values_at = np.empty(2 * m)
+    sorted_values = np.empty(2 * m)
+    _order_statistics(values, ranks[order], sorted_values)
+    values_at[order] = sorted_values
+    for j in range(m):
+        a, b = values_at[2 * j], values_at[2 * j + 1]
+        diff = b - a
+        out[j] = b - diff * (1 - gammas[j]) if gammas[j] >= 0.5 else a + diff * gammas[j]
 
 
-@njit(cache=True, nogil=True)
-def _patch_features(rgb, hed, grey, code, lbp_shifts, lbp_dr, lbp_dc, offsets, edges, counts_out, row):
-    """One patch: per-region statistics into ``row`` (2 x ``_REGION_DIM``), one-way GLCM counts into
-    ``counts_out`` (L, L, n_offsets)."""
+@_compiled
+def _region_sums(rgb, hed, grey, spans, slot_lo, slot_hi, edges, h_vals, e_vals, acc):
+    """Sums over one region (the row spans ``spans[:, slot_lo:slot_hi]``), kept in registers: ``acc`` gets
+    [n, 6 channel sums, tissue, h > 0.10, h > 0.18, 8 histogram counts]; the haematoxylin and
+    eosin values are copied out for the percentiles."""
+    s0 = s1 = s2 = s3 = s4 = s5 = 0.0
+    n_t = n_10 = n_18 = 0.0
+    hist = np.zeros(8)
+    k = 0
+    top = edges[8] - 1e-9
+    for r in range(spans.shape[0]):
+        for slot in range(slot_lo, slot_hi):
+            for c in range(spans[r, slot, 0], spans[r, slot, 1]):
+                red, green, blue = rgb[r, c, 0], rgb[r, c, 1], rgb[r, c, 2]
+                hv, ev, dv = hed[r, c, 0], hed[r, c, 1], hed[r, c, 2]
+                s0 += red
+                s1 += green
+                s2 += blue
+                s3 += hv
+                s4 += ev
+                s5 += dv
+                sat = max(red, green, blue) - min(red, green, blue)
+                if grey[r, c] < 0.85 and sat > 0.04:
+                    n_t += 1
+                if hv > 0.10:
+                    n_10 += 1
+                if hv > 0.18:
+                    n_18 += 1
+                # np.histogram over [0, 0.32) of the clipped value: bin b holds e_b <= x < e_b+1
+                clipped = min(max(hv, edges[0]), top)
+                b = 0
+                for edge in range(1, 8):
+                    b += 1 if clipped >= edges[edge] else 0
+                hist[b] += 1
+                h_vals[k] = hv
+                e_vals[k] = ev
+                k += 1
+    acc[0] = k
+    acc[1], acc[2], acc[3], acc[4], acc[5], acc[6] = s0, s1, s2, s3, s4, s5
+    acc[7], acc[8], acc[9] = n_t, n_10, n_18
+    acc[10:18] = hist
+
+
+@_compiled
+def _region_sq(rgb, hed, spans, slot_lo, slot_hi, means, out):
+    """Sums of squared deviations from ``means`` (6 channels) over one region (two-pass std)."""
+    q0 = q1 = q2 = q3 = q4 = q5 = 0.0
+    for r in range(spans.shape[0]):
+        for slot in range(slot_lo, slot_hi):
+            for c in range(spans[r, slot, 0], spans[r, slot, 1]):
+                d = rgb[r, c, 0] - means[0]
+                q0 += d * d
+                d = rgb[r, c, 1] - means[1]
+                q1 += d * d
+                d = rgb[r, c, 2] - means[2]
+                q2 += d * d
+                d = hed[r, c, 0] - means[3]
+                q3 += d * d
+                d = hed[r, c, 1] - means[4]
+                q4 += d * d
+                d = hed[r, c, 2] - means[5]
+                q5 += d * d
+    out[0], out[1], out[2], out[3], out[4], out[5] = q0, q1, q2, q3, q4, q5
+
+
+@_compiled
+def _patch_features(rgb, hed, grey, code, spans, lbp_shifts, lbp_dr, lbp_dc, offsets, n_angles, edges, row,
+                    glcm_out):
+    """One patch: per-region statistics into ``row`` (2 x ``_REGION_DIM``), GLCM properties into
+    ``glcm_out`` (n_distances, 5)."""
     h, w = grey.shape
     grey_u8 = np.empty((h, w), np.uint8)
     h_q = np.empty((h, w), np.uint8)
     hmask = np.empty((h, w), np.bool_)
+    for r in range(h):
+        for c in range(w):
+            g = grey[r, c] * 255.0  # np.clip(grey * 255, 0, 255).astype(uint8): clip, then truncate
+            g = min(max(g, 0.0), 255.0)
+            grey_u8[r, c] = np.uint8(g)
+            hv = hed[r, c, 0]
+            q = hv / 0.32 * 16  # np.clip(h / 0.32 * 16, 0, 15).astype(uint8)
+            q = min(max(q, 0.0), 15.0)
+            h_q[r, c] = np.uint8(q)
+            hmask[r, c] = hv > 0.10
+    slots = ((0, 1), (1, 3))  # span slots of the disc, and of the ring (left and right)
     n = np.zeros(2)
-    sums = np.zeros((2, 6))
+    means = np.zeros((2, 6))
+    stds = np.zeros((2, 6))
     n_tissue = np.zeros(2)
     n_h10 = np.zeros(2)
     n_h18 = np.zeros(2)
     hist = np.zeros((2, 8))
     h_vals = np.empty((2, h * w))
     e_vals = np.empty((2, h * w))
-    for r in range(h):
-        for c in range(w):
-            g = grey[r, c] * 255.0  # np.clip(grey * 255, 0, 255).astype(uint8): clip, then truncate
-            if g < 0.0:
-                g = 0.0
-            elif g > 255.0:
-                g = 255.0
-            grey_u8[r, c] = np.uint8(g)
-            hv = hed[r, c, 0]
-            q = hv / 0.32 * 16  # np.clip(h / 0.32 * 16, 0, 15).astype(uint8)
-            if q < 0.0:
-                q = 0.0
-            elif q > 15.0:
-                q = 15.0
-            h_q[r, c] = np.uint8(q)
-            hmask[r, c] = hv > 0.10
-            reg = code[r, c]
-            if reg > 1:
-                continue
-            k = int(n[reg])
-            n[reg] += 1
-            for ch in range(3):
-                sums[reg, ch] += rgb[r, c, ch]
-                sums[reg, 3 + ch] += hed[r, c, ch]
-            red, green, blue = rgb[r, c, 0], rgb[r, c, 1], rgb[r, c, 2]
-            sat = max(red, green, blue) - min(red, green, blue)
-            if grey[r, c] < 0.85 and sat > 0.04:
-                n_tissue[reg] += 1
-            if hv > 0.10:
-                n_h10[reg] += 1
-            if hv > 0.18:
-                n_h18[reg] += 1
-            # np.histogram over [0, 0.32) in 8 bins of the clipped value: bin b holds e_b <= x < e_b+1
-            clipped = min(max(hv, edges[0]), edges[8] - 1e-9)
-            b = 0
-            for edge in range(1, 8):
-                if clipped >= edges[edge]:
-                    b = edge
-            hist[reg, b] += 1
-            h_vals[reg, k] = hv
-            e_vals[reg, k] = hed[r, c, 1]
-    means = np.zeros((2, 6))
-    stds = np.zeros((2, 6))
+    acc = np.empty(18)
+    sq = np.empty(6)
     for reg in range(2):
+        lo, hi = slots[reg]
+        _region_sums(rgb, hed, grey, spans, lo, hi, edges, h_vals[reg], e_vals[reg], acc)
+        n[reg] = acc[0]
+        n_tissue[reg], n_h10[reg], n_h18[reg] = acc[7], acc[8], acc[9]
+        hist[reg] = acc[10:18]
         if n[reg] > 0:
             for ch in range(6):
-                means[reg, ch] = sums[reg, ch] / n[reg]
-    sq = np.zeros((2, 6))
-    for r in range(h):
-        for c in range(w):
-            reg = code[r, c]
-            if reg > 1:
-                continue
-            for ch in range(3):
-                d = rgb[r, c, ch] - means[reg, ch]
-                sq[reg, ch] += d * d
-                d = hed[r, c, ch] - means[reg, 3 + ch]
-                sq[reg, 3 + ch] += d * d
-    for reg in range(2):
-        if n[reg] > 0:
+                means[reg, ch] = acc[1 + ch] / n[reg]
+            _region_sq(rgb, hed, spans, lo, hi, means[reg], sq)
             for ch in range(6):
-                stds[reg, ch] = np.sqrt(sq[reg, ch] / n[reg])
+                stds[reg, ch] = np.sqrt(sq[ch] / n[reg])
     lbp = np.empty((h, w), np.int64)
     _lbp_uniform(grey_u8, lbp_shifts, lbp_dr, lbp_dc, lbp)
     lbp_hist = np.zeros((2, 10))
@@ -459,7 +638,9 @@ def _patch_features(rgb, hed, grey, code, lbp_shifts, lbp_dr, lbp_dc, offsets, e
                 lbp_hist[reg, lbp[r, c]] += 1
     nuclei = np.zeros(2)
     _nuclei_per_region(hmask, code, nuclei)
-    _glcm_counts(h_q, offsets, counts_out)
+    counts = np.zeros((offsets.shape[0], GLCM_LEVELS, GLCM_LEVELS), np.int64)
+    _glcm_counts(h_q, offsets, counts)
+    _glcm_props(counts, n_angles, glcm_out)
     h_qs = np.array([10.0, 50.0, 90.0])
     e_qs = np.array([50.0, 90.0])
     pct = np.empty(3)
@@ -494,10 +675,11 @@ def _patch_features(rgb, hed, grey, code, lbp_shifts, lbp_dr, lbp_dc, offsets, e
             row[o + 29 + b] = lbp_hist[reg, b] / m
 
 
-@njit(cache=True, nogil=True)
-def _block_kernel(rgb, hed, grey, code, lbp_shifts, lbp_dr, lbp_dc, offsets, edges, counts, rows):
+@_compiled
+def _block_kernel(rgb, hed, grey, code, spans, lbp_shifts, lbp_dr, lbp_dc, offsets, n_angles, edges, rows, glcm):
     for i in range(rgb.shape[0]):
-        _patch_features(rgb[i], hed[i], grey[i], code, lbp_shifts, lbp_dr, lbp_dc, offsets, edges, counts[i], rows[i])
+        _patch_features(rgb[i], hed[i], grey[i], code, spans, lbp_shifts, lbp_dr, lbp_dc, offsets, n_angles, edges,
+                        rows[i], glcm[i])
 
 
 def _block_features(rgb: np.ndarray) -> np.ndarray:
@@ -506,15 +688,12 @@ def _block_features(rgb: np.ndarray) -> np.ndarray:
     rgb = np.ascontiguousarray(rgb, np.float64)
     hed = rgb2hed(rgb)
     grey = rgb @ GREY
-    counts = np.zeros((b, len(_GLCM_OFFSETS), GLCM_LEVELS, GLCM_LEVELS), np.int64)
-    out = np.empty((b, DIM), np.float64)
     regions = np.empty((b, 2 * _REGION_DIM), np.float64)
+    glcm = np.empty((b, len(GLCM_DISTANCES), len(GLCM_PROPS)), np.float64)
     shifts, dr, dc = _lbp_tables(size, size)
-    _block_kernel(rgb, hed, grey, _region_code(size), shifts, dr, dc, _GLCM_OFFSETS, H_EDGES, counts, regions)
-    out[:, : 2 * _REGION_DIM] = regions
-    counts = counts.reshape(b, len(GLCM_DISTANCES), len(GLCM_ANGLES), GLCM_LEVELS, GLCM_LEVELS)
-    counts = counts.transpose(0, 3, 4, 1, 2)
-    out[:, 2 * _REGION_DIM :] = glcm_props(counts).reshape(b, -1)
+    _block_kernel(rgb, hed, grey, _region_code(size), _region_spans(size), shifts, dr, dc, _GLCM_OFFSETS,
+                  len(GLCM_ANGLES), H_EDGES, regions, glcm)
+    out = np.concatenate([regions, glcm.reshape(b, -1)], axis=1)
     out = out.astype(np.float32)
     return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
 

@@ -3,10 +3,10 @@
 Patches are cut by :mod:`histosge.patches` (side = ``patch_scale`` x spot diameter, in the image's
 own pixels) from the pyramid level nearest the encoder's input size when the patch is shrunk
 anyway (``patches.read_level``), in an order that walks the image block by block so that
-neighbouring patches share decoded tiles. Batches of uint8 patches are read ahead of the
-encoder: on a CPU by one reader thread (decoding overlaps encoding; no worker processes), on CUDA
-by DataLoader workers (so the CPU only decodes and crops while the GPU encodes). The encoder
-preprocesses on its own device. On CUDA the forward pass runs under bf16/fp16 autocast with
+neighbouring patches share decoded tiles. Batches are read ahead of the encoder: on a CPU by one
+reader thread that also preprocesses them (decoding and resizing overlap encoding; no worker
+processes), on CUDA by DataLoader workers that decode and crop uint8 patches while the GPU
+preprocesses and encodes. On CUDA the forward pass runs under bf16/fp16 autocast with
 channels_last inputs for conv nets.
 
 Memory is bounded by the batch (plus the image's tile cache, ``read.image.TILE_CACHE_BYTES``),
@@ -16,6 +16,7 @@ never the whole slide, except for JPEG/PNG images, which can only be decoded who
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections import deque
 from collections.abc import Iterator
@@ -58,6 +59,54 @@ def _threads(n: int) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
+#: Batches between two returns of freed memory to the system (``_trim_heap``).
+TRIM_EVERY = 4
+_libc = None
+
+
+def _trim_heap() -> None:
+    """Hand freed heap memory back to the system (glibc ``malloc_trim``; elsewhere nothing).
+
+    Batches, tiles and blocks of many sizes are allocated and freed by three or four threads, each
+    with its own glibc arena, and glibc keeps what they free: on a 9k x 9k slide the resident size
+    grew by 1.1 GB over 16,900 spots without this, 0.23 GB with it.
+    """
+    global _libc
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        if _libc is None:
+            import ctypes
+
+            _libc = ctypes.CDLL("libc.so.6")
+        _libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+        _libc = False
+
+
+def die_with_parent(parent_pid: int, *_args) -> None:
+    """Worker initialiser: this process is killed when the process that started it dies, even by
+    ``kill -9`` or the OOM killer (Linux ``prctl(PR_SET_PDEATHSIG, SIGKILL)``; elsewhere nothing).
+    Ctrl-C is the parent's to handle, so workers ignore SIGINT (no traceback from each)."""
+    import signal
+    import sys
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):  # pragma: no cover - no prctl in this libc
+        return
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def _autocast(encoder: Encoder):
     dev = encoder.device
     if dev.type == "cuda" and encoder.precision in (torch.bfloat16, torch.float16):
@@ -65,16 +114,25 @@ def _autocast(encoder: Encoder):
     return contextlib.nullcontext()
 
 
-def encode_patches(encoder: Encoder, batch: torch.Tensor) -> np.ndarray:
-    """uint8 ``(b, H, W, 3)`` -> float32 ``(b, dim)`` numpy, on the encoder's device."""
+def _prepare(encoder: Encoder, batch) -> torch.Tensor:
+    """uint8 ``(b, H, W, 3)`` -> the encoder's input on its device (resized, normalised)."""
     dev = encoder.device
     x = torch.as_tensor(batch).to(dev, non_blocking=True)
     x = encoder.preprocess(x)
     if dev.type == "cuda" and encoder.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def _forward(encoder: Encoder, x: torch.Tensor) -> np.ndarray:
     with _autocast(encoder):
         y = encoder(x)
     return y.float().cpu().numpy()
+
+
+def encode_patches(encoder: Encoder, batch: torch.Tensor) -> np.ndarray:
+    """uint8 ``(b, H, W, 3)`` -> float32 ``(b, dim)`` numpy, on the encoder's device."""
+    return _forward(encoder, _prepare(encoder, batch))
 
 
 class PatchBatches(torch.utils.data.Dataset):
@@ -109,14 +167,23 @@ class PatchBatches(torch.utils.data.Dataset):
                             level=self.level)
 
 
-def _read_ahead(batches: PatchBatches, depth: int = PREFETCH) -> Iterator[np.ndarray]:
-    """The batches in order, each read by one background thread while the caller encodes the
-    previous ones (image decoding and resizing release the GIL)."""
+def _read_ahead(batches: PatchBatches, prepare=None, depth: int = PREFETCH) -> Iterator:
+    """The batches in order, each read (and passed through ``prepare``, e.g. the encoder's CPU
+    preprocessing) by one background thread while the caller encodes the previous ones: image
+    decoding, resizing and torch release the GIL, so this overlaps with the encoder."""
+
+    def load(k: int):
+        batch = batches[k]
+        if prepare is None:
+            return batch
+        with torch.inference_mode():
+            return prepare(batch)
+
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="histosge-read") as pool:
         pending: deque = deque()
         try:
             for k in range(len(batches)):
-                pending.append(pool.submit(batches.__getitem__, k))
+                pending.append(pool.submit(load, k))
                 if len(pending) > depth:
                     yield pending.popleft().result()
             while pending:
@@ -163,7 +230,7 @@ def extract(
     the cache (same image, scale, patch side, level and encoder, same centre) are not encoded
     again; new ones are saved every ``chunk_size`` spots, so an interrupted run resumes where it
     stopped. ``num_workers``: DataLoader worker processes reading patches (default: none on a CPU,
-    where one reader thread reads ahead; up to 8 on CUDA).
+    where one reader thread reads ahead; up to 8 on CUDA); they die with the calling process.
     """
     from ..patches import patch_side_px, read_level
 
@@ -215,20 +282,26 @@ def extract(
     dev = encoder.device
     workers = default_num_workers(dev) if num_workers is None else int(num_workers)
     batches = PatchBatches(source, uniq, float(scale), side, encoder.input_size, level=level, batch_size=batch_size)
+    prepared = workers == 0 and dev.type == "cpu"  # the reader thread preprocesses too
     if workers > 0:
         loader = torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False, num_workers=workers,
-                                             pin_memory=dev.type == "cuda", persistent_workers=False)
+                                             pin_memory=dev.type == "cuda", persistent_workers=False,
+                                             worker_init_fn=functools.partial(die_with_parent, os.getpid()))
     else:
-        loader = _read_ahead(batches)
+        loader = _read_ahead(batches, functools.partial(_prepare, encoder) if prepared else None)
     own = getattr(encoder, "torch_threads", None)
     threads = (own or max(1, _cpu_count() - workers)) if dev.type == "cpu" else torch.get_num_threads()
     bar = progress_bar(total=len(uniq), desc=f"encode {encoder.name}", unit="spot", disable=not progress)
-    done = saved = 0
+    done = saved = n_batches = 0
     try:
         with _threads(threads), torch.inference_mode():
             for batch in loader:
-                feats_u[done : done + len(batch)] = encode_patches(encoder, torch.as_tensor(batch))
+                x = batch if prepared else _prepare(encoder, batch)
+                feats_u[done : done + len(batch)] = _forward(encoder, x)
                 done += len(batch)
+                n_batches += 1
+                if n_batches % TRIM_EVERY == 0 and _libc is not False:
+                    _trim_heap()
                 bar.update(len(batch))
                 while store is not None and done - saved >= chunk_size:
                     store.save(uniq[saved : saved + chunk_size], feats_u[saved : saved + chunk_size])
