@@ -113,6 +113,7 @@ def _job(task: str, source: str, output: Path, image, data_dir, plot, markers, p
     extra = options.validate(**extra)
     inputs = input_paths(source, image=image, data_dir=data_dir)
     output = check_output(output, inputs=inputs)
+    _check_cache(opts.get("cache_dir"))
     png = output.with_name(output.stem + "_markers.png") if plot else None
     if png is not None:
         check_output(png, inputs=inputs, suffixes=(".png",), option="--plot")
@@ -153,6 +154,15 @@ def _job(task: str, source: str, output: Path, image, data_dir, plot, markers, p
     if png:
         rows.append(("plot", f"{png} ({', '.join(drawn)})"))
     _summary(f"histosge {task}", rows)
+
+
+def _check_cache(cache_dir) -> None:
+    """An explicit --cache-dir that cannot be used fails before any work (a default one that
+    cannot be written only warns, later, and the run goes on without a cache)."""
+    if cache_dir is not None:
+        from .encode.cache import check_cache_dir
+
+        check_cache_dir(cache_dir)
 
 
 def _split_markers(markers: str | None) -> list[str] | None:
@@ -266,9 +276,11 @@ def train(
                                 patch_scale=patch_scale, batch_size=batch_size, device=device)
         inputs = [p for s in sources for p in input_paths(s, data_dir=data_dir)]
         path = check_output(output, inputs=inputs, suffixes=(".histosge",))
+        _check_cache(cache_dir)
         sections = [read_section(s, data_dir=data_dir, check_alignment=alignment_check) for s in sources]
         network = {k: opts[k] for k in ("epochs", "group_size", "patience") if opts[k] is not None}
-        model = tasks.train(sections, mode=mode, progress=not quiet, encoder=encoder, weights=weights,
+        model = tasks.train(sections, mode=mode, progress=not quiet, cache_dir=cache_dir,
+                            batch_size=opts["batch_size"], encoder=encoder, weights=weights,
                             patch_scale=opts["patch_scale"], n_genes=opts["n_genes"], seed=opts["seed"],
                             device=opts["device"], network=network or None)
         if stop_requested():
@@ -364,6 +376,7 @@ def predict(
         section_inputs = [Path(source)] if slide else input_paths(source, image=image, data_dir=data_dir)
         inputs = [Path(model_path), *section_inputs]
         path = check_output(output, inputs=inputs)
+        _check_cache(cache_dir)
         genes = [g.strip() for g in plot.split(",") if g.strip()] if plot else None
         png = path.with_name(path.stem + "_genes.png") if genes else None
         if png is not None:

@@ -230,8 +230,8 @@ def _jsonable(obj):
     return obj
 
 
-def train(sources, *, mode: str = "neighbours", genes_of=None, data_dir=None, progress: bool = True,
-          **params) -> HisToSGE:
+def train(sources, *, mode: str = "neighbours", data_dir=None, cache_dir=None, batch_size: int = 64,
+          progress: bool = True, **params) -> HisToSGE:
     """Fit a ``HisToSGE`` on sections named as ``read_section`` takes them (paths, dataset names)
     or given as AnnData: what ``histosge train`` saves. ``params``: the model's constructor
     arguments (``encoder``, ``n_genes``, ``seed``, ``network`` ...)."""
@@ -239,7 +239,7 @@ def train(sources, *, mode: str = "neighbours", genes_of=None, data_dir=None, pr
 
     sources = [sources] if isinstance(sources, (str, ad.AnnData)) else list(sources)
     sections = [s if isinstance(s, ad.AnnData) else read_section(s, data_dir=data_dir) for s in sources]
-    return HisToSGE(mode, **params).fit(sections, progress=progress)
+    return HisToSGE(mode, **params).fit(sections, cache_dir=cache_dir, batch_size=batch_size, progress=progress)
 
 
 def is_slide(source) -> bool:

@@ -25,7 +25,7 @@ from .h5ad import read_h5ad
 from .legacy_st import her2st_sections, read_legacy_st
 from .spaceranger import COUNTS_FILE, read_spaceranger
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".svs")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".svs", ".ndpi", ".mrxs", ".scn", ".bif", ".vms")
 _NAME = re.compile(r"^(?P<dataset>[A-Za-z0-9_]+)[:/](?P<section>[A-Za-z0-9_.-]+)$")
 
 
