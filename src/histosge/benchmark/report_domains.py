@@ -209,3 +209,45 @@ def caption(section_name: str, protocol: str) -> str:
     return (f"Spatial domains on {section_name}, protocol {protocol} (first seed): k-means (top row) and STAGATE "
             "(bottom row) on the measured expression and on each method's training spots (measured) + held-out "
             "spots (predicted); colours matched to the manual layers they overlap most.")
+
+
+# --------------------------------------------------------------------------------------------
+# the README's summary
+
+
+def _mean(values) -> float | None:
+    vals = [float(v) for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(vals)) if vals else None
+
+
+def comparison_table(records: list[dict], methods, protocols=("R", "G")) -> list[str]:
+    """One row per method (and one for the measured expression): held-out pcc and the ARI of both
+    clusterers per protocol, each the mean over the DLPFC sections and the seeds that have it
+    ('not run' where none has); the highest of each column among methods in bold."""
+    recs = [r for r in records if r.get("labels") == MANUAL and r["protocol"] in protocols]
+    if not recs:
+        return []
+    cols = [(p, f) for p in protocols for f in ("pcc", "ari", "ari_stagate")]
+    values = {m: {c: _mean(r.get(c[1]) for r in recs if r["method"] == m and r["protocol"] == c[0]) for c in cols}
+              for m in methods}
+    best = {c: max((v[c] for v in values.values() if v[c] is not None), default=None) for c in cols}
+    names = {"pcc": "pcc", "ari": "ARI k-means", "ari_stagate": "ARI STAGATE"}
+    header = ["method", *[f"{p} {names[f]}" for p, f in cols]]
+    rows = []
+    measured = {"ari": "ari_measured", "ari_stagate": "ari_measured_stagate"}
+    row = ["(measured expression)"]
+    for p, f in cols:
+        v = _mean(r.get(measured[f]) for r in recs if r["protocol"] == p) if f in measured else None
+        row.append("-" if f == "pcc" else ("not run" if v is None else f"{v:.3f}"))
+    rows.append(row)
+    for m in methods:
+        row = [m]
+        for c in cols:
+            v = values[m][c]
+            if v is None:
+                row.append("not run")
+            else:
+                row.append(f"**{v:.3f}**" if best[c] is not None and v == best[c] else f"{v:.3f}")
+        rows.append(row)
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(r) + " |" for r in rows]
