@@ -8,7 +8,8 @@ go through a ViT (4 pre-norm layers, 16 heads of 64, MLP 2048, dropout 0.2), the
 graph attention network over each spot's 4 nearest spots on the array (8 heads of 1024
 concatenated, then one head to 512, ELU, dropout 0.2, LeakyReLU slope 0.01), then a head
 512 -> 1024 -> ReLU -> LayerNorm -> genes. MSE, Adam at 1e-5, one section per step,
-300 epochs (``train.py``), no validation.
+300 epochs (``train.py``), no validation. (4 layers is the README's and the HER2+ setting; the
+authors' script used 8 on their Visium cSCC data; ``depth`` sets it.)
 
 Here the image layers that read pixels (the dynamic convolution and the capsule network's
 four convolutions, which produce its 16 primary capsules of 8 dims) are replaced by one linear

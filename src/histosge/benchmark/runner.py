@@ -167,9 +167,13 @@ def run(
     splits: dict[tuple[str, str, int], P.Split] = {}
     results_path = out / "results.json"
 
-    def save() -> None:  # after every block, so an interrupted run keeps what it finished
+    def save() -> None:  # after every record, so an interrupted run keeps what it finished
         with atomic_path(results_path) as tmp:
             tmp.write_text(json.dumps(records, indent=1, default=_json_default) + "\n")
+
+    def keep(rec: dict) -> None:
+        records.append(rec)
+        save()
 
     kept: dict = {}  # predictions kept for the report's figures
     with _deterministic(threads):
@@ -186,7 +190,7 @@ def run(
                                            f"{len(split.train)} spots (< {P.MIN_TRAIN_SPOTS})")
                             break
                     splits[(name, protocol, seed)] = split
-                    records += _within(
+                    _within(
                         sec,
                         split,
                         seed,
@@ -196,13 +200,13 @@ def run(
                         kept if seed == seeds[0] else None,
                         progress,
                         extra,
+                        keep,
                     )
-                    save()
         if "X" in protocols:
             for target, sources in P.cross_groups(names).items():
                 for seed in seeds:
                     splits[(target, "X", seed)] = P.Split("X", np.zeros(0, np.int64), np.arange(secs[target].n))
-                    records += _cross(
+                    _cross(
                         secs[target],
                         [secs[s] for s in sources],
                         seed,
@@ -212,8 +216,8 @@ def run(
                         kept if seed == seeds[0] else None,
                         progress,
                         extra,
+                        keep,
                     )
-                    save()
     result = BenchResult(records, splits, out)
     result.seconds = time.perf_counter() - t_start
     meta = {
@@ -316,6 +320,7 @@ def _within(
     kept: dict | None,
     progress: bool,
     clusterers: list[str] = (),
+    emit=None,
 ) -> list[dict]:
     """Protocols R and G on one section: fit ``split.train``, predict every spot, score ``split.test``."""
     genes, flavour, y = P.within_section_genes(sec.adata, split.train, n_genes)
@@ -360,6 +365,8 @@ def _within(
         rec["ari"] = _ari(mixed, labels, seed)
         _extra_domains(rec, method, mixed, sec, seed, clusterers, found, quick)
         out.append(rec)
+        if emit:
+            emit(rec)
         _log(
             progress,
             f"  {sec.name} {split.protocol} seed {seed} {method:15s} pcc {rec['pcc']:.3f} "
@@ -386,6 +393,7 @@ def _cross(
     kept: dict | None,
     progress: bool,
     clusterers: list[str] = (),
+    emit=None,
 ) -> list[dict]:
     """Protocol X: train on every spot of ``sources``, predict every spot of ``target``.
 
@@ -443,6 +451,8 @@ def _cross(
         rec["ari"] = _ari(pred, labels, seed)
         _extra_domains(rec, method, pred, target, seed, clusterers, found, quick)
         out.append(rec)
+        if emit:
+            emit(rec)
         if kept is not None:
             kept.setdefault(
                 (target.name, "X"),
