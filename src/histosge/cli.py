@@ -494,10 +494,13 @@ def bench(
     sections: str = _o(None, "--sections", help="e.g. dlpfc/151673,her2st/C2 (default: all found)."),
     protocols: str = _o("R,G,X", "--protocols",
                         help="R (recovery), G (4x generation), X (cross-section); also G9, G16 (9x, 16x)."),
-    methods: str = _o(None, "--methods", help="Comma-separated methods (default: the standard set)."),
+    methods: str = _o(None, "--methods", help="Comma-separated methods (default: the standard set). All: "
+                      "mean, knn, ridge, stnet, histogene, stage, thitogene, deepspace, histosge, histosge-paper."),
     seeds: str = _o("0", "--seeds", help="Comma-separated seeds."),
     encoder: O.Encoder = None,
     quick: bool = _o(False, "--quick", help="One section, few epochs: a smoke test in under 2 minutes."),
+    domains: str = _o("kmeans", "--domains", help="Spatial-domain clusterers: kmeans, stagate (needs "
+                      'pip install "histosge[domains]"; about 10 minutes per DLPFC clustering on a CPU).'),
     debug: O.Debug = False,
 ):
     """Score every method on held-out spots under protocols R, G and X; write results.json + report.md."""
@@ -513,7 +516,7 @@ def bench(
             raise InputError(f"seeds must be integers, got {seeds!r}", where="--seeds",
                              fix="e.g. --seeds 0,1,2") from None
         options = {"sections": split(sections), "protocols": split(protocols), "methods": split(methods),
-                   "encoder": encoder}
+                   "encoder": encoder, "domains": split(domains)}
         result = benchmark.run(data, out_dir, seeds=seed_list, quick=quick,
                                **{k: v for k, v in options.items() if v is not None})
         _summary("histosge bench", [("records", str(len(result.records))),

@@ -443,6 +443,10 @@ def _caption(png: Path) -> str:
     kind, rest = png.stem.split("_", 1)
     name, protocol = rest.rsplit("_", 1)
     section = name.replace("_", "/", 1)
+    if kind == "figure5":
+        from .report_domains import caption
+
+        return caption(section, protocol)
     if kind == "markers":
         return (
             f"Marker genes on {section}, protocol {protocol}, held-out spots: measured (left), each "
@@ -485,6 +489,10 @@ def write_report(
     out = Path(out)
     meta = meta or {}
     written = draw_figures(kept, out) if kept else []
+    if kept:  # the paper's Figure 5: k-means and STAGATE domain maps (report_domains)
+        from .report_domains import draw as draw_domain_maps
+
+        written += draw_domain_maps(kept, out, _order, seed=(meta.get("seeds") or [0])[0])
     figs: list[str] = []
     for png in [*written, *(figures or [])]:
         figs += [f"![{png.stem}]({png.name})", "", _caption(png), ""]
@@ -520,6 +528,7 @@ def write_report(
         *summary(records),
         *(["", "## Is histosge first? (the targets of issue 5, row by row)", "", *board] if board else []),
         *tables(records),
+        *_domain_section(records, meta),
     ]
     if "histosge-paper" not in methods:
         lines += [
@@ -554,6 +563,12 @@ def write_report(
     with atomic_path(report_path) as tmp:
         tmp.write_text("\n".join(lines).rstrip() + "\n")
     return [report_path, *written]
+
+
+def _domain_section(records: list[dict], meta: dict) -> list[str]:
+    from .report_domains import section
+
+    return section(records, meta, _order)
 
 
 def merge(parts: list[str | os.PathLike], out: str | os.PathLike) -> list[Path]:
@@ -606,6 +621,6 @@ def merge(parts: list[str | os.PathLike], out: str | os.PathLike) -> list[Path]:
         tmp.write_text(json.dumps(records, indent=1) + "\n")
     with atomic_path(out / "run.json") as tmp:
         tmp.write_text(json.dumps(meta, indent=1) + "\n")
-    order = {"markers": 0, "domains": 1}
+    order = {"markers": 0, "domains": 1, "figure5": 2}
     figures.sort(key=lambda p: (p.stem.split("_")[1] != "dlpfc", order.get(p.stem.split("_")[0], 2), p.name))
     return [out / "results.json", out / "run.json", *write_report(records, out, meta=meta, figures=figures)]

@@ -18,6 +18,7 @@ from ..errors import InputError
 from ..evaluate import domains_ari, score
 from ..genes import log_normalize
 from ..model import Spots
+from . import domains as D
 from . import methods as M
 from . import protocols as P
 from . import sections as S
@@ -105,6 +106,7 @@ def run(
     threads: int | None = 1,
     report: bool = True,
     progress: bool = True,
+    domains: Sequence[str] | str = ("kmeans",),
 ) -> BenchResult:
     """Benchmark ``methods`` on ``sections`` of ``data_dir`` under ``protocols``; write ``out``/.
 
@@ -119,6 +121,10 @@ def run(
     - ``cache_dir``: feature cache (default: the encoder module's, ``~/.cache/histosge/features``).
     - ``threads``: torch CPU threads while fitting (default 1: on a shared 2-core machine two
       threads ran small models ~10x slower than one; None keeps torch's setting).
+    - ``domains``: clusterers of the spatial domains, 'kmeans' (always run: the ``ari`` field)
+      and 'stagate' (``benchmark.domains``; fields ``ari_stagate`` and ``ari_measured_stagate``
+      on sections with labels; minutes per clustering on a CPU, so not in the default). Without
+      the 'domains' extra installed, STAGATE is skipped and run.json and the report say why.
 
     Writes ``out/results.json`` (one record per section x protocol x seed x method) and, with
     ``report``, ``out/report.md`` and its PNGs. Scores are on held-out spots only, except the
@@ -129,6 +135,11 @@ def run(
     out = Path(out)
     protocols = _parse(protocols, P.PROTOCOLS, "protocol")
     methods = _parse(methods, M.ALL_METHODS, "method")
+    clusterers = _parse(domains, D.CLUSTERERS, "domain")
+    stagate_skipped = D.stagate_missing() if "stagate" in clusterers else None
+    if stagate_skipped:
+        _log(progress, f"bench: STAGATE skipped: {stagate_skipped}")
+    extra = [c for c in clusterers if c == "stagate" and not stagate_skipped]
     try:
         seeds = [int(s) for s in _parse(seeds, None, "seed")]
     except ValueError as err:
@@ -153,9 +164,13 @@ def run(
     splits: dict[tuple[str, str, int], P.Split] = {}
     results_path = out / "results.json"
 
-    def save() -> None:  # after every block, so an interrupted run keeps what it finished
+    def save() -> None:  # after every record, so an interrupted run keeps what it finished
         with atomic_path(results_path) as tmp:
             tmp.write_text(json.dumps(records, indent=1, default=_json_default) + "\n")
+
+    def keep(rec: dict) -> None:
+        records.append(rec)
+        save()
 
     kept: dict = {}  # predictions kept for the report's figures
     with _deterministic(threads):
@@ -172,7 +187,7 @@ def run(
                                            f"{len(split.train)} spots (< {P.MIN_TRAIN_SPOTS})")
                             break
                     splits[(name, protocol, seed)] = split
-                    records += _within(
+                    _within(
                         sec,
                         split,
                         seed,
@@ -181,13 +196,14 @@ def run(
                         n_genes,
                         kept if seed == seeds[0] else None,
                         progress,
+                        extra,
+                        keep,
                     )
-                    save()
         if "X" in protocols:
             for target, sources in P.cross_groups(names).items():
                 for seed in seeds:
                     splits[(target, "X", seed)] = P.Split("X", np.zeros(0, np.int64), np.arange(secs[target].n))
-                    records += _cross(
+                    _cross(
                         secs[target],
                         [secs[s] for s in sources],
                         seed,
@@ -196,8 +212,9 @@ def run(
                         n_genes,
                         kept if seed == seeds[0] else None,
                         progress,
+                        extra,
+                        keep,
                     )
-                    save()
     result = BenchResult(records, splits, out)
     result.seconds = time.perf_counter() - t_start
     meta = {
@@ -211,6 +228,8 @@ def run(
         "encoder": next(iter(secs.values())).encoder,
         "n_genes": n_genes,
         "torch_threads": threads or torch.get_num_threads(),
+        "domains": ["kmeans", *extra],
+        **({"stagate_skipped": stagate_skipped} if stagate_skipped else {}),
     }
     save()
     result.files.append(results_path)
@@ -263,6 +282,25 @@ def _ari(expression: np.ndarray, labels: np.ndarray | None, seed: int) -> float 
     return domains_ari(expression, labels, seed=seed)
 
 
+def _extra_domains(rec: dict, key: str, expression: np.ndarray, sec: S.Section, seed: int, clusterers: list[str],
+                   found: dict | None, quick: bool = False) -> None:
+    """``ari_<clusterer>`` (``ari_measured_<clusterer>`` for ``key='measured'``) of each extra clusterer
+    into ``rec``, its time into ``<clusterer>_seconds``; the labels into ``found[clusterer][key]``."""
+    labels = sec.labels
+    if labels is None:
+        return
+    constant = np.ptp(np.asarray(expression), axis=0).max() <= 1e-12  # as in _ari: one domain
+    for name in clusterers:
+        t = time.perf_counter()
+        k = D.n_domains(labels)
+        lab = np.zeros(sec.n, np.int64) if constant else D.cluster(name, expression, sec.xy, k, seed, quick=quick)
+        field = f"ari_measured_{name}" if key == "measured" else f"ari_{name}"
+        rec[field] = D.ari(labels, lab)
+        rec[f"{name}_seconds" if key != "measured" else f"{name}_measured_seconds"] = time.perf_counter() - t
+        if found is not None:
+            found.setdefault(name, {})[key] = lab
+
+
 def _fit(method: str, task: M.Task) -> tuple[np.ndarray, dict, float]:
     t = time.perf_counter()
     pred, info = M.predict(method, task)
@@ -278,6 +316,8 @@ def _within(
     n_genes: int,
     kept: dict | None,
     progress: bool,
+    clusterers: list[str] = (),
+    emit=None,
 ) -> list[dict]:
     """Protocols R and G on one section: fit ``split.train``, predict every spot, score ``split.test``."""
     genes, flavour, y = P.within_section_genes(sec.adata, split.train, n_genes)
@@ -298,9 +338,12 @@ def _within(
         "labels": _label_kind(sec),
         "quick": quick,
     }
+    found: dict | None = {} if kept is not None else None
+    _extra_domains(base, "measured", y, sec, seed, clusterers, found, quick)
     out = []
     for method in methods:
-        task = M.Task(_subset(sec, split.train), y[split.train], _subset(sec, everyone), seed=seed, quick=quick)
+        task = M.Task(_subset(sec, split.train), y[split.train], _subset(sec, everyone), seed=seed, quick=quick,
+                      grid=sec.grid)
         pred, info, secs = _fit(method, task)
         rec = {
             **base,
@@ -317,17 +360,23 @@ def _within(
         mixed = y.copy()
         mixed[split.test] = pred[split.test]
         rec["ari"] = _ari(mixed, labels, seed)
+        _extra_domains(rec, method, mixed, sec, seed, clusterers, found, quick)
         out.append(rec)
+        if emit:
+            emit(rec)
         _log(
             progress,
             f"  {sec.name} {split.protocol} seed {seed} {method:15s} pcc {rec['pcc']:.3f} "
-            f"top50 {rec['pcc_top50']:.3f} mse {rec['mse']:.4f} ({secs:.0f} s)",
+            f"top50 {rec['pcc_top50']:.3f} mse {rec['mse']:.4f} ({secs:.0f} s)"
+            + (f" ARI k-means {rec['ari']:.3f} STAGATE {rec['ari_stagate']:.3f}" if "ari_stagate" in rec else ""),
         )
         if kept is not None:
             kept.setdefault(
                 (sec.name, split.protocol),
                 {"section": sec, "split": split, "genes": genes, "y": y, "pred": {}},
             )["pred"][method] = pred
+            if found:
+                kept[(sec.name, split.protocol)]["domains"] = found
     return out
 
 
@@ -340,6 +389,8 @@ def _cross(
     n_genes: int,
     kept: dict | None,
     progress: bool,
+    clusterers: list[str] = (),
+    emit=None,
 ) -> list[dict]:
     """Protocol X: train on every spot of ``sources``, predict every spot of ``target`` from its
     image (``methods.predict`` says what each method may use there)."""
@@ -367,6 +418,8 @@ def _cross(
         "train_sections": [s.section for s in sources],
         "quick": quick,
     }
+    found: dict | None = {} if kept is not None else None
+    _extra_domains(base, "measured", y, target, seed, clusterers, found, quick)
     out = []
     for method in methods:
         if not M.valid_for(method, "X"):
@@ -387,7 +440,10 @@ def _cross(
         rec = {**base, "method": method, **score(y, pred), "fit_seconds": secs, **info}
         rec.pop("n_spots", None)
         rec["ari"] = _ari(pred, labels, seed)
+        _extra_domains(rec, method, pred, target, seed, clusterers, found, quick)
         out.append(rec)
+        if emit:
+            emit(rec)
         if kept is not None:
             kept.setdefault(
                 (target.name, "X"),
@@ -399,6 +455,8 @@ def _cross(
                     "pred": {},
                 },
             )["pred"][method] = pred
+            if found:
+                kept[(target.name, "X")]["domains"] = found
         _log(
             progress,
             f"  {target.name} X<-{'+'.join(s.section for s in sources)} seed {seed} {method:15s} "
