@@ -511,8 +511,8 @@ def write_report(
             f"(features {meta.get('seconds_features', float('nan')):.0f} s)"
             + (", summed over the runs listed at the end" if meta.get("parts") else "")
         )
-        + f" on {os.cpu_count()} CPU cores"
-        f"{' (QUICK run: few epochs, not a measurement)' if meta.get('quick') else ''}.",
+        + _machine(meta)
+        + f"{' (QUICK run: few epochs, not a measurement)' if meta.get('quick') else ''}.",
         "",
         "All scores are on spots the model never trained on: pcc = mean per-gene Pearson over the "
         f"{records[0]['n_genes'] if records else 1000} HVGs (seurat_v3 on the training spots; genes constant "
@@ -624,3 +624,11 @@ def merge(parts: list[str | os.PathLike], out: str | os.PathLike) -> list[Path]:
     order = {"markers": 0, "domains": 1, "figure5": 2}
     figures.sort(key=lambda p: (p.stem.split("_")[1] != "dlpfc", order.get(p.stem.split("_")[0], 2), p.name))
     return [out / "results.json", out / "run.json", *write_report(records, out, meta=meta, figures=figures)]
+
+
+def _machine(meta: dict) -> str:
+    """The machine the run recorded (never the one rendering the report)."""
+    env = meta.get("environment") or {}
+    if env.get("cpu_cores"):
+        return f" on {env['cpu_cores']} CPU cores ({env.get('cpu', 'CPU')})"
+    return ""

@@ -18,6 +18,7 @@ from ..errors import InputError
 from ..evaluate import domains_ari, score
 from ..genes import log_normalize
 from ..model import Spots
+from ..provenance import environment
 from . import domains as D
 from . import methods as M
 from . import protocols as P
@@ -228,6 +229,7 @@ def run(
         "encoder": next(iter(secs.values())).encoder,
         "n_genes": n_genes,
         "torch_threads": threads or torch.get_num_threads(),
+        "environment": environment(),  # package versions, CPU, BLAS: what the numbers depend on
         "domains": ["kmeans", *extra],
         **({"stagate_skipped": stagate_skipped} if stagate_skipped else {}),
     }
