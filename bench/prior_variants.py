@@ -46,6 +46,7 @@ VARIANTS: dict[str, dict | None] = {
     "context+genes": {"prior_use": ("context", "genes")},
     "context+stack": {"prior_use": ("context", "stack")},
     "genes+stack": {"prior_use": ("genes", "stack")},
+    "context+genes+stack": {"prior_use": ("context", "genes", "stack")},
 }
 for _w in (0.25, 0.5, 0.75, 1.0):
     VARIANTS[f"stack{_w}"] = {"prior_use": ("stack",), "prior_weight": _w}

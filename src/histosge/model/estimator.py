@@ -37,6 +37,7 @@ from ..evaluate import pearson_per_gene, score
 from .contexts import ImageContext, Measured, NeighbourContext, Spots, spatial_blocks, with_ring
 from .neighbours import K_CHOICES
 from .parts import LinearPCA, Projector, RidgeHead, nest, sub
+from .prior import DEFAULT_USES as PRIOR_DEFAULT_USES
 from .prior import USES as PRIOR_USES
 from .train import PAPER_CONFIG, TrainConfig, Trained, fit
 
@@ -97,7 +98,8 @@ class HisToSGE:
         weights, patch size in micrometres); both are checked at ``fit``. Genes it does not
         predict are learnt from this section alone. Saved inside this model's file.
     prior_use
-        What the prior contributes (``model.prior.USES``): ``"context"``, its component scores
+        What the prior contributes (``model.prior.USES``; default ``prior.DEFAULT_USES``,
+        ``("genes", "stack")``): ``"context"``, its component scores
         stacked with the neighbours' and the image probe's; ``"genes"``, the gene-wise image
         term fitted as a correction of the prior's prediction instead of from scratch;
         ``"stack"``, the final prediction mixed with the prior's (offset to this section's
@@ -116,7 +118,7 @@ class HisToSGE:
                  outside_weight: float = 0.5, stack_image: bool = True, image_blend: float = 0.25,
                  ring: int = 7, cv_blocks: int = 5, k_choices: tuple[int, ...] = K_CHOICES, oof_folds: int = 5,
                  network: TrainConfig | dict | None = None, seed: int = 0, prior=None,
-                 prior_use: tuple[str, ...] = PRIOR_USES, prior_weight: float | None = None,
+                 prior_use: tuple[str, ...] = PRIOR_DEFAULT_USES, prior_weight: float | None = None,
                  device: str | None = None):
         if mode not in MODES:
             raise InputError(f"unknown mode {mode!r}", where="mode", fix=f"use one of {', '.join(MODES)}")
@@ -371,11 +373,12 @@ class HisToSGE:
             img = image_oof(train.features, y - a, self.seed, self.oof_folds) + a
             own = (1 - self.image_blend) * own + self.image_blend * img
         yc, own, pri = y[:, covered], own[:, covered], prior_train[:, covered] + offset[covered]
-        scores = [float(np.nan_to_num(pearson_per_gene(yc, (1 - w) * own + w * pri)).mean()) for w in STACK_WEIGHTS]
+        grid = list(STACK_WEIGHTS)
+        scores = [float(np.nan_to_num(pearson_per_gene(yc, (1 - w) * own + w * pri)).mean()) for w in grid]
         best = int(np.argmax(scores))
-        self.stack_ = {"weight": float(STACK_WEIGHTS[best]), "offset": offset,
+        self.stack_ = {"weight": float(grid[best]), "offset": offset,
                        "chosen_on": f"training spots: mean Pearson {scores[0]:.4f} at w = 0, {scores[best]:.4f} at "
-                                    f"w = {STACK_WEIGHTS[best]:g}"}
+                                    f"w = {grid[best]:g}"}
 
     def _fit_neighbours(self, train: Spots, y: np.ndarray, z: np.ndarray, progress: bool,
                         prior_train: np.ndarray | None = None) -> None:

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 #: ``"stack"``: the final prediction mixed with the prior's, ``(1 - w) x model + w x prior``, ``w``
 #: chosen on the training spots (where the prior's prediction is as honest as at new spots).
 USES = ("context", "genes", "stack")
+#: What a prior is used for unless told otherwise ("context" bought nothing on the benchmark's
+#: sections: docs/MODEL_NOTES.md section 16).
+DEFAULT_USES = ("genes", "stack")
 #: The mixing weights ``"stack"`` searches.
 STACK_WEIGHTS = tuple(round(float(w), 2) for w in np.arange(0.0, 1.0001, 0.05))
 #: An all-zero spot's hash: identical in every section, so it proves nothing.
