@@ -14,6 +14,10 @@ save time; it is in the benchmark).
 
 A variant is the default model with ``prior``, ``prior_use`` or ``prior_weight`` set as
 ``VARIANTS`` says ('none': no prior at all, i.e. the model of protocols R and G).
+
+``--prior-genes N`` fits each prior on the cohort's own top-N HVGs instead of the row's genes, as
+``histosge train OTHERS --mode image --genes N`` would: what a user's prior covers of a new
+section's genes, and what that costs (ridge+pooled keeps the row's genes).
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ for _w in (0.25, 0.5, 0.75, 1.0):
 def main(argv=None) -> int:
     ap = base_parser(__doc__.splitlines()[0], "none,default")
     ap.set_defaults(protocols="R+,G+")
+    ap.add_argument("--prior-genes", default="row",
+                    help="'row' (the row's genes every cohort section measures) or N (the cohort's top-N HVGs)")
     args = ap.parse_args(argv)
     variants = args.variants.split(",")
     unknown = [v for v in variants if v not in VARIANTS]
@@ -79,7 +85,8 @@ def main(argv=None) -> int:
                     split = P.split_r(sec.n, seed) if protocol == "R+" else P.split_g(sec.rows, sec.cols, sec.grid)
                     split = P.Split(protocol, split.train, split.test)
                     genes, _, y = P.within_section_genes(sec.adata, split.train, P.N_GENES)
-                    records += _row(sec, split, genes, y, seed, cohorts.get(name, []), secs, variants)
+                    records += _row(sec, split, genes, y, seed, cohorts.get(name, []), secs, variants,
+                                    args.prior_genes)
                     print(f"{name} {protocol} seed {seed} done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
                     _write(args.out, records, t0)  # after every row: an interrupted run keeps what it did
     _print(_means(records), ["knn", "ridge", "ridge+pooled", *variants])
@@ -94,7 +101,7 @@ def _write(out, records, t0) -> None:
                                          "means": _means(records), "records": records}, indent=1) + "\n")
 
 
-def _row(sec, split, genes, y, seed, scopes, secs, variants) -> list[dict]:
+def _row(sec, split, genes, y, seed, scopes, secs, variants, prior_genes="row") -> list[dict]:
     everyone = np.arange(sec.n)
     task = M.Task(_subset(sec, split.train), y[split.train], _subset(sec, everyone), seed=seed)
     alone = []
@@ -111,7 +118,11 @@ def _row(sec, split, genes, y, seed, scopes, secs, variants) -> list[dict]:
         shared = P.shared_genes(genes, [s.adata for s in srcs])
         where = {"prior_from": scope, "prior_sections": names, "section": f"{sec.name} ({scope})"}
         out += [{**r, **where} for r in alone]
-        prior, _ = fit_prior(srcs, shared, seed)
+        if prior_genes == "row":
+            prior, _ = fit_prior(srcs, shared, seed)
+        else:  # the cohort's own HVGs, as histosge train --genes N picks them
+            prior, _ = fit_prior(srcs, None, seed, n_genes=int(prior_genes))
+        where["prior_genes_covered"] = int(np.isin(genes, prior.genes_).sum())
         cohort = M.Cohort(features=np.vstack([s.features for s in srcs]),
                           y=np.vstack([log_normalize(s.adata, shared) for s in srcs]), covered=np.isin(genes, shared),
                           prior=prior, section=sec.adata, section_features=sec.features, train_index=split.train,

@@ -103,7 +103,7 @@ def test_r_plus_and_g_plus_on_synthetic_sections(cohort_data, tmp_path):
         if base is not None:
             assert np.array_equal(split.test, base.test)
     text = (out / "report.md").read_text()
-    assert "With a cohort: histosge with a prior" in text and "| C2 (same patient: C3) | R+ |" in text
+    assert "With a cohort: histosge with a prior" in text and "| her2st/C2 (same patient: C3) | R+ |" in text
     assert "### R+:" in text and "### G+:" in text
 
 
@@ -132,9 +132,9 @@ def test_prior_scoreboard_checks_each_target():
                  rec("151673", "R+", "knn", seed, 0.10, 0.40, 0.31, 0.30, "dlpfc")]
     text = "\n".join(report.prior_scoreboard(recs))
     assert "on 1 of 2 rows" in text
-    b4 = next(line for line in text.splitlines() if line.startswith("| B4"))
+    b4 = next(line for line in text.splitlines() if line.startswith("| her2st/B4"))
     assert "1.43x" in b4 and "top50 <= ridge (3 of 3 seeds)" in b4 and "mse >= ridge (3 of 3 seeds)" in b4
-    dl = next(line for line in text.splitlines() if line.startswith("| 151673"))
+    dl = next(line for line in text.splitlines() if line.startswith("| dlpfc/151673"))
     assert "1.50x" in dl and dl.endswith("met |") and "(-0.005 ± 0.010)" in dl  # within one sd of the spread
     worse = [dict(r, ari=r["ari"] - 0.05) if r["method"] == "histosge+prior" and r["ari"] else r for r in recs]
     assert "ARI below knn by more than the seed spread" in "\n".join(report.prior_scoreboard(worse))

@@ -296,7 +296,7 @@ def prior_scoreboard(records: list[dict], ours: str = "histosge+prior", without:
 
         w = means.get(without)
         rows.append([
-            section, protocol, str(len({r["seed"] for r in rs})),
+            f"{dataset}/{section}", protocol, str(len({r["seed"] for r in rs})),
             f"{mine['pcc']:.3f} / {mine['pcc_top50']:.3f} / {mine['mse']:.4f}",
             f"{w['pcc']:.3f} / {w['pcc_top50']:.3f} / {w['mse']:.4f}" if w else "-",
             cell(alone), cell(pooled), f"{ratio:.2f}x", ari,

@@ -351,17 +351,19 @@ def _scored(base: dict, method: str, y: np.ndarray, pred: np.ndarray, split: P.S
     return rec
 
 
-def fit_prior(sources: list[S.Section], genes: list[str], seed: int, quick: bool = False):
+def fit_prior(sources: list[S.Section], genes: list[str] | None, seed: int, quick: bool = False,
+              n_genes: int = P.N_GENES):
     """The prior of protocols R+ and G+: an image-mode ``HisToSGE`` fitted on every spot of
-    ``sources`` for ``genes``, saved to a model file and loaded back (as ``histosge train --mode
-    image`` writes it and ``--prior`` reads it). Returns (loaded model, seconds)."""
+    ``sources`` for ``genes`` (None: their own top ``n_genes`` HVGs), saved to a model file and
+    loaded back (as ``histosge train --mode image`` writes it and ``--prior`` reads it).
+    Returns (loaded model, seconds)."""
     import tempfile
 
     from ..model import HisToSGE
 
     t = time.perf_counter()
     network = {"epochs": M.QUICK_EPOCHS["histosge"]} if quick else None
-    model = HisToSGE("image", network=network, seed=seed)
+    model = HisToSGE("image", network=network, seed=seed, n_genes=n_genes)
     model.fit([s.adata for s in sources], genes=genes, features=[s.features for s in sources], progress=False)
     with tempfile.TemporaryDirectory(prefix="histosge-prior-") as tmp:
         path = Path(tmp) / "prior.histosge"
