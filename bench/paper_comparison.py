@@ -23,7 +23,7 @@ and draws as domain maps:
 
 then
 
-    python bench/paper_comparison.py merge    # -> bench/results/benchmark_paper_comparison/{results.json,report.md}
+    python bench/paper_comparison.py merge    # -> bench/results/benchmark_paper_comparison/{results.jsonl,report.md}
     python bench/paper_comparison.py table    # the README's table
 
 ``merge`` takes the STAGATE parts first, so their seed-0 records (which carry ``ari_stagate``)
@@ -52,10 +52,12 @@ def _key(r: dict) -> tuple:
 
 def check_twins(parts: list[Path]) -> list[str]:
     """Records measured in more than one part that disagree on a score."""
+    from histosge.benchmark.results import load_records
+
     seen: dict = {}
     problems = []
     for part in parts:
-        for r in json.loads((part / "results.json").read_text()):
+        for r in load_records(part):
             k = _key(r)
             if k in seen:
                 rel = 1e-4 if r["method"] == "histogene" else 0.0
@@ -148,8 +150,8 @@ def draw_one_maps() -> list[Path]:
     import numpy as np
 
     from histosge.benchmark import sections as S
-    from histosge.benchmark.report import _order
-    from histosge.benchmark.report_domains import draw_maps
+    from histosge.benchmark.figures import draw_maps
+    from histosge.benchmark.results import method_order
 
     groups: dict = {}
     for path in sorted(ONE.glob("*.json")) if ONE.exists() else []:
@@ -165,7 +167,7 @@ def draw_one_maps() -> list[Path]:
         name = f"{dataset}/{section}"
         adata = S.read(name, os.environ.get("HISTOSGE_DATA", "../shared/data"))
         sec = S.Section(name, adata, np.zeros((adata.n_obs, 1), np.float32), "")
-        columns = ["measured", *_order(m for m in ones if m != "measured")]
+        columns = ["measured", *method_order(m for m in ones if m != "measured")]
         grids = {c: {m: ones[m][f"labels_{c}"] for m in columns} for c in ("kmeans", "stagate")}
         k = len(set(ones["measured"]["labels_kmeans"]))
         path = ROOT / f"figure5_{dataset}_{section}_{protocol}.png"
@@ -178,26 +180,22 @@ def draw_one_maps() -> list[Path]:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["merge"]:
-        from histosge.benchmark.report import merge
+        from histosge.benchmark import report, results
 
         names = [*STAGATE_PARTS, "kmeans"]
-        parts = [ROOT / "parts" / n for n in names if (ROOT / "parts" / n / "results.json").exists()]
-        missing = [n for n in names if not (ROOT / "parts" / n / "results.json").exists()]
+        parts = [ROOT / "parts" / n for n in names if results.path_of(ROOT / "parts" / n).exists()]
+        missing = [n for n in names if not results.path_of(ROOT / "parts" / n).exists()]
         if missing:
             print(f"missing parts (skipped): {', '.join(missing)}")
         problems = check_twins(parts)
-        for path in merge(parts, ROOT):
-            print("wrote", path)
-        if ONE.exists():  # fold the one-at-a-time STAGATE results in and render again
-            from histosge.benchmark.report import write_report
-
-            records = json.loads((ROOT / "results.json").read_text())
+        written = results.combine(parts, ROOT)
+        if ONE.exists():  # fold the one-at-a-time STAGATE results in, with their domain maps
+            records = results.load_records(ROOT)
             problems += fold_one(records)
-            meta = json.loads((ROOT / "run.json").read_text())
-            (ROOT / "results.json").write_text(json.dumps(records, indent=1) + "\n")
-            figures = sorted(p for p in ROOT.glob("*.png") if not p.name.startswith("figure5_"))
-            figures += draw_one_maps()
-            write_report(records, ROOT, meta=meta, figures=figures)
+            results.write(ROOT, records)
+            written += draw_one_maps()
+        for path in [*written, *report.render(ROOT)]:
+            print("wrote", path)
         for p in problems:
             print("MISMATCH", p)
         return 1 if problems else 0
@@ -209,9 +207,9 @@ def main(argv=None) -> int:
         return 0
     if argv[:1] == ["table"]:
         from histosge.benchmark.report_domains import comparison_table
+        from histosge.benchmark.results import load_records
 
-        records = json.loads((ROOT / "results.json").read_text())
-        print("\n".join(comparison_table(records, METHODS)))
+        print("\n".join(comparison_table(load_records(ROOT), METHODS)))
         return 0
     print("usage: python bench/paper_comparison.py merge|table|stagate SECTION PROTOCOL SEED METHOD",
           file=sys.stderr)

@@ -341,9 +341,7 @@ def test_domain_table_puts_clusterers_side_by_side_and_names_missing_seeds():
     recs = [_rec("knn", s, 0.3 + s / 100, 0.35 if s == 0 else None) for s in range(3)]
     recs += [_rec("histosge", s, 0.28) for s in range(3)]
     recs.append({**_rec("knn", 0, 0.2), "dataset": "her2st", "labels": "expression clusters (her2st)"})
-    from histosge.benchmark.report import _order
-
-    lines = report_domains.table(recs, _order)
+    lines = report_domains.table(recs)
     assert lines[0] == "| section | protocol | method | seeds | ARI k-means | ARI STAGATE |"
     assert "| dlpfc/151673 | R | (measured expression) | 3 | 0.410 ± 0.010 | 0.500 (1 of 3 seeds) |" in lines
     assert "| dlpfc/151673 | R | knn | 3 | 0.310 ± 0.010 | 0.350 (1 of 3 seeds) |" in lines

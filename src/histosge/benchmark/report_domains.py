@@ -1,18 +1,15 @@
 """The report's spatial-domain section: the HisToSGE paper's Figure 5, scored on held-out spots.
 
-One table (ARI per section x protocol x method, k-means next to STAGATE, mean ± sd over seeds)
-and one domain map per section and protocol (rows: clusterers; columns: the manual layers, the
-measured expression, each method's training spots measured + held-out spots predicted). Only
-sections with manual annotation (DLPFC) are shown: her2st's labels are clusters of expression.
+One table (ARI per section x protocol x method, k-means next to STAGATE, mean ± sd over seeds);
+its domain maps are drawn by ``figures.domain_maps``. Only sections with manual annotation
+(DLPFC) are shown: her2st's labels are clusters of expression.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from . import domains as D
+from .results import method_order
 
 MANUAL = "manual annotation"
 _NAMES = {"kmeans": "k-means", "stagate": "STAGATE"}
@@ -64,7 +61,7 @@ def stagate_note(records: list[dict], meta: dict | None) -> str:
 PROTOCOLS = ("R", "G", "X")
 
 
-def table(records: list[dict], order) -> list[str]:
+def table(records: list[dict], order=method_order) -> list[str]:
     """Markdown table: section, protocol (R, G, X), method, seeds, k-means ARI, STAGATE ARI."""
     recs = [r for r in records if r.get("labels") == MANUAL and r["protocol"] in PROTOCOLS]
     if not recs:
@@ -92,7 +89,7 @@ def table(records: list[dict], order) -> list[str]:
     return lines + ["| " + " | ".join(r) + " |" for r in rows]
 
 
-def section(records: list[dict], meta: dict | None, order) -> list[str]:
+def section(records: list[dict], meta: dict | None, order=method_order) -> list[str]:
     """The report's section (empty when no record has manual labels)."""
     rows = table(records, order)
     if not rows:
@@ -115,115 +112,6 @@ def section(records: list[dict], meta: dict | None, order) -> list[str]:
         *rows,
         *(["", note] if note else []),
     ]
-
-
-# --------------------------------------------------------------------------------------------
-# figure
-
-
-def _match(clusters: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Relabel ``clusters`` so each maps to the manual layer it overlaps most (colours comparable
-    across panels); clusters left over keep numbers after the layers'."""
-    from scipy.optimize import linear_sum_assignment
-
-    ok = D.known(labels)
-    cats = sorted({str(v) for v in labels[ok]})
-    lab = np.array([cats.index(str(v)) for v in labels[ok]])
-    ids = np.unique(clusters)
-    overlap = np.array([[np.sum((clusters[ok] == c) & (lab == j)) for j in range(len(cats))] for c in ids])
-    rows, cols = linear_sum_assignment(-overlap)
-    mapping = {ids[r]: c for r, c in zip(rows, cols, strict=True)}
-    spare = iter(range(len(cats), len(cats) + len(ids)))
-    return np.array([mapping[c] if c in mapping else next(spare) for c in clusters])
-
-
-def maps(entry: dict, path: Path, order, seed: int = 0) -> bool:
-    """One PNG: rows k-means and STAGATE, columns manual layers, measured, each method (seed ``seed``)."""
-    found = entry.get("domains") or {}
-    sec, split = entry["section"], entry["split"]
-    labels = sec.labels
-    if "stagate" not in found or labels is None:
-        return False
-    k = D.n_domains(labels)
-    methods = [m for m in order(entry["pred"]) if m in found["stagate"]]
-    columns = ["measured", *methods]
-    y = entry["y"]
-
-    def kmeans_of(key):
-        if key == "measured":
-            return D.kmeans(y, k, seed)
-        mixed = y.copy()  # in X every spot is a test spot
-        mixed[split.test] = entry["pred"][key][split.test]
-        if np.ptp(mixed, axis=0).max() <= 1e-12:
-            return np.zeros(sec.n, np.int64)
-        return D.kmeans(mixed, k, seed)
-
-    grids = {"kmeans": {c: kmeans_of(c) for c in columns}, "stagate": {c: found["stagate"][c] for c in columns}}
-    what = ("training spots measured + held-out spots predicted" if split.protocol != "X"
-            else "every spot predicted from other sections")
-    draw_maps(sec.xy, labels, grids, f"{sec.name}, protocol {split.protocol}, seed {seed}: spatial domains "
-              f"(k = {k}); {what}", path)
-    return True
-
-
-def draw_maps(xy: np.ndarray, labels, grids: dict, title: str, path: Path) -> None:
-    """Rows: clusterers of ``grids`` ({clusterer: {column: clusters}}); columns: the manual layers,
-    then each column of ``grids``; titles carry each panel's ARI."""
-    from .report import _plt, _save_png
-
-    plt = _plt()
-    labels = np.asarray(labels, dtype=object)
-    ok = D.known(labels)
-    cats = sorted({str(v) for v in labels[ok]})
-    manual = np.full(len(labels), -1)
-    manual[ok] = [cats.index(str(v)) for v in labels[ok]]
-    names = list(grids)
-    columns = list(grids[names[0]])
-    ncol = len(columns) + 1
-    fig, axes = plt.subplots(len(names), ncol, figsize=(1.9 * ncol, 2.15 * len(names)), squeeze=False)
-    size = max(1.0, 2000.0 / len(labels))
-    cmap = plt.get_cmap("tab10")
-
-    def panel(ax, lab, text):
-        m = lab >= 0
-        ax.scatter(xy[m, 0], xy[m, 1], c=cmap(lab[m] % 10), s=size, linewidths=0)
-        ax.set_title(text, fontsize=7)
-        ax.set_aspect("equal")
-        ax.invert_yaxis()
-        ax.set_xticks([])
-        ax.set_yticks([])
-
-    for row, name in enumerate(names):
-        panel(axes[row, 0], manual, "manual layers")
-        axes[row, 0].set_ylabel(_NAMES.get(name, name), fontsize=9)
-        for col, key in enumerate(columns, start=1):
-            lab = np.asarray(grids[name][key])
-            panel(axes[row, col], _match(lab, labels), f"{key} ({_NAMES.get(name, name)} ARI {D.ari(labels, lab):.2f})")
-    import textwrap
-
-    fig.suptitle(textwrap.fill(title, width=30 * ncol), fontsize=8)
-    fig.tight_layout()
-    _save_png(fig, path)
-    plt.close(fig)
-
-
-def draw(kept: dict, out: Path, order, seed: int = 0) -> list[Path]:
-    """A map for every kept (section, protocol) with STAGATE labels, DLPFC first."""
-    written = []
-    for key in sorted(kept, key=lambda k: (k[0], ("R", "G", "G9", "G16", "X").index(k[1]))):
-        entry = kept[key]
-        if entry["section"].labels is None or entry["section"].dataset == "her2st":
-            continue
-        path = out / f"figure5_{entry['section'].name.replace('/', '_')}_{key[1]}.png"
-        if maps(entry, path, order, seed):
-            written.append(path)
-    return written
-
-
-def caption(section_name: str, protocol: str) -> str:
-    return (f"Spatial domains on {section_name}, protocol {protocol} (first seed): k-means (top row) and STAGATE "
-            "(bottom row) on the measured expression and on each method's training spots (measured) + held-out "
-            "spots (predicted); colours matched to the manual layers they overlap most.")
 
 
 # --------------------------------------------------------------------------------------------
