@@ -172,10 +172,10 @@ def render(folder: str | os.PathLike, *, extra: Sequence[Extra] = ()) -> list[Pa
     for png in F.in_folder(folder):
         figs += [f"![{png.stem}]({png.name})", "", F.caption(png), ""]
         kept += [] if png in written else [png.name]
-    if kept:
+    if kept and not meta.get("predictions"):  # from run.json, so the text is the same with or without the files
         figs += [("These figures were" if len(kept) == len(figs) // 4 else f"{', '.join(kept)} were")
-                 + " drawn when the run was made; this folder keeps no saved predictions (`predictions/`) to "
-                 "draw them again from.", ""]
+                 + " drawn when the run was made; the run saved no predictions (`predictions/`) to draw them "
+                 "again from.", ""]
     methods = method_order(df["method"])
     lines = [
         "# Benchmark: held-out spatial expression from H&E",

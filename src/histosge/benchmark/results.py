@@ -162,6 +162,7 @@ def combine(parts: Sequence[str | os.PathLike], out: str | os.PathLike) -> list[
         "seconds_total": float(np.nansum([m["seconds_total"] for m in metas])),
         "seconds_features": float(np.nansum([m["seconds_features"] for m in metas])),
         "parts": metas,
+        **({"predictions": FOLDER} if any(m.get("predictions") for m in metas) else {}),
     }
     written = [write(out, merged)]
     if (out / LEGACY_RESULTS).exists() and all(out.resolve() != Path(p).resolve() for p in parts):

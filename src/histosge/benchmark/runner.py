@@ -176,6 +176,7 @@ def run(
         "environment": environment(),  # package versions, CPU, BLAS: what the numbers depend on
         "domains": ["kmeans", *extra],
         **({"stagate_skipped": stagate_skipped} if stagate_skipped else {}),
+        "predictions": PR.FOLDER,  # the first seed's, for the figures (not committed: large)
     }
     _start(out, meta)
     _log(
