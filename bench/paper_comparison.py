@@ -29,7 +29,7 @@ then
 ``merge`` takes the STAGATE parts first, so their seed-0 records (which carry ``ari_stagate``)
 stand for that seed, and checks that every record measured twice agrees with its twin on every
 score (a refit must reproduce: histogene to 1e-4 relative, everything else exactly); ``table``
-prints ``report_domains.comparison_table`` of the merged results. Parts that are missing (a run
+prints ``comparison_table`` of the merged results (the README's table). Parts that are missing (a run
 not finished) are skipped and named.
 """
 
@@ -39,6 +39,8 @@ import json
 import math
 import sys
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path("bench/results/benchmark_paper_comparison")
 STAGATE_PARTS = ("stagate_151673_R", "stagate_151676_R", "stagate_151673_G", "stagate_151676_G")
@@ -77,8 +79,6 @@ ONE = ROOT / "parts" / "stagate_one"
 def stagate_one(name: str, protocol: str, seed: int, method: str, data: str) -> Path:
     """One STAGATE clustering (and its k-means twin) of ``method``'s expression, as the benchmark does it."""
     import time
-
-    import numpy as np
 
     from histosge.benchmark import domains as D
     from histosge.benchmark import methods as M
@@ -147,8 +147,6 @@ def draw_one_maps() -> list[Path]:
     """A domain map per (section, protocol, seed) of the ``stagate_one`` results (first seed only)."""
     import os
 
-    import numpy as np
-
     from histosge.benchmark import sections as S
     from histosge.benchmark.figures import draw_maps
     from histosge.benchmark.results import method_order
@@ -175,6 +173,44 @@ def draw_one_maps() -> list[Path]:
                   "training spots measured + held-out spots predicted", path)
         written.append(path)
     return written
+
+
+def _mean(values) -> float | None:
+    vals = [float(v) for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(vals)) if vals else None
+
+
+def comparison_table(records: list[dict], methods, protocols=("R", "G")) -> list[str]:
+    """One row per method (and one for the measured expression): held-out pcc and the ARI of both
+    clusterers per protocol, each the mean over the DLPFC sections and the seeds that have it
+    ('not run' where none has); the highest of each column among methods in bold."""
+    recs = [r for r in records if r.get("labels") == "manual annotation" and r["protocol"] in protocols]
+    if not recs:
+        return []
+    cols = [(p, f) for p in protocols for f in ("pcc", "ari", "ari_stagate")]
+    values = {m: {c: _mean(r.get(c[1]) for r in recs if r["method"] == m and r["protocol"] == c[0]) for c in cols}
+              for m in methods}
+    best = {c: max((v[c] for v in values.values() if v[c] is not None), default=None) for c in cols}
+    names = {"pcc": "pcc", "ari": "ARI k-means", "ari_stagate": "ARI STAGATE"}
+    header = ["method", *[f"{p} {names[f]}" for p, f in cols]]
+    rows = []
+    measured = {"ari": "ari_measured", "ari_stagate": "ari_measured_stagate"}
+    row = ["(measured expression)"]
+    for p, f in cols:
+        v = _mean(r.get(measured[f]) for r in recs if r["protocol"] == p) if f in measured else None
+        row.append("-" if f == "pcc" else ("not run" if v is None else f"{v:.3f}"))
+    rows.append(row)
+    for m in methods:
+        row = [m]
+        for c in cols:
+            v = values[m][c]
+            if v is None:
+                row.append("not run")
+            else:
+                row.append(f"**{v:.3f}**" if best[c] is not None and v == best[c] else f"{v:.3f}")
+        rows.append(row)
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(r) + " |" for r in rows]
 
 
 def main(argv=None) -> int:
@@ -206,7 +242,6 @@ def main(argv=None) -> int:
         print("wrote", stagate_one(argv[1], argv[2], int(argv[3]), argv[4], data))
         return 0
     if argv[:1] == ["table"]:
-        from histosge.benchmark.report_domains import comparison_table
         from histosge.benchmark.results import load_records
 
         print("\n".join(comparison_table(load_records(ROOT), METHODS)))

@@ -8,40 +8,37 @@ its domain maps are drawn by ``figures.domain_maps``. Only sections with manual 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
+from . import results as RS
 from .results import method_order
 
 MANUAL = "manual annotation"
-_NAMES = {"kmeans": "k-means", "stagate": "STAGATE"}
 
 
-def _fmt(values: list, digits: int = 3) -> str:
-    vals = [float(v) for v in values if v is not None and np.isfinite(v)]
-    if not vals:
-        return "-"
-    if len(vals) == 1:
-        return f"{vals[0]:.{digits}f}"
-    return f"{np.mean(vals):.{digits}f} ± {np.std(vals, ddof=1):.{digits}f}"
-
-
-def _cell(recs: list[dict], field: str) -> str:
-    """mean ± sd of ``field`` over the seeds of ``recs``; says on how many seeds when not all have it."""
-    have = [r[field] for r in recs if r.get(field) is not None]
-    if not have:
+def _cell(values: pd.Series, n_seeds: int, digits: int = 3) -> str:
+    """mean ± sd of one field over seeds ('not run' without a value); says on how many seeds when not
+    every seed has it."""
+    if values.empty:
         return "not run"
-    text = _fmt(have)
-    n_seeds = len({r["seed"] for r in recs})
-    return text if len(have) == n_seeds else f"{text} ({len(have)} of {n_seeds} seeds)"
+    finite = pd.to_numeric(values, errors="coerce").replace([np.inf, -np.inf], np.nan).dropna()
+    if finite.empty:
+        text = "-"
+    elif len(finite) == 1:
+        text = f"{finite.iloc[0]:.{digits}f}"
+    else:
+        text = f"{finite.mean():.{digits}f} ± {finite.std(ddof=1):.{digits}f}"
+    return text if len(values) == n_seeds else f"{text} ({len(values)} of {n_seeds} seeds)"
 
 
-def _per_seed(recs: list[dict], field: str) -> list[dict]:
-    """One record per seed that carries ``field`` (the measured ARIs repeat on every method's record)."""
-    out: dict = {}
-    for r in recs:
-        if r.get(field) is not None:
-            out.setdefault(r["seed"], r)
-    seeds = {r["seed"] for r in recs}
-    return [out.get(s, {"seed": s}) for s in sorted(seeds)]
+def _have(df: pd.DataFrame, field: str) -> pd.Series:
+    """The values of ``field`` the records have."""
+    return df[field].dropna() if field in df else pd.Series(dtype=float)
+
+
+def _per_seed(df: pd.DataFrame, field: str) -> pd.Series:
+    """One value of ``field`` per seed that has it (the measured ARIs repeat on every method's record)."""
+    return _have(df.dropna(subset=[field]).drop_duplicates("seed") if field in df else df, field)
 
 
 def stagate_note(records: list[dict], meta: dict | None) -> str:
@@ -63,27 +60,23 @@ PROTOCOLS = ("R", "G", "X")
 
 def table(records: list[dict], order=method_order) -> list[str]:
     """Markdown table: section, protocol (R, G, X), method, seeds, k-means ARI, STAGATE ARI."""
-    recs = [r for r in records if r.get("labels") == MANUAL and r["protocol"] in PROTOCOLS]
-    if not recs:
+    df = RS.frame(records)
+    if "labels" not in df:
         return []
-    from collections import defaultdict
-
-    by: dict = defaultdict(list)
-    for r in recs:
-        by[(r["dataset"], r["section"], r["protocol"])].append(r)
+    df = df[(df["labels"] == MANUAL) & df["protocol"].isin(PROTOCOLS)]
+    if df.empty:
+        return []
     rows = []
-    proto_order = {p: i for i, p in enumerate(PROTOCOLS)}
-    for key in sorted(by, key=lambda k: (k[0], k[1], proto_order.get(k[2], 9))):
-        group = by[key]
-        name = f"{key[0]}/{key[1]}"
-        seeds = sorted({r["seed"] for r in group})
-        measured = [_per_seed(group, "ari_measured"), _per_seed(group, "ari_measured_stagate")]
-        rows.append([name, key[2], "(measured expression)", str(len(seeds)),
-                     _cell(measured[0], "ari_measured"), _cell(measured[1], "ari_measured_stagate")])
-        for method in order(r["method"] for r in group):
-            rs = [r for r in group if r["method"] == method]
-            rows.append([name, key[2], method, str(len({r["seed"] for r in rs})), _cell(rs, "ari"),
-                         _cell(rs, "ari_stagate")])
+    groups = sorted(df.groupby(["dataset", "section", "protocol"]), key=lambda kv: (*kv[0][:2],
+                                                                                   PROTOCOLS.index(kv[0][2])))
+    for (dataset, section, protocol), g in groups:
+        name, n_seeds = f"{dataset}/{section}", g["seed"].nunique()
+        rows.append([name, protocol, "(measured expression)", str(n_seeds),
+                     *(_cell(_per_seed(g, f), n_seeds) for f in ("ari_measured", "ari_measured_stagate"))])
+        for method in order(g["method"]):
+            rs = g[g["method"] == method]
+            n = rs["seed"].nunique()
+            rows.append([name, protocol, method, str(n), *(_cell(_have(rs, f), n) for f in ("ari", "ari_stagate"))])
     header = ["section", "protocol", "method", "seeds", "ARI k-means", "ARI STAGATE"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     return lines + ["| " + " | ".join(r) + " |" for r in rows]
@@ -112,45 +105,3 @@ def section(records: list[dict], meta: dict | None, order=method_order) -> list[
         *rows,
         *(["", note] if note else []),
     ]
-
-
-# --------------------------------------------------------------------------------------------
-# the README's summary
-
-
-def _mean(values) -> float | None:
-    vals = [float(v) for v in values if v is not None and np.isfinite(v)]
-    return float(np.mean(vals)) if vals else None
-
-
-def comparison_table(records: list[dict], methods, protocols=("R", "G")) -> list[str]:
-    """One row per method (and one for the measured expression): held-out pcc and the ARI of both
-    clusterers per protocol, each the mean over the DLPFC sections and the seeds that have it
-    ('not run' where none has); the highest of each column among methods in bold."""
-    recs = [r for r in records if r.get("labels") == MANUAL and r["protocol"] in protocols]
-    if not recs:
-        return []
-    cols = [(p, f) for p in protocols for f in ("pcc", "ari", "ari_stagate")]
-    values = {m: {c: _mean(r.get(c[1]) for r in recs if r["method"] == m and r["protocol"] == c[0]) for c in cols}
-              for m in methods}
-    best = {c: max((v[c] for v in values.values() if v[c] is not None), default=None) for c in cols}
-    names = {"pcc": "pcc", "ari": "ARI k-means", "ari_stagate": "ARI STAGATE"}
-    header = ["method", *[f"{p} {names[f]}" for p, f in cols]]
-    rows = []
-    measured = {"ari": "ari_measured", "ari_stagate": "ari_measured_stagate"}
-    row = ["(measured expression)"]
-    for p, f in cols:
-        v = _mean(r.get(measured[f]) for r in recs if r["protocol"] == p) if f in measured else None
-        row.append("-" if f == "pcc" else ("not run" if v is None else f"{v:.3f}"))
-    rows.append(row)
-    for m in methods:
-        row = [m]
-        for c in cols:
-            v = values[m][c]
-            if v is None:
-                row.append("not run")
-            else:
-                row.append(f"**{v:.3f}**" if best[c] is not None and v == best[c] else f"{v:.3f}")
-        rows.append(row)
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return lines + ["| " + " | ".join(r) + " |" for r in rows]
