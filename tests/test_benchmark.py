@@ -365,3 +365,10 @@ def test_quick_run_on_real_data_is_held_out_and_deterministic(data_dir, tmp_path
         return [{**r, "fit_seconds": 0.0} for r in recs if r["method"] != "histogene"]
 
     assert untimed(again.records) == untimed(res.records)  # bit for bit
+
+
+def test_a_run_stopped_before_its_first_record_still_renders(tmp_path):
+    results.write(tmp_path, [])
+    (tmp_path / "run.json").write_text(json.dumps({"encoder": "x", "seeds": [0]}))
+    text = report.render(tmp_path)[0].read_text()
+    assert "Wall time: not recorded (the run did not finish)" in text and "## Summary" in text

@@ -109,11 +109,11 @@ def summary(df: pd.DataFrame) -> list[str]:
     df = df[~df["protocol"].isin(WITH_PRIOR)]
     cols = sorted({(p, d) for p, d in zip(df["protocol"], df["dataset"], strict=True)},
                   key=lambda k: (ORDER.index(k[0]), k[1]))
-    means = df.groupby(["method", "protocol", "dataset"])[["pcc", "pcc_top50"]].mean()
+    means = RS.aggregate(df, ["method", "protocol", "dataset"], ["pcc", "pcc_top50"])
     rows = []
     for method in method_order(df["method"]):
-        rows.append([method, *(f"{means.loc[(method, p, d), metric]:.3f}" if (method, p, d) in means.index else "n/a"
-                               for metric in ("pcc", "pcc_top50") for p, d in cols)])
+        rows.append([method, *(f"{means.loc[(method, p, d), (metric, 'mean')]:.3f}" if (method, p, d) in means.index
+                               else "n/a" for metric in ("pcc", "pcc_top50") for p, d in cols)])
     return table(["method", *(f"{p} {d} pcc" for p, d in cols), *(f"{p} {d} top50" for p, d in cols)], rows)
 
 
