@@ -64,11 +64,12 @@ class Entry:
 
 @dataclass
 class Doc:
-    """A docstring split into its summary line, the text before the sections, and the sections."""
+    """A docstring split into its summary, the text before the sections, and the sections."""
 
     summary: str
     body: list[str]
     sections: dict[str, list[str]]
+    summary_lines: int = 1  # numpydoc wants one: a short line saying what and why
 
     def entries(self, section: str) -> list[Entry]:
         out: list[Entry] = []
@@ -92,8 +93,8 @@ def parse(doc: str | None) -> Doc:
         end = cut[k + 1] if k + 1 < len(cut) else len(lines)
         sections[lines[start].strip()] = _trim(lines[start + 2: end])
     head = _trim(head)
-    summary = head[0] if head else ""
-    return Doc(summary, _trim(head[1:]), sections)
+    first = next((k for k, line in enumerate(head) if not line.strip()), len(head))
+    return Doc(" ".join(line.strip() for line in head[:first]), _trim(head[first:]), sections, first)
 
 
 def _trim(lines: list[str]) -> list[str]:
