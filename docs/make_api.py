@@ -207,10 +207,9 @@ def _object(name: str, obj) -> str:
     out = [f"### `{name}`", "", "```python", signature(name, obj), "```", "", _md(doc.summary), ""]
     if doc.body:
         out += [_text(doc.body), ""]
-    for section in SECTIONS:
-        if section in doc.sections:
-            body = _entries(doc.entries(section)) if section in ENTRY_SECTIONS else _text(doc.sections[section])
-            out += [f"**{section}**", "", body, ""]
+    for section, lines in doc.sections.items():  # in the docstring's own order
+        body = _entries(doc.entries(section)) if section in ENTRY_SECTIONS else _text(lines)
+        out += [f"**{section}**", "", body, ""]
     return "\n".join(out)
 
 

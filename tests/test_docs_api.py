@@ -72,3 +72,33 @@ def test_parser_reads_numpydoc_entries():
     assert doc.entries("Returns")[0].name == "dict"
     assert "- `x`" in make_api._entries(doc.entries("Returns")) or "  - `x`" in make_api._entries(
         doc.entries("Returns"))
+
+
+def _written(adata) -> set[str]:
+    """The keys a reader chose to write: obs/var columns, obsm/layers/uns keys, uns['histosge'] fields."""
+    keys = set(adata.obs.columns) | set(adata.var.columns) | set(adata.obsm) | set(adata.layers) | set(adata.uns)
+    return keys | set(adata.uns.get("histosge", {}))
+
+
+def _missing_from_returns(func, adata) -> list[str]:
+    text = "\n".join(make_api.parse(inspect.getdoc(func)).sections["Returns"])
+    return sorted(k for k in _written(adata) if f"``{k}``" not in text and f"['{k}']" not in text)
+
+
+def test_readers_returns_list_every_key_written(make_spaceranger, make_legacy_st, tmp_path):
+    """Run each reader on a small section and find every key it wrote in its Returns section."""
+    from PIL import Image
+
+    from histosge.read import read_her2st, read_legacy_st, read_spaceranger
+    from histosge.read.slide import read_slide
+
+    section = read_spaceranger(make_spaceranger())
+    assert _missing_from_returns(read_spaceranger, section) == []
+    legacy = read_her2st(make_legacy_st("A1"), "A1")
+    assert _missing_from_returns(read_legacy_st, legacy) == []
+
+    img = Image.new("RGB", (1200, 900), (245, 245, 245))
+    img.paste((180, 90, 150), (200, 150, 1000, 750))  # a block of "tissue" on glass
+    img.save(tmp_path / "slide.png")
+    slide = read_slide(tmp_path / "slide.png", pitch_um=100.0, spot_diameter_um=55.0, mpp=1.0)
+    assert _missing_from_returns(read_slide, slide) == []

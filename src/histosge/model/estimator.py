@@ -60,7 +60,11 @@ class HisToSGE:
     Parameters
     ----------
     mode
-        ``"neighbours"``, ``"image"`` or ``"paper"`` (module docstring).
+        ``"neighbours"`` (default): fitted on one section's measured spots, predicts other
+        positions of that section from its measured neighbours and the image (``superres``,
+        ``recover``). ``"image"``: fitted on one or more sections, predicts any H&E of the
+        same tissue from the image alone (``histosge predict`` on a slide). ``"paper"``: the
+        authors' model (``HisToSGE.paper()``).
     encoder, weights
         Image encoder name (``histosge encoders``; default the registry's default) and a local
         weights file for it. The weights' identity is recorded; a model refuses features of

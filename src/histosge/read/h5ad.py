@@ -209,7 +209,8 @@ def read_h5ad(
         The full-resolution H&E the coordinates refer to, when ``uns['spatial']`` has none (or
         to use instead of it).
     library_id : str, optional
-        Which library of ``uns['spatial']`` to use when there are several.
+        Which library of ``uns['spatial']`` to use (required when there are several); default
+        the only one, else the file name.
     annotation_key : str, optional
         An obs column copied into ``obs['annotation']``.
     require_raw : bool
@@ -222,8 +223,9 @@ def read_h5ad(
     AnnData
         The section:
 
-        - ``X``: raw counts, ``scipy.sparse.csr_matrix`` float32, spots x genes; ``var_names``
-          unique gene symbols.
+        - ``X``: counts (raw unless ``uns['histosge']['raw_counts']`` is False: an .h5ad may
+          hold normalised values), ``scipy.sparse.csr_matrix`` float32, spots x genes;
+          ``var_names`` unique gene symbols.
         - ``obs['array_row']``, ``obs['array_col']``: whole-number grid positions (float64).
         - ``obsm['spatial']``: spot centres (x, y) in full-resolution pixels.
         - ``uns['spatial'][library_id]``: ``images`` (``hires``/``lowres``), ``scalefactors``

@@ -214,8 +214,9 @@ def read_section(
         What the format's reader returns (:func:`read_spaceranger`, :func:`read_legacy_st`,
         :func:`read_h5ad`); every reader writes at least:
 
-        - ``X``: raw counts, ``scipy.sparse.csr_matrix`` float32, spots x genes; ``var_names``
-          unique gene symbols.
+        - ``X``: counts (raw unless ``uns['histosge']['raw_counts']`` is False: an .h5ad may
+          hold normalised values), ``scipy.sparse.csr_matrix`` float32, spots x genes;
+          ``var_names`` unique gene symbols.
         - ``obs['array_row']``, ``obs['array_col']``: whole-number grid positions (float64).
         - ``obsm['spatial']``: spot centres (x, y) in full-resolution pixels.
         - ``uns['spatial'][library_id]``: ``images`` (``hires``/``lowres``), ``scalefactors``
