@@ -102,3 +102,32 @@ def test_readers_returns_list_every_key_written(make_spaceranger, make_legacy_st
     img.save(tmp_path / "slide.png")
     slide = read_slide(tmp_path / "slide.png", pitch_um=100.0, spot_diameter_um=55.0, mpp=1.0)
     assert _missing_from_returns(read_slide, slide) == []
+
+
+def _layout() -> set[str]:
+    """The paths the layout block of docs/ARCHITECTURE.md names, relative to src/histosge."""
+    text = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
+    block = text.split("```\nsrc/histosge/\n", 1)[1].split("```", 1)[0]
+    named: set[str] = set()
+    folder = ""
+    for line in block.splitlines():
+        indent = len(line) - len(line.lstrip())
+        token = line.split()[0] if line.strip() else ""
+        if not (token.endswith(".py") or token.endswith("/")):
+            continue  # a continuation line of a description
+        if indent == 2:
+            folder = token if token.endswith("/") else ""
+            named.add(token.rstrip("/"))
+        elif indent == 4 and folder:
+            named.add(folder + token)
+    return named
+
+
+def test_architecture_layout_matches_the_tree():
+    """Every module of src/histosge has a line in docs/ARCHITECTURE.md, and every line a module."""
+    pkg = ROOT / "src" / "histosge"
+    tree = {str(p.relative_to(pkg)) for p in pkg.rglob("*.py") if p.name != "__init__.py" or p.parent == pkg}
+    tree |= {str(p.relative_to(pkg)) for p in pkg.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    named = _layout()
+    assert not named - tree, f"docs/ARCHITECTURE.md names what is gone: {sorted(named - tree)}"
+    assert not tree - named, f"add a line to docs/ARCHITECTURE.md's layout for: {sorted(tree - named)}"
