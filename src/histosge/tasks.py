@@ -1,4 +1,4 @@
-"""superres() and recover(): a section AnnData in, a predicted AnnData out.
+"""superres, recover, train and predict: sections (or a slide) in, a model or a predicted AnnData out.
 
 Both run the same pipeline: HVGs on the training spots -> log1p targets -> image features of
 every spot (cached) -> fit the model -> predict. ``superres`` trains on all measured spots and

@@ -315,6 +315,8 @@ def read_spaceranger(
           ``histosge.read.alignment``) (``spot_diameter_um`` 55, Visium; ``grid`` 'hex').
         - ``obs['in_tissue']`` (1), ``obs['annotation']`` (categorical, when a truth file exists);
           ``var['gene_ids']``, ``var['feature_types']`` (non-gene features dropped).
+        - ``scalefactors``: every entry of ``scalefactors_json.json`` (``fiducial_diameter_fullres``
+          ...), plus ``tissue_hires_scalef`` when the hires copy is made from ``image``.
 
     Raises
     ------
