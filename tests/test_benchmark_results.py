@@ -50,3 +50,21 @@ def test_aggregate_is_mean_sd_and_count_of_the_finite_values_over_seeds():
 
 def test_method_order_is_the_suites_then_unknown_names_sorted():
     assert results.method_order(["zeta", "histosge", "knn", "alpha", "knn"]) == ["knn", "histosge", "alpha", "zeta"]
+
+
+def test_combine_takes_each_record_and_prediction_file_from_the_first_part_that_has_it(tmp_path):
+    for name, pcc in (("p0", 0.1), ("p1", 0.9)):
+        part = tmp_path / name
+        part.mkdir()
+        results.write(part, [_rec("knn", pcc=pcc)])
+        (part / "predictions").mkdir()
+        (part / "predictions" / "her2st_C2_R_0.npz").write_text(name)
+        (part / "run.json").write_text(json.dumps({"seeds": [0], "seconds_total": 1.0, "seconds_features": 0.0,
+                                                   "sections": ["her2st/C2"], "protocols": ["R"],
+                                                   "predictions": "predictions"}))
+    results.combine([tmp_path / "p0", tmp_path / "p1"], tmp_path / "all")
+    assert [r["pcc"] for r in results.load_records(tmp_path / "all")] == [0.1]
+    assert (tmp_path / "all" / "predictions" / "her2st_C2_R_0.npz").read_text() == "p0"
+    meta = json.loads((tmp_path / "all" / "run.json").read_text())
+    assert meta["predictions"] == "predictions" and [p["out"] for p in meta["parts"]] == [
+        str(tmp_path / "p0"), str(tmp_path / "p1")]

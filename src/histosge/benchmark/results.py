@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from .._atomic import atomic_path
+from .predictions import FOLDER
 
 #: The file a run appends to, and the one runs wrote before it (a JSON list).
 RESULTS = "results.jsonl"
@@ -47,8 +51,6 @@ def append(folder: str | os.PathLike, record: dict) -> None:
 
 def write(folder: str | os.PathLike, records: Sequence[dict]) -> Path:
     """Replace ``folder/results.jsonl`` with ``records`` (atomically)."""
-    from .._atomic import atomic_path
-
     path = Path(folder) / RESULTS
     with atomic_path(path) as tmp:
         tmp.write_text("".join(json.dumps(r, default=_default) + "\n" for r in records))
@@ -129,14 +131,9 @@ def combine(parts: Sequence[str | os.PathLike], out: str | os.PathLike) -> list[
     """Benchmark folders made separately (other sections or protocols, other machines) as one folder
     ``out``: the records ``merge``d, run.json listing the parts, their predictions and PNGs copied.
     Render its report with ``report.render(out)``. Returns the paths written."""
-    import shutil
-
-    from .._atomic import atomic_path
-    from .predictions import FOLDER
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    raw, frames, metas = [], [], []
+    raw, frames, metas, copied = [], [], [], set()
     for part in map(Path, parts):
         recs = load_records(part)
         raw += recs
@@ -153,6 +150,9 @@ def combine(parts: Sequence[str | os.PathLike], out: str | os.PathLike) -> list[
         if out.resolve() != part.resolve():
             for src in [*part.glob("*.png"), *(part / FOLDER).glob("*.npz")]:
                 dest = out / src.relative_to(part)
+                if dest in copied:  # a task in two parts: the first part's, as for its records
+                    continue
+                copied.add(dest)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src, dest)
     merged = [raw[i] for i in merge(frames).index]  # the records as written (no NaN for a missing field)
