@@ -87,7 +87,8 @@ def main(argv=None) -> int:
                 # a new child process each time: peak RSS must be measured from a clean slate
                 r = _predict(model, slide, tmp / f"out_{side}_{factor}.h5ad", tmp / f"cache_{side}_{factor}",
                              factor if factor != 1 else None)
-                r = {"side_px": side, "slide_mb": round(spec["file_mb"], 1), "factor": factor, **r}
+                r = {"side_px": side, "slide_mb": round(spec["file_mb"], 1), "factor": factor, **r,
+                     "load_average_1min": round(os.getloadavg()[0], 1)}  # a shared machine: say how busy
                 print(json.dumps(r), file=sys.stderr)
                 rows.append(r)
             slide.unlink()
