@@ -1,19 +1,20 @@
-"""Every benchmarked method behind one call, fed identical inputs.
+"""Every benchmarked method behind one call, fed identical inputs: a thin adapter over the
+methods registry (``histosge.methods``).
 
-``predict(method, task)`` trains on ``task.train`` / ``task.y_train`` and predicts
-``task.query``. The HisToSGE variants go through the public model object (``HisToSGE``); on
-another section (protocol X) the default model is fitted on the training sections, saved to a
-model file, loaded back and used to predict the target from its image, exactly as
-``histosge train`` / ``histosge predict`` do. The baselines live in :mod:`.baselines`, and the
-paper's other baselines each in its own module: :mod:`.baselines_stage`,
-:mod:`.baselines_thitogene`, :mod:`.baselines_deepspace`.
+``predict(method, task)`` creates the registered method (seeded by the task; ``--quick`` takes
+the spec's ``quick_epochs``), fits it on ``task.train`` / ``task.y_train`` and predicts
+``task.query``. What differs per method comes from its spec, never from its name:
 
-Protocol X (another section) admits only methods that predict from the image: ``knn`` reads
-the measured expression of neighbouring spots of the *target* section, which X does not have,
-so it is not run there, nor is ``stage``, which decodes expression from the coordinates of a
-section whose spots it was trained on. Grid positions of another section's array say nothing
-about the target's tissue, so the methods that read positions (HisToGene, THItoGene, the
-paper's model) get one constant position there.
+- protocol X (another section) admits only methods that do not read the target section's
+  measured expression (``knn`` and ``stage`` do, so they are not run there);
+- grid positions of another section's array say nothing about the target's tissue, so in X the
+  methods that read positions (HisToGene, THItoGene, the paper's model) get one constant position;
+- a method whose spec names a ``cross_section`` model (``histosge``: image mode) runs X the way a
+  user does: fitted on the training sections, saved to a model file, loaded back, and used to
+  predict the target from its image, exactly as ``histosge train`` / ``histosge predict`` do.
+
+``ALL_METHODS``, ``DEFAULT_METHODS``, ``NEEDS_TARGET_EXPRESSION`` and ``QUICK_EPOCHS`` are read
+from the registry when asked for, so a method registered by a plugin is benchmarkable too.
 """
 
 from __future__ import annotations
@@ -25,25 +26,8 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 
-from ..model import HisToSGE, Spots
-from . import baselines, baselines_deepspace, baselines_stage, baselines_thitogene
-
-#: Everything ``--methods`` accepts.
-ALL_METHODS = ("mean", "knn", "ridge", "stnet", "histogene", "stage", "thitogene", "deepspace", "histosge",
-               "histosge-paper")
-
-#: The default list. 'histosge-paper' (1000 fixed epochs), 'stage' (10,000 epochs) and 'thitogene'
-#: (a 1408-wide transformer over whole sections) do not fit the 20-minute budget on a 2-core CPU,
-#: and 'deepspace' is left out so the default suite's records stay those of issue 5; all four stay
-#: selectable and are run separately (see docs/BENCHMARK.md).
-DEFAULT_METHODS = ("mean", "knn", "ridge", "stnet", "histogene", "histosge")
-
-#: Methods that need measured expression of the predicted section's own neighbours.
-NEEDS_TARGET_EXPRESSION = frozenset({"knn", "stage"})
-
-#: Epoch counts under ``--quick`` (a smoke test, not a measurement).
-QUICK_EPOCHS = {"stnet": 15, "histogene": 15, "histosge": 10, "histosge-paper": 10, "stage": 20, "thitogene": 3,
-                "deepspace": 3}
+from .. import methods as registry
+from ..model import Spots
 
 
 @dataclass
@@ -74,72 +58,65 @@ class Task:
         return self.query_section is not None
 
 
+def __getattr__(name: str):
+    """The method lists, derived from the registry's specs each time they are asked for."""
+    specs = registry.specs()
+    if name == "ALL_METHODS":  # everything --methods accepts, in the report's order
+        return tuple(s.name for s in specs)
+    if name == "DEFAULT_METHODS":  # the default suite (see docs/BENCHMARK.md for what is left out and why)
+        return tuple(s.name for s in specs if s.default)
+    if name == "NEEDS_TARGET_EXPRESSION":  # methods that read the predicted section's own measured spots
+        return frozenset(s.name for s in specs if s.needs_target_expression)
+    if name == "QUICK_EPOCHS":  # training length under --quick (a smoke test, not a measurement)
+        return {s.name: s.quick_epochs for s in specs if s.quick_epochs}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def valid_for(method: str, protocol: str) -> bool:
-    return not (protocol == "X" and method in NEEDS_TARGET_EXPRESSION)
+    """Whether ``method`` runs under ``protocol`` (X: only methods that need no measured target spot)."""
+    return registry.get_spec(method, where="--methods").valid_for(protocol)
 
 
 def _no_positions(spots: Spots) -> Spots:
     return Spots(spots.features, np.zeros(len(spots)), np.zeros(len(spots)), spots.xy)
 
 
+def params_for(spec: registry.MethodSpec, task: Task) -> dict:
+    """The constructor arguments the benchmark gives ``spec``'s method for ``task``: the seed, the
+    ``--quick`` schedule, and what the spec asks of the section (``grid``)."""
+    params: dict = {"seed": task.seed}
+    if task.quick and spec.quick_epochs:
+        params |= spec.cls.schedule(epochs=spec.quick_epochs)
+    for key in spec.section_params:
+        params[key] = getattr(task, key)
+    return params
+
+
 def predict(method: str, task: Task) -> tuple[np.ndarray, dict]:
     """(predictions for ``task.query`` (query spots x genes), info about the fit)."""
+    spec = registry.get_spec(method, where="--methods")
+    params = params_for(spec, task)
+    if task.other_section and spec.cross_section is not None:
+        return _through_a_model_file(spec, task, params)
     tr, q, y = task.train, task.query, task.y_train
-    if task.other_section:
+    if task.other_section and spec.reads_positions:
         tr, q = _no_positions(tr), _no_positions(q)
-    epochs = QUICK_EPOCHS.get(method) if task.quick else None
-    if method == "mean":
-        return baselines.mean(y, len(q)), {}
-    if method == "knn":
-        return baselines.knn(tr.xy, y, q.xy)
-    if method == "ridge":
-        return baselines.ridge(tr.features, y, q.features)
-    if method == "stnet":
-        kw = {"epochs": epochs} if epochs else {}
-        return baselines.stnet(tr.features, y, q.features, seed=task.seed, **kw)
-    if method == "histogene":
-        kw = {"steps": 2 * epochs} if epochs else {}
-        return baselines.histogene(
-            tr, y, q, train_groups=task.train_groups, query_groups=task.query_groups, seed=task.seed, **kw
-        )
-    if method == "stage":
-        kw = {"epochs": epochs} if epochs else {}
-        return baselines_stage.stage(tr, y, q, grid=task.grid, seed=task.seed, **kw)
-    if method == "thitogene":
-        kw = {"epochs": epochs} if epochs else {}
-        return baselines_thitogene.thitogene(
-            tr, y, q, train_groups=task.train_groups, query_groups=task.query_groups, seed=task.seed, **kw
-        )
-    if method == "deepspace":
-        kw = {"epochs": epochs} if epochs else {}
-        return baselines_deepspace.deepspace(tr.features, y, q.features, seed=task.seed, **kw)
-    if method in ("histosge", "histosge-paper"):
-        network = {"epochs": epochs} if epochs else None
-        if method == "histosge" and task.other_section:
-            return _through_a_model_file(task, network)
-        model = HisToSGE.paper(network=network, seed=task.seed) if method == "histosge-paper" \
-            else HisToSGE("neighbours", network=network, seed=task.seed)
-        model.fit_spots(tr, y, groups=task.train_groups, progress=False)
-        return model.predict_spots(q, groups=task.query_groups), _info(model)
-    raise ValueError(f"unknown method {method!r}; known: {', '.join(ALL_METHODS)}")
+    m = registry.create_method(method, **params).fit(tr, y, groups=task.train_groups)
+    return np.asarray(m.predict(q, groups=task.query_groups), np.float32), m.info
 
 
-def _through_a_model_file(task: Task, network: dict | None) -> tuple[np.ndarray, dict]:
-    """Protocol X the way a user runs it: fit an image-mode model on the training sections,
-    save it, load it, predict the target section."""
+def _through_a_model_file(spec: registry.MethodSpec, task: Task, params: dict) -> tuple[np.ndarray, dict]:
+    """Protocol X the way a user runs it: fit the method's section-level model (``spec.cross_section``:
+    HisToSGE in image mode) on the training sections, save it, load it, predict the target section."""
     sections = task.train_sections
     groups = np.asarray(task.train_groups)
     features = [task.train.features[groups == i] for i in range(len(sections))]
-    model = HisToSGE("image", network=network, seed=task.seed)
+    model = spec.cls.section_model(**spec.cross_section, **params)
     model.fit(sections, genes=task.genes, features=features, progress=False)
-    info = _info(model)
+    info = {**model.info_, "history": model.network_.history} if hasattr(model, "network_") else dict(model.info_)
     with tempfile.TemporaryDirectory(prefix="histosge-x-") as tmp:
         path = Path(tmp) / "model.histosge"
         model.save(path)
-        loaded = HisToSGE.load(path)
+        loaded = registry.load_model(path)
     pred = loaded.predict(task.query_section, features=task.query.features, progress=False)
     return np.asarray(pred.X, np.float32), info
-
-
-def _info(model: HisToSGE) -> dict:
-    return {**model.info_, "history": model.network_.history}

@@ -22,8 +22,10 @@ import numpy as np
 from ..errors import InputError
 
 FORMAT = "histosge-model"
-#: Bump when a reader of the previous schema would misread the file.
-SCHEMA_VERSION = 1
+#: Bump when a reader of the previous schema would misread the file. 2: a file may hold any
+#: registered method (its description then names it under ``method``; ``histosge.methods``
+#: reads those); a HisToSGE model is written as in 1, and schema-1 files are read as before.
+SCHEMA_VERSION = 2
 SUFFIX = ".histosge"
 
 
@@ -92,11 +94,24 @@ def read_description(path: str | os.PathLike) -> dict:
 def load(path: str | os.PathLike, *, device: str | None = None):
     """Rebuild a ``HisToSGE`` from a model file."""
     from ..provenance import file_sha256
-    from .estimator import HisToSGE
-    from .train import TrainConfig
 
     meta, arrays = _open(path, arrays=True)
     where = str(path)
+    if "method" in meta:
+        raise InputError(f"the file holds a {meta['method']!r} model, not a HisToSGE one", where=where,
+                         fix="load it with histosge.methods.load_model (histosge predict does)")
+    model = rebuild(meta, arrays, where=where, device=device)
+    _check_encoder(model.encoder_["encoder"], where)
+    model.file_sha256_ = file_sha256(path)
+    return model
+
+
+def rebuild(meta: dict, arrays: dict[str, np.ndarray], *, where: str, device: str | None = None):
+    """A fitted ``HisToSGE`` from its description (``describe``) and arrays (``state()``); an
+    incomplete description is one ``InputError`` naming ``where``."""
+    from .estimator import HisToSGE
+    from .train import TrainConfig
+
     try:
         params = dict(meta["hyperparameters"])
         params["network"] = TrainConfig(**params["network"])
@@ -118,9 +133,13 @@ def load(path: str | os.PathLike, *, device: str | None = None):
         raise InputError(f"the model description is incomplete or inconsistent ({type(err).__name__}: {err})",
                          where=where, fix="use an intact model file written by histosge train / HisToSGE.save"
                          ) from None
-    _check_encoder(model.encoder_["encoder"], where)
-    model.file_sha256_ = file_sha256(path)
     return model
+
+
+def open_file(path, *, arrays: bool) -> tuple[dict, dict[str, np.ndarray]]:
+    """(description, arrays) of a model file of any method, checked (format, schema, checksum);
+    every way it can be unusable is one ``InputError``."""
+    return _open(path, arrays=arrays)
 
 
 def _open(path, *, arrays: bool) -> tuple[dict, dict[str, np.ndarray]]:

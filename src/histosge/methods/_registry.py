@@ -1,0 +1,116 @@
+"""The method registry: one entry per method, a class plus the spec that says what it needs.
+
+Like the encoder registry (``histosge.encode``) and timm's ``register_model``: a class is
+registered under a name with a :class:`MethodSpec` that carries everything a caller must know
+about it (how long ``--quick`` trains it, whether it needs the target section's measured
+expression, whether it reads grid positions or the image, whether the default benchmark runs
+it, which paper it reproduces), so that no other module compares method names as strings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import InputError
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodSpec:
+    """What a method is and needs, independent of any fit.
+
+    Parameters
+    ----------
+    name
+        The name ``create_method``, ``--method`` and ``--methods`` take.
+    cls
+        The method's class (a :class:`~histosge.methods.Method`).
+    description
+        One line: what the method does, and the paper it reproduces.
+    quick_epochs
+        Training length under ``histosge bench --quick`` (a smoke test); None: the method does not
+        train a network (``cls.schedule`` maps it onto the class's own parameters).
+    needs_target_expression
+        It predicts a spot from the measured expression of the *same* section (its measured spots
+        are the context): it runs on a section, never on an H&E image alone, nor in protocol X.
+    reads_positions
+        It reads grid positions (``array_row``/``array_col``); protocol X hands it one constant
+        position, since another section's array says nothing about the target's tissue.
+    reads_image
+        It reads image features (the encoder's output); when False nothing is encoded for it.
+    default
+        In the default benchmark suite (``histosge bench`` without ``--methods``).
+    section_params
+        Constructor parameters the caller fills from the training section: ``"grid"`` (``"hex"``
+        for Visium, ``"square"`` for legacy ST).
+    cross_section
+        Protocol X through the method's section-level model, saved to a file and loaded back, with
+        these extra parameters (``histosge``: ``{"mode": "image"}``); None: fitted on the pooled
+        training spots of the other sections.
+    """
+
+    name: str
+    cls: type
+    description: str
+    quick_epochs: int | None = None
+    needs_target_expression: bool = False
+    reads_positions: bool = False
+    reads_image: bool = True
+    default: bool = False
+    section_params: tuple[str, ...] = ()
+    cross_section: dict[str, Any] | None = None
+
+    def valid_for(self, protocol: str) -> bool:
+        """Whether the benchmark runs it under ``protocol``: X has no measured spot of the target."""
+        return not (protocol == "X" and self.needs_target_expression)
+
+
+_REGISTRY: dict[str, MethodSpec] = {}
+
+#: The names of ``MethodSpec`` a registration may set (all but ``name`` and ``cls``).
+SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(MethodSpec) if f.name not in ("name", "cls"))
+
+
+def register_method(name: str, **spec: Any) -> Callable[[type], type]:
+    """Class decorator: register the class under ``name`` with the rest of its :class:`MethodSpec`.
+
+    >>> @register_method("lasso", description="Lasso on image features")
+    ... class Lasso(Method): ...
+
+    The class gets ``spec`` (its ``MethodSpec``). A name registered twice is a programming error
+    (``ValueError``).
+    """
+    unknown = sorted(set(spec) - set(SPEC_FIELDS))
+    if unknown:
+        raise TypeError(f"register_method({name!r}): unknown spec field(s) {', '.join(unknown)}; "
+                        f"known: {', '.join(SPEC_FIELDS)}")
+
+    def deco(cls: type) -> type:
+        if name in _REGISTRY:
+            raise ValueError(f"method {name!r} registered twice")
+        entry = MethodSpec(name=name, cls=cls, **spec)
+        cls.spec = entry
+        _REGISTRY[name] = entry
+        return cls
+
+    return deco
+
+
+def list_methods() -> list[str]:
+    """Every registered method's name, in the order they were registered (the order of the
+    benchmark's tables: the built-in baselines, then ours, then any registered later)."""
+    return list(_REGISTRY)
+
+
+def get_spec(name: str, *, where: str = "--method") -> MethodSpec:
+    """The spec of method ``name``; an unknown name is one ``InputError`` listing the known ones."""
+    key = str(name).strip()
+    if key not in _REGISTRY:
+        raise InputError(f"unknown method {name!r}", where=where, fix=f"use one of {', '.join(list_methods())}")
+    return _REGISTRY[key]
+
+
+def specs() -> list[MethodSpec]:
+    """Every registered spec, in registration order."""
+    return list(_REGISTRY.values())

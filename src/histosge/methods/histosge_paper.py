@@ -1,0 +1,19 @@
+"""``histosge-paper``: the authors' HisToSGE (``HisToSGE.paper()``) as a registered method.
+
+The network on image features and grid position only, the authors' schedule: 1000 fixed
+epochs, groups of 50, lr 1e-3, no early stopping (``model.train.PAPER_CONFIG``).
+"""
+
+from __future__ import annotations
+
+from ._registry import register_method
+from .histosge import HisToSGEMethod
+
+
+@register_method("histosge-paper", description="HisToSGE as the authors published it (Shi et al. 2024): image "
+                                               "features + grid positions, 1000 fixed epochs",
+                 quick_epochs=10, reads_positions=True)
+class HisToSGEPaper(HisToSGEMethod):
+    """``HisToSGE("paper")``; the parameters are ``HisToSGEMethod``'s (``mode`` is always "paper")."""
+
+    MODE = "paper"
