@@ -11,6 +11,16 @@ The runs (each a plain ``histosge bench``; parts because STAGATE is slow on a CP
           --domains kmeans,stagate
     done; done
 
+On a busy 2-core machine one STAGATE clustering of a DLPFC section takes hours, and a
+``histosge bench`` run does them one after another. ``stagate`` does one (section, protocol,
+seed, method) in its own process, so several run side by side; it makes the same calls as the
+benchmark (``runner._fit`` on the same Task, then ``domains.cluster``) and writes
+``parts/stagate_one/<section>_<protocol>_<seed>_<method>.json`` (method 'measured': the measured
+expression) with the labels, which ``merge`` folds into the matching records (twin-checked)
+and draws as domain maps:
+
+    python bench/paper_comparison.py stagate dlpfc/151673 R 0 histogene
+
 then
 
     python bench/paper_comparison.py merge    # -> bench/results/benchmark_paper_comparison/{results.json,report.md}
@@ -59,6 +69,112 @@ def check_twins(parts: list[Path]) -> list[str]:
     return problems
 
 
+ONE = ROOT / "parts" / "stagate_one"
+
+
+def stagate_one(name: str, protocol: str, seed: int, method: str, data: str) -> Path:
+    """One STAGATE clustering (and its k-means twin) of ``method``'s expression, as the benchmark does it."""
+    import time
+
+    import numpy as np
+
+    from histosge.benchmark import domains as D
+    from histosge.benchmark import methods as M
+    from histosge.benchmark import protocols as P
+    from histosge.benchmark import sections as S
+    from histosge.benchmark.runner import _ari, _deterministic, _fit, _subset
+    from histosge.evaluate import score
+
+    sec = S.load([name], data, progress=False)[name]
+    split = P.split_r(sec.n, seed) if protocol == "R" else P.split_g(sec.rows, sec.cols, sec.grid,
+                                                                       P.GENERATION[protocol])
+    _, _, y = P.within_section_genes(sec.adata, split.train)
+    k = D.n_domains(sec.labels)
+    rec = {"dataset": sec.dataset, "section": sec.section, "protocol": protocol, "seed": seed, "method": method}
+    with _deterministic(1):
+        if method == "measured":
+            expression = y
+            rec["ari_measured"] = _ari(y, sec.labels, seed)
+        else:
+            task = M.Task(_subset(sec, split.train), y[split.train], _subset(sec, np.arange(sec.n)), seed=seed,
+                          grid=sec.grid)
+            pred, info, secs = _fit(method, task)
+            rec.update({**score(y[split.test], pred[split.test]), "fit_seconds": secs})
+            rec.pop("n_spots", None)
+            expression = y.copy()
+            expression[split.test] = pred[split.test]
+            rec["ari"] = _ari(expression, sec.labels, seed)
+        t = time.perf_counter()
+        stagate = D.cluster("stagate", expression, sec.xy, k, seed)
+        rec["stagate_seconds"] = time.perf_counter() - t
+        rec["ari_stagate"] = D.ari(sec.labels, stagate)
+        rec["labels_stagate"] = stagate.tolist()
+        rec["labels_kmeans"] = D.kmeans(expression, k, seed).tolist()
+    ONE.mkdir(parents=True, exist_ok=True)
+    path = ONE / f"{sec.section}_{protocol}_{seed}_{method}.json"
+    path.write_text(json.dumps(rec) + "\n")
+    return path
+
+
+def fold_one(records: list[dict]) -> list[str]:
+    """Put the ``stagate_one`` results into ``records`` (in place); returns twin mismatches."""
+    problems = []
+    for path in sorted(ONE.glob("*.json")) if ONE.exists() else []:
+        one = json.loads(path.read_text())
+        same = [r for r in records if (r["dataset"], r["section"], r["protocol"], r["seed"])
+                == (one["dataset"], one["section"], one["protocol"], one["seed"])]
+        if one["method"] == "measured":
+            for r in same:
+                r["ari_measured_stagate"] = one["ari_stagate"]
+                r["stagate_measured_seconds"] = one["stagate_seconds"]
+            continue
+        twin = [r for r in same if r["method"] == one["method"]]
+        if not twin:
+            problems.append(f"{path.name}: no benchmark record to fold into")
+            continue
+        rel = 1e-4 if one["method"] == "histogene" else 0.0
+        for s in ("pcc", "pcc_top50", "mse", "mae", "ari"):
+            if not math.isclose(twin[0][s], one[s], rel_tol=rel, abs_tol=0):
+                problems.append(f"{path.name} {s}: {twin[0][s]} vs {one[s]}")
+        twin[0]["ari_stagate"] = one["ari_stagate"]
+        twin[0]["stagate_seconds"] = one["stagate_seconds"]
+    return problems
+
+
+def draw_one_maps() -> list[Path]:
+    """A domain map per (section, protocol, seed) of the ``stagate_one`` results (first seed only)."""
+    import os
+
+    import numpy as np
+
+    from histosge.benchmark import sections as S
+    from histosge.benchmark.report import _order
+    from histosge.benchmark.report_domains import draw_maps
+
+    groups: dict = {}
+    for path in sorted(ONE.glob("*.json")) if ONE.exists() else []:
+        one = json.loads(path.read_text())
+        groups.setdefault((one["dataset"], one["section"], one["protocol"], one["seed"]), {})[one["method"]] = one
+    written = []
+    firsts = {}
+    for key in sorted(groups):
+        firsts.setdefault(key[:3], key[3])
+    for (dataset, section, protocol, seed), ones in sorted(groups.items()):
+        if firsts[(dataset, section, protocol)] != seed or "measured" not in ones:
+            continue
+        name = f"{dataset}/{section}"
+        adata = S.read(name, os.environ.get("HISTOSGE_DATA", "../shared/data"))
+        sec = S.Section(name, adata, np.zeros((adata.n_obs, 1), np.float32), "")
+        columns = ["measured", *_order(m for m in ones if m != "measured")]
+        grids = {c: {m: ones[m][f"labels_{c}"] for m in columns} for c in ("kmeans", "stagate")}
+        k = len(set(ones["measured"]["labels_kmeans"]))
+        path = ROOT / f"figure5_{dataset}_{section}_{protocol}.png"
+        draw_maps(sec.xy, sec.labels, grids, f"{name}, protocol {protocol}, seed {seed}: spatial domains (k = {k}); "
+                  "training spots measured + held-out spots predicted", path)
+        written.append(path)
+    return written
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["merge"]:
@@ -70,18 +186,35 @@ def main(argv=None) -> int:
         if missing:
             print(f"missing parts (skipped): {', '.join(missing)}")
         problems = check_twins(parts)
-        for p in problems:
-            print("MISMATCH", p)
         for path in merge(parts, ROOT):
             print("wrote", path)
+        if ONE.exists():  # fold the one-at-a-time STAGATE results in and render again
+            from histosge.benchmark.report import write_report
+
+            records = json.loads((ROOT / "results.json").read_text())
+            problems += fold_one(records)
+            meta = json.loads((ROOT / "run.json").read_text())
+            (ROOT / "results.json").write_text(json.dumps(records, indent=1) + "\n")
+            figures = sorted(p for p in ROOT.glob("*.png") if not p.name.startswith("figure5_"))
+            figures += draw_one_maps()
+            write_report(records, ROOT, meta=meta, figures=figures)
+        for p in problems:
+            print("MISMATCH", p)
         return 1 if problems else 0
+    if argv[:1] == ["stagate"] and len(argv) == 5:
+        import os
+
+        data = os.environ.get("HISTOSGE_DATA", "../shared/data")
+        print("wrote", stagate_one(argv[1], argv[2], int(argv[3]), argv[4], data))
+        return 0
     if argv[:1] == ["table"]:
         from histosge.benchmark.report_domains import comparison_table
 
         records = json.loads((ROOT / "results.json").read_text())
         print("\n".join(comparison_table(records, METHODS)))
         return 0
-    print("usage: python bench/paper_comparison.py merge|table", file=sys.stderr)
+    print("usage: python bench/paper_comparison.py merge|table|stagate SECTION PROTOCOL SEED METHOD",
+          file=sys.stderr)
     return 2
 
 

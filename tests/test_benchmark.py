@@ -113,7 +113,7 @@ def test_ridge_recovers_a_linear_signal_and_mean_is_flat():
     assert flat.shape == (5, y.shape[1]) and np.allclose(flat, y[:160].mean(0))
 
 
-@pytest.mark.parametrize("method", methods.ALL_METHODS)
+@pytest.mark.parametrize("method", [m for m in methods.ALL_METHODS if m not in methods.WITH_OTHER_SECTIONS])
 def test_methods_predict_query_shape_finite_and_deterministic(method):
     x, y, rows, cols, xy = _synthetic()
     train = Spots(x[:160], rows[:160], cols[:160], xy[:160])
@@ -141,6 +141,9 @@ def test_x_admits_only_methods_that_do_not_read_target_expression():
     for m in ("mean", "ridge", "stnet", "histogene", "histosge", "histosge-paper"):
         assert methods.valid_for(m, "X") and methods.valid_for(m, "R")
     assert set(methods.DEFAULT_METHODS) <= set(methods.ALL_METHODS)
+    for m in methods.WITH_OTHER_SECTIONS:  # other sections' data: protocols R+ and G+ only
+        assert methods.valid_for(m, "R+") and methods.valid_for(m, "G+")
+        assert not any(methods.valid_for(m, p) for p in ("R", "G", "X", "G9", "G16"))
 
 
 def test_report_tables_from_records(tmp_path):
@@ -307,7 +310,8 @@ def test_quick_run_on_real_data_is_held_out_and_deterministic(data_dir, tmp_path
     res = run(data_dir, tmp_path / "a", **QUICK)
     recs = json.loads((tmp_path / "a" / "results.json").read_text())
     assert recs == json.loads(json.dumps(res.records))
-    assert {(r["protocol"], r["method"]) for r in recs} == {(p, m) for p in "RG" for m in methods.DEFAULT_METHODS}
+    assert {(r["protocol"], r["method"]) for r in recs} == {
+        (p, m) for p in "RG" for m in methods.DEFAULT_METHODS if methods.valid_for(m, p)}
     for r in recs:
         for key in (
             "dataset",

@@ -74,10 +74,10 @@ def _run(debug: bool, fn, *args, output: Path | None = None, interrupted: str | 
 
 
 def _common_options(encoder, weights, patch_scale, genes, method, epochs, group_size, patience, seed, device,
-                    cache_dir, batch_size) -> dict:
+                    cache_dir, batch_size, prior=None) -> dict:
     return dict(encoder=encoder, weights=weights, patch_scale=patch_scale, n_genes=genes, method=method,
                 epochs=epochs, group_size=group_size, patience=patience, seed=seed, device=device,
-                cache_dir=cache_dir, batch_size=batch_size)
+                cache_dir=cache_dir, batch_size=batch_size, prior=prior)
 
 
 def _summary(title: str, rows: list[tuple[str, str]]) -> None:
@@ -112,6 +112,8 @@ def _job(task: str, source: str, output: Path, image, data_dir, plot, markers, p
     opts = options.validate(**opts)  # the same rules and messages as the Python API
     extra = options.validate(**extra)
     inputs = input_paths(source, image=image, data_dir=data_dir)
+    if opts.get("prior"):
+        inputs = [*inputs, Path(opts["prior"])]
     output = check_output(output, inputs=inputs)
     _check_cache(opts.get("cache_dir"))
     png = output.with_name(output.stem + "_markers.png") if plot else None
@@ -136,6 +138,10 @@ def _job(task: str, source: str, output: Path, image, data_dir, plot, markers, p
     rows = [("section", f"{source} ({adata.n_obs} spots x {adata.n_vars} genes)"),
             ("genes predicted", f"{result.n_vars} HVGs ({info['hvg_flavour']})"),
             ("encoder", str(info["settings"]["encoder"])), ("method", opts["method"])]
+    if "prior" in info.get("model", {}):
+        p = info["model"]["prior"]
+        rows.append(("prior", f"{opts['prior']} (sha256 {p['sha256'][:16]}...; predicts {p['genes_covered']} of "
+                              f"{p['genes']} genes; weight in the final prediction {p.get('stack_weight', 0):g})"))
     if task == "superres":
         rows.append(("spots", f"{info['n_measured']} measured + {info['n_generated']} generated "
                               f"= {result.n_obs} ({result.n_obs / info['n_measured']:.2f}x)"))
@@ -188,6 +194,7 @@ def superres(
     batch_size: O.BatchSize = 64,
     device: O.Device = None,
     cache_dir: O.CacheDir = None,
+    prior: O.Prior = None,
     plot: O.Plot = False,
     markers: O.Markers = None,
     alignment_check: O.AlignmentCheck = True,
@@ -198,7 +205,7 @@ def superres(
 ):
     """Predict expression at 4x (or 9x, 16x) denser spots placed between the measured ones."""
     opts = _common_options(encoder, weights, patch_scale, genes, method, epochs, group_size, patience, seed,
-                           device, cache_dir, batch_size)
+                           device, cache_dir, batch_size, prior)
     _run(debug, _job, "superres", source, output, image, data_dir, plot, _split_markers(markers), not quiet, opts,
          {"factor": factor}, check_alignment=alignment_check, output=output,
          storage={"features": keep_features, "lossless": lossless})
@@ -223,6 +230,7 @@ def recover(
     batch_size: O.BatchSize = 64,
     device: O.Device = None,
     cache_dir: O.CacheDir = None,
+    prior: O.Prior = None,
     plot: O.Plot = False,
     markers: O.Markers = None,
     alignment_check: O.AlignmentCheck = True,
@@ -233,7 +241,7 @@ def recover(
 ):
     """Hold out spots, predict them, and score against their measured values (held-out only)."""
     opts = _common_options(encoder, weights, patch_scale, genes, method, epochs, group_size, patience, seed,
-                           device, cache_dir, batch_size)
+                           device, cache_dir, batch_size, prior)
     _run(debug, _job, "recover", source, output, image, data_dir, plot, _split_markers(markers), not quiet, opts,
          {"holdout": holdout}, check_alignment=alignment_check, output=output,
          storage={"features": keep_features, "lossless": lossless})
@@ -256,11 +264,14 @@ def train(
     batch_size: O.BatchSize = 64,
     device: O.Device = None,
     cache_dir: O.CacheDir = None,
+    prior: O.Prior = None,
     alignment_check: O.AlignmentCheck = True,
     quiet: O.Quiet = False,
     debug: O.Debug = False,
 ):
-    """Fit a model on measured sections and save it to one file (share it; predict with it later)."""
+    """Fit a model on measured sections and save it to one file (share it; predict with it later).
+    A neighbours-mode model can read a --prior (an image-mode model of other sections); the file
+    then holds the prior too."""
 
     def job():
         from . import options, tasks
@@ -274,7 +285,7 @@ def train(
             raise InputError(f"unknown mode {mode!r}", where="--mode", fix=f"use one of {', '.join(MODES)}")
         opts = options.validate(n_genes=genes, seed=seed, epochs=epochs, group_size=group_size, patience=patience,
                                 patch_scale=patch_scale, batch_size=batch_size, device=device)
-        inputs = [p for s in sources for p in input_paths(s, data_dir=data_dir)]
+        inputs = [p for s in sources for p in input_paths(s, data_dir=data_dir)] + ([Path(prior)] if prior else [])
         path = check_output(output, inputs=inputs, suffixes=(".histosge",))
         _check_cache(cache_dir)
         sections = [read_section(s, data_dir=data_dir, check_alignment=alignment_check) for s in sources]
@@ -282,7 +293,7 @@ def train(
         model = tasks.train(sections, mode=mode, progress=not quiet, cache_dir=cache_dir,
                             batch_size=opts["batch_size"], encoder=encoder, weights=weights,
                             patch_scale=opts["patch_scale"], n_genes=opts["n_genes"], seed=opts["seed"],
-                            device=opts["device"], network=network or None)
+                            device=opts["device"], network=network or None, prior=prior)
         if stop_requested():
             raise KeyboardInterrupt
         sha = model.save(path)
@@ -493,9 +504,12 @@ def bench(
     out_dir: Path = _o(..., "--out", help="Output folder for results.json and report.md."),
     sections: str = _o(None, "--sections", help="e.g. dlpfc/151673,her2st/C2 (default: all found)."),
     protocols: str = _o("R,G,X", "--protocols",
-                        help="R (recovery), G (4x generation), X (cross-section); also G9, G16 (9x, 16x)."),
+                        help="R (recovery), G (4x generation), X (cross-section); also G9, G16 (9x, 16x), and "
+                             "R+, G+ (R and G with the other sections of the dataset: a prior for histosge, pooled "
+                             "spots for ridge and stnet)."),
     methods: str = _o(None, "--methods", help="Comma-separated methods (default: the standard set). All: "
-                      "mean, knn, ridge, stnet, histogene, stage, thitogene, deepspace, histosge, histosge-paper."),
+                      "mean, knn, ridge, stnet, histogene, stage, thitogene, deepspace, histosge, histosge-paper, "
+                      "ridge+pooled, stnet+pooled, histosge+prior."),
     seeds: str = _o("0", "--seeds", help="Comma-separated seeds."),
     encoder: O.Encoder = None,
     quick: bool = _o(False, "--quick", help="One section, few epochs: a smoke test in under 2 minutes."),

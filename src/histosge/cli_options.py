@@ -65,6 +65,10 @@ AlignmentCheck = Annotated[bool, typer.Option(
     "--alignment-check/--no-alignment-check",
     help="Refuse an image that does not fit the spot positions (flipped, rotated, shifted, rescaled, "
          "another section's). --no-alignment-check reads it anyway; the score is still recorded.")]
+Prior = Annotated[str | None, typer.Option(
+    "--prior", help="A model file trained on OTHER sections of the same tissue (histosge train OTHERS --mode "
+                    "image), read as a prior for this section. Refused if it saw any spot of this section, or reads "
+                    "other features (encoder, patch size).")]
 Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")]
 

@@ -43,3 +43,41 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: fh.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
+
+
+#: Packages whose versions decide the numbers a run produces.
+PACKAGES = ("histosge", "numpy", "scipy", "scikit-learn", "scanpy", "scikit-misc", "anndata", "pandas", "torch",
+            "scikit-image", "numba", "tifffile", "pillow", "h5py")
+
+
+def environment() -> dict:
+    """What a result depends on besides its inputs: package versions, Python, the CPU, threads.
+    Recorded in every benchmark's run.json, so a number can be traced to the machine that made it."""
+    import importlib.metadata as md
+    import platform
+
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = md.version(name)
+        except md.PackageNotFoundError:
+            versions[name] = None
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count()
+    out = {"python": platform.python_version(), "platform": platform.platform(), "cpu": cpu, "cpu_cores": cores,
+           "packages": versions}
+    try:
+        from threadpoolctl import threadpool_info
+
+        out["blas"] = [{k: p.get(k) for k in ("internal_api", "version", "num_threads")} for p in threadpool_info()]
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        pass
+    return out

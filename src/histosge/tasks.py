@@ -42,6 +42,7 @@ class Options:
     device: str | None = None
     cache_dir: str | None = None
     batch_size: int = 64
+    prior: str | None = None  # an image-mode model (file) fitted on other sections: ``HisToSGE(prior=...)``
 
 
 def _check_method(opts: Options) -> None:
@@ -50,12 +51,18 @@ def _check_method(opts: Options) -> None:
 
 
 def make_model(opts: Options) -> HisToSGE:
-    """The model ``opts`` asks for: ``histosge`` (neighbours mode) or ``histosge-paper``."""
+    """The model ``opts`` asks for: ``histosge`` (neighbours mode, with ``opts.prior`` if given) or
+    ``histosge-paper``."""
     network = {k: v for k, v in (("epochs", opts.epochs), ("group_size", opts.group_size),
                                   ("patience", opts.patience)) if v is not None}
     common = dict(encoder=opts.encoder, weights=opts.weights, patch_scale=opts.patch_scale, n_genes=opts.n_genes,
                   network=network, seed=opts.seed, device=opts.device)
-    return HisToSGE.paper(**common) if opts.method == "histosge-paper" else HisToSGE("neighbours", **common)
+    if opts.method == "histosge-paper":
+        if opts.prior is not None:
+            raise InputError("the paper's model takes no prior", where="--prior",
+                             fix="drop --prior, or use --method histosge")
+        return HisToSGE.paper(**common)
+    return HisToSGE("neighbours", prior=opts.prior, **common)
 
 
 def _grid(adata: ad.AnnData) -> tuple[np.ndarray, np.ndarray, str]:

@@ -9,12 +9,24 @@ the spec's ``quick_epochs``), fits it on ``task.train`` / ``task.y_train`` and p
   measured expression (``knn`` and ``stage`` do, so they are not run there);
 - grid positions of another section's array say nothing about the target's tissue, so in X the
   methods that read positions (HisToGene, THItoGene, the paper's model) get one constant position;
+  within a section, the methods whose fit reads the query's positions (``fit_takes_query``) get
+  them, so their position tables cover every spot of the section;
 - a method whose spec names a ``cross_section`` model (``histosge``: image mode) runs X the way a
   user does: fitted on the training sections, saved to a model file, loaded back, and used to
-  predict the target from its image, exactly as ``histosge train`` / ``histosge predict`` do.
+  predict the target from its image, exactly as ``histosge train`` / ``histosge predict`` do;
+- protocols R+ and G+ (a section with a cohort: ``protocols.prior_sources``) add the methods that
+  read the other sections of the dataset (``WITH_OTHER_SECTIONS``: their spec's
+  ``section_params`` name ``cohort``): ``ridge+pooled`` and ``stnet+pooled`` are the baselines
+  fitted on the other sections' spots pooled with the section's training spots;
+  ``histosge+prior`` is the default model with a prior, an image-mode model fitted on the other
+  sections, saved to a file and loaded back, as ``histosge train --mode image`` and ``histosge
+  superres --prior`` do. knn and HisToGene cannot use spots of another section's array (their
+  positions say nothing about this section's tissue), so they have no pooled form. Genes that
+  not every other section measures are predicted from the section alone.
 
-``ALL_METHODS``, ``DEFAULT_METHODS``, ``NEEDS_TARGET_EXPRESSION`` and ``QUICK_EPOCHS`` are read
-from the registry when asked for, so a method registered by a plugin is benchmarkable too.
+``ALL_METHODS``, ``DEFAULT_METHODS``, ``NEEDS_TARGET_EXPRESSION``, ``WITH_OTHER_SECTIONS`` and
+``QUICK_EPOCHS`` are read from the registry when asked for, so a method registered by a plugin is
+benchmarkable too.
 """
 
 from __future__ import annotations
@@ -27,7 +39,9 @@ import anndata as ad
 import numpy as np
 
 from .. import methods as registry
+from ..methods import Cohort
 from ..model import Spots
+from .protocols import WITH_PRIOR
 
 
 @dataclass
@@ -51,6 +65,7 @@ class Task:
     query_section: ad.AnnData | None = None
     genes: list[str] | None = None
     grid: str | None = None  # 'hex' (Visium) or 'square' (legacy ST): STAGE scales coordinates by it
+    cohort: Cohort | None = None
 
     @property
     def other_section(self) -> bool:
@@ -67,14 +82,20 @@ def __getattr__(name: str):
         return tuple(s.name for s in specs if s.default)
     if name == "NEEDS_TARGET_EXPRESSION":  # methods that read the predicted section's own measured spots
         return frozenset(s.name for s in specs if s.needs_target_expression)
+    if name == "WITH_OTHER_SECTIONS":  # methods that read the other sections: protocols R+ and G+ only
+        return tuple(s.name for s in specs if s.needs_other_sections)
     if name == "QUICK_EPOCHS":  # training length under --quick (a smoke test, not a measurement)
         return {s.name: s.quick_epochs for s in specs if s.quick_epochs}
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def valid_for(method: str, protocol: str) -> bool:
-    """Whether ``method`` runs under ``protocol`` (X: only methods that need no measured target spot)."""
-    return registry.get_spec(method, where="--methods").valid_for(protocol)
+    """Whether ``method`` runs under ``protocol``: X has no measured spot of the target; the methods
+    that read the other sections run under R+ and G+ only."""
+    spec = registry.get_spec(method, where="--methods")
+    if spec.needs_other_sections:
+        return protocol in WITH_PRIOR
+    return not (protocol == "X" and spec.needs_target_expression)
 
 
 def _no_positions(spots: Spots) -> Spots:
@@ -101,7 +122,8 @@ def predict(method: str, task: Task) -> tuple[np.ndarray, dict]:
     tr, q, y = task.train, task.query, task.y_train
     if task.other_section and spec.reads_positions:
         tr, q = _no_positions(tr), _no_positions(q)
-    m = registry.create_method(method, **params).fit(tr, y, groups=task.train_groups)
+    seen = {"query": q} if spec.fit_takes_query else {}
+    m = registry.create_method(method, **params).fit(tr, y, groups=task.train_groups, **seen)
     return np.asarray(m.predict(q, groups=task.query_groups), np.float32), m.info
 
 

@@ -11,6 +11,11 @@
   fewer than ``MIN_TRAIN_SPOTS`` spots are skipped.
 - **X** (cross-section): every spot of the other sections of the same tissue trains, every spot
   of the target section is scored. Only the target's image and spot positions are used.
+- **R+**, **G+** (with a cohort): as R and G, and the other sections of the same dataset are
+  known too (``prior_sources``): ``histosge`` reads an image-mode model fitted on them (a prior,
+  ``HisToSGE(prior=...)``) and the baselines that can use more spots are fitted on them pooled
+  with the section's training spots. her2st: the other sections of the same patient and those
+  of other patients are two rows, reported apart.
 
 Genes: the top-1000 seurat_v3 HVGs picked on the *training* spots only (for X: on the training
 sections pooled, restricted to genes every section involved has), normalize_total(1e4) over
@@ -28,7 +33,11 @@ import scipy.sparse as sp
 from .. import geometry
 from ..genes import log_normalize, select_hvgs
 
-PROTOCOLS = ("R", "G", "X", "G9", "G16")
+PROTOCOLS = ("R", "G", "X", "G9", "G16", "R+", "G+")
+#: Protocols with a cohort, and the within-section protocol each extends.
+WITH_PRIOR = {"R+": "R", "G+": "G"}
+#: The two kinds of other sections a cohort protocol reads, in report order.
+PRIOR_SCOPES = ("same patient", "other patients")
 #: Generation protocols and the density each scores.
 GENERATION = {"G": 4, "G9": 9, "G16": 16}
 #: Fewer training spots than this and a generation protocol skips the section (her2st at 9x: ~25).
@@ -113,3 +122,33 @@ def cross_groups(names: list[str]) -> dict[str, list[str]]:
         for target in members:
             out[target] = [m for m in members if m != target]
     return out
+
+
+def _patient(name: str) -> str:
+    """her2st: the patient letter of a section (B4 -> B); every other dataset is one patient
+    (DLPFC 151673 and 151676 are both from donor Br8100)."""
+    dataset, section = name.split("/", 1)
+    return f"{dataset}/{section[0]}" if dataset == "her2st" else dataset
+
+
+def prior_sources(names: list[str]) -> dict[str, list[tuple[str, list[str]]]]:
+    """For protocols R+ and G+: each section -> [(scope, the sections its prior and the pooled
+    baselines learn from)], scope 'same patient' (the other sections of its patient) and
+    'other patients' (every section of the same dataset from another patient), each where it
+    has any. Never the section itself."""
+    out: dict[str, list[tuple[str, list[str]]]] = {}
+    for target in names:
+        dataset = target.split("/", 1)[0]
+        same = [n for n in names if n != target and _patient(n) == _patient(target)]
+        other = [n for n in names if n.split("/", 1)[0] == dataset and _patient(n) != _patient(target)]
+        scopes = [(scope, srcs) for scope, srcs in zip(PRIOR_SCOPES, (same, other), strict=True) if srcs]
+        if scopes:
+            out[target] = scopes
+    return out
+
+
+def shared_genes(genes: list[str], sources: list[ad.AnnData]) -> list[str]:
+    """The genes of ``genes`` that every one of ``sources`` measures (in ``genes``' order): what a
+    prior and the pooled baselines are fitted on (the others are learnt from the section alone)."""
+    have = [set(map(str, a.var_names)) for a in sources]
+    return [g for g in genes if all(g in h for h in have)]

@@ -60,9 +60,13 @@ def stagate_note(records: list[dict], meta: dict | None) -> str:
     return ""
 
 
+#: Protocols of the domain table (the denser generation protocols' k-means ARI is in the main tables).
+PROTOCOLS = ("R", "G", "X")
+
+
 def table(records: list[dict], order) -> list[str]:
-    """Markdown table: section, protocol, method, seeds, k-means ARI, STAGATE ARI."""
-    recs = [r for r in records if r.get("labels") == MANUAL]
+    """Markdown table: section, protocol (R, G, X), method, seeds, k-means ARI, STAGATE ARI."""
+    recs = [r for r in records if r.get("labels") == MANUAL and r["protocol"] in PROTOCOLS]
     if not recs:
         return []
     from collections import defaultdict
@@ -71,7 +75,7 @@ def table(records: list[dict], order) -> list[str]:
     for r in recs:
         by[(r["dataset"], r["section"], r["protocol"])].append(r)
     rows = []
-    proto_order = {p: i for i, p in enumerate(("R", "G", "G9", "G16", "X"))}
+    proto_order = {p: i for i, p in enumerate(PROTOCOLS)}
     for key in sorted(by, key=lambda k: (k[0], k[1], proto_order.get(k[2], 9))):
         group = by[key]
         name = f"{key[0]}/{key[1]}"
@@ -98,7 +102,8 @@ def section(records: list[dict], meta: dict | None, order) -> list[str]:
         "",
         "## Spatial domains: k-means and STAGATE (the paper's Figure 5, held-out)",
         "",
-        "ARI against the manual DLPFC layers of the domains found on each method's expression: training "
+        "ARI against the manual DLPFC layers of the domains found on each method's expression (protocols R, "
+        "G and X; G9 and G16 have their k-means ARI in the tables above): training "
         "spots measured + held-out spots predicted (X: every spot predicted), mean ± sd over seeds. "
         "'(measured expression)' clusters the measured values of every spot: the ceiling. k-means: the "
         "`ari` field (top 30 PCs). STAGATE: `ari_stagate`, its graph-attention autoencoder "
@@ -139,14 +144,7 @@ def maps(entry: dict, path: Path, order, seed: int = 0) -> bool:
     labels = sec.labels
     if "stagate" not in found or labels is None:
         return False
-    from .report import _plt, _save_png
-
-    plt = _plt()
     k = D.n_domains(labels)
-    ok = D.known(labels)
-    cats = sorted({str(v) for v in labels[ok]})
-    manual = np.full(sec.n, -1)
-    manual[ok] = [cats.index(str(v)) for v in labels[ok]]
     methods = [m for m in order(entry["pred"]) if m in found["stagate"]]
     columns = ["measured", *methods]
     y = entry["y"]
@@ -161,35 +159,52 @@ def maps(entry: dict, path: Path, order, seed: int = 0) -> bool:
         return D.kmeans(mixed, k, seed)
 
     grids = {"kmeans": {c: kmeans_of(c) for c in columns}, "stagate": {c: found["stagate"][c] for c in columns}}
+    what = ("training spots measured + held-out spots predicted" if split.protocol != "X"
+            else "every spot predicted from other sections")
+    draw_maps(sec.xy, labels, grids, f"{sec.name}, protocol {split.protocol}, seed {seed}: spatial domains "
+              f"(k = {k}); {what}", path)
+    return True
+
+
+def draw_maps(xy: np.ndarray, labels, grids: dict, title: str, path: Path) -> None:
+    """Rows: clusterers of ``grids`` ({clusterer: {column: clusters}}); columns: the manual layers,
+    then each column of ``grids``; titles carry each panel's ARI."""
+    from .report import _plt, _save_png
+
+    plt = _plt()
+    labels = np.asarray(labels, dtype=object)
+    ok = D.known(labels)
+    cats = sorted({str(v) for v in labels[ok]})
+    manual = np.full(len(labels), -1)
+    manual[ok] = [cats.index(str(v)) for v in labels[ok]]
+    names = list(grids)
+    columns = list(grids[names[0]])
     ncol = len(columns) + 1
-    fig, axes = plt.subplots(2, ncol, figsize=(1.9 * ncol, 4.3), squeeze=False)
-    xy = sec.xy
-    size = max(1.0, 2000.0 / sec.n)
+    fig, axes = plt.subplots(len(names), ncol, figsize=(1.9 * ncol, 2.15 * len(names)), squeeze=False)
+    size = max(1.0, 2000.0 / len(labels))
     cmap = plt.get_cmap("tab10")
 
-    def draw(ax, lab, title):
+    def panel(ax, lab, text):
         m = lab >= 0
         ax.scatter(xy[m, 0], xy[m, 1], c=cmap(lab[m] % 10), s=size, linewidths=0)
-        ax.set_title(title, fontsize=7)
+        ax.set_title(text, fontsize=7)
         ax.set_aspect("equal")
         ax.invert_yaxis()
         ax.set_xticks([])
         ax.set_yticks([])
 
-    for row, name in enumerate(("kmeans", "stagate")):
-        draw(axes[row, 0], manual, "manual layers")
-        axes[row, 0].set_ylabel(_NAMES[name], fontsize=9)
+    for row, name in enumerate(names):
+        panel(axes[row, 0], manual, "manual layers")
+        axes[row, 0].set_ylabel(_NAMES.get(name, name), fontsize=9)
         for col, key in enumerate(columns, start=1):
-            lab = grids[name][key]
-            draw(axes[row, col], _match(lab, labels), f"{key} ({_NAMES[name]} ARI {D.ari(labels, lab):.2f})")
-    what = ("training spots measured + held-out spots predicted" if split.protocol != "X"
-            else "every spot predicted from other sections")
-    fig.suptitle(f"{sec.name}, protocol {split.protocol}, seed {seed}: spatial domains (k = {k}); {what}",
-                 fontsize=9)
+            lab = np.asarray(grids[name][key])
+            panel(axes[row, col], _match(lab, labels), f"{key} ({_NAMES.get(name, name)} ARI {D.ari(labels, lab):.2f})")
+    import textwrap
+
+    fig.suptitle(textwrap.fill(title, width=30 * ncol), fontsize=8)
     fig.tight_layout()
     _save_png(fig, path)
     plt.close(fig)
-    return True
 
 
 def draw(kept: dict, out: Path, order, seed: int = 0) -> list[Path]:

@@ -18,6 +18,7 @@ from ..errors import InputError
 from ..evaluate import domains_ari, score
 from ..genes import log_normalize
 from ..model import Spots
+from ..provenance import environment
 from . import domains as D
 from . import methods as M
 from . import protocols as P
@@ -112,7 +113,8 @@ def run(
 
     - ``sections``: names like 'dlpfc/151673' or 'her2st:C2'; default: all found in ``data_dir``.
     - ``protocols``: 'R' (random half held out), 'G' (4x generation), 'X' (cross-section);
-      also 'G9', 'G16' (9x, 16x generation; not in the default).
+      also 'G9', 'G16' (9x, 16x generation) and 'R+', 'G+' (R and G with the other sections of
+      the dataset known: a prior for histosge, pooled spots for the baselines); not in the default.
     - ``methods``: see ``methods.ALL_METHODS``; default ``methods.DEFAULT_METHODS``.
     - ``seeds``: one run per seed (splits of R and every model's initialisation).
     - ``encoder``: image encoder name (default ``histosge.encode.DEFAULT_ENCODER``).
@@ -173,11 +175,23 @@ def run(
         save()
 
     kept: dict = {}  # predictions kept for the report's figures
+    cohorts = P.prior_sources(names)
     with _deterministic(threads):
         for name in names:
             sec = secs[name]
             for protocol in (p for p in protocols if p != "X"):
+                if protocol in P.WITH_PRIOR and name not in cohorts:
+                    _log(progress, f"  {name} {protocol}: skipped, no other section of its dataset is named")
+                    continue
                 for seed in seeds:
+                    if protocol in P.WITH_PRIOR:
+                        split = P.split_r(sec.n, seed) if protocol == "R+" else P.split_g(sec.rows, sec.cols, sec.grid)
+                        split = P.Split(protocol, split.train, split.test)
+                        splits[(name, protocol, seed)] = split
+                        sources = [(scope, [secs[n] for n in srcs]) for scope, srcs in cohorts[name]]
+                        records += _within_prior(sec, split, sources, seed, methods, quick, n_genes, progress)
+                        save()
+                        continue
                     if protocol == "R":
                         split = P.split_r(sec.n, seed)
                     else:
@@ -228,6 +242,7 @@ def run(
         "encoder": next(iter(secs.values())).encoder,
         "n_genes": n_genes,
         "torch_threads": threads or torch.get_num_threads(),
+        "environment": environment(),  # package versions, CPU, BLAS: what the numbers depend on
         "domains": ["kmeans", *extra],
         **({"stagate_skipped": stagate_skipped} if stagate_skipped else {}),
     }
@@ -267,8 +282,11 @@ def _clean(info: dict) -> dict:
         "initial_val_loss",
         "best_val_loss",
         "skipped",
+        "n_pooled",
+        "prior_stack_weight",
+        "prior_gene_head_alpha",
     )
-    flat = {**info, **(info.get("history") or {})}
+    flat = {**info, **(info.get("history") or {}), **{f"prior_{k}": v for k, v in (info.get("prior") or {}).items()}}
     out = {k: flat[k] for k in keep if flat.get(k) is not None}
     return {k: (float(v) if isinstance(v, float | np.floating) else v) for k, v in out.items()}
 
@@ -342,24 +360,14 @@ def _within(
     _extra_domains(base, "measured", y, sec, seed, clusterers, found, quick)
     out = []
     for method in methods:
+        if not M.valid_for(method, split.protocol):
+            continue
         task = M.Task(_subset(sec, split.train), y[split.train], _subset(sec, everyone), seed=seed, quick=quick,
                       grid=sec.grid)
         pred, info, secs = _fit(method, task)
-        rec = {
-            **base,
-            "method": method,
-            **score(y[split.test], pred[split.test]),
-            "fit_seconds": secs,
-            **info,
-        }
-        rec.pop("n_spots", None)
-        if split.protocol == "R":
-            inflated = score(y, pred)
-            for k in ("pcc", "pcc_top50", "mse", "mae"):
-                rec[f"{k}_all_spots_inflated"] = inflated[k]
+        rec = _scored(base, method, y, pred, split, labels, seed, secs, info)
         mixed = y.copy()
         mixed[split.test] = pred[split.test]
-        rec["ari"] = _ari(mixed, labels, seed)
         _extra_domains(rec, method, mixed, sec, seed, clusterers, found, quick)
         out.append(rec)
         if emit:
@@ -377,6 +385,101 @@ def _within(
             )["pred"][method] = pred
             if found:
                 kept[(sec.name, split.protocol)]["domains"] = found
+    return out
+
+
+def _scored(base: dict, method: str, y: np.ndarray, pred: np.ndarray, split: P.Split, labels, seed: int,
+            seconds: float, info: dict) -> dict:
+    """One record of a within-section protocol: held-out scores, ARI of training + predicted spots
+    (and, for R, the paper's inflated all-spot scores)."""
+    rec = {**base, "method": method, **score(y[split.test], pred[split.test]), "fit_seconds": seconds, **info}
+    rec.pop("n_spots", None)
+    if split.protocol == "R":
+        inflated = score(y, pred)
+        for k in ("pcc", "pcc_top50", "mse", "mae"):
+            rec[f"{k}_all_spots_inflated"] = inflated[k]
+    mixed = y.copy()
+    mixed[split.test] = pred[split.test]
+    rec["ari"] = _ari(mixed, labels, seed)
+    return rec
+
+
+def fit_prior(sources: list[S.Section], genes: list[str] | None, seed: int, quick: bool = False,
+              n_genes: int = P.N_GENES):
+    """The prior of protocols R+ and G+: an image-mode ``HisToSGE`` fitted on every spot of
+    ``sources`` for ``genes`` (None: their own top ``n_genes`` HVGs), saved to a model file and
+    loaded back (as ``histosge train --mode image`` writes it and ``--prior`` reads it).
+    Returns (loaded model, seconds)."""
+    import tempfile
+
+    from ..model import HisToSGE
+
+    t = time.perf_counter()
+    network = {"epochs": M.QUICK_EPOCHS["histosge"]} if quick else None
+    model = HisToSGE("image", network=network, seed=seed, n_genes=n_genes)
+    model.fit([s.adata for s in sources], genes=genes, features=[s.features for s in sources], progress=False)
+    with tempfile.TemporaryDirectory(prefix="histosge-prior-") as tmp:
+        path = Path(tmp) / "prior.histosge"
+        model.save(path)
+        loaded = HisToSGE.load(path)
+    return loaded, time.perf_counter() - t
+
+
+def _within_prior(
+    sec: S.Section,
+    split: P.Split,
+    sources: list[tuple[str, list[S.Section]]],
+    seed: int,
+    methods: list[str],
+    quick: bool,
+    n_genes: int,
+    progress: bool,
+) -> list[dict]:
+    """Protocols R+ and G+: the split and genes of R or G; the methods that read one section run
+    once, those that read the other sections (``methods.WITH_OTHER_SECTIONS``) once per scope of
+    ``sources`` ('same patient', 'other patients'). Every record names its scope and sections."""
+    genes, flavour, y = P.within_section_genes(sec.adata, split.train, n_genes)
+    labels = sec.labels
+    everyone = np.arange(sec.n)
+    base = {
+        "dataset": sec.dataset, "section": sec.section, "protocol": split.protocol, "seed": seed,
+        "n_train": int(len(split.train)), "n_test": int(len(split.test)), "n_genes": len(genes),
+        "hvg_flavour": flavour, "encoder": sec.encoder, "ari_measured": _ari(y, labels, seed),
+        "labels": _label_kind(sec), "quick": quick,
+    }
+    own = [m for m in methods if M.valid_for(m, split.protocol) and m not in M.WITH_OTHER_SECTIONS]
+    cohort_methods = [m for m in methods if m in M.WITH_OTHER_SECTIONS]
+    alone = []
+    for method in own:
+        task = M.Task(_subset(sec, split.train), y[split.train], _subset(sec, everyone), seed=seed, quick=quick)
+        pred, info, secs = _fit(method, task)
+        alone.append(_scored(base, method, y, pred, split, labels, seed, secs, info))
+    out = []
+    for scope, srcs in sources:
+        shared = P.shared_genes(genes, [s.adata for s in srcs])
+        covered = np.isin(genes, shared)
+        where = {"prior_from": scope, "prior_sections": [s.section for s in srcs],
+                 "prior_genes_covered": int(covered.sum())}
+        for rec in alone:
+            out.append({**rec, **where})
+        if not cohort_methods:
+            continue
+        prior, prior_seconds = fit_prior(srcs, shared, seed, quick)
+        cohort = M.Cohort(
+            features=np.vstack([s.features for s in srcs]),
+            y=np.vstack([log_normalize(s.adata, shared) for s in srcs]), covered=covered, prior=prior,
+            section=sec.adata, section_features=sec.features, train_index=split.train, genes=genes,
+            prior_seconds=prior_seconds)
+        for method in cohort_methods:
+            task = M.Task(_subset(sec, split.train), y[split.train], _subset(sec, everyone), seed=seed, quick=quick,
+                          cohort=cohort)
+            pred, info, secs = _fit(method, task)
+            rec = {**_scored(base, method, y, pred, split, labels, seed, secs, info), **where}
+            if "prior_fit_seconds" in rec:  # a method that read the prior says so last, after its scope
+                rec["prior_fit_seconds"] = rec.pop("prior_fit_seconds")
+            out.append(rec)
+        _log(progress, f"  {sec.name} {split.protocol} seed {seed} ({scope}: {'+'.join(s.section for s in srcs)}) "
+             + ", ".join(f"{r['method']} {r['pcc']:.3f}" for r in out if r["prior_from"] == scope))
     return out
 
 

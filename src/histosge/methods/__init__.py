@@ -16,10 +16,12 @@ is the one door in. docs/EXTENDING.md shows how to add one.
 # Importing registers the built-in methods, in the order of the benchmark's tables.
 from . import mean, knn, ridge, stnet, histogene, stage, thitogene, deepspace  # noqa: F401
 from . import histosge, histosge_paper  # noqa: F401
+from . import ridge_pooled, stnet_pooled, histosge_prior  # noqa: F401  (protocols R+ and G+ only)
 # isort: on
+from ._cohort import Cohort
 from ._registry import MethodSpec, get_spec, list_methods, register_method, specs
 from .base import Method, check_fit_inputs
 from .section import MethodModel, create_method, create_model, load_model
 
-__all__ = ["Method", "MethodModel", "MethodSpec", "check_fit_inputs", "create_method", "create_model", "get_spec",
-           "list_methods", "load_model", "register_method", "specs"]
+__all__ = ["Cohort", "Method", "MethodModel", "MethodSpec", "check_fit_inputs", "create_method", "create_model",
+           "get_spec", "list_methods", "load_model", "register_method", "specs"]

@@ -42,8 +42,14 @@ class MethodSpec:
     default
         In the default benchmark suite (``histosge bench`` without ``--methods``).
     section_params
-        Constructor parameters the caller fills from the training section: ``"grid"`` (``"hex"``
-        for Visium, ``"square"`` for legacy ST).
+        Constructor parameters the caller fills from the data: ``"grid"`` (``"hex"`` for Visium,
+        ``"square"`` for legacy ST) from the training section; ``"cohort"`` (a
+        :class:`~histosge.methods.Cohort`: the other sections of the dataset, pooled, and a prior
+        fitted on them) only the benchmark's protocols R+ and G+ can fill.
+    fit_takes_query
+        ``fit`` also takes ``query=`` (the spots that will be predicted, when the caller knows
+        them before fitting) and reads their grid positions, never anything measured there:
+        HisToGene and THItoGene size their position tables to cover them.
     cross_section
         Protocol X through the method's section-level model, saved to a file and loaded back, with
         these extra parameters (``histosge``: ``{"mode": "image"}``); None: fitted on the pooled
@@ -59,11 +65,13 @@ class MethodSpec:
     reads_image: bool = True
     default: bool = False
     section_params: tuple[str, ...] = ()
+    fit_takes_query: bool = False
     cross_section: dict[str, Any] | None = None
 
-    def valid_for(self, protocol: str) -> bool:
-        """Whether the benchmark runs it under ``protocol``: X has no measured spot of the target."""
-        return not (protocol == "X" and self.needs_target_expression)
+    @property
+    def needs_other_sections(self) -> bool:
+        """It reads the other sections of the dataset (``cohort``): benchmark protocols R+ and G+."""
+        return "cohort" in self.section_params
 
 
 _REGISTRY: dict[str, MethodSpec] = {}

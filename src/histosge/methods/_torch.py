@@ -1,5 +1,5 @@
-"""What the neural methods share: seeding, a validation split, early stopping, and a network's
-weights as named numpy arrays (``state_dict`` through safetensors, no pickle)."""
+"""What the neural methods share: seeding, a validation split, early stopping, position tables,
+and a network's weights as named numpy arrays (``state_dict`` through safetensors, no pickle)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import math
 import numpy as np
 import torch
 from torch import nn
+
+from ..model import Spots
 
 
 def seed_all(seed: int) -> None:
@@ -58,3 +60,11 @@ def load_net(net: nn.Module, arrays: dict[str, np.ndarray], prefix: str = "net")
         raise KeyError(f"network weights missing: {', '.join(missing[:3])}")
     net.load_state_dict({k: torch.from_numpy(np.array(arrays[p + k]).reshape(v.shape)) for k, v in ref.items()})
     return net.eval()
+
+
+def span(train: Spots, query: Spots | None, axis: str) -> tuple[float, int]:
+    """(origin, size) of a table of grid positions ``axis`` ('rows' or 'cols') covering the
+    training spots and, if given, the query spots (one spare entry past the last position)."""
+    values = getattr(train, axis) if query is None else np.concatenate([getattr(train, axis), getattr(query, axis)])
+    origin = float(np.min(values))
+    return origin, int(np.ceil(np.max(values) - origin)) + 2

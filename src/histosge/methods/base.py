@@ -88,6 +88,10 @@ class Method:
         ``params``: the model's (``encoder``, ``n_genes``, ``seed`` ...) and the method's."""
         from .section import MODEL_PARAMS, MethodModel
 
+        if cls.spec.needs_other_sections:
+            raise InputError(f"method {cls.spec.name!r} reads the other sections of a dataset, so it runs in "
+                             "histosge bench (protocols R+ and G+) only", where="--method",
+                             fix="use a method of one section (histosge methods lists them)")
         if params.pop("mode", None) is not None:
             raise InputError(f"method {cls.spec.name!r} has no modes", where="--mode",
                              fix="drop --mode (it chooses how the histosge method predicts)")

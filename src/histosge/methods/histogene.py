@@ -7,7 +7,8 @@ network), plus learned x and y position embeddings (64 positions each); 4-8 laye
 
 Here: tokens are our frozen encoder features, linearly embedded, plus learned row/column
 embeddings of the grid position (rounded to the nearest integer; a table as large as the
-training spots' grid, so a query position outside it takes the nearest edge's embedding).
+grid of the training spots and, when ``fit`` is given them (``query=``, as the benchmark does),
+of the spots to be predicted; a position outside it takes the nearest edge's embedding).
 Width ``dim``, ``depth`` layers, ``heads`` heads, and sequences of at most ``max_tokens`` spots,
 to fit a 2-core CPU: whole-section attention over 3,600 DLPFC spots costs seconds per step
 there. A training sequence is the ``max_tokens`` training spots nearest a random training spot
@@ -16,9 +17,6 @@ the same size (k-means on positions), each as one sequence. 10% of the training 
 the sequences but are left out of the loss and decide early stopping (every ``eval_every``
 steps, ``patience`` evaluations). Positions no training spot occupied keep their random
 initial embedding, as in the original.
-
-Until the methods registry (issue 20) the position table spanned the training *and* query
-positions; ``fit`` now sees training spots only (docs/BENCHMARK.md gives what that moved).
 """
 
 from __future__ import annotations
@@ -31,7 +29,7 @@ from ..model import Spots
 from ..model.parts import nest, sub
 from ..model.scaling import FeatureScaler
 from ._registry import register_method
-from ._torch import EarlyStop, load_net, net_state, seed_all, val_split
+from ._torch import EarlyStop, load_net, net_state, seed_all, span, val_split
 from .base import Method, check_fit_inputs
 
 
@@ -79,7 +77,7 @@ def tiles(xy: np.ndarray, max_tokens: int, seed: int = 0) -> list[np.ndarray]:
 
 @register_method("histogene", description="HisToGene (Pang et al., bioRxiv 2021): a ViT over the spots of a "
                                           "section, image features + grid-position embeddings",
-                 quick_epochs=15, reads_positions=True, default=True)
+                 quick_epochs=15, reads_positions=True, fit_takes_query=True, default=True)
 class HisToGene(Method):
     """See the module docstring; ``steps`` optimiser steps at most, ``lr`` Adam's rate."""
 
@@ -104,7 +102,9 @@ class HisToGene(Method):
     def _run(self, idx, x, r, c):
         return self.net_(x[idx][None], r[idx][None], c[idx][None])[0]
 
-    def fit(self, train: Spots, y: np.ndarray, *, groups: np.ndarray | None = None) -> HisToGene:
+    def fit(self, train: Spots, y: np.ndarray, *, groups: np.ndarray | None = None,
+            query: Spots | None = None) -> HisToGene:
+        """``query``: the spots to be predicted, if known; their positions widen the tables."""
         from scipy.spatial import cKDTree
 
         y = np.ascontiguousarray(check_fit_inputs(train, y, groups))
@@ -114,10 +114,7 @@ class HisToGene(Method):
         x_train = self.scaler_.transform(train.features)
         rows, cols, train_xy = train.rows, train.cols, np.asarray(train.xy, np.float64)
         tg = np.zeros(len(x_train), np.int64) if groups is None else np.asarray(groups)
-        # The position table spans the training spots' grid (fit sees nothing else).
-        self.row0_, self.col0_ = float(np.min(rows)), float(np.min(cols))
-        self.n_rows_ = int(np.ceil(np.max(rows) - self.row0_)) + 2
-        self.n_cols_ = int(np.ceil(np.max(cols) - self.col0_)) + 2
+        (self.row0_, self.n_rows_), (self.col0_, self.n_cols_) = span(train, query, "rows"), span(train, query, "cols")
         tr_r, tr_c = positions(rows - self.row0_, self.n_rows_), positions(cols - self.col0_, self.n_cols_)
 
         self.net_ = net = self._net(x_train.shape[1], y.shape[1])

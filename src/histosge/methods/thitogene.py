@@ -15,7 +15,7 @@ Here the image layers that read pixels (the dynamic convolution and the capsule 
 four convolutions, which produce its 16 primary capsules of 8 dims) are replaced by one linear
 map from our frozen encoder features to those 16 x 8 primary capsules; the capsule routing and
 everything after it are as published. Other differences: (1) the position tables hold as many
-rows as the training spots' array has (the authors' 64 is too few for Visium's 128 columns);
+rows as the array has (the authors' 64 is too few for Visium's 128 columns);
 (2) the graph attention normalises each spot's attention over its own neighbours, as the GAT paper and
 THItoGene's paper describe (the authors' code applies the softmax along the other axis of the
 adjacency, because of a leftover batch dimension); (3) within a section (protocols R and G)
@@ -23,9 +23,9 @@ a "section" in training is the section's training spots, and prediction runs on 
 spots of the section, the neighbour graph rebuilt on them; (4) attention is computed with
 PyTorch's fused ``scaled_dot_product_attention`` (the same function, less memory).
 
-Until the methods registry (issue 20) the position tables spanned the training *and* query
-positions; ``fit`` now sees training spots only (a query position outside the training array
-takes the nearest edge's embedding; docs/BENCHMARK.md gives what that moved).
+The position tables span the training spots and, when ``fit`` is given them (``query=``, as the
+benchmark does), the positions to be predicted; a position outside the tables takes the
+nearest edge's embedding.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from ..model import Spots
 from ..model.parts import nest, sub
 from ..model.scaling import FeatureScaler
 from ._registry import register_method
-from ._torch import load_net, net_state, seed_all
+from ._torch import load_net, net_state, seed_all, span
 from .base import Method, check_fit_inputs
 
 #: The authors' schedule (train.py: 300 epochs at lr 1e-5, one section per step).
@@ -171,7 +171,7 @@ def _grid_xy(spots: Spots, idx: np.ndarray) -> np.ndarray:
 
 @register_method("thitogene", description="THItoGene (Jia et al., Brief Bioinform 2024): capsule routing of image "
                                           "features, array x/y embeddings, a ViT and graph attention over a section",
-                 quick_epochs=3, reads_positions=True)
+                 quick_epochs=3, reads_positions=True, fit_takes_query=True)
 class THItoGene(Method):
     """One training section per step (``groups``), ``epochs`` passes, Adam at ``lr``; ``depth``
     transformer layers; ``arch``: other ``THItoGeneNet`` sizes (tests use a small network; the
@@ -187,17 +187,16 @@ class THItoGene(Method):
     def _net(self, feature_dim: int, n_genes: int) -> THItoGeneNet:
         return THItoGeneNet(feature_dim, n_genes, self.n_x_, self.n_y_, depth=self.depth, **self.arch)
 
-    def fit(self, train: Spots, y: np.ndarray, *, groups: np.ndarray | None = None) -> THItoGene:
+    def fit(self, train: Spots, y: np.ndarray, *, groups: np.ndarray | None = None,
+            query: Spots | None = None) -> THItoGene:
+        """``query``: the spots to be predicted, if known; their positions widen the tables."""
         y = np.ascontiguousarray(check_fit_inputs(train, y, groups))
         seed_all(self.seed)
         rng = np.random.default_rng(self.seed)
         self.scaler_ = FeatureScaler(train.features)
         x_train = self.scaler_.transform(train.features)
         tg = np.zeros(len(train), np.int64) if groups is None else np.asarray(groups)
-        # The position tables span the training spots' array (fit sees nothing else).
-        self.x0_, self.y0_ = float(np.min(train.cols)), float(np.min(train.rows))
-        self.n_x_ = int(np.ceil(np.max(train.cols) - self.x0_)) + 2
-        self.n_y_ = int(np.ceil(np.max(train.rows) - self.y0_)) + 2
+        (self.x0_, self.n_x_), (self.y0_, self.n_y_) = (span(train, query, "cols"), span(train, query, "rows"))
         sections = [np.flatnonzero(tg == g) for g in np.unique(tg)]
         graphs = [knn_edges(_grid_xy(train, idx)) for idx in sections]
         tx, ty = _pos(train.cols, self.x0_, self.n_x_), _pos(train.rows, self.y0_, self.n_y_)

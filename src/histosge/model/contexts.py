@@ -61,33 +61,38 @@ class Measured:
 
 @dataclass
 class Blend:
-    """Per component: non-negative weights of the centred neighbour and image predictions, and a
-    free intercept, fitted on the training spots (``fit``) and applied to new ones (``__call__``)."""
+    """Per component: non-negative weights of the centred predictions it stacks (the neighbours',
+    the image probe's and, with a prior, the prior's), and a free intercept, fitted on the
+    training spots (``fit``) and applied to new ones (``__call__``)."""
 
-    weights: np.ndarray  # (n_components, 2)
-    centers: np.ndarray  # (n_components, 2): training means of the two predictions
+    weights: np.ndarray  # (n_components, n_inputs)
+    centers: np.ndarray  # (n_components, n_inputs): training means of the inputs
     target_means: np.ndarray  # (n_components,)
 
     @classmethod
-    def fit(cls, knn: np.ndarray, img: np.ndarray, z: np.ndarray) -> Blend:
+    def fit(cls, knn: np.ndarray, img: np.ndarray | None, z: np.ndarray, extra: np.ndarray | None = None) -> Blend:
         """Non-negative: with ~50 training spots the leave-one-out neighbour average of a large k
         is *anti*-correlated with the spot itself (it is the mean of the others), and an
         unconstrained fit turned that into a negative weight that flipped the sign of the
-        prediction at new spots (her2st B4, protocol G)."""
+        prediction at new spots (her2st B4, protocol G). Inputs that are None are left out."""
         from scipy.optimize import nnls
 
-        n = z.shape[1]
-        weights, centers, means = np.zeros((n, 2)), np.zeros((n, 2)), np.zeros(n)
+        inputs = [a for a in (knn, img, extra) if a is not None]
+        n, m = z.shape[1], len(inputs)
+        weights, centers, means = np.zeros((n, m)), np.zeros((n, m)), np.zeros(n)
         for j in range(n):
-            a = np.column_stack([knn[:, j], img[:, j]]).astype(np.float64)
+            a = np.column_stack([x[:, j] for x in inputs]).astype(np.float64)
             centers[j], means[j] = a.mean(0), float(z[:, j].mean())
             weights[j], _ = nnls(a - centers[j], z[:, j] - means[j])
         return cls(weights, centers, means)
 
-    def __call__(self, knn: np.ndarray, img: np.ndarray) -> np.ndarray:
+    def __call__(self, knn: np.ndarray, img: np.ndarray | None = None, extra: np.ndarray | None = None) -> np.ndarray:
+        inputs = [a for a in (knn, img, extra) if a is not None]
+        if len(inputs) != self.weights.shape[1]:
+            raise ValueError(f"the blend stacks {self.weights.shape[1]} inputs, got {len(inputs)}")
         out = np.empty(knn.shape, np.float32)
         for j in range(knn.shape[1]):
-            a = np.column_stack([knn[:, j], img[:, j]]).astype(np.float64)
+            a = np.column_stack([x[:, j] for x in inputs]).astype(np.float64)
             out[:, j] = (a - self.centers[j]) @ self.weights[j] + self.target_means[j]
         return out
 
@@ -100,42 +105,54 @@ class Blend:
 
 
 class NeighbourContext:
-    """The measured neighbours' component scores at a spot (and, stacked, the image's).
+    """The measured neighbours' component scores at a spot (and, stacked, the image's and a
+    prior's).
 
     ``k`` (components) and ``k_genes`` (gene-wise detail) are chosen by leave-one-out CV on the
     training spots; ``probe``/``head`` are the image-only ridge on components, ``blend`` how
-    the two are mixed. With ``stack_image=False`` only the neighbours count.
+    the inputs are mixed. With ``stack_image=False`` and no prior only the neighbours count.
+    ``prior``: whether the blend stacks a prior's component scores (``scores(..., prior=...)``).
     """
 
     def __init__(self, k: int, k_genes: int, probe: Projector | None = None, head: RidgeHead | None = None,
-                 blend: Blend | None = None):
+                 blend: Blend | None = None, *, prior: bool = False):
         self.k, self.k_genes = int(k), int(k_genes)
         self.probe, self.head, self.blend = probe, head, blend
+        self.prior = bool(prior)
 
     @classmethod
     def fit(cls, train: Spots, y_train: np.ndarray, z_train: np.ndarray, *, k_choices=K_CHOICES,
-            stack_image: bool = True, folds: int = 5, seed: int = 0, probe: Projector | None = None
-            ) -> tuple[NeighbourContext, np.ndarray]:
+            stack_image: bool = True, folds: int = 5, seed: int = 0, probe: Projector | None = None,
+            prior: np.ndarray | None = None) -> tuple[NeighbourContext, np.ndarray]:
         """(fitted context, the training spots' own context scores: leave-one-out neighbours and
-        out-of-fold image predictions, as they will look at a new spot)."""
+        out-of-fold image predictions, as they will look at a new spot). ``prior``: a prior's
+        component scores at the training spots (it never saw them, so they need no folds)."""
         k = choose_k(train.xy, z_train, k_choices)
         ctx_train = idw(train.xy, z_train, train.xy, k, exclude_self=True)
         k_genes = choose_k(train.xy, y_train, k_choices)
-        if not stack_image:
+        if not stack_image and prior is None:
             return cls(k, k_genes), ctx_train
-        probe = probe or Projector.fit(train.features)
-        head = RidgeHead.fit_cv(probe(train.features), z_train)
-        img_train = image_oof(train.features, z_train, seed, folds)
-        blend = Blend.fit(ctx_train, img_train, z_train)
-        return cls(k, k_genes, probe, head, blend), blend(ctx_train, img_train)
+        head = img_train = None
+        if stack_image:
+            probe = probe or Projector.fit(train.features)
+            head = RidgeHead.fit_cv(probe(train.features), z_train)
+            img_train = image_oof(train.features, z_train, seed, folds)
+        else:
+            probe = None
+        blend = Blend.fit(ctx_train, img_train, z_train, prior)
+        return (cls(k, k_genes, probe, head, blend, prior=prior is not None),
+                blend(ctx_train, img_train, prior))
 
-    def scores(self, measured: Measured, query: Spots) -> np.ndarray:
-        """Context scores of ``query`` spots from ``measured`` ones (and the query's image)."""
+    def scores(self, measured: Measured, query: Spots, prior: np.ndarray | None = None) -> np.ndarray:
+        """Context scores of ``query`` spots from ``measured`` ones (and the query's image, and a
+        prior's component scores at the query when the context stacks one)."""
         knn = idw(measured.xy, measured.z, query.xy, self.k)
         if self.blend is None:
             return knn
-        img = self.head.predict(self.probe(query.features)).astype(np.float32)
-        return self.blend(knn, img)
+        if self.prior and prior is None:
+            raise ValueError("this context stacks a prior's scores; pass prior=")
+        img = self.head.predict(self.probe(query.features)).astype(np.float32) if self.head is not None else None
+        return self.blend(knn, img, prior if self.prior else None)
 
     def outside(self, measured: Measured, query: Spots, pca: LinearPCA) -> np.ndarray:
         """The neighbours' gene-specific detail that the components miss."""
@@ -146,15 +163,20 @@ class NeighbourContext:
         """Arrays of everything but the probe, which its owner saves (the model shares it)."""
         out = {"k": np.asarray(self.k), "k_genes": np.asarray(self.k_genes)}
         if self.blend is not None:
-            out |= nest("head", self.head.state()) | nest("blend", self.blend.state())
+            out |= nest("blend", self.blend.state())
+            if self.head is not None:
+                out |= nest("head", self.head.state())
+            if self.prior:
+                out["prior"] = np.asarray(1)
         return out
 
     @classmethod
     def from_state(cls, s: dict[str, np.ndarray], probe: Projector) -> NeighbourContext:
         if "blend.weights" not in s:
             return cls(scalar(s["k"]), scalar(s["k_genes"]))
-        return cls(scalar(s["k"]), scalar(s["k_genes"]), probe, RidgeHead.from_state(sub(s, "head")),
-                   Blend.from_state(sub(s, "blend")))
+        head = RidgeHead.from_state(sub(s, "head")) if "head.coef" in s else None
+        return cls(scalar(s["k"]), scalar(s["k_genes"]), probe if head is not None else None, head,
+                   Blend.from_state(sub(s, "blend")), prior="prior" in s)
 
 
 def image_oof(features: np.ndarray, z: np.ndarray, seed: int, folds: int = 5) -> np.ndarray:

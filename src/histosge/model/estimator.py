@@ -12,6 +12,10 @@ Three modes:
 - ``"paper"`` (``HisToSGE.paper()``): the authors' model and schedule, the network on image
   features and grid position only (1000 fixed epochs).
 
+A neighbours-mode model can take a *prior* (``prior=``): an image-mode model fitted on other
+sections of the same tissue (``model.prior``). Its prediction at every spot is stacked with the
+neighbours' and the image probe's component scores, and anchors the gene-wise image term.
+
 Expression targets are log1p(normalize_total(1e4)) of the top ``n_genes`` HVGs (seurat_v3 on
 the training spots' raw counts). Patches are cut at ``patch_scale`` spot diameters, recorded in
 micrometres at fit time, so a model cuts the same tissue area on any slide.
@@ -19,6 +23,7 @@ micrometres at fit time, so a model cuts the same tissue area on any slide.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -32,6 +37,8 @@ from ..evaluate import pearson_per_gene, score
 from .contexts import ImageContext, Measured, NeighbourContext, Spots, spatial_blocks, with_ring
 from .neighbours import K_CHOICES
 from .parts import LinearPCA, Projector, RidgeHead, nest, sub
+from .prior import DEFAULT_USES as PRIOR_DEFAULT_USES
+from .prior import USES as PRIOR_USES
 from .train import PAPER_CONFIG, TrainConfig, Trained, fit
 
 MODES = ("neighbours", "image", "paper")
@@ -84,6 +91,23 @@ class HisToSGE:
         (default ``DEFAULT_NETWORK``; ``HisToSGE.paper()`` uses ``PAPER_CONFIG``).
     seed
         Seeds every random choice (splits, initialisation, batching).
+    prior
+        Neighbours mode: an image-mode model fitted on *other* sections of the same tissue (a
+        ``HisToSGE`` or the path of its file; ``histosge train OTHERS --mode image``). It must
+        never have seen a spot of this section and must read the same features (encoder,
+        weights, patch size in micrometres); both are checked at ``fit``. Genes it does not
+        predict are learnt from this section alone. Saved inside this model's file.
+    prior_use
+        What the prior contributes (``model.prior.USES``; default ``prior.DEFAULT_USES``,
+        ``("genes", "stack")``): ``"context"``, its component scores
+        stacked with the neighbours' and the image probe's; ``"genes"``, the gene-wise image
+        term fitted as a correction of the prior's prediction instead of from scratch;
+        ``"stack"``, the final prediction mixed with the prior's (offset to this section's
+        training means), ``(1 - w) x model + w x prior`` on the genes the prior predicts.
+    prior_weight
+        ``w`` of ``"stack"``; None (default): the weight of ``prior.STACK_WEIGHTS`` with the
+        best mean Pearson on the training spots, the model's side predicted there as at a new
+        spot (leave-one-out neighbours, out-of-fold image probe; the correction network left out).
     device
         Where the network trains and predicts (``cpu``, ``cuda``...; default CUDA if present).
         Not saved with the model.
@@ -93,9 +117,18 @@ class HisToSGE:
                  patch_scale: float = 2.0, n_genes: int = 1000, n_components: int = 8,
                  outside_weight: float = 0.5, stack_image: bool = True, image_blend: float = 0.25,
                  ring: int = 7, cv_blocks: int = 5, k_choices: tuple[int, ...] = K_CHOICES, oof_folds: int = 5,
-                 network: TrainConfig | dict | None = None, seed: int = 0, device: str | None = None):
+                 network: TrainConfig | dict | None = None, seed: int = 0, prior=None,
+                 prior_use: tuple[str, ...] = PRIOR_DEFAULT_USES, prior_weight: float | None = None,
+                 device: str | None = None):
         if mode not in MODES:
             raise InputError(f"unknown mode {mode!r}", where="mode", fix=f"use one of {', '.join(MODES)}")
+        if prior is not None and mode != "neighbours":
+            raise InputError(f"a {mode}-mode model takes no prior", where="prior",
+                             fix="use a prior with mode='neighbours' (within a measured section)")
+        unknown = [u for u in prior_use if u not in PRIOR_USES]
+        if unknown:
+            raise InputError(f"unknown prior use {', '.join(map(str, unknown))}", where="prior_use",
+                             fix=f"choose among {', '.join(PRIOR_USES)}")
         if isinstance(network, dict):
             base = PAPER_CONFIG if mode == "paper" else DEFAULT_NETWORK
             network = base.replace(**network)
@@ -114,6 +147,12 @@ class HisToSGE:
         self.oof_folds = int(oof_folds)
         self.network = network or (PAPER_CONFIG if mode == "paper" else DEFAULT_NETWORK)
         self.seed = int(seed)
+        self.prior = prior
+        self.prior_use = tuple(str(u) for u in prior_use)
+        if prior_weight is not None and not 0.0 <= float(prior_weight) <= 1.0:
+            raise InputError(f"prior weight {prior_weight!r} is not in [0, 1]", where="prior_weight",
+                             fix="e.g. prior_weight=0.5, or None to choose it on the training spots")
+        self.prior_weight = None if prior_weight is None else float(prior_weight)
         self.device = device
 
     @classmethod
@@ -124,14 +163,16 @@ class HisToSGE:
 
     # -- parameters ---------------------------------------------------------------------------------
     def get_params(self) -> dict[str, Any]:
-        """The constructor's arguments (what ``save`` records as hyperparameters)."""
+        """The constructor's arguments (what ``save`` records as hyperparameters), but ``prior``,
+        which a model file holds whole (its description under ``prior``, its arrays under
+        ``prior.``)."""
         return {"mode": self.mode, "encoder": self.encoder, "weights": self.weights,
                 "patch_scale": self.patch_scale, "n_genes": self.n_genes, "n_components": self.n_components,
                 "outside_weight": self.outside_weight, "stack_image": self.stack_image,
                 "image_blend": self.image_blend, "ring": self.ring, "cv_blocks": self.cv_blocks,
                 "k_choices": list(self.k_choices), "oof_folds": self.oof_folds,
                 "network": {k: v for k, v in self.network.to_dict().items() if k not in ("seed", "device")},
-                "seed": self.seed}
+                "seed": self.seed, "prior_use": list(self.prior_use), "prior_weight": self.prior_weight}
 
     def __repr__(self) -> str:
         fitted = f", {len(self.genes_)} genes, fitted on {len(self.training_['sections'])} section(s)" \
@@ -198,10 +239,12 @@ class HisToSGE:
             groups.append(np.full(s.n_obs, i, np.int64))
         train = Spots(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("features", "rows", "cols", "xy")))
         t_feat = time.perf_counter()
-        self.fit_spots(train, np.vstack(ys), groups=np.concatenate(groups), progress=progress)
         from ..provenance import spot_hashes
 
         hashes = [spot_hashes(s) for s in sections]
+        self.fit_spots(train, np.vstack(ys), groups=np.concatenate(groups), progress=progress,
+                       mpp=keys.mpp(sections[0]), spot_hashes=np.concatenate(hashes),
+                       where=str(keys.info(sections[0]).get("source") or keys.library_id(sections[0])))
         self.spot_hashes_ = np.concatenate(hashes)
         self.training_ = {
             "sections": [_section_record(s, h) for s, h in zip(sections, hashes, strict=True)],
@@ -211,10 +254,16 @@ class HisToSGE:
         return self
 
     def fit_spots(self, train: Spots, y: np.ndarray, *, groups: np.ndarray | None = None,
-                  progress: bool = True) -> HisToSGE:
+                  progress: bool = True, mpp: float | None = None, spot_hashes: np.ndarray | None = None,
+                  where: str = "training spots") -> HisToSGE:
         """Fit on arrays: ``train`` spots (features, grid, pixel centres) and their log1p targets
         ``y`` (spots x ``genes_``); ``groups`` names each spot's section. ``fit`` ends here; the
-        benchmark calls it directly with features it has already computed."""
+        benchmark calls it directly with features it has already computed.
+
+        With a prior: ``mpp`` (micrometres per pixel of ``train.xy``) sizes the prior's rings, and
+        ``spot_hashes`` (``provenance.spot_hashes`` of every spot of the section known to the
+        caller) proves the prior never saw them; ``encoder_`` and ``patch_um_`` must be set.
+        """
         y = np.asarray(y, np.float32)
         # Fitted on arrays alone, the model knows nothing of where they came from; ``fit`` (or the
         # caller) sets these before, and ``save`` needs the encoder's.
@@ -233,6 +282,7 @@ class HisToSGE:
             raise InputError(f"only {len(y)} training spots", where="training spots", fix="use more spots")
         self.n_features_in_ = int(train.features.shape[1])
         self.info_: dict[str, Any] = {}
+        prior_train = self._fit_prior(train, mpp, spot_hashes, where)
         if self.mode == "paper":
             self.network_ = fit(train.features, train.rows, train.cols, y, self._config(), progress=progress)
             self.probe_ = Projector.fit(train.features)
@@ -243,25 +293,114 @@ class HisToSGE:
         self.pca_ = LinearPCA.fit(y, n_comp, seed=self.seed)
         z = self.pca_.transform(y).astype(np.float32)
         if self.mode == "neighbours":
-            self._fit_neighbours(train, y, z, progress)
+            self._fit_neighbours(train, y, z, progress, prior_train)
         else:
             self._fit_image(train, y, z, groups, progress)
         self.info_.update({"n_components": n_comp, "history": _short(self.network_.history)})
         return self
 
-    def _fit_neighbours(self, train: Spots, y: np.ndarray, z: np.ndarray, progress: bool) -> None:
+    def _fit_prior(self, train: Spots, mpp: float | None, hashes: np.ndarray | None, where: str
+                   ) -> np.ndarray | None:
+        """Check the prior (features, never saw these spots) and return its prediction of this
+        model's genes at the training spots (NaN where it does not predict a gene); None without one."""
+        from .prior import Prior, resolve
+
+        self.prior_ = None
+        if self.prior is None:
+            return None
+        src = str(self.prior) if isinstance(self.prior, (str, os.PathLike)) else "prior"
+        prior = Prior(resolve(self.prior), self.genes_, where=str(src))
+        prior.check_encoder(self.encoder_, self.patch_um_, train.features.shape[1])
+        if hashes is None:
+            raise InputError("a prior needs the hashes of the section's spots to show it never saw them",
+                             where="fit_spots", fix="pass spot_hashes=histosge.provenance.spot_hashes(section), "
+                                                    "or use fit(sections)")
+        prior.check_unseen(hashes, where=where)
+        self.prior_ = prior
+        self.prior_mpp_ = float(mpp) if mpp else float("nan")
+        return prior.genes(train, mpp)
+
+    def _prior_parts(self, prior_genes: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(the prior's component scores if the context stacks them, its gene-wise anchor if the
+        image term is fitted around it); uncovered genes sit at the training mean / zero."""
+        if prior_genes is None:
+            return None, None
+        z = anchor = None
+        if "context" in self.prior_use:
+            filled = np.where(np.isnan(prior_genes), self.pca_.mean[None, :], prior_genes)
+            z = self.pca_.transform(filled).astype(np.float32)
+        if "genes" in self.prior_use:
+            anchor = np.nan_to_num(prior_genes, nan=0.0).astype(np.float32)
+        return z, anchor
+
+    def _prior_info(self) -> dict:
+        """What the prior contributed: genes covered, its mean weight per component in the blend
+        (next to the neighbours' and the image probe's), and the anchored image term's penalty."""
+        p = self.prior_
+        out: dict[str, Any] = {"sha256": p.sha256, "genes_covered": int(p.covered.sum()), "genes": len(p.covered),
+                               "use": list(self.prior_use)}
+        blend = getattr(self.context_, "blend", None)
+        if blend is not None and self.context_.prior:
+            names = ["neighbours"] + (["image"] if self.context_.head is not None else []) + ["prior"]
+            out["blend_weights"] = {n: round(float(w), 4) for n, w in zip(names, blend.weights.mean(0), strict=True)}
+        if "genes" in self.prior_use and self.gene_head_ is not None:
+            out["gene_head_alpha"] = float(self.gene_head_.alpha)
+        if self.stack_ is not None:
+            out["stack_weight"] = self.stack_["weight"]
+            out["stack_chosen_on"] = self.stack_["chosen_on"]
+        return out
+
+    def _fit_stack(self, train: Spots, y: np.ndarray, ctx_train: np.ndarray, prior_train: np.ndarray,
+                   anchor: np.ndarray | None) -> None:
+        """The weight of the prior in the final prediction: chosen on the training spots, where
+        the prior's prediction is out-of-sample (it never saw them) and the model's is made so
+        (leave-one-out neighbours, out-of-fold image probe)."""
+        from .contexts import image_oof
+        from .neighbours import idw
+        from .prior import STACK_WEIGHTS
+
+        covered = self.prior_.covered
+        offset = np.zeros(y.shape[1], np.float32)
+        offset[covered] = y[:, covered].mean(0) - prior_train[:, covered].mean(0)
+        if self.prior_weight is not None:
+            self.stack_ = {"weight": self.prior_weight, "offset": offset, "chosen_on": "given"}
+            return
+        near = idw(train.xy, y, train.xy, self.context_.k_genes, exclude_self=True)
+        own = self.pca_.inverse_transform(ctx_train) + self.outside_weight * (
+            near - self.pca_.inverse_transform(self.pca_.transform(near)))
+        if self.image_blend and self.gene_head_ is not None:
+            a = np.zeros_like(y) if anchor is None else anchor
+            img = image_oof(train.features, y - a, self.seed, self.oof_folds) + a
+            own = (1 - self.image_blend) * own + self.image_blend * img
+        yc, own, pri = y[:, covered], own[:, covered], prior_train[:, covered] + offset[covered]
+        grid = list(STACK_WEIGHTS)
+        scores = [float(np.nan_to_num(pearson_per_gene(yc, (1 - w) * own + w * pri)).mean()) for w in grid]
+        best = int(np.argmax(scores))
+        self.stack_ = {"weight": float(grid[best]), "offset": offset,
+                       "chosen_on": f"training spots: mean Pearson {scores[0]:.4f} at w = 0, {scores[best]:.4f} at "
+                                    f"w = {grid[best]:g}"}
+
+    def _fit_neighbours(self, train: Spots, y: np.ndarray, z: np.ndarray, progress: bool,
+                        prior_train: np.ndarray | None = None) -> None:
         self.probe_ = probe = Projector.fit(train.features)
+        prior_z, anchor = self._prior_parts(prior_train)
         self.context_, ctx_train = NeighbourContext.fit(
             train, y, z, k_choices=self.k_choices, stack_image=self.stack_image, folds=self.oof_folds,
-            seed=self.seed, probe=probe)
+            seed=self.seed, probe=probe, prior=prior_z)
         self.measured_ = Measured(np.asarray(train.xy, np.float64), z, y)
         self.network_ = fit(train.features, train.rows, train.cols, z, self._config(), context=ctx_train,
                             progress=progress)
-        self.gene_head_ = RidgeHead.fit_cv(probe(train.features), y) if self.image_blend else None
+        target = y if anchor is None else y - anchor
+        self.gene_head_ = RidgeHead.fit_cv(probe(train.features), target) if self.image_blend else None
+        self.stack_ = None
+        if self.prior_ is not None and "stack" in self.prior_use:
+            self._fit_stack(train, y, ctx_train, prior_train, anchor)
         self.extent_ = _extent(train.xy)
         self.info_.update({"k": self.context_.k, "k_genes": self.context_.k_genes})
         if self.image_blend:
             self.info_["image_blend"] = self.image_blend
+        if self.prior_ is not None:
+            self.info_["prior"] = self._prior_info()
         self._fit_novelty(train.features)
         self._scores_from(self.pca_.inverse_transform(ctx_train), y)
 
@@ -342,6 +481,12 @@ class HisToSGE:
                       np.asarray(adata.obsm[keys.SPATIAL], np.float64))
         if self.mode == "neighbours" and context is None:
             self._check_within_training(query.xy)
+        if getattr(self, "prior_", None) is not None:
+            from ..provenance import spot_hashes
+
+            for section, what in ((adata, "the spots predicted"), (context, "the context section")):
+                if section is not None and section.n_vars and section.X is not None:
+                    self.prior_.check_unseen(spot_hashes(section), where=what)
         measured = self._measured(context) if context is not None else None
         from threadpoolctl import threadpool_limits
 
@@ -378,15 +523,23 @@ class HisToSGE:
             pred = base + (z - ctx) @ self.pca_.components
             return np.maximum(pred, 0).astype(np.float32), f_query
         measured = measured or self.measured_
-        ctx = self.context_.scores(measured, query)
+        prior = self.prior_.genes(query, mpp) if getattr(self, "prior_", None) is not None else None
+        prior_z, anchor = self._prior_parts(prior)
+        ctx = self.context_.scores(measured, query, prior=prior_z)
         outside = self.context_.outside(measured, query, self.pca_)
         base = self.pca_.inverse_transform(ctx) + self.outside_weight * outside
         z = self.network_.predict(query.features, query.rows, query.cols, context=ctx)
         pred = base + (z - ctx) @ self.pca_.components
         if self.image_blend and self.gene_head_ is not None:
-            # Gene-wise detail from the image that neither the components nor the neighbours carry.
+            # Gene-wise detail from the image that neither the components nor the neighbours carry
+            # (with a prior: the prior's prediction, corrected by this section's image probe).
             img = self.gene_head_.predict(self.probe_(query.features)).astype(np.float32)
+            if anchor is not None:
+                img = img + anchor
             pred = (1 - self.image_blend) * pred + self.image_blend * img
+        if getattr(self, "stack_", None) is not None:
+            cov, w = self.prior_.covered, self.stack_["weight"]
+            pred[:, cov] = (1 - w) * pred[:, cov] + w * (prior[:, cov] + self.stack_["offset"][cov])
         return np.maximum(pred, 0).astype(np.float32), query.features
 
     def _ring_k(self, query: Spots, mpp: float | None) -> int:
@@ -495,6 +648,10 @@ class HisToSGE:
         out = nest("network", self.network_.state()) | {"novelty.reference": self.novelty_["reference"]}
         if hasattr(self, "spot_hashes_"):
             out["training.spot_hashes"] = self.spot_hashes_
+        if getattr(self, "prior_", None) is not None:
+            out |= nest("prior", self.prior_.model.state())
+        if getattr(self, "stack_", None) is not None:
+            out |= {"stack.weight": np.asarray(self.stack_["weight"]), "stack.offset": self.stack_["offset"]}
         if self.mode != "image":
             out |= nest("probe", self.probe_.state())
         if self.mode == "paper":
@@ -523,6 +680,11 @@ class HisToSGE:
             else:
                 self.context_ = ImageContext.from_state(ctx)
                 self.probe_ = self.context_.probe
+        self.stack_ = None
+        if "stack.weight" in arrays:
+            chosen = (meta.get("info", {}).get("prior") or {}).get("stack_chosen_on", "")
+            self.stack_ = {"weight": float(np.asarray(arrays["stack.weight"]).reshape(-1)[0]),
+                           "offset": arrays["stack.offset"], "chosen_on": chosen}
         if self.mode == "neighbours":
             self.measured_ = Measured.from_state(sub(arrays, "measured"))
             self.extent_ = arrays["extent"]

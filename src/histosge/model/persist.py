@@ -7,6 +7,10 @@ patch size and spot geometry in micrometres, training sections, hyperparameters,
 run's held-out scores) sits under the header key ``histosge``; a SHA-256 over every array
 (name, dtype, shape, bytes) detects a file edited after it was written. Every way a file can be
 unusable is one ``InputError`` naming the file and the fix.
+
+A model fitted with a prior (``HisToSGE(prior=...)``) holds the prior whole: its description
+under ``prior.description``, its arrays under ``prior.``, and ``prior.record`` (the prior's
+SHA-256, training sections, genes covered, what it was used for), so the file predicts alone.
 """
 
 from __future__ import annotations
@@ -63,7 +67,15 @@ def describe(model) -> dict:
         "history": _jsonable(model.network_.history),
         "novelty_scale": model.novelty_["scale"],
         "n_features_in": model.n_features_in_,
+        **_prior_description(model),
     }
+
+
+def _prior_description(model) -> dict:
+    prior = getattr(model, "prior_", None)
+    if prior is None:
+        return {}
+    return {"prior": {"record": prior.record(model.prior_use), "description": describe(prior.model)}}
 
 
 def save(model, path: str | os.PathLike) -> str:
@@ -107,9 +119,11 @@ def load(path: str | os.PathLike, *, device: str | None = None):
 
 
 def rebuild(meta: dict, arrays: dict[str, np.ndarray], *, where: str, device: str | None = None):
-    """A fitted ``HisToSGE`` from its description (``describe``) and arrays (``state()``); an
-    incomplete description is one ``InputError`` naming ``where``."""
+    """A fitted ``HisToSGE`` from its description (``describe``) and arrays (``state()``), a prior
+    inside it too; an incomplete description is one ``InputError`` naming ``where``."""
     from .estimator import HisToSGE
+    from .parts import sub
+    from .prior import Prior
     from .train import TrainConfig
 
     try:
@@ -126,7 +140,13 @@ def rebuild(meta: dict, arrays: dict[str, np.ndarray], *, where: str, device: st
         model.pitch_um_, model.grid_ = float(geo["pitch_um"]), geo.get("grid")
         model.training_, model.scores_, model.info_ = meta["training"], meta.get("scores", {}), meta.get("info", {})
         model.n_features_in_ = int(meta["n_features_in"])
-        model.set_state(arrays, meta)
+        prior = meta.get("prior")
+        if prior is not None:
+            inner = rebuild(prior["description"], sub(arrays, "prior"), where=where, device=device)
+            inner.file_sha256_ = prior["record"].get("file_sha256")
+            model.prior = inner
+            model.prior_ = Prior(inner, model.genes_, where=f"{where} (its prior)")
+        model.set_state({k: v for k, v in arrays.items() if not k.startswith("prior.")}, meta)
     except InputError:
         raise
     except (KeyError, TypeError, ValueError, RuntimeError) as err:

@@ -1,0 +1,56 @@
+"""bench/paper_comparison.py: STAGATE results computed one per process are folded into the
+benchmark's own records only when the refit reproduces them (the twin check)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+@pytest.fixture
+def pc(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("paper_comparison", BENCH / "paper_comparison.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "ONE", tmp_path / "one")
+    (tmp_path / "one").mkdir()
+    return module
+
+
+def _rec(method, seed=0, **kw):
+    return {"dataset": "dlpfc", "section": "151673", "protocol": "R", "seed": seed, "method": method,
+            "pcc": 0.1, "pcc_top50": 0.4, "mse": 0.4, "mae": 0.3, "ari": 0.2, **kw}
+
+
+def _one(pc, method, **kw):
+    rec = {**_rec(method), "ari_stagate": 0.33, "stagate_seconds": 5.0, **kw}
+    (pc.ONE / f"151673_R_0_{method}.json").write_text(json.dumps(rec))
+
+
+def test_fold_sets_stagate_on_the_twin_and_measured_on_every_record_of_the_split(pc):
+    records = [_rec("knn"), _rec("ridge"), _rec("knn", seed=1)]
+    _one(pc, "knn")
+    _one(pc, "measured", ari_stagate=0.5)
+    assert pc.fold_one(records) == []
+    assert records[0]["ari_stagate"] == 0.33 and "ari_stagate" not in records[1]
+    assert records[0]["ari_measured_stagate"] == records[1]["ari_measured_stagate"] == 0.5
+    assert "ari_measured_stagate" not in records[2]  # another seed
+
+
+def test_fold_reports_a_refit_that_does_not_reproduce_and_a_missing_twin(pc):
+    records = [_rec("knn")]
+    _one(pc, "knn", pcc=0.11)
+    _one(pc, "stnet")
+    problems = pc.fold_one(records)
+    assert any("pcc" in p for p in problems) and any("no benchmark record" in p for p in problems)
+
+
+def test_check_twins_compares_records_measured_twice(pc, tmp_path):
+    for name, pcc in (("a", 0.1), ("b", 0.1), ("c", 0.2)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps([_rec("knn", pcc=pcc)]))
+    assert pc.check_twins([tmp_path / "a", tmp_path / "b"]) == []
+    assert len(pc.check_twins([tmp_path / "a", tmp_path / "c"])) == 1
