@@ -4,9 +4,9 @@ Run once at commit 6d784b7 (the last commit with ``benchmark/baselines*.py`` and
 if-chain in ``benchmark/methods.py``), one torch thread, deterministic kernels, as the benchmark
 runs. ``tests/test_methods_golden.py`` holds the registry's classes (``histosge.methods``) to
 these arrays: identical (max abs difference 0) for every method whose behaviour did not change on
-purpose. HisToGene and THItoGene built their position tables from training *and* query
-positions; the registry's fit sees training spots only, so their reference cases keep the query
-inside the training grid, where both tables are the same.
+purpose. HisToGene and THItoGene build their position tables from training *and* query
+positions; the ``Redge`` cases hold them to that where the query reaches past the training grid
+(the last row and the first column are never trained).
 
 Inputs are synthetic and stored with the outputs: a 12 x 20 square grid whose first and last
 rows and columns all train (the query lies inside the training grid), features that drive the
@@ -42,8 +42,9 @@ def inputs() -> dict[str, np.ndarray]:
     edge = (rows == 0) | (rows == 11) | (cols == 0) | (cols == 19)
     train = np.flatnonzero(edge | (rng.random(len(rows)) < 0.5))
     groups = (cols >= 10).astype(np.int64)  # two "sections": left and right half
+    inner = train[(rows[train] != 11) & (cols[train] != 0)]  # the query reaches past the training grid
     return {"x": x, "y": y, "rows": rows, "cols": cols, "xy": np.column_stack([cols * 10.0, rows * 10.0]),
-            "train": train, "groups": groups}
+            "train": train, "groups": groups, "train_inner": inner}
 
 
 def main() -> None:
@@ -63,6 +64,11 @@ def main() -> None:
         task = methods.Task(train, y, spots, seed=3, quick=True, grid="square", train_groups=a["groups"][tr],
                             query_groups=a["groups"])
         out[f"Rg/{m}"] = methods.predict(m, task)[0]
+    # ... with query positions outside the training grid (position tables span both)
+    inner = a["train_inner"]
+    for m in ("histogene", "thitogene"):
+        task = methods.Task(spots.subset(inner), a["y"][inner], spots, seed=3, quick=True, grid="square")
+        out[f"Redge/{m}"] = methods.predict(m, task)[0]
     # ... and protocol X's position handling (another section: positions zeroed; histosge is
     # held by tests/test_model_golden.py there, through a model file)
     dummy = ad.AnnData(np.zeros((len(spots), 1), np.float32))

@@ -285,6 +285,7 @@ def _clean(info: dict) -> dict:
         "n_pooled",
         "prior_stack_weight",
         "prior_gene_head_alpha",
+        "prior_fit_seconds",
     )
     flat = {**info, **(info.get("history") or {}), **{f"prior_{k}": v for k, v in (info.get("prior") or {}).items()}}
     out = {k: flat[k] for k in keep if flat.get(k) is not None}
