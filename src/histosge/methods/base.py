@@ -86,12 +86,17 @@ class Method:
         """The section-level model (``fit(sections)`` -> ``predict(adata)`` -> ``save``) that
         ``create_model`` returns for this method: a ``MethodModel`` (``HisToSGE`` overrides it).
         ``params``: the model's (``encoder``, ``n_genes``, ``seed`` ...) and the method's."""
+        from ._registry import specs
         from .section import MODEL_PARAMS, MethodModel
 
         if cls.spec.needs_other_sections:
+            usable = [s.name for s in specs() if not s.needs_other_sections]
             raise InputError(f"method {cls.spec.name!r} reads the other sections of a dataset, so it runs in "
                              "histosge bench (protocols R+ and G+) only", where="--method",
-                             fix="use a method of one section (histosge methods lists them)")
+                             fix=f"use one of {', '.join(usable)}")
+        if params.pop("prior", None) is not None:
+            raise InputError(f"method {cls.spec.name!r} reads no prior", where="--prior",
+                             fix="drop --prior, or use --method histosge")
         if params.pop("mode", None) is not None:
             raise InputError(f"method {cls.spec.name!r} has no modes", where="--mode",
                              fix="drop --mode (it chooses how the histosge method predicts)")

@@ -6,6 +6,10 @@ epochs, groups of 50, lr 1e-3, no early stopping (``model.train.PAPER_CONFIG``).
 
 from __future__ import annotations
 
+from typing import Any
+
+from ..errors import InputError
+from ..model import HisToSGE
 from ._registry import register_method
 from .histosge import HisToSGEMethod
 
@@ -17,3 +21,15 @@ class HisToSGEPaper(HisToSGEMethod):
     """``HisToSGE("paper")``; the parameters are ``HisToSGEMethod``'s (``mode`` is always "paper")."""
 
     MODE = "paper"
+
+    @classmethod
+    def section_model(cls, **params: Any) -> HisToSGE:
+        """``HisToSGE("paper")``: no other mode, no prior."""
+        if params.pop("mode", None) not in (None, "paper"):
+            raise InputError("method 'histosge-paper' has one mode (the authors' model)", where="--mode",
+                             fix="drop --mode, or use --method histosge --mode image")
+        if params.get("prior") is not None:
+            raise InputError("the paper's model takes no prior", where="--prior",
+                             fix="drop --prior, or use --method histosge")
+        params.pop("prior", None)
+        return HisToSGE("paper", **params)
