@@ -37,8 +37,13 @@ class Ridge(Method):
         return self.head_.predict(self.projector_(query.features)).astype(np.float32)
 
     def state(self):
-        return nest("projector", self.projector_.state()) | nest("head", self.head_.state()), {}
+        # The memory order of the coefficients is kept too: BLAS takes another kernel for the
+        # other order, and the reloaded model would differ in the last float32 bit.
+        fortran = bool(self.head_.coef.flags.f_contiguous and not self.head_.coef.flags.c_contiguous)
+        return nest("projector", self.projector_.state()) | nest("head", self.head_.state()), {"coef_fortran": fortran}
 
     def set_state(self, arrays, meta) -> None:
         self.projector_ = Projector.from_state(sub(arrays, "projector"))
         self.head_ = RidgeHead.from_state(sub(arrays, "head"))
+        if meta.get("coef_fortran"):
+            self.head_.coef = np.asfortranarray(self.head_.coef)
