@@ -22,6 +22,7 @@ positions of a section with measured spots: by default the training spots are th
 from __future__ import annotations
 
 import datetime as _dt
+import inspect
 import json
 import os
 import time
@@ -49,8 +50,6 @@ def create_method(name: str, **params: Any):
     """
     spec = get_spec(name, where="method")
     cls = spec.cls
-    import inspect
-
     takes_any = any(p.kind is p.VAR_KEYWORD for p in inspect.signature(cls.__init__).parameters.values())
     unknown = [] if takes_any else sorted(set(params) - set(cls.param_names()))
     if unknown:
