@@ -1,6 +1,6 @@
 """Uses of a cohort prior, measured on the benchmark's own inputs (protocols R+ and G+).
 
-Why: docs/MODEL_NOTES.md section 16 reports what each use of a prior (``HisToSGE(prior=...,
+Why: docs/MODEL_NOTES.md section 17 reports what each use of a prior (``HisToSGE(prior=...,
 prior_use=..., prior_weight=...)``) bought; this script is the repo command behind those tables.
 Each row is made exactly as ``histosge bench --protocols R+,G+`` makes it: the R or G split of a
 section, HVGs on its training spots, and per cohort ('same patient', 'other patients'; see

@@ -16,7 +16,23 @@ KNOWN_MARKERS = ("MOBP", "PCP4", "SNAP25", "MBP", "NRGN", "ERBB2", "GRB7", "KRT1
 
 
 def pick_markers(adata: ad.AnnData, n: int = 3, genes: list[str] | None = None) -> list[str]:
-    """``genes`` that exist, else known markers among the HVGs, else the most variable genes."""
+    """The genes to draw: those asked for, else known markers, else the most variable.
+
+    Parameters
+    ----------
+    adata : AnnData
+        An output of ``superres``, ``recover`` or ``predict``.
+    n : int
+        How many markers to pick when ``genes`` is not given.
+    genes : list of str, optional
+        Genes asked for; those in ``adata`` are kept (at most 4).
+
+    Returns
+    -------
+    list of str
+        ``genes`` that exist, else ``KNOWN_MARKERS`` found among the genes, topped up with the
+        most variable genes.
+    """
     if genes:
         return [g for g in genes if g in adata.var_names][:4]
     found = [g for g in KNOWN_MARKERS if g in adata.var_names][:n]
@@ -32,6 +48,20 @@ def dot_size(ax, spot_spacing: float, fill: float = 0.8) -> float:
 
     Why: a fixed size drew 9x and 16x spots as specks that the H&E behind them hid; sized to
     the spacing, every density covers the tissue the same way. Needs the axes limits set.
+
+    Parameters
+    ----------
+    ax : matplotlib.axes.Axes
+        The axes, with limits and aspect set.
+    spot_spacing : float
+        Centre-to-centre spot distance in data units.
+    fill : float
+        Dot diameter as a fraction of the spacing.
+
+    Returns
+    -------
+    float
+        The ``s`` argument of ``ax.scatter`` (20 when the spacing is not finite).
     """
     if not np.isfinite(spot_spacing):
         return 20.0
@@ -57,10 +87,26 @@ def _background(adata: ad.AnnData):
 
 
 def markers(adata: ad.AnnData, path: str | os.PathLike, *, genes: list[str] | None = None, n: int = 3) -> list[str]:
-    """Write a PNG: one row per marker gene, measured spots left, generated/predicted right.
+    """Write a PNG of marker genes: measured spots left, generated/predicted right.
 
     Works on the output of ``superres`` (measured vs generated) and ``recover`` (measured
-    held-out spots vs their prediction). Returns the genes drawn.
+    held-out spots vs their prediction), over the section's H&E.
+
+    Parameters
+    ----------
+    adata : AnnData
+        An output of ``superres`` or ``recover`` (``uns['histosge']['task']`` tells which).
+    path : str or path
+        The PNG to write (atomically).
+    genes : list of str, optional
+        Genes to draw; default :func:`pick_markers`.
+    n : int
+        Markers drawn when ``genes`` is not given, one row each.
+
+    Returns
+    -------
+    list of str
+        The genes drawn.
     """
     import matplotlib
 
@@ -107,9 +153,32 @@ def markers(adata: ad.AnnData, path: str | os.PathLike, *, genes: list[str] | No
 
 
 def heatmaps(adata: ad.AnnData, path: str | os.PathLike, genes: list[str], *, columns: int = 3) -> list[str]:
-    """Write a PNG: one panel per gene, predicted expression of every spot over the H&E thumbnail
-    (the output of ``histosge predict``). Genes the model does not predict are an error before
-    anything is drawn. Returns the genes drawn."""
+    """Write a PNG of predicted expression: one panel per gene over the H&E thumbnail.
+
+    For the output of ``histosge predict`` (a slide or a section). Genes the model does not
+    predict are an error before anything is drawn.
+
+    Parameters
+    ----------
+    adata : AnnData
+        An output of ``predict``.
+    path : str or path
+        The PNG to write (atomically).
+    genes : list of str
+        Genes to draw, one panel each.
+    columns : int
+        Panels per row.
+
+    Returns
+    -------
+    list of str
+        The genes drawn.
+
+    Raises
+    ------
+    InputError
+        No gene given, or a gene the model does not predict.
+    """
     import matplotlib
 
     matplotlib.use("Agg", force=False)

@@ -1,4 +1,4 @@
-"""superres() and recover(): a section AnnData in, a predicted AnnData out.
+"""superres, recover, train and predict: sections (or a slide) in, a model or a predicted AnnData out.
 
 Both run the same pipeline: HVGs on the training spots -> log1p targets -> image features of
 every spot (cached) -> fit the model -> predict. ``superres`` trains on all measured spots and
@@ -113,17 +113,28 @@ def superres(adata: ad.AnnData, image: str | None = None, *, factor: int = 4, pr
     """Predict expression at ``factor`` (4, 9 or 16) times denser spots between measured neighbours.
 
     4x places them at the midpoints; 9x and 16x cut every edge into 3 or 4 parts and fill the
-    cells between (``geometry.dense_points``). Protocols G, G9 and G16 of ``histosge bench``
-    score each density against measured spots. The model (``HisToSGE``, neighbours mode) is
-    fitted on every measured spot.
+    cells between (``geometry.dense_points``). The model of ``method`` (default ``HisToSGE``,
+    neighbours mode) is fitted on every measured spot. :func:`histosge.superres` is the public door to this function
+    and documents it in full.
 
-    Returns an AnnData of measured + generated spots: ``X`` holds log1p expression of the
-    HVGs (measured values for measured spots, predictions for generated ones),
-    ``layers['predicted']`` the model's output for every spot, ``obs['spot_type']``
-    'measured' or 'generated', ``obs['novelty']`` / ``obs['novel']`` (how far a spot's image
-    lies from the training spots'), ``obsm['spatial']`` full-resolution pixels, the image and
-    scale factors of the input in ``uns['spatial']`` so ``scanpy.pl.spatial`` draws it, and
-    ``uns['histosge']`` (settings, model, timings).
+    Parameters
+    ----------
+    adata : AnnData
+        A section as ``histosge.read_section`` returns it.
+    image : str, optional
+        The full-resolution H&E to cut patches from; default the image the section references.
+    factor : int
+        4, 9 or 16 spots per measured spot.
+    progress : bool
+        Progress bars on a terminal, a line every few seconds in a log.
+    **options
+        The fields of ``Options`` (method, encoder, weights, patch_scale, n_genes, epochs,
+        group_size, patience, seed, device, cache_dir, batch_size, prior).
+
+    Returns
+    -------
+    AnnData
+        Measured + generated spots; every key written is listed under :func:`histosge.superres`.
     """
     factor = _options.check("factor", factor)  # bad options fail before any work (options.RULES)
     opts = Options(**_options.validate(**options))
@@ -180,6 +191,26 @@ def recover(adata: ad.AnnData, image: str | None = None, *, holdout: float = 0.5
     The score (``uns['histosge']['metrics']``) is on held-out spots only: mean per-gene
     Pearson (pcc), the 50 most variable genes (pcc_top50), MSE and MAE of log1p values.
     ``obs['split']`` says which spots trained ('train') and which were held out ('held-out').
+    :func:`histosge.recover` is the public door to this function and documents it in full.
+
+    Parameters
+    ----------
+    adata : AnnData
+        A section as ``histosge.read_section`` returns it.
+    image : str, optional
+        The full-resolution H&E to cut patches from; default the image the section references.
+    holdout : float
+        Fraction of the spots held out (seeded by ``seed``).
+    progress : bool
+        Progress bars on a terminal, a line every few seconds in a log.
+    **options
+        The fields of ``Options``, as :func:`superres`.
+
+    Returns
+    -------
+    AnnData
+        Every spot, measured and predicted; every key written is listed under
+        :func:`histosge.recover`.
     """
     holdout = _options.check("holdout", holdout)  # bad options fail before any work (options.RULES)
     opts = Options(**_options.validate(**options))
@@ -243,11 +274,45 @@ def _jsonable(obj):
 
 def train(sources, *, method: str = "histosge", mode: str | None = None, data_dir=None, cache_dir=None,
           batch_size: int = 64, progress: bool = True, **params):
-    """Fit the section-level model of ``method`` (``histosge.methods.create_model``) on sections
-    named as ``read_section`` takes them (paths, dataset names) or given as AnnData: what
-    ``histosge train`` saves. ``mode``: HisToSGE's (default neighbours); ``params``: the model's
-    constructor arguments (``encoder``, ``n_genes``, ``seed``, ``network`` ...) and ``epochs`` /
-    ``patience`` / ``group_size``."""
+    """Fit a model of any method on sections given by name or as AnnData: what ``histosge train`` saves.
+
+    Reading and fitting in one call, so the CLI and a script train the same model from the same
+    names (``read_section``'s paths and dataset names).
+
+    Parameters
+    ----------
+    sources : str or AnnData or list of them
+        Sections as ``histosge.read_section`` takes them, or already read.
+    method : str
+        A method of ``histosge.methods.list_methods()`` that runs on sections (default
+        ``"histosge"``); its section-level model is ``histosge.methods.create_model(method)``.
+    mode : str, optional
+        HisToSGE's: ``"neighbours"`` (default), ``"image"`` (several sections; predicts slides
+        alone) or ``"paper"``; other methods have none.
+    data_dir : str or path, optional
+        The folder dataset names are looked up in; default ``$HISTOSGE_DATA``.
+    cache_dir : str or path, optional
+        The feature cache (``histosge.encode.extract``); default ``$HISTOSGE_CACHE/features``.
+    batch_size : int
+        Patches encoded at once.
+    progress : bool
+        Progress bars on a terminal, a line every few seconds in a log.
+    **params
+        The model's constructor arguments (``encoder``, ``weights``, ``n_genes``, ``seed``,
+        ``network``, ``prior`` ...; see ``HisToSGE``), the method's own, and ``epochs`` /
+        ``patience`` / ``group_size``.
+
+    Returns
+    -------
+    HisToSGE or histosge.methods.MethodModel
+        The fitted model (``save`` it to a file for ``histosge predict``).
+
+    Raises
+    ------
+    InputError
+        An unknown method or one that needs other sections, a section that cannot be read, a
+        bad model parameter, or several sections for a model that fits one.
+    """
     from . import methods
     from .read import read_section
 
@@ -275,15 +340,42 @@ def predict(model: HisToSGE | str, source, *, mpp: float | None = None, factor: 
             batch_size: int = 64, progress: bool = True) -> ad.AnnData:
     """Predict with a fitted or saved model on a section or an H&E slide.
 
+    :func:`histosge.predict` is the public door to this function and documents it in full.
+
     - A slide (an image file with no spatial data): an image-mode model predicts a hexagonal
       lattice of virtual spots on its tissue, at the training platform's pitch
       (``model.pitch_um_``), ``factor`` (4, 9, 16) times denser, or ``pitch_um``.
     - A section with expression: its measured spots, plus ``factor`` times denser generated ones
       (default 4 for a neighbours-mode model, which then uses the measured spots as context).
 
-    Returns the AnnData of ``HisToSGE.predict`` (``X`` predicted log1p, ``obs['novelty']``,
-    ``obsm['spatial']`` in level-0 pixels, a thumbnail in ``uns['spatial']``, provenance in
-    ``uns['histosge']``) plus ``obs['spot_type']`` for sections.
+    Parameters
+    ----------
+    model : HisToSGE or str
+        A fitted model or the path of its file.
+    source : str or path or AnnData
+        A slide (image file) or a section (path, dataset name, AnnData).
+    mpp : float, optional
+        Micrometres per pixel of a slide that does not record it.
+    factor : int, optional
+        4, 9 or 16: denser virtual spots (slide) or generated spots (section).
+    pitch_um : float, optional
+        The virtual spots' pitch on a slide instead of ``factor``.
+    image : str, optional
+        A section's full-resolution H&E.
+    data_dir : str or path, optional
+        The folder dataset names are looked up in.
+    cache_dir : str or path, optional
+        The feature cache.
+    batch_size : int
+        Patches encoded at once.
+    progress : bool
+        Progress bars on a terminal, a line every few seconds in a log.
+
+    Returns
+    -------
+    AnnData
+        The AnnData of ``HisToSGE.predict`` plus, for sections, ``obs['spot_type']``; every key
+        written is listed under :func:`histosge.predict`.
     """
     from .read import read_section
     from .read.slide import read_slide

@@ -21,9 +21,29 @@ OUTCOMES = ("computed", "skipped", "reused", "failed")
 
 @dataclass
 class CohortResult:
-    """What a cohort run did. ``outcomes``: per slide of this run, ``computed`` (predicted now),
-    ``skipped`` (already done here with the same model and bytes), ``reused`` (the output of an
-    identical slide under another name, copied) or ``failed`` (``records[name]['error']``)."""
+    """What a cohort run did, slide by slide (what ``predict_cohort`` returns).
+
+    Attributes
+    ----------
+    out_dir : Path
+        The output folder.
+    manifest : Path
+        ``out_dir/manifest.csv``.
+    slides : list of str
+        The slides of this run, by output name.
+    outcomes : dict of str to str
+        Per slide of this run: ``computed`` (predicted now), ``skipped`` (already done here with
+        the same model and bytes), ``reused`` (the output of an identical slide under another
+        name, copied) or ``failed`` (``records[name]['error']``).
+    records : dict of str to dict
+        Each slide's manifest row.
+    seconds : float
+        Wall time of the run.
+    backend : str
+        ``"local"`` or ``"ray"``.
+    timings : dict
+        Ray only: where the time went.
+    """
 
     out_dir: Path
     manifest: Path
@@ -119,12 +139,11 @@ def predict_cohort(model_path: str | os.PathLike, slides, out_dir: str | os.Path
                    device: str | None = None, ray: bool | str | None = None, workers: int | None = None,
                    gpus_per_worker: float = 0, cpus_per_worker: float = 1, retries: int = 1,
                    progress: bool = True) -> CohortResult:
-    """Predict every slide of ``slides`` with the image-mode model saved at ``model_path``.
+    """Predict every slide of ``slides`` with one saved image-mode model, resumably.
 
-    ``slides``: slide files, folders of slides, ``.txt``/``.csv`` lists (``cohort.slides``).
-    Each slide's prediction (as ``histosge predict MODEL SLIDE``: virtual spots at the model's
-    pitch, ``factor`` times denser, or ``pitch_um`` apart) goes to ``out_dir/<slide>.h5ad``,
-    written atomically and laid out by ``histosge.storage`` (``features``, ``lossless``); each
+    Many slides, one model: each slide's prediction (as ``histosge predict MODEL SLIDE``:
+    virtual spots at the model's pitch, ``factor`` times denser, or ``pitch_um`` apart) goes to
+    ``out_dir/<slide>.h5ad``, written atomically and laid out by ``histosge.storage``; each
     slide's row goes to ``out_dir/manifest.csv`` (``cohort.manifest.COLUMNS``).
 
     Rerun with the same arguments to resume: slides already done here with this model file and
@@ -132,18 +151,60 @@ def predict_cohort(model_path: str | os.PathLike, slides, out_dir: str | os.Path
     interrupted ones are done again. A slide that fails (unreadable, no tissue, no pixel size
     ...) is recorded as failed and the others go on.
 
-    ``ray``: None/False runs here, one slide after the other. True (or ``"local"``) starts a
-    local Ray instance for the run (unless this process already called ``ray.init``), an address
-    (``host:port``, ``ray://host:port``, ``auto``) joins a cluster; ``RAY_ADDRESS`` is honoured
-    when ``ray`` is True. ``workers`` actors (default: as many as the cluster's CPUs, or GPUs,
-    allow) load the model once each and predict, ``gpus_per_worker`` / ``cpus_per_worker`` each;
-    slides are read and laid out by CPU tasks. ``retries``: times a slide whose worker died is
-    tried again on a fresh worker.
+    Parameters
+    ----------
+    model_path : str or path
+        The image-mode model file (``HisToSGE.save``).
+    slides : str or path or list of them
+        Slide files, folders of slides, ``.txt``/``.csv`` lists (``cohort.slides``).
+    out_dir : str or path
+        The output folder (created; bound to this model file and these settings).
+    mpp : float, optional
+        Micrometres per pixel for slides that do not record it.
+    factor : int, optional
+        4, 9 or 16: virtual spots that many times denser than the training pitch.
+    pitch_um : float, optional
+        The virtual spots' pitch in micrometres instead of ``factor``.
+    features : bool
+        Also store each spot's image features (``obsm['features']``) in the outputs.
+    lossless : bool
+        Store predictions as float32 instead of rounded to 2^-10 (``histosge.storage``).
+    cache_dir : str, optional
+        The feature cache.
+    batch_size : int
+        Patches encoded at once.
+    device : str, optional
+        Where the model predicts (``cpu``, ``cuda``...).
+    ray : bool or str, optional
+        None/False runs here, one slide after the other. True (or ``"local"``) starts a local
+        Ray instance for the run (unless this process already called ``ray.init``; honours
+        ``RAY_ADDRESS``); an address (``host:port``, ``ray://host:port``, ``auto``) joins a
+        cluster.
+    workers : int, optional
+        Ray actors that load the model once each and predict (default: as many as the
+        cluster's CPUs, or GPUs, allow); slides are read and laid out by CPU tasks.
+    gpus_per_worker, cpus_per_worker : float
+        Resources each Ray worker takes.
+    retries : int
+        Times a slide whose Ray worker died is tried again on a fresh worker.
+    progress : bool
+        A bar over slides and a line per slide on stderr.
 
-    Errors before any work (one line each): nothing to predict, missing files, two slides with
-    one output name, an output folder that is a file or not writable, a bad model file, a model
-    that is not image-mode, and a folder whose outputs come from another model file or other
-    settings.
+    Returns
+    -------
+    CohortResult
+        ``outcomes`` per slide (computed, skipped, reused, failed), ``records`` (the manifest
+        rows), the manifest's path, seconds and backend. Files written: ``out_dir/<slide>.h5ad``
+        (the AnnData of :func:`histosge.predict` for a slide) and ``out_dir/manifest.csv``.
+
+    Raises
+    ------
+    InputError
+        Before any work (one line each): a bad option, nothing to predict, missing files, two
+        slides with one output name, a bad model file, a model that is not image-mode, and a
+        folder whose outputs come from another model file or other settings.
+    OutputError
+        An output folder that is a file or not writable.
     """
     from ..methods import load_model
     from ..provenance import file_sha256

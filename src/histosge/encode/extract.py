@@ -219,18 +219,54 @@ def extract(
     chunk_size: int = DEFAULT_CHUNK,
     level: int | None = None,
 ) -> np.ndarray:
-    """Features ``(n, encoder.dim)`` float32 of the patches centred on ``centers_fullres``.
+    """Image features of the patches centred on given spots, cached on disk and resumable.
 
-    ``source``: a :class:`histosge.read.image.ImageSource`; ``centers_fullres``: ``(n, 2)`` (x, y)
-    in full-resolution pixels; ``scale`` maps them onto ``source``'s level-0 pixels. ``level``:
-    the pyramid level to read (None: ``patches.read_level``, the coarsest one at least as fine as
-    the encoder's input). ``cache_dir``: None for the default (``$HISTOSGE_CACHE/features`` or
-    ``~/.cache/histosge/features``; not writable: a warning and no cache), a folder (checked
-    first: ``OutputError`` if it cannot be used), or False to disable the cache. Spots already in
-    the cache (same image, scale, patch side, level and encoder, same centre) are not encoded
-    again; new ones are saved every ``chunk_size`` spots, so an interrupted run resumes where it
-    stopped. ``num_workers``: DataLoader worker processes reading patches (default: none on a CPU,
-    where one reader thread reads ahead; up to 8 on CUDA); they die with the calling process.
+    Spots already in the cache (same image, scale, patch side, level and encoder, same centre)
+    are not encoded again; new ones are saved every ``chunk_size`` spots, so an interrupted run
+    resumes where it stopped.
+
+    Parameters
+    ----------
+    source : ImageSource
+        The image (:class:`histosge.read.image.ImageSource`).
+    centers_fullres : array-like
+        ``(n, 2)`` spot centres (x, y) in full-resolution pixels.
+    scale : float
+        Maps full-resolution pixels onto ``source``'s level-0 pixels.
+    spot_diameter_fullres : float
+        Spot diameter in full-resolution pixels.
+    encoder : Encoder or str
+        An encoder from :func:`create`, or its name.
+    patch_scale : float
+        Patch side in spot diameters.
+    batch_size : int
+        Patches per forward pass.
+    cache_dir : str or path or bool, optional
+        None for the default (``$HISTOSGE_CACHE/features`` or ``~/.cache/histosge/features``;
+        not writable: a warning and no cache), a folder (checked first: ``OutputError`` if it
+        cannot be used), or False to disable the cache.
+    num_workers : int, optional
+        DataLoader worker processes reading patches (default: none on a CPU, where one reader
+        thread reads ahead; up to 8 on CUDA); they die with the calling process.
+    progress : bool
+        A progress bar on a terminal, a line every few seconds in a log.
+    chunk_size : int
+        Spots encoded between two saves to the cache.
+    level : int, optional
+        The pyramid level to read (None: ``patches.read_level``, the coarsest one at least as
+        fine as the encoder's input).
+
+    Returns
+    -------
+    ndarray
+        ``(n, encoder.dim)`` float32 features, in the order of ``centers_fullres``.
+
+    Raises
+    ------
+    OutputError
+        A ``cache_dir`` that cannot be used.
+    EncoderError
+        An encoder name that cannot be built.
     """
     from ..patches import patch_side_px, read_level
 

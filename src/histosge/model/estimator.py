@@ -60,7 +60,11 @@ class HisToSGE:
     Parameters
     ----------
     mode
-        ``"neighbours"``, ``"image"`` or ``"paper"`` (module docstring).
+        ``"neighbours"`` (default): fitted on one section's measured spots, predicts other
+        positions of that section from its measured neighbours and the image (``superres``,
+        ``recover``). ``"image"``: fitted on one or more sections, predicts any H&E of the
+        same tissue from the image alone (``histosge predict`` on a slide). ``"paper"``: the
+        authors' model (``HisToSGE.paper()``).
     encoder, weights
         Image encoder name (``histosge encoders``; default the registry's default) and a local
         weights file for it. The weights' identity is recorded; a model refuses features of
@@ -111,6 +115,34 @@ class HisToSGE:
     device
         Where the network trains and predicts (``cpu``, ``cuda``...; default CUDA if present).
         Not saved with the model.
+
+    Attributes
+    ----------
+    genes_ : list of str
+        The predicted genes (the columns of every prediction); ``var_`` their annotations.
+    encoder_ : dict
+        The features' record (encoder, weights, patch size in micrometres, ``dim``): features
+        made otherwise are refused.
+    patch_um_, spot_diameter_um_, pitch_um_ : float
+        Patch side, spot diameter and spot pitch of the training sections in micrometres.
+    grid_ : str
+        The training sections' lattice ('hex', 'square', 'checkerboard').
+    n_features_in_ : int
+        Columns of the image features the model was fitted on.
+    training_ : dict
+        The training sections (name, source, spots, fingerprint), spot count, HVG flavour, seconds.
+    scores_ : dict
+        Out-of-sample scores on the training spots (``pcc``, ``pcc_top50``, ``mse``, ``mae``) and
+        their ``scope``.
+    info_ : dict
+        What fitting chose (neighbour counts, components, the network's history, the prior's share).
+    file_sha256_ : str
+        SHA-256 of the model file, once saved or loaded.
+
+    Raises
+    ------
+    InputError
+        An unknown mode or prior use, a prior outside neighbours mode, a prior weight outside [0, 1].
     """
 
     def __init__(self, mode: str = "neighbours", *, encoder: str | None = None, weights: str | None = None,
@@ -157,15 +189,35 @@ class HisToSGE:
 
     @classmethod
     def paper(cls, **params) -> HisToSGE:
-        """The authors' model: network on image features + grid position, 1000 fixed epochs,
-        groups of 50, lr 1e-3, no early stopping (``PAPER_CONFIG``)."""
+        """The authors' model, for comparison with ours on the same footing.
+
+        The network on image features + grid position, 1000 fixed epochs, groups of 50, lr 1e-3,
+        no early stopping (``PAPER_CONFIG``).
+
+        Parameters
+        ----------
+        **params
+            Constructor arguments other than ``mode`` (``encoder``, ``n_genes``, ``network``...).
+
+        Returns
+        -------
+        HisToSGE
+            An unfitted model in ``"paper"`` mode.
+        """
         return cls("paper", **params)
 
     # -- parameters ---------------------------------------------------------------------------------
     def get_params(self) -> dict[str, Any]:
-        """The constructor's arguments (what ``save`` records as hyperparameters), but ``prior``,
-        which a model file holds whole (its description under ``prior``, its arrays under
-        ``prior.``)."""
+        """The constructor's arguments: what ``save`` records as hyperparameters.
+
+        ``prior`` is left out: a model file holds it whole (its description under ``prior``, its
+        arrays under ``prior.``).
+
+        Returns
+        -------
+        dict
+            Argument name -> value, JSON-ready (``network`` as a dict without seed and device).
+        """
         return {"mode": self.mode, "encoder": self.encoder, "weights": self.weights,
                 "patch_scale": self.patch_scale, "n_genes": self.n_genes, "n_components": self.n_components,
                 "outside_weight": self.outside_weight, "stack_image": self.stack_image,
@@ -195,11 +247,37 @@ class HisToSGE:
     def fit(self, sections: ad.AnnData | list[ad.AnnData], *, genes: list[str] | None = None,
             features: np.ndarray | list[np.ndarray] | None = None, cache_dir=None, batch_size: int = 64,
             progress: bool = True) -> HisToSGE:
-        """Fit on the measured spots of ``sections`` (one AnnData or a list; neighbours and paper
-        modes take exactly one). ``genes``: predict these instead of the HVGs of the training
-        spots. ``features``: the spots' image features made at this model's patch size by its
-        encoder (one array per section); else ``obsm['features']`` when its record matches, else
-        the section's image is encoded (cached on disk). Returns ``self``.
+        """Fit on the measured spots of one or more sections.
+
+        Parameters
+        ----------
+        sections : AnnData or list of AnnData
+            Sections as ``histosge.read_section`` returns them (raw counts). Neighbours and paper
+            modes take exactly one; image mode learns from several.
+        genes : list of str, optional
+            Predict these instead of the ``n_genes`` HVGs of the training spots.
+        features : ndarray or list of ndarray, optional
+            The spots' image features made by this model's encoder at its patch size, one array
+            per section; default ``obsm['features']`` when its record matches, else the section's
+            image is encoded (cached on disk).
+        cache_dir : str or path, optional
+            The feature cache (``histosge.encode.extract``).
+        batch_size : int
+            Patches encoded at once.
+        progress : bool
+            Progress bars on a terminal, a line every few seconds in a log.
+
+        Returns
+        -------
+        HisToSGE
+            ``self``, fitted (``genes_``, ``var_``, ``encoder_``, ``training_``, ``scores_``...).
+
+        Raises
+        ------
+        InputError
+            No section, several sections for a one-section mode, feature arrays that do not match
+            the sections, sections sharing no gene, or a prior that saw these spots or reads other
+            features.
         """
         from ..genes import log_normalize, select_hvgs
 
@@ -256,13 +334,37 @@ class HisToSGE:
     def fit_spots(self, train: Spots, y: np.ndarray, *, groups: np.ndarray | None = None,
                   progress: bool = True, mpp: float | None = None, spot_hashes: np.ndarray | None = None,
                   where: str = "training spots") -> HisToSGE:
-        """Fit on arrays: ``train`` spots (features, grid, pixel centres) and their log1p targets
-        ``y`` (spots x ``genes_``); ``groups`` names each spot's section. ``fit`` ends here; the
-        benchmark calls it directly with features it has already computed.
+        """Fit on arrays (features already made): where ``fit`` ends, and what the benchmark calls.
 
-        With a prior: ``mpp`` (micrometres per pixel of ``train.xy``) sizes the prior's rings, and
-        ``spot_hashes`` (``provenance.spot_hashes`` of every spot of the section known to the
-        caller) proves the prior never saw them; ``encoder_`` and ``patch_um_`` must be set.
+        Parameters
+        ----------
+        train : Spots
+            The training spots: features, grid rows and columns, pixel centres.
+        y : ndarray
+            Their log1p targets, spots x ``genes_`` (``genes_`` defaults to ``gene_0``...).
+        groups : ndarray, optional
+            Each spot's section (image mode: rings and cross-validation never cross sections).
+        progress : bool
+            A progress bar while the network trains.
+        mpp : float, optional
+            Micrometres per pixel of ``train.xy``; sizes a prior's rings.
+        spot_hashes : ndarray, optional
+            ``provenance.spot_hashes`` of every spot of the section known to the caller: proves a
+            prior never saw them (required with a prior; ``encoder_`` and ``patch_um_`` must be
+            set too).
+        where : str
+            How an error names these spots.
+
+        Returns
+        -------
+        HisToSGE
+            ``self``, fitted.
+
+        Raises
+        ------
+        InputError
+            Targets whose columns do not match ``genes_``, fewer than 3 spots, or a prior without
+            spot hashes, with other features, or that saw these spots.
         """
         y = np.asarray(y, np.float32)
         # Fitted on arrays alone, the model knows nothing of where they came from; ``fit`` (or the
@@ -438,8 +540,19 @@ class HisToSGE:
         self.novelty_ = {"reference": ref, "scale": scale}
 
     def novelty(self, features: np.ndarray) -> np.ndarray:
-        """Per spot (image features as the model sees them): 1.0 is as far from the training
-        images as the farthest 1% of training spots are from the others."""
+        """How far each spot's image lies from the training images: a warning that a prediction extrapolates.
+
+        Parameters
+        ----------
+        features : ndarray
+            Image features as the model sees them (spots x features; image mode: with rings).
+
+        Returns
+        -------
+        ndarray
+            float32 per spot; 1.0 is as far from the training images as the farthest 1% of
+            training spots are from the others (``obs['novel']`` marks spots above 1).
+        """
         from scipy.spatial import cKDTree
 
         ref = self.novelty_["reference"]
@@ -459,18 +572,55 @@ class HisToSGE:
     # -- predict ------------------------------------------------------------------------------------
     def predict(self, adata: ad.AnnData, context: ad.AnnData | None = None, *, features: np.ndarray | None = None,
                 cache_dir=None, batch_size: int = 64, progress: bool = True) -> ad.AnnData:
-        """Predicted log1p expression at the spots of ``adata`` (measured spots, generated ones,
-        or the virtual spots of an H&E slide): an AnnData with ``X`` (spots x ``genes_``),
-        ``obs['novelty']`` and ``obs['novel']`` (``novelty > 1``: the spot's image lies farther
-        from the training images than 99% of training spots from each other),
-        ``obsm['spatial']`` and ``uns['spatial']`` as the input's, ``obsm['features']`` (the
-        encoder's output; ``write_output`` stores it only when asked), and ``uns['histosge']``
-        (model, encoder, genes, units).
+        """Predict log1p expression at the spots of ``adata``: measured, generated or virtual.
 
-        ``context``: in neighbours mode, a section with measured expression whose spots stand in
-        for the training spots (same pixel frame as ``adata``); by default the training spots.
-        ``features``: the spots' features, made by this model's encoder at its patch size
-        (default: ``obsm['features']`` if its record matches, else encoded from the image).
+        Parameters
+        ----------
+        adata : AnnData
+            The spots to predict (measured spots, generated ones, or the virtual spots of an H&E
+            slide): ``obsm['spatial']`` and an image, ``obs['array_row']``/``obs['array_col']``
+            where the mode uses them.
+        context : AnnData, optional
+            Neighbours mode: a section with measured expression whose spots stand in for the
+            training spots (same pixel frame as ``adata``); default the training spots, and then
+            most query spots must lie within the training section.
+        features : ndarray, optional
+            The spots' features, made by this model's encoder at its patch size; default
+            ``obsm['features']`` if its record matches, else encoded from the image.
+        cache_dir : str or path, optional
+            The feature cache.
+        batch_size : int
+            Patches encoded at once.
+        progress : bool
+            Progress bars on a terminal, a line every few seconds in a log.
+
+        Returns
+        -------
+        AnnData
+            One row per spot of ``adata``:
+
+            - ``X``: predicted log1p(normalize_total(1e4)), spots x ``genes_``, float32, >= 0;
+              ``var``: ``var_`` (the genes and their annotations).
+            - ``obs['array_row']``, ``obs['array_col']``, ``obs['in_tissue']``,
+              ``obs['spot_type']``: copied when the input has them.
+            - ``obs['novelty']`` (:meth:`novelty`) and ``obs['novel']`` (``novelty > 1``: the
+              spot's image lies farther from the training images than 99% of training spots from
+              each other).
+            - ``obsm['spatial']``: the input's, in full-resolution (level-0) pixels;
+              ``obsm['features']``: the encoder's output (``storage.write_output`` stores it only
+              when asked).
+            - ``uns['spatial'][library_id]``: the input's, when it has one.
+            - ``uns['histosge']``: ``task`` ('predict'), ``library_id``, ``mode``, ``genes``
+              ('var_names'), ``units`` (``X``, ``obsm['spatial']``, ``mpp``, ``patch_um``),
+              ``encoder`` and ``features`` (the features' record), ``model``
+              (:meth:`provenance`), ``novelty_threshold`` (1.0).
+
+        Raises
+        ------
+        InputError
+            An unfitted model, features of another width or record, neighbours-mode spots
+            outside the training section without ``context``, a context lacking the model's
+            genes, or spots a prior was fitted on.
         """
         self._check_fitted()
         feats = self._features(adata, None, features, cache_dir=cache_dir, batch_size=batch_size,
@@ -499,11 +649,31 @@ class HisToSGE:
 
     def predict_spots(self, query: Spots, *, measured: Measured | None = None, groups: np.ndarray | None = None,
                       mpp: float | None = None) -> np.ndarray:
-        """Predictions (spots x ``genes_``, float32, >= 0) at ``query`` spots from arrays.
-        ``measured``: the neighbours mode's measured spots (default: the training spots);
-        ``groups``: each query spot's section (image mode: rings never cross sections);
-        ``mpp``: micrometres per pixel of ``query.xy`` (image mode: rings of the same size in
-        micrometres on a denser lattice)."""
+        """Predict from arrays (features already made): what ``predict`` and the benchmark call.
+
+        Parameters
+        ----------
+        query : Spots
+            The spots to predict: features, grid rows and columns, pixel centres.
+        measured : Measured, optional
+            Neighbours mode: the measured spots whose expression informs the query; default the
+            training spots.
+        groups : ndarray, optional
+            Image mode: each query spot's section (rings never cross sections).
+        mpp : float, optional
+            Micrometres per pixel of ``query.xy`` (image mode: rings of the same size in
+            micrometres on a denser lattice).
+
+        Returns
+        -------
+        ndarray
+            Predictions, spots x ``genes_``, float32, >= 0 (log1p expression).
+
+        Raises
+        ------
+        InputError
+            An unfitted model, or features of another width than the training features.
+        """
         return self._predict(query, measured, groups, mpp)[0]
 
     def _predict(self, query: Spots, measured: Measured | None, groups, mpp) -> tuple[np.ndarray, np.ndarray]:
@@ -616,8 +786,14 @@ class HisToSGE:
         return out
 
     def provenance(self) -> dict:
-        """What identifies this model in an output: mode, training sections, and (once saved or
-        loaded) the model file's SHA-256."""
+        """What identifies this model in an output (``uns['histosge']['model']``).
+
+        Returns
+        -------
+        dict
+            ``mode``, ``sha256`` (the model file's, once saved or loaded; else None) and
+            ``training_sections`` (their names).
+        """
         return {"mode": self.mode, "sha256": getattr(self, "file_sha256_", None),
                 "training_sections": [s["name"] for s in self.training_["sections"]]
                 if hasattr(self, "training_") else []}
@@ -628,8 +804,27 @@ class HisToSGE:
 
     # -- save / load --------------------------------------------------------------------------------
     def save(self, path) -> str:
-        """Write the model to one file (JSON description + safetensors arrays; no pickle), atomically.
-        Returns the file's SHA-256."""
+        """Write the model to one file: JSON description + safetensors arrays, no pickle, atomically.
+
+        Numbers only, so a model file from anyone can be loaded without running their code.
+
+        Parameters
+        ----------
+        path : str or path
+            The file to write (replaced atomically: a reader never sees half a file).
+
+        Returns
+        -------
+        str
+            The file's SHA-256 (also ``file_sha256_``), which outputs record as the model's identity.
+
+        Raises
+        ------
+        InputError
+            The model is not fitted, or was fitted on arrays alone without an encoder record.
+        OutputError
+            The file cannot be written there.
+        """
         from .persist import save
 
         self._check_fitted()
@@ -638,13 +833,38 @@ class HisToSGE:
 
     @classmethod
     def load(cls, path, *, device: str | None = None) -> HisToSGE:
-        """Read a model file written by ``save``; every way it can be unusable is one clear error."""
+        """Read a model file written by ``save``; every way it can be unusable is one clear error.
+
+        Parameters
+        ----------
+        path : str or path
+            The model file.
+        device : str, optional
+            Where the network will predict (default CUDA if present).
+
+        Returns
+        -------
+        HisToSGE
+            The fitted model, with ``file_sha256_`` set.
+
+        Raises
+        ------
+        InputError
+            A missing, truncated or foreign file, a file changed after it was written, or one that
+            needs an encoder or format this version does not have.
+        """
         from .persist import load
 
         return load(path, device=device)
 
     def state(self) -> dict[str, np.ndarray]:
-        """Every fitted array, by name (what ``save`` writes besides the JSON description)."""
+        """Every fitted array, by name: what ``save`` writes besides the JSON description.
+
+        Returns
+        -------
+        dict of str to ndarray
+            Dotted names (``network.``, ``pca.``, ``context.``, ``prior.``...) -> arrays.
+        """
         out = nest("network", self.network_.state()) | {"novelty.reference": self.novelty_["reference"]}
         if hasattr(self, "spot_hashes_"):
             out["training.spot_hashes"] = self.spot_hashes_
@@ -664,7 +884,15 @@ class HisToSGE:
         return out
 
     def set_state(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
-        """Rebuild the fitted attributes from ``state()`` arrays and the saved description."""
+        """Rebuild the fitted attributes from ``state()`` arrays and the saved description.
+
+        Parameters
+        ----------
+        arrays : dict of str to ndarray
+            What ``state()`` returned (read back from the file).
+        meta : dict
+            The file's JSON description (network config and history, novelty scale, info).
+        """
         self.network_ = Trained.from_state(sub(arrays, "network"), meta["network"], device=self.device)
         self.network_.history = meta.get("history", {})
         self.novelty_ = {"reference": arrays["novelty.reference"], "scale": float(meta["novelty_scale"])}

@@ -6,7 +6,7 @@ of spots how this tissue's image maps to expression. A neighbours-mode model of 
 (``HisToSGE(..., prior=...)``, ``histosge superres/recover --prior``) reads that model's
 prediction at every spot as one more source, next to the measured neighbours and the
 section's own image probe (``estimator.HisToSGE`` says where it enters;
-docs/MODEL_NOTES.md section 16 what each use bought).
+docs/MODEL_NOTES.md section 17 what each use bought).
 
 Its prediction at the section's training spots is out-of-sample by construction: the prior
 never saw them. That is checked, never assumed (``check_unseen``: by the hashes of the spots'
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 #: chosen on the training spots (where the prior's prediction is as honest as at new spots).
 USES = ("context", "genes", "stack")
 #: What a prior is used for unless told otherwise ("context" bought nothing on the benchmark's
-#: sections: docs/MODEL_NOTES.md section 16).
+#: sections: docs/MODEL_NOTES.md section 17).
 DEFAULT_USES = ("genes", "stack")
 #: The mixing weights ``"stack"`` searches.
 STACK_WEIGHTS = tuple(round(float(w), 2) for w in np.arange(0.0, 1.0001, 0.05))

@@ -191,21 +191,64 @@ def read_h5ad(
     require_raw: bool = False,
     check_alignment: bool = True,
 ) -> ad.AnnData:
-    """Read an .h5ad with ``obsm['spatial']`` (full-res pixels) and an image (``uns['spatial']``/``image``).
+    """Read an .h5ad with ``obsm['spatial']`` (full-res pixels) and an image.
 
-    ``annotation_key`` names an obs column to copy into ``obs['annotation']``. Only obs/var
-    columns, the counts, ``obsm['spatial']`` and the images travel into the result; embeddings,
-    graphs and other ``uns`` entries of the file are left behind (they describe other data).
+    Only obs/var columns, the counts, ``obsm['spatial']`` and the images travel into the
+    result; embeddings, graphs and other ``uns`` entries of the file are left behind (they
+    describe other data). Checked on the way, because a file from anywhere can be wrong in
+    ways that would silently ruin a model: fractional ``array_row``/``array_col`` (an error,
+    never truncated), the lattice (``geometry.detect_lattice``), coordinates stored as (y, x),
+    normalised-but-not-logged values (log1p applied, with a warning), blank images, and when
+    the file lists spots off tissue (``obs['in_tissue'] == 0``) the alignment of the image.
 
-    Checked on the way: fractional ``array_row``/``array_col`` (an error, never truncated), the
-    lattice (``geometry.detect_lattice``: hex, square or checkerboard), coordinates stored as
-    (y, x), normalised-but-not-logged values (log1p applied, with a warning), blank images, and
-    when the file lists spots off tissue (``obs['in_tissue'] == 0``) the alignment of the image
-    (``read.alignment``; ``check_alignment=False`` turns a refusal into a warning). A missing
-    ``spot_diameter_fullres`` is derived from the spot pitch with a warning naming the field.
-    ``uns['histosge']['spot_diameter_um']`` comes from the file's ``uns['histosge']`` if it has
-    one, else from the grid (hex: 55, Visium; square/checkerboard: 100, legacy ST), and
-    ``spot_diameter_um_source`` says which.
+    Parameters
+    ----------
+    path : str or path
+        The .h5ad file.
+    image : str or path, optional
+        The full-resolution H&E the coordinates refer to, when ``uns['spatial']`` has none (or
+        to use instead of it).
+    library_id : str, optional
+        Which library of ``uns['spatial']`` to use (required when there are several); default
+        the only one, else the file name.
+    annotation_key : str, optional
+        An obs column copied into ``obs['annotation']``.
+    require_raw : bool
+        Refuse values that are not raw counts.
+    check_alignment : bool
+        False turns a refused alignment into a warning.
+
+    Returns
+    -------
+    AnnData
+        The section:
+
+        - ``X``: counts (raw unless ``uns['histosge']['raw_counts']`` is False: an .h5ad may
+          hold normalised values), ``scipy.sparse.csr_matrix`` float32, spots x genes;
+          ``var_names`` unique gene symbols.
+        - ``obs['array_row']``, ``obs['array_col']``: whole-number grid positions (float64).
+        - ``obsm['spatial']``: spot centres (x, y) in full-resolution pixels.
+        - ``uns['spatial'][library_id]``: ``images`` (``hires``/``lowres``), ``scalefactors``
+          (``spot_diameter_fullres``, ``tissue_hires_scalef``/``tissue_lowres_scalef``) and
+          ``metadata`` (``source_image_path``), as ``scanpy.pl.spatial`` reads them.
+        - ``uns['histosge']``: ``grid``, ``library_id``, ``source``, ``raw_counts``,
+          ``spot_diameter_um``, ``alignment`` (the alignment check's record: ``status`` and scores,
+          ``histosge.read.alignment``).
+        - ``obs``: the file's columns (spots under tissue only), ``array_row``/``array_col``
+          derived from the pixels when absent, ``obs['annotation']`` (categorical) from
+          ``annotation_key`` or the file's own.
+        - ``scalefactors['spot_diameter_fullres']``: derived from the spot pitch (with a
+          warning) when missing.
+        - ``uns['histosge']['spot_diameter_um']``: the file's ``uns['histosge']`` value if it
+          has one, else from the grid (hex: 55, Visium; square/checkerboard: 100, legacy ST);
+          ``uns['histosge']['spot_diameter_um_source']`` says which;
+          ``uns['histosge']['x_transform']`` when log1p was applied.
+
+    Raises
+    ------
+    InputError
+        A missing or unreadable file, no or malformed ``obsm['spatial']``, fractional or
+        missing grid positions, no usable image, an image the spots do not fit.
     """
     path = Path(path)
     where = str(path)

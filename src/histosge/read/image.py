@@ -684,8 +684,28 @@ def _library(adata) -> tuple[str, dict]:
 def image_for(adata, image: str | os.PathLike | None = None) -> tuple[ImageSource, float]:
     """The highest-resolution image of a section and the factor from full-res pixels to it.
 
-    Order: an explicit ``image`` path (full resolution, scale 1), then
-    ``metadata['source_image_path']``, then the 'hires' image, then 'lowres'.
+    Patches are cut from the finest image there is; the factor lets callers keep every
+    coordinate in full-resolution pixels whatever image they read.
+
+    Parameters
+    ----------
+    adata : AnnData
+        A section AnnData (``uns['spatial']``).
+    image : str or path, optional
+        An explicit full-resolution image; wins over what the section references.
+
+    Returns
+    -------
+    tuple of (ImageSource, float)
+        The image, and the scale from full-resolution pixels to its pixels. Order tried:
+        ``image`` (scale 1), ``metadata['source_image_path']`` (scale 1; a warning when the file
+        is gone), the 'hires' image, then 'lowres' (their ``tissue_*_scalef``).
+
+    Raises
+    ------
+    InputError
+        No image at all, several libraries without ``uns['histosge']['library_id']``, or a
+        stored image without its scale factor.
     """
     if image is not None:
         return ImageSource(image), 1.0

@@ -232,18 +232,54 @@ def read_legacy_st(
 ) -> ad.AnnData:
     """Read a legacy ST section: counts TSV, spot table (TSV/CSV) and the full-resolution H&E image.
 
-    Counts and spot table are joined on the grid position (x, y); only selected spots are kept.
-    ``obsm['spatial']`` is (pixel_x, pixel_y) in the image; ``array_row = y``, ``array_col = x``
-    (a hexagonal lattice is brought to Visium's doubled columns). The lattice ('square',
-    'checkerboard' or 'hex') is in ``uns['histosge']['grid']``, the spot diameter in microns
-    (100) in ``uns['histosge']['spot_diameter_um']``. The image is downsampled into
-    ``images['hires']`` (longest side 2000 px) so ``sc.pl.spatial`` can draw it, and
-    referenced in full as ``metadata['source_image_path']``.
+    Counts and spot table are joined on the grid position (x, y); only selected spots are kept
+    (and spots with zero counts dropped, with a warning). ``array_row = y``, ``array_col = x``
+    (a hexagonal lattice is brought to Visium's doubled columns). The image must fit the
+    positions: selected spots are scored against the spots off tissue (listed with
+    selected = 0, and the lattice positions the table leaves out; ``read.alignment``).
 
-    The image must fit the positions: selected spots are scored against the spots off tissue
-    (listed with selected = 0, and the lattice positions the table leaves out), see
-    ``read.alignment``; a misfit is an ``InputError`` unless ``check_alignment=False``. The
-    score is in ``uns['histosge']['alignment']``.
+    Parameters
+    ----------
+    counts : str or path
+        Counts table, spots (``XxY`` ids) x genes, tab-separated (may be gzipped).
+    spots : str or path
+        The spot detector's table: x, y, pixel_x, pixel_y, selected.
+    image : str or path
+        The full-resolution H&E the pixel coordinates refer to.
+    library_id : str
+        The key under ``uns['spatial']``.
+    labels : str or path, optional
+        A table of spot labels, which becomes ``obs['annotation']``.
+    require_raw : bool
+        Refuse counts that are not whole numbers.
+    check_alignment : bool
+        False reads a misfitting image with a warning instead of an ``InputError``.
+
+    Returns
+    -------
+    AnnData
+        The section:
+
+        - ``X``: raw counts, ``scipy.sparse.csr_matrix`` float32, spots x genes; ``var_names``
+          unique gene symbols.
+        - ``obs['array_row']``, ``obs['array_col']``: whole-number grid positions (float64).
+        - ``obsm['spatial']``: spot centres (x, y) in full-resolution pixels.
+        - ``uns['spatial'][library_id]``: ``images`` (``hires``/``lowres``), ``scalefactors``
+          (``spot_diameter_fullres``, ``tissue_hires_scalef``/``tissue_lowres_scalef``) and
+          ``metadata`` (``source_image_path``), as ``scanpy.pl.spatial`` reads them.
+        - ``uns['histosge']``: ``grid``, ``library_id``, ``source``, ``raw_counts``,
+          ``spot_diameter_um``, ``alignment`` (the alignment check's record: ``status`` and scores,
+          ``histosge.read.alignment``) (``grid`` 'square', 'checkerboard' or 'hex';
+          ``spot_diameter_um`` 100, legacy ST).
+        - ``obs['annotation']`` (categorical, when ``labels`` is given).
+        - ``uns['spatial'][library_id]['images']['hires']``: the image downsampled to a
+          longest side of 2000 px, so ``sc.pl.spatial`` can draw it; the full image is
+          referenced as ``metadata['source_image_path']``.
+
+    Raises
+    ------
+    InputError
+        Unreadable or inconsistent tables, no selected spot, an image the spots do not fit.
     """
     counts, spots, image = Path(counts), Path(spots), Path(image)
     df = read_counts(counts)
@@ -343,7 +379,31 @@ def her2st_sections(data_dir: str | os.PathLike) -> list[str]:
 
 def read_her2st(data_dir: str | os.PathLike, section: str, *, require_raw: bool = False,
                 check_alignment: bool = True) -> ad.AnnData:
-    """Read her2st section ``section`` (e.g. ``"C2"``) from the upstream folder layout."""
+    """Read her2st section ``section`` (e.g. ``"C2"``) from the upstream folder layout.
+
+    Parameters
+    ----------
+    data_dir : str or path
+        The her2st folder (``ST-cnts/``, ``ST-spotfiles/``, ``ST-imgs/``, ``ST-cluster/``).
+    section : str
+        The section name, e.g. ``"C2"``.
+    require_raw : bool
+        Refuse counts that are not whole numbers.
+    check_alignment : bool
+        False reads a misfitting image with a warning instead of an ``InputError``.
+
+    Returns
+    -------
+    AnnData
+        The section as :func:`read_legacy_st` returns it, with ``library_id`` the section name
+        and ``obs['annotation']`` from the cluster labels when the folder has them.
+
+    Raises
+    ------
+    InputError
+        An unknown section, not exactly one image in its image folder, or any error of
+        :func:`read_legacy_st`.
+    """
     root = Path(data_dir)
     known = her2st_sections(root)
     if section not in known:

@@ -189,14 +189,48 @@ def read_section(
 ) -> ad.AnnData:
     """Read a section named by a path (Space Ranger folder, .h5ad) or ``dataset:section``.
 
-    Dataset names: ``her2st:C2``, ``dlpfc:151673`` (``dlpfc/151673`` also works; the datasets are
-    ``histosge.datasets``), or the name of a folder in ``data_dir`` holding one .h5ad. An
-    existing path always wins over a name; a path is read by the first of ``READERS`` that
-    recognises it.
+    One door for every format, so the rest of the pipeline sees one AnnData layout
+    (docs/ARCHITECTURE.md) whatever the lab's files look like.
 
-    ``check_alignment=False`` reads an image that fails the alignment check (flipped, rotated,
-    shifted, rescaled, another section's) with a warning instead of an error; the score is in
-    ``uns['histosge']['alignment']`` either way (CLI: ``--no-alignment-check``).
+    Parameters
+    ----------
+    source : str or path
+        A Space Ranger folder, an ``.h5ad`` file, a dataset name (``her2st:C2``,
+        ``dlpfc:151673``; ``dlpfc/151673`` also works; the datasets are ``histosge.datasets``),
+        or the name of a folder in ``data_dir`` holding one .h5ad. An existing path always
+        wins over a name; a path is read by the first of ``READERS`` that recognises it.
+    image : str or path, optional
+        The full-resolution H&E the positions were measured on (checked, referenced, not loaded).
+    data_dir : str or path, optional
+        The folder names are looked up in; default ``$HISTOSGE_DATA``.
+    check_alignment : bool
+        False reads an image that fails the alignment check (flipped, rotated, shifted,
+        rescaled, another section's) with a warning instead of an error; the score is in
+        ``uns['histosge']['alignment']`` either way (CLI: ``--no-alignment-check``).
+
+    Returns
+    -------
+    AnnData
+        What the format's reader returns (:func:`read_spaceranger`, :func:`read_legacy_st`,
+        :func:`read_h5ad`); every reader writes at least:
+
+        - ``X``: counts (raw unless ``uns['histosge']['raw_counts']`` is False: an .h5ad may
+          hold normalised values), ``scipy.sparse.csr_matrix`` float32, spots x genes;
+          ``var_names`` unique gene symbols.
+        - ``obs['array_row']``, ``obs['array_col']``: whole-number grid positions (float64).
+        - ``obsm['spatial']``: spot centres (x, y) in full-resolution pixels.
+        - ``uns['spatial'][library_id]``: ``images`` (``hires``/``lowres``), ``scalefactors``
+          (``spot_diameter_fullres``, ``tissue_hires_scalef``/``tissue_lowres_scalef``) and
+          ``metadata`` (``source_image_path``), as ``scanpy.pl.spatial`` reads them.
+        - ``uns['histosge']``: ``grid``, ``library_id``, ``source``, ``raw_counts``,
+          ``spot_diameter_um``, ``alignment`` (the alignment check's record: ``status`` and scores,
+          ``histosge.read.alignment``).
+
+    Raises
+    ------
+    InputError
+        An unknown name or unreadable path, inconsistent files, or an image that does not fit
+        the spot positions.
     """
     source = str(source)
     path = Path(source).expanduser()

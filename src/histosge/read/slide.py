@@ -99,10 +99,45 @@ def read_slide(path: str | os.PathLike, *, pitch_um: float, spot_diameter_um: fl
                library_id: str | None = None, min_tissue: float = MIN_TISSUE_FRACTION) -> ad.AnnData:
     """Virtual spots on the tissue of an H&E slide, ``pitch_um`` apart (hexagonal lattice).
 
-    ``spot_diameter_um``: the spot size the model was trained with (Visium 55, legacy ST 100); a
-    spot is kept when ``min_tissue`` of its disc lies on tissue. ``mpp`` overrides (or supplies)
-    the pixel size. Errors (one line each): unreadable or unsupported file, unknown or absurd
-    pixel size, no tissue, a slide smaller than one spot pitch.
+    What lets an image-mode model predict a slide that was never measured: the spots are laid
+    in micrometres, so patches cut the tissue area the model was trained on.
+
+    Parameters
+    ----------
+    path : str or path
+        A whole-slide image (pyramidal TIFF, OME-TIFF, SVS; NDPI, MRXS... through OpenSlide) or
+        a plain JPEG/PNG/TIFF with ``mpp``.
+    pitch_um : float
+        Centre-to-centre distance of the virtual spots in micrometres.
+    spot_diameter_um : float
+        The spot size the model was trained with (Visium 55, legacy ST 100).
+    mpp : float, optional
+        Micrometres per pixel, overriding (or supplying) the file's own.
+    library_id : str, optional
+        The key under ``uns['spatial']``; default the file name up to its first dot.
+    min_tissue : float
+        A spot is kept when this fraction of its disc lies on tissue.
+
+    Returns
+    -------
+    AnnData
+        The virtual spots, no genes (``X`` is spots x 0):
+
+        - ``obs_names`` ``<library_id>_<row>_<col>``; ``obs['array_row']``, ``obs['array_col']``
+          on the Visium convention (neighbours on a row two columns apart).
+        - ``obsm['spatial']``: spot centres in level-0 pixels (x, y).
+        - ``uns['spatial'][library_id]``: ``images['hires']`` (a thumbnail, longest side
+          ``THUMBNAIL_SIDE``), ``scalefactors`` (``spot_diameter_fullres``,
+          ``tissue_hires_scalef``), ``metadata['source_image_path']``.
+        - ``uns['histosge']``: ``grid`` ('hex'), ``library_id``, ``source``, ``mpp``,
+          ``spot_diameter_um``, ``pitch_um``, ``raw_counts`` (False), ``slide`` (``width``,
+          ``height``, ``levels``, ``tissue_fraction``, ``mpp_source``).
+
+    Raises
+    ------
+    InputError
+        An unreadable or unsupported file, an unknown or implausible pixel size, no tissue, a
+        slide smaller than one spot pitch, or no spot on tissue.
     """
     from scipy import ndimage as ndi
 

@@ -277,16 +277,52 @@ def read_spaceranger(
 ) -> ad.AnnData:
     """Read a Space Ranger folder (``filtered_feature_bc_matrix.h5`` + ``spatial/``).
 
-    Keeps in-tissue spots present in the counts. ``image`` is the full-resolution H&E the
-    positions were measured on; it is checked against the positions and referenced in
-    ``metadata['source_image_path']``, not loaded. ``<id>_truth.txt`` (barcode TAB label),
-    when present, becomes ``obs['annotation']``.
+    Keeps in-tissue spots present in the counts (and drops spots with zero counts, with a
+    warning). ``<id>_truth.txt`` (barcode TAB label), when present, becomes
+    ``obs['annotation']``. The image the features will come from (``image``, else the hires or
+    lowres PNG) must fit the positions: all ~5,000 listed spots are scored, in-tissue against
+    off-tissue (``read.alignment``), so a flipped, rotated, shifted, rescaled or foreign image
+    is refused before any model sees it.
 
-    The image the features will come from (``image``, else the hires or lowres PNG) must fit
-    the positions: all ~5,000 listed spots are scored, in-tissue against off-tissue
-    (``read.alignment``), and a flipped, rotated, shifted, rescaled or foreign image is an
-    ``InputError``; ``check_alignment=False`` reads it anyway with a warning. The score is in
-    ``uns['histosge']['alignment']``; ``uns['histosge']['spot_diameter_um']`` is 55 (Visium).
+    Parameters
+    ----------
+    path : str or path
+        The Space Ranger output folder (or its parent holding ``outs/``).
+    image : str or path, optional
+        The full-resolution H&E the positions were measured on: checked against the
+        positions and referenced in ``metadata['source_image_path']``, not loaded.
+    library_id : str, optional
+        The key under ``uns['spatial']``; default the one in the .h5, else the folder name.
+    require_raw : bool
+        Refuse counts that are not whole numbers (normalised data).
+    check_alignment : bool
+        False reads a misfitting image with a warning instead of an ``InputError``.
+
+    Returns
+    -------
+    AnnData
+        The section:
+
+        - ``X``: raw counts, ``scipy.sparse.csr_matrix`` float32, spots x genes; ``var_names``
+          unique gene symbols.
+        - ``obs['array_row']``, ``obs['array_col']``: whole-number grid positions (float64).
+        - ``obsm['spatial']``: spot centres (x, y) in full-resolution pixels.
+        - ``uns['spatial'][library_id]``: ``images`` (``hires``/``lowres``), ``scalefactors``
+          (``spot_diameter_fullres``, ``tissue_hires_scalef``/``tissue_lowres_scalef``) and
+          ``metadata`` (``source_image_path``), as ``scanpy.pl.spatial`` reads them.
+        - ``uns['histosge']``: ``grid``, ``library_id``, ``source``, ``raw_counts``,
+          ``spot_diameter_um``, ``alignment`` (the alignment check's record: ``status`` and scores,
+          ``histosge.read.alignment``) (``spot_diameter_um`` 55, Visium; ``grid`` 'hex').
+        - ``obs['in_tissue']`` (1), ``obs['annotation']`` (categorical, when a truth file exists);
+          ``var['gene_ids']``, ``var['feature_types']`` (non-gene features dropped).
+        - ``scalefactors``: every entry of ``scalefactors_json.json`` (``fiducial_diameter_fullres``
+          ...), plus ``tissue_hires_scalef`` when the hires copy is made from ``image``.
+
+    Raises
+    ------
+    InputError
+        A missing folder, .h5 or ``spatial/``; unreadable or inconsistent counts, positions or
+        scale factors; no spot under tissue; no image; an image that does not fit the positions.
     """
     folder = Path(path)
     if not folder.is_dir():
