@@ -32,7 +32,12 @@ class Method:
     Subclasses implement ``fit(train, y, *, groups=None) -> self`` and
     ``predict(query, *, groups=None) -> np.ndarray``; a method whose spec says
     ``needs_target_expression`` also takes ``context=(spots, y)`` in ``predict``: measured spots
-    of the query's section that stand in for the training spots.
+    of the query's section that stand in for the training spots. docs/EXTENDING.md shows one.
+
+    Parameters
+    ----------
+    seed : int
+        Seeds whatever the method draws at random (a method that draws nothing ignores it).
     """
 
     spec: ClassVar[Any]  # the MethodSpec, set by register_method

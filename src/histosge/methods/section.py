@@ -44,9 +44,25 @@ MODEL_PARAMS = ("encoder", "weights", "patch_scale", "n_genes", "seed", "device"
 
 
 def create_method(name: str, **params: Any):
-    """A new, unfitted method ``name`` built with ``params`` (its constructor's keyword arguments).
+    """A new, unfitted method ``name``: the one door to a method that works on arrays.
 
-    An unknown name or parameter is one ``InputError`` that lists what is known.
+    Parameters
+    ----------
+    name : str
+        A registered method (``list_methods()``).
+    **params
+        Its constructor's keyword arguments (``seed``, and the method's own: ``n_pcs`` of
+        ridge, ``epochs`` of stnet ...).
+
+    Returns
+    -------
+    Method
+        Unfitted: ``fit(train, y)`` then ``predict(query)`` on ``Spots``.
+
+    Raises
+    ------
+    InputError
+        An unknown name or parameter (the message lists what is known).
     """
     spec = get_spec(name, where="method")
     cls = spec.cls
@@ -60,13 +76,32 @@ def create_method(name: str, **params: Any):
 
 def create_model(name: str, *, epochs: int | None = None, patience: int | None = None,
                  group_size: int | None = None, **params: Any):
-    """The section-level model of method ``name`` (``fit(sections)`` -> ``predict(adata)`` ->
-    ``save``): ``HisToSGE`` for ``histosge`` / ``histosge-paper``, else a ``MethodModel``.
+    """The section-level model of method ``name``: ``fit(sections)``, ``predict(adata)``, ``save``.
 
-    ``epochs`` / ``patience`` / ``group_size``: the training schedule (``--epochs`` ...), mapped
-    onto the method's own parameters by its class (a method without one is one error).
-    ``params``: ``encoder``, ``weights``, ``patch_scale``, ``n_genes``, ``seed``, ``device``,
-    ``mode`` (HisToSGE only), and any parameter of the method's constructor.
+    What ``superres``, ``recover`` and ``histosge train`` run: ``HisToSGE`` for ``histosge`` and
+    ``histosge-paper``, a :class:`MethodModel` for every other method.
+
+    Parameters
+    ----------
+    name : str
+        A registered method that runs on sections (not the benchmark's cohort methods).
+    epochs, patience, group_size : int, optional
+        The training schedule (``--epochs`` ...), mapped onto the method's own parameters by its
+        class; a method without one refuses it.
+    **params
+        ``encoder``, ``weights``, ``patch_scale``, ``n_genes``, ``seed``, ``device``, ``mode``
+        and ``prior`` (HisToSGE only), and any parameter of the method's constructor.
+
+    Returns
+    -------
+    HisToSGE or MethodModel
+        Unfitted.
+
+    Raises
+    ------
+    InputError
+        An unknown method, one that reads other sections, or an option it does not take (the
+        message names the option: ``--method``, ``--mode``, ``--prior``, ``--epochs`` ...).
     """
     spec = get_spec(name)
     return spec.cls.section_model(**params, **spec.cls.schedule(epochs=epochs, patience=patience,
@@ -74,7 +109,26 @@ def create_model(name: str, *, epochs: int | None = None, patience: int | None =
 
 
 def load_model(path: str | os.PathLike, *, device: str | None = None):
-    """A fitted model from a file written by ``save`` of ``HisToSGE`` or ``MethodModel``."""
+    """A fitted model of any method from the file its ``save`` wrote (``histosge train``).
+
+    Parameters
+    ----------
+    path : str or path
+        A ``.histosge`` model file.
+    device : str, optional
+        Where a method with a device runs (``"cpu"``, ``"cuda"``); default the best available.
+
+    Returns
+    -------
+    HisToSGE or MethodModel
+        Fitted, with ``file_sha256_`` set.
+
+    Raises
+    ------
+    InputError
+        A file that is not an intact model, a newer schema, or a method or encoder this
+        histosge does not have.
+    """
     from ..model import HisToSGE
     from ..model.persist import read_description
 
@@ -89,20 +143,20 @@ class MethodModel:
 
     Parameters
     ----------
-    method
+    method : str
         The method's registered name (``histosge methods``).
-    encoder, weights
+    encoder, weights : str, optional
         Image encoder name and local weights (default the encoder registry's default); unused by
         methods that read no image.
-    patch_scale
+    patch_scale : float
         Patch side in spot diameters; recorded in micrometres at fit time.
-    n_genes
+    n_genes : int
         Highly variable genes predicted.
-    seed
+    seed : int
         Seeds the method.
-    device
+    device : str, optional
         Where a method with a ``device`` parameter runs (not saved).
-    params
+    params : dict, optional
         The method's constructor arguments (``histosge.methods.create_method``).
     """
 
