@@ -104,7 +104,7 @@ def _no_positions(spots: Spots) -> Spots:
 
 def params_for(spec: registry.MethodSpec, task: Task) -> dict:
     """The constructor arguments the benchmark gives ``spec``'s method for ``task``: the seed, the
-    ``--quick`` schedule, and what the spec asks of the section (``grid``)."""
+    ``--quick`` schedule, and what the spec asks of the data (``grid``; ``cohort`` in R+ and G+)."""
     params: dict = {"seed": task.seed}
     if task.quick and spec.quick_epochs:
         params |= spec.cls.schedule(epochs=spec.quick_epochs)

@@ -14,6 +14,7 @@ both (``histosge.methods._torch`` helps with networks).
 
 from __future__ import annotations
 
+import abc
 import inspect
 import numbers
 from typing import Any, ClassVar
@@ -26,7 +27,7 @@ from ..model import Spots
 _JSON = (str, bool, type(None), list, dict, tuple)
 
 
-class Method:
+class Method(abc.ABC):
     """Base of every registered method; see the module docstring for the contract.
 
     Subclasses implement ``fit(train, y, *, groups=None) -> self`` and
@@ -46,16 +47,16 @@ class Method:
         self.seed = int(seed)
         self.info: dict = {}
 
-    # -- the contract ---------------------------------------------------------------------------
+    # -- the contract (a subclass that lacks one cannot be instantiated) -----------------------
+    @abc.abstractmethod
     def fit(self, train: Spots, y: np.ndarray, *, groups: np.ndarray | None = None) -> Method:
         """Fit on the training spots ``train`` and their log1p expression ``y`` (spots x genes);
         ``groups`` names each training spot's section. Returns ``self``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def predict(self, query: Spots, *, groups: np.ndarray | None = None) -> np.ndarray:
         """Predicted log1p expression at ``query`` (spots x genes, float32); ``groups`` names each
         query spot's section."""
-        raise NotImplementedError
 
     # -- parameters -----------------------------------------------------------------------------
     @classmethod
