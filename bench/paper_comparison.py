@@ -23,13 +23,13 @@ and draws as domain maps:
 
 then
 
-    python bench/paper_comparison.py merge    # -> bench/results/benchmark_paper_comparison/{results.json,report.md}
+    python bench/paper_comparison.py merge    # -> bench/results/benchmark_paper_comparison/{results.jsonl,report.md}
     python bench/paper_comparison.py table    # the README's table
 
 ``merge`` takes the STAGATE parts first, so their seed-0 records (which carry ``ari_stagate``)
 stand for that seed, and checks that every record measured twice agrees with its twin on every
 score (a refit must reproduce: histogene to 1e-4 relative, everything else exactly); ``table``
-prints ``report_domains.comparison_table`` of the merged results. Parts that are missing (a run
+prints ``comparison_table`` of the merged results (the README's table). Parts that are missing (a run
 not finished) are skipped and named.
 """
 
@@ -39,6 +39,8 @@ import json
 import math
 import sys
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path("bench/results/benchmark_paper_comparison")
 STAGATE_PARTS = ("stagate_151673_R", "stagate_151676_R", "stagate_151673_G", "stagate_151676_G")
@@ -52,10 +54,12 @@ def _key(r: dict) -> tuple:
 
 def check_twins(parts: list[Path]) -> list[str]:
     """Records measured in more than one part that disagree on a score."""
+    from histosge.benchmark.results import load_records
+
     seen: dict = {}
     problems = []
     for part in parts:
-        for r in json.loads((part / "results.json").read_text()):
+        for r in load_records(part):
             k = _key(r)
             if k in seen:
                 rel = 1e-4 if r["method"] == "histogene" else 0.0
@@ -75,8 +79,6 @@ ONE = ROOT / "parts" / "stagate_one"
 def stagate_one(name: str, protocol: str, seed: int, method: str, data: str) -> Path:
     """One STAGATE clustering (and its k-means twin) of ``method``'s expression, as the benchmark does it."""
     import time
-
-    import numpy as np
 
     from histosge.benchmark import domains as D
     from histosge.benchmark import methods as M
@@ -145,11 +147,9 @@ def draw_one_maps() -> list[Path]:
     """A domain map per (section, protocol, seed) of the ``stagate_one`` results (first seed only)."""
     import os
 
-    import numpy as np
-
     from histosge.benchmark import sections as S
-    from histosge.benchmark.report import _order
-    from histosge.benchmark.report_domains import draw_maps
+    from histosge.benchmark.figures import draw_maps
+    from histosge.benchmark.results import method_order
 
     groups: dict = {}
     for path in sorted(ONE.glob("*.json")) if ONE.exists() else []:
@@ -165,7 +165,7 @@ def draw_one_maps() -> list[Path]:
         name = f"{dataset}/{section}"
         adata = S.read(name, os.environ.get("HISTOSGE_DATA", "../shared/data"))
         sec = S.Section(name, adata, np.zeros((adata.n_obs, 1), np.float32), "")
-        columns = ["measured", *_order(m for m in ones if m != "measured")]
+        columns = ["measured", *method_order(m for m in ones if m != "measured")]
         grids = {c: {m: ones[m][f"labels_{c}"] for m in columns} for c in ("kmeans", "stagate")}
         k = len(set(ones["measured"]["labels_kmeans"]))
         path = ROOT / f"figure5_{dataset}_{section}_{protocol}.png"
@@ -175,29 +175,63 @@ def draw_one_maps() -> list[Path]:
     return written
 
 
+def _mean(values) -> float | None:
+    vals = [float(v) for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(vals)) if vals else None
+
+
+def comparison_table(records: list[dict], methods, protocols=("R", "G")) -> list[str]:
+    """One row per method (and one for the measured expression): held-out pcc and the ARI of both
+    clusterers per protocol, each the mean over the DLPFC sections and the seeds that have it
+    ('not run' where none has); the highest of each column among methods in bold."""
+    recs = [r for r in records if r.get("labels") == "manual annotation" and r["protocol"] in protocols]
+    if not recs:
+        return []
+    cols = [(p, f) for p in protocols for f in ("pcc", "ari", "ari_stagate")]
+    values = {m: {c: _mean(r.get(c[1]) for r in recs if r["method"] == m and r["protocol"] == c[0]) for c in cols}
+              for m in methods}
+    best = {c: max((v[c] for v in values.values() if v[c] is not None), default=None) for c in cols}
+    names = {"pcc": "pcc", "ari": "ARI k-means", "ari_stagate": "ARI STAGATE"}
+    header = ["method", *[f"{p} {names[f]}" for p, f in cols]]
+    rows = []
+    measured = {"ari": "ari_measured", "ari_stagate": "ari_measured_stagate"}
+    row = ["(measured expression)"]
+    for p, f in cols:
+        v = _mean(r.get(measured[f]) for r in recs if r["protocol"] == p) if f in measured else None
+        row.append("-" if f == "pcc" else ("not run" if v is None else f"{v:.3f}"))
+    rows.append(row)
+    for m in methods:
+        row = [m]
+        for c in cols:
+            v = values[m][c]
+            if v is None:
+                row.append("not run")
+            else:
+                row.append(f"**{v:.3f}**" if best[c] is not None and v == best[c] else f"{v:.3f}")
+        rows.append(row)
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(r) + " |" for r in rows]
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["merge"]:
-        from histosge.benchmark.report import merge
+        from histosge.benchmark import report, results
 
         names = [*STAGATE_PARTS, "kmeans"]
-        parts = [ROOT / "parts" / n for n in names if (ROOT / "parts" / n / "results.json").exists()]
-        missing = [n for n in names if not (ROOT / "parts" / n / "results.json").exists()]
+        parts = [ROOT / "parts" / n for n in names if results.path_of(ROOT / "parts" / n).exists()]
+        missing = [n for n in names if not results.path_of(ROOT / "parts" / n).exists()]
         if missing:
             print(f"missing parts (skipped): {', '.join(missing)}")
         problems = check_twins(parts)
-        for path in merge(parts, ROOT):
-            print("wrote", path)
-        if ONE.exists():  # fold the one-at-a-time STAGATE results in and render again
-            from histosge.benchmark.report import write_report
-
-            records = json.loads((ROOT / "results.json").read_text())
+        written = results.combine(parts, ROOT)
+        if ONE.exists():  # fold the one-at-a-time STAGATE results in, with their domain maps
+            records = results.load_records(ROOT)
             problems += fold_one(records)
-            meta = json.loads((ROOT / "run.json").read_text())
-            (ROOT / "results.json").write_text(json.dumps(records, indent=1) + "\n")
-            figures = sorted(p for p in ROOT.glob("*.png") if not p.name.startswith("figure5_"))
-            figures += draw_one_maps()
-            write_report(records, ROOT, meta=meta, figures=figures)
+            results.write(ROOT, records)
+            written += draw_one_maps()
+        for path in [*written, *report.render(ROOT)]:
+            print("wrote", path)
         for p in problems:
             print("MISMATCH", p)
         return 1 if problems else 0
@@ -208,10 +242,9 @@ def main(argv=None) -> int:
         print("wrote", stagate_one(argv[1], argv[2], int(argv[3]), argv[4], data))
         return 0
     if argv[:1] == ["table"]:
-        from histosge.benchmark.report_domains import comparison_table
+        from histosge.benchmark.results import load_records
 
-        records = json.loads((ROOT / "results.json").read_text())
-        print("\n".join(comparison_table(records, METHODS)))
+        print("\n".join(comparison_table(load_records(ROOT), METHODS)))
         return 0
     print("usage: python bench/paper_comparison.py merge|table|stagate SECTION PROTOCOL SEED METHOD",
           file=sys.stderr)

@@ -54,3 +54,26 @@ def test_check_twins_compares_records_measured_twice(pc, tmp_path):
         (tmp_path / name / "results.json").write_text(json.dumps([_rec("knn", pcc=pcc)]))
     assert pc.check_twins([tmp_path / "a", tmp_path / "b"]) == []
     assert len(pc.check_twins([tmp_path / "a", tmp_path / "c"])) == 1
+
+
+def _dlpfc(method, seed, ari, stagate=None):
+    r = {"dataset": "dlpfc", "section": "151673", "protocol": "R", "method": method, "seed": seed,
+         "labels": "manual annotation", "ari": ari, "ari_measured": 0.4 + seed / 100}
+    if stagate is not None:
+        r["ari_stagate"] = stagate
+        r["ari_measured_stagate"] = 0.5
+    return r
+
+
+def test_comparison_table_averages_sections_and_seeds_and_says_not_run(pc):
+    recs = [_dlpfc("knn", s, 0.3, 0.4 if s == 0 else None) for s in range(2)]
+    recs += [{**_dlpfc("knn", 0, 0.5), "section": "151676"}]
+    recs += [_dlpfc("histosge", s, 0.2) for s in range(2)]
+    for r, pcc in zip(recs, (0.1, 0.2, 0.3, 0.05, 0.05), strict=True):
+        r["pcc"] = pcc
+    lines = pc.comparison_table(recs, ("histosge", "knn", "stage"))
+    assert lines[0].startswith("| method | R pcc | R ARI k-means | R ARI STAGATE | G pcc |")
+    assert "| knn | **0.200** | **0.367** | **0.400** | not run | not run | not run |" in lines
+    assert "| histosge | 0.050 | 0.200 | not run | not run | not run | not run |" in lines
+    assert "| stage | not run | not run | not run | not run | not run | not run |" in lines
+    assert lines[2].startswith("| (measured expression) | - | 0.404 | 0.500 |")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import anndata as ad
@@ -13,7 +14,7 @@ import scipy.sparse as sp
 import torch
 
 from histosge import geometry
-from histosge.benchmark import methods, protocols, report, run
+from histosge.benchmark import methods, protocols, report, results, run
 from histosge.errors import InputError
 from histosge.methods import create_method, histogene
 from histosge.model import Spots
@@ -173,9 +174,12 @@ def test_report_tables_from_records(tmp_path):
                     "pcc_top50_all_spots_inflated": 0.8,
                 }
             )
-    files = report.write_report(recs, tmp_path, meta={"encoder": "x", "seeds": [0, 1]})
+    results.write(tmp_path, recs)
+    (tmp_path / "run.json").write_text(json.dumps({"encoder": "x", "seeds": [0, 1]}))
+    files = report.render(tmp_path)
     text = (tmp_path / "report.md").read_text()
     assert files == [tmp_path / "report.md"]
+    assert "Wall time: not recorded (the run did not finish)" in text
     assert "0.050 ± 0.071" in text and "INFLATED" in text and "| knn |" in text.replace("151673 | knn", "| knn")
 
 
@@ -209,11 +213,14 @@ def test_merge_combines_parts(tmp_path):
             "protocols": ["G"],
         }
         (part / "run.json").write_text(json.dumps(meta))
-    report.merge([tmp_path / "p0", tmp_path / "p1"], tmp_path / "all")
-    merged = json.loads((tmp_path / "all" / "results.json").read_text())
-    assert [r["section"] for r in merged] == ["C2", "C3"]
+    (tmp_path / "p1" / "results.json").write_text(json.dumps([{**rec, "section": "C3"}, {**rec, "pcc": 0.9}]))
+    results.combine([tmp_path / "p0", tmp_path / "p1"], tmp_path / "all")
+    report.render(tmp_path / "all")
+    merged = results.load_records(tmp_path / "all")
+    assert [r["section"] for r in merged] == ["C2", "C3"]  # C2 measured twice: the first part's record
+    assert merged[0] == rec  # as written: no field gained, none turned into NaN
     text = (tmp_path / "all" / "report.md").read_text()
-    assert "| C3 | knn |" in text and "p1" in text
+    assert "| C3 | knn |" in text and "p1" in text and "(`results.combine`)" in text
 
 
 def test_run_rejects_unknown_options(tmp_path):
@@ -258,12 +265,21 @@ def test_run_on_synthetic_sections_covers_every_protocol_and_method(synthetic_da
     assert all(r["ari"] is not None for r in res.records if r["dataset"] == "dlpfc")
     for (name, _, _), split in res.splits.items():
         assert name in names and len(np.intersect1d(split.train, split.test)) == 0
-    assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(res.records))
+    assert results.load_records(out) == json.loads(json.dumps(res.records))
     text = (out / "report.md").read_text()
-    assert "INFLATED" in text and "### X:" in text
+    assert "INFLATED" in text and "### X:" in text and "no saved predictions" not in text
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert any(p.startswith("markers_dlpfc") for p in pngs) and any(p.startswith("domains_dlpfc") for p in pngs)
     assert all((out / p).stat().st_size < 300_000 for p in pngs)
+    # the report is drawn from the folder's files alone: again, the same text and the same figures
+    saved = sorted(p.name for p in (out / "predictions").glob("*.npz"))
+    assert "dlpfc_s1_R_0.npz" in saved and "her2st_C2_X_0.npz" in saved
+    (out / "report.md").unlink()
+    for p in pngs:
+        (out / p).unlink()
+    assert report.render(out)[0].read_text() == text and sorted(p.name for p in out.glob("*.png")) == pngs
+    shutil.rmtree(out / "predictions")  # not committed (large): the report reads the same without them
+    assert report.render(out)[0].read_text() == text
 
 
 def test_denser_generation_protocols_score_their_lattices_and_skip_small_sections(tmp_path, make_spaceranger,
@@ -281,8 +297,6 @@ def test_denser_generation_protocols_score_their_lattices_and_skip_small_section
         assert 0.4 * (factor - 1) * len(split.train) < len(split.test) < (factor - 1) * len(split.train)
     text = (tmp_path / "out" / "report.md").read_text()
     assert "### G9:" in text and "### G16:" in text
-    board = text.split("## Is histosge first?")[1].split("\n## ")[0] if "## Is histosge first?" in text else ""
-    assert "| dlpfc/big | G9 |" not in board  # the scoreboard covers R, G and X only
 
 
 QUICK = {"sections": "her2st/C2", "protocols": "R,G", "quick": True, "progress": False}
@@ -310,7 +324,7 @@ def _same(a: list[dict], b: list[dict]) -> bool:
 
 def test_quick_run_on_real_data_is_held_out_and_deterministic(data_dir, tmp_path):
     res = run(data_dir, tmp_path / "a", **QUICK)
-    recs = json.loads((tmp_path / "a" / "results.json").read_text())
+    recs = results.load_records(tmp_path / "a")
     assert recs == json.loads(json.dumps(res.records))
     assert {(r["protocol"], r["method"]) for r in recs} == {
         (p, m) for p in "RG" for m in methods.DEFAULT_METHODS if methods.valid_for(m, p)}
@@ -355,56 +369,8 @@ def test_quick_run_on_real_data_is_held_out_and_deterministic(data_dir, tmp_path
     assert untimed(again.records) == untimed(res.records)  # bit for bit
 
 
-def test_scoreboard_names_every_missed_target():
-    from histosge.benchmark.report import scoreboard
-
-    def rec(method, protocol, pcc, top, mse, ari=None, dataset="dlpfc"):
-        return {"dataset": dataset, "section": "s1", "protocol": protocol, "method": method, "seed": 0,
-                "pcc": pcc, "pcc_top50": top, "mse": mse, "mae": 0.1, "ari": ari}
-
-    recs = [
-        rec("knn", "R", 0.10, 0.40, 0.30, ari=0.30), rec("ridge", "R", 0.12, 0.35, 0.31, ari=0.2),
-        rec("histosge", "R", 0.11, 0.45, 0.29, ari=0.25),
-        rec("ridge", "X", 0.05, 0.3, 0.4), rec("histosge", "X", 0.06, 0.2, 0.5),
-    ]
-    lines = scoreboard(recs)
-    assert "1 of 2 rows" in lines[0]
-    row_r = next(line for line in lines if "| R |" in line)
-    assert "pcc <= ridge" in row_r and "ARI < knn" in row_r and "top50" not in row_r.split("no:")[1]
-    assert "| yes |" in next(line for line in lines if "| X |" in line)
-    assert scoreboard([r for r in recs if r["method"] != "histosge"]) == []
-
-
-def test_scoreboard_says_on_how_many_seeds_a_missed_target_is_lost():
-    from histosge.benchmark.report import scoreboard
-
-    def rec(method, seed, pcc, mse, ari):
-        return {"dataset": "dlpfc", "section": "s1", "protocol": "R", "method": method, "seed": seed,
-                "pcc": pcc, "pcc_top50": pcc, "mse": mse, "mae": 0.1, "ari": ari}
-
-    # ARI: lost on the mean by one bad seed (0.20 vs 0.30), tied on seed 1 (a tie meets "at least");
-    # MSE: worse on every seed.
-    recs = [
-        rec("knn", 0, 0.10, 0.30, 0.30), rec("histosge", 0, 0.12, 0.31, 0.20),
-        rec("knn", 1, 0.10, 0.30, 0.30), rec("histosge", 1, 0.12, 0.32, 0.30),
-        rec("knn", 2, 0.10, 0.30, 0.30), rec("histosge", 2, 0.12, 0.33, 0.31),
-    ]
-    row = next(line for line in scoreboard(recs) if "| R |" in line)
-    assert "ARI < knn (1 of 3 seeds)" in row and "mse > knn (3 of 3 seeds)" in row and "pcc <=" not in row
-
-
-def test_readme_tables_average_seeds_and_bold_the_best():
-    from histosge.benchmark.report import readme_tables
-
-    def rec(method, seed, pcc, top, dataset="dlpfc", protocol="R"):
-        return {"dataset": dataset, "section": "s1", "protocol": protocol, "method": method, "seed": seed,
-                "pcc": pcc, "pcc_top50": top, "mse": 0.3, "mae": 0.1, "ari": 0.2 if dataset == "dlpfc" else None}
-
-    recs = [rec("knn", 0, 0.10, 0.50), rec("knn", 1, 0.20, 0.50), rec("histosge", 0, 0.12, 0.40),
-            rec("histosge", 1, 0.12, 0.40), rec("ridge", 0, 0.05, 0.1, dataset="her2st", protocol="X")]
-    lines = readme_tables(recs)
-    row = next(line for line in lines if line.startswith("| dlpfc/s1 | R |"))
-    # knn's pcc averages to 0.150 and is best; histosge's top-50 is not, knn's 0.500 is
-    assert row == "| dlpfc/s1 | R | **0.150** / **0.500** / 0.300 / 0.20 | 0.120 / 0.400 / 0.300 / 0.20 |"
-    assert "| section | protocol | knn | histosge |" in lines
-    assert "| her2st/s1 | X | **0.050** / **0.100** / 0.300 |" in lines  # no ARI cell outside DLPFC
+def test_a_run_stopped_before_its_first_record_still_renders(tmp_path):
+    results.write(tmp_path, [])
+    (tmp_path / "run.json").write_text(json.dumps({"encoder": "x", "seeds": [0]}))
+    text = report.render(tmp_path)[0].read_text()
+    assert "Wall time: not recorded (the run did not finish)" in text and "## Summary" in text

@@ -75,11 +75,18 @@ def test_encoders_command_lists_default():
     assert "(default)" in res.output and "uni" in res.output
 
 
-def test_bench_cli_quick(data_dir, tmp_path):
-    res = run("bench", "--data", data_dir, "--out", tmp_path / "b", "--quick", "--sections", "her2st/C2",
+def test_bench_cli_quick(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("HISTOSGE_DATA", str(data_dir))  # --data defaults to it
+    res = run("bench", "--out", tmp_path / "b", "--quick", "--sections", "her2st/C2",
               "--protocols", "R", "--methods", "mean,knn,histosge")
     assert res.exit_code == 0, res.output
-    assert (tmp_path / "b" / "results.json").exists() and (tmp_path / "b" / "report.md").exists()
+    assert (tmp_path / "b" / "results.jsonl").exists() and (tmp_path / "b" / "report.md").exists()
+
+
+def test_bench_cli_without_a_data_folder_says_how_to_give_one(tmp_path, monkeypatch):
+    monkeypatch.delenv("HISTOSGE_DATA", raising=False)
+    res = run("bench", "--out", tmp_path / "b")
+    assert res.exit_code == 2 and "--data" in res.output and "HISTOSGE_DATA" in res.output
 
 
 def test_bench_cli_bad_seeds(data_dir, tmp_path):

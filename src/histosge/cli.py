@@ -551,8 +551,10 @@ def methods_(debug: O.Debug = False):
 
 @app.command()
 def bench(
-    data: str = _o(..., "--data", help="Folder laid out like ../shared/data (dlpfc/<id>/, her2st/)."),
-    out_dir: Path = _o(..., "--out", help="Output folder for results.json and report.md."),
+    data: str | None = _o(None, "--data", envvar="HISTOSGE_DATA", show_envvar=False, show_default=False,
+                   help="Folder laid out like ../shared/data (dlpfc/<id>/, her2st/); default $HISTOSGE_DATA."),
+    out_dir: Path = _o(Path("histosge-bench"), "--out",
+                       help="Output folder: run.json, results.jsonl (a record per fit), predictions/, report.md."),
     sections: str = _o(None, "--sections", help="e.g. dlpfc/151673,her2st/C2 (default: all found)."),
     protocols: str = _o("R,G,X", "--protocols",
                         help="R (recovery), G (4x generation), X (cross-section); also G9, G16 (9x, 16x), and "
@@ -565,16 +567,19 @@ def bench(
     encoder: O.Encoder = None,
     quick: bool = _o(False, "--quick", help="One section, few epochs: a smoke test in under 2 minutes."),
     domains: str = _o("kmeans", "--domains", help="Spatial-domain clusterers: kmeans, stagate (needs "
-                      'pip install "histosge[domains]"; about 10 minutes per DLPFC clustering on a CPU).'),
+                      'pip install "histosge\\[domains]"; about 10 minutes per DLPFC clustering on a CPU).'),
     debug: O.Debug = False,
 ):
-    """Score every method on held-out spots under protocols R, G and X; write results.json + report.md."""
+    """Score every method on held-out spots under protocols R, G and X; write results.jsonl + report.md."""
     from . import benchmark
 
     def split(text):
         return [x.strip() for x in text.split(",") if x.strip()] if text else None
 
     def job():
+        if not data:
+            raise InputError("no data folder given", where="--data",
+                             fix="give --data the folder holding dlpfc/ and her2st/, or set HISTOSGE_DATA")
         try:
             seed_list = [int(s) for s in split(seeds) or [0]]
         except ValueError:
@@ -585,7 +590,7 @@ def bench(
         result = benchmark.run(data, out_dir, seeds=seed_list, quick=quick,
                                **{k: v for k, v in options.items() if v is not None})
         _summary("histosge bench", [("records", str(len(result.records))),
-                                    ("results", str(Path(out_dir) / "results.json")),
+                                    ("results", str(Path(out_dir) / "results.jsonl")),
                                     ("report", str(Path(out_dir) / "report.md"))])
 
     _run(debug, job)

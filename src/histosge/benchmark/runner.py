@@ -1,10 +1,17 @@
-"""``run``: every (section, protocol, seed, method), scored on held-out spots, to results.json + report.md."""
+"""``run``: every task x method, scored on held-out spots; each record appended to results.jsonl as it finishes.
+
+The run writes only files: run.json (settings and machine at the start, totals at the end),
+results.jsonl (one record per fit), predictions/ (each first-seed task's predictions), and then
+report.md rendered from them (``report.render``), so an interrupted run keeps what it finished
+and a report can be drawn again later.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -21,8 +28,11 @@ from ..model import Spots
 from ..provenance import environment
 from . import domains as D
 from . import methods as M
+from . import predictions as PR
 from . import protocols as P
+from . import results as RS
 from . import sections as S
+from .tasks import BenchTask, plan
 
 #: Protocols run by default (X is cheap next to R and G and fits the same budget).
 DEFAULT_PROTOCOLS = ("R", "G", "X")
@@ -31,7 +41,7 @@ DEFAULT_SEEDS = (0,)
 
 @dataclass
 class BenchResult:
-    """What ``run`` measured: the records of results.json, the splits used, and the files written.
+    """What ``run`` measured: the records of results.jsonl, the splits used, and the files written.
 
     ``splits[(section, protocol, seed)]`` holds the spot indices (into the section as read) that
     trained and that were scored; for X the training spots come from other sections, so ``train``
@@ -128,10 +138,12 @@ def run(
       on sections with labels; minutes per clustering on a CPU, so not in the default). Without
       the 'domains' extra installed, STAGATE is skipped and run.json and the report say why.
 
-    Writes ``out/results.json`` (one record per section x protocol x seed x method) and, with
-    ``report``, ``out/report.md`` and its PNGs. Scores are on held-out spots only, except the
-    fields ending in ``_all_spots_inflated`` (protocol R, training spots included, as the paper
-    scored). Returns a :class:`BenchResult`.
+    Writes ``out/run.json`` (the settings and machine, at the start; the times, at the end),
+    ``out/results.jsonl`` (one record per section x protocol x seed x method, appended as each
+    fit finishes), ``out/predictions/`` (the first seed's predictions of every task, for the
+    figures) and, with ``report``, ``out/report.md`` and its PNGs rendered from those files.
+    Scores are on held-out spots only, except the fields ending in ``_all_spots_inflated``
+    (protocol R, training spots included, as the paper scored). Returns a :class:`BenchResult`.
     """
     t_start = time.perf_counter()
     out = Path(out)
@@ -147,11 +159,26 @@ def run(
     except ValueError as err:
         raise InputError(f"seeds must be integers ({err})", where="--seeds", fix="e.g. --seeds 0,1,2") from None
     names = [S.normalise_name(n) for n in _parse(sections, None, "section")] if sections else S.discover(data_dir)
-    out.mkdir(parents=True, exist_ok=True)
     if quick and not sections:  # one small section: a legacy-ST (her2st) one has a few hundred spots
         names = sorted(names, key=lambda n: not n.startswith("her2st/"))[:1]
         protocols = [p for p in protocols if p != "X"] or ["R"]
+    from ..encode import DEFAULT_ENCODER
 
+    meta = {
+        "quick": quick,
+        "sections": names,
+        "protocols": protocols,
+        "methods": methods,
+        "seeds": seeds,
+        "encoder": encoder or DEFAULT_ENCODER,
+        "n_genes": n_genes,
+        "torch_threads": threads or torch.get_num_threads(),
+        "environment": environment(),  # package versions, CPU, BLAS: what the numbers depend on
+        "domains": ["kmeans", *extra],
+        **({"stagate_skipped": stagate_skipped} if stagate_skipped else {}),
+        "predictions": PR.FOLDER,  # the first seed's, for the figures (not committed: large)
+    }
+    _start(out, meta)
     _log(
         progress,
         f"bench: {len(names)} sections, protocols {','.join(protocols)}, methods {','.join(methods)}, "
@@ -162,110 +189,173 @@ def run(
     feature_seconds = time.perf_counter() - t0
     _log(progress, f"features ready ({feature_seconds:.0f} s)")
 
+    tasks, skipped = plan(secs, protocols, seeds)
+    for line in skipped:
+        _log(progress, f"  {line}")
     records: list[dict] = []
-    splits: dict[tuple[str, str, int], P.Split] = {}
-    results_path = out / "results.json"
 
-    def save() -> None:  # after every record, so an interrupted run keeps what it finished
-        with atomic_path(results_path) as tmp:
-            tmp.write_text(json.dumps(records, indent=1, default=_json_default) + "\n")
-
-    def keep(rec: dict) -> None:
+    def keep(rec: dict) -> None:  # on file as soon as measured: an interrupted run keeps what it finished
+        RS.append(out, rec)
         records.append(rec)
-        save()
 
-    kept: dict = {}  # predictions kept for the report's figures
-    cohorts = P.prior_sources(names)
     with _deterministic(threads):
-        for name in names:
-            sec = secs[name]
-            for protocol in (p for p in protocols if p != "X"):
-                if protocol in P.WITH_PRIOR and name not in cohorts:
-                    _log(progress, f"  {name} {protocol}: skipped, no other section of its dataset is named")
-                    continue
-                for seed in seeds:
-                    if protocol in P.WITH_PRIOR:
-                        split = P.split_r(sec.n, seed) if protocol == "R+" else P.split_g(sec.rows, sec.cols, sec.grid)
-                        split = P.Split(protocol, split.train, split.test)
-                        splits[(name, protocol, seed)] = split
-                        sources = [(scope, [secs[n] for n in srcs]) for scope, srcs in cohorts[name]]
-                        records += _within_prior(sec, split, sources, seed, methods, quick, n_genes, progress)
-                        save()
-                        continue
-                    if protocol == "R":
-                        split = P.split_r(sec.n, seed)
-                    else:
-                        split = P.split_g(sec.rows, sec.cols, sec.grid, P.GENERATION[protocol])
-                        if len(split.train) < P.MIN_TRAIN_SPOTS or not len(split.test):
-                            _log(progress, f"  {name} {protocol}: skipped, its coarse lattice has "
-                                           f"{len(split.train)} spots (< {P.MIN_TRAIN_SPOTS})")
-                            break
-                    splits[(name, protocol, seed)] = split
-                    _within(
-                        sec,
-                        split,
-                        seed,
-                        methods,
-                        quick,
-                        n_genes,
-                        kept if seed == seeds[0] else None,
-                        progress,
-                        extra,
-                        keep,
-                    )
-        if "X" in protocols:
-            for target, sources in P.cross_groups(names).items():
-                for seed in seeds:
-                    splits[(target, "X", seed)] = P.Split("X", np.zeros(0, np.int64), np.arange(secs[target].n))
-                    _cross(
-                        secs[target],
-                        [secs[s] for s in sources],
-                        seed,
-                        methods,
-                        quick,
-                        n_genes,
-                        kept if seed == seeds[0] else None,
-                        progress,
-                        extra,
-                        keep,
-                    )
-    result = BenchResult(records, splits, out)
+        for task in tasks:
+            _run_task(task, secs, methods, quick, n_genes, extra, progress, keep,
+                      out if task.seed == seeds[0] else None)
+    result = BenchResult(records, {(t.name, t.protocol, t.seed): t.split for t in tasks}, out)
     result.seconds = time.perf_counter() - t_start
-    meta = {
-        "seconds_total": result.seconds,
-        "seconds_features": feature_seconds,
-        "quick": quick,
-        "sections": names,
-        "protocols": protocols,
-        "methods": methods,
-        "seeds": seeds,
-        "encoder": next(iter(secs.values())).encoder,
-        "n_genes": n_genes,
-        "torch_threads": threads or torch.get_num_threads(),
-        "environment": environment(),  # package versions, CPU, BLAS: what the numbers depend on
-        "domains": ["kmeans", *extra],
-        **({"stagate_skipped": stagate_skipped} if stagate_skipped else {}),
-    }
-    save()
-    result.files.append(results_path)
+    meta = {"seconds_total": result.seconds, "seconds_features": feature_seconds, **meta,
+            "encoder": next(iter(secs.values())).encoder}
     meta_path = out / "run.json"
     with atomic_path(meta_path) as tmp:
         tmp.write_text(json.dumps(meta, indent=1) + "\n")
-    result.files.append(meta_path)
+    result.files += [out / RS.RESULTS, meta_path]
     if report:
-        from .report import write_report
+        from .report import render
 
-        result.files += write_report(records, out, kept=kept, meta=meta)
+        result.files += render(out)
     _log(progress, f"bench: {len(records)} records in {result.seconds:.0f} s -> {out}")
     return result
 
 
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+def _start(out: Path, meta: dict) -> None:
+    """A fresh output folder: run.json with the settings (no times: not finished), no records yet,
+    no predictions of an earlier run (the report would draw them)."""
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "run.json") as tmp:
+        tmp.write_text(json.dumps(meta, indent=1) + "\n")
+    RS.write(out, [])
+    if (out / RS.LEGACY_RESULTS).exists():
+        (out / RS.LEGACY_RESULTS).unlink()
+    shutil.rmtree(out / PR.FOLDER, ignore_errors=True)
+
+
+@dataclass
+class _Inputs:
+    """What every method of one task is given, and the fields their records share."""
+
+    sec: S.Section  # the section scored
+    split: P.Split
+    genes: list[str]
+    y: np.ndarray  # measured log1p expression of every spot of ``sec``
+    base: dict
+    task: dict  # ``methods.Task`` arguments
+
+
+def _inputs(t: BenchTask, secs: dict[str, S.Section], quick: bool, n_genes: int) -> _Inputs:
+    """Genes, truth and training data of one task: within a section (R, G, G9, G16, R+, G+), the
+    split's training spots; in X, every spot of the other sections (``methods.predict`` says what
+    each method may use there)."""
+    sec, split = secs[t.name], t.split
+    if t.protocol == "X":
+        sources = [secs[s] for s in t.sources]
+        genes, flavour = P.cross_section_genes([s.adata for s in sources], sec.adata, n_genes)
+        y_train = np.vstack([log_normalize(s.adata, genes) for s in sources])
+        y = log_normalize(sec.adata, genes)
+        train = Spots(*(np.concatenate([getattr(_subset(s, np.arange(s.n)), f) for s in sources])
+                        for f in ("features", "rows", "cols", "xy")))
+        task = {"train": train, "y_train": y_train,
+                "train_groups": np.concatenate([np.full(s.n, i) for i, s in enumerate(sources)]),
+                "query_groups": np.zeros(sec.n, np.int64), "train_sections": [s.adata for s in sources],
+                "query_section": sec.adata, "genes": genes}
+        n_train, n_test = len(y_train), sec.n
+    else:
+        genes, flavour, y = P.within_section_genes(sec.adata, split.train, n_genes)
+        task = {"train": _subset(sec, split.train), "y_train": y[split.train], "grid": sec.grid}
+        n_train, n_test = len(split.train), len(split.test)
+    task["query"] = _subset(sec, np.arange(sec.n))
+    base = {
+        "dataset": sec.dataset, "section": sec.section, "protocol": t.protocol, "seed": t.seed,
+        "n_train": int(n_train), "n_test": int(n_test), "n_genes": len(genes), "hvg_flavour": flavour,
+        "encoder": sec.encoder, "ari_measured": _ari(y, sec.labels, t.seed), "labels": _label_kind(sec),
+        **({"train_sections": [secs[s].section for s in t.sources]} if t.protocol == "X" else {}), "quick": quick,
+    }
+    return _Inputs(sec, split, genes, y, base, task)
+
+
+def _record(inp: _Inputs, method: str, pred: np.ndarray, seconds: float, info: dict) -> dict:
+    """One record: scores on the scored spots, the ARI of training spots measured + scored spots
+    predicted (X: every spot predicted) and, for R, the paper's inflated all-spot scores."""
+    y, test = inp.y, inp.split.test
+    rec = {**inp.base, "method": method, **score(y[test], pred[test]), "fit_seconds": seconds, **info}
+    rec.pop("n_spots", None)
+    if inp.split.protocol == "R":
+        inflated = score(y, pred)
+        for k in ("pcc", "pcc_top50", "mse", "mae"):
+            rec[f"{k}_all_spots_inflated"] = inflated[k]
+    rec["ari"] = _ari(_mixed(inp, pred), inp.sec.labels, inp.base["seed"])
+    return rec
+
+
+def _mixed(inp: _Inputs, pred: np.ndarray) -> np.ndarray:
+    mixed = inp.y.copy()
+    mixed[inp.split.test] = pred[inp.split.test]
+    return mixed
+
+
+def _run_task(t: BenchTask, secs: dict[str, S.Section], methods: list[str], quick: bool, n_genes: int,
+              clusterers: list[str], progress: bool, keep, save_to: Path | None) -> None:
+    """Every method of ``methods`` valid for ``t``: fit, score, ``keep`` each record; with
+    ``save_to``, the predictions of the scored spots to ``save_to/predictions/``."""
+    inp = _inputs(t, secs, quick, n_genes)
+    sec, seed = inp.sec, t.seed
+    found: dict = {}
+    _extra_domains(inp.base, "measured", inp.y, sec, seed, clusterers, found, quick)
+    with_cohort = t.protocol in P.WITH_PRIOR
+    own = [m for m in methods if M.valid_for(m, t.protocol) and not (with_cohort and m in M.WITH_OTHER_SECTIONS)]
+    alone: list[tuple[dict, np.ndarray]] = []
+    for method in own:
+        pred, info, seconds = _fit(method, M.Task(**inp.task, seed=seed, quick=quick))
+        rec = _record(inp, method, pred, seconds, info)
+        _extra_domains(rec, method, _mixed(inp, pred), sec, seed, clusterers, found, quick)
+        alone.append((rec, pred))
+        if with_cohort:
+            continue
+        keep(rec)
+        where = f"X<-{'+'.join(secs[s].section for s in t.sources)}" if t.protocol == "X" else t.protocol
+        _log(progress, f"  {sec.name} {where} seed {seed} {method:15s} pcc {rec['pcc']:.3f} "
+             f"top50 {rec['pcc_top50']:.3f} mse {rec['mse']:.4f} ({seconds:.0f} s)"
+             + (f" ARI k-means {rec['ari']:.3f} STAGATE {rec['ari_stagate']:.3f}" if "ari_stagate" in rec else ""))
+    if not with_cohort:
+        if save_to is not None and alone:
+            _save(save_to, t, inp, {r["method"]: p for r, p in alone}, found)
+        return
+    cohort_methods = [m for m in methods if m in M.WITH_OTHER_SECTIONS]
+    for scope, names in t.cohorts:
+        srcs = [secs[n] for n in names]
+        shared = P.shared_genes(inp.genes, [s.adata for s in srcs])
+        covered = np.isin(inp.genes, shared)
+        where = {"prior_from": scope, "prior_sections": [s.section for s in srcs],
+                 "prior_genes_covered": int(covered.sum())}
+        done = [({**rec, **where}, pred) for rec, pred in alone]
+        for rec, _ in done:
+            keep(rec)
+        if cohort_methods:
+            prior, prior_seconds = fit_prior(srcs, shared, seed, quick)
+            cohort = M.Cohort(
+                features=np.vstack([s.features for s in srcs]),
+                y=np.vstack([log_normalize(s.adata, shared) for s in srcs]), covered=covered, prior=prior,
+                section=sec.adata, section_features=sec.features, train_index=t.split.train, genes=inp.genes,
+                prior_seconds=prior_seconds)
+            for method in cohort_methods:
+                pred, info, seconds = _fit(method, M.Task(**inp.task, seed=seed, quick=quick, cohort=cohort))
+                rec = {**_record(inp, method, pred, seconds, info), **where}
+                if "prior_fit_seconds" in rec:  # a method that read the prior says so last, after its scope
+                    rec["prior_fit_seconds"] = rec.pop("prior_fit_seconds")
+                _extra_domains(rec, method, _mixed(inp, pred), sec, seed, clusterers, found, quick)
+                keep(rec)
+                done.append((rec, pred))
+        _log(progress, f"  {sec.name} {t.protocol} seed {seed} ({scope}: {'+'.join(s.section for s in srcs)}) "
+             + ", ".join(f"{r['method']} {r['pcc']:.3f}" for r, _ in done))
+        if save_to is not None and done:
+            _save(save_to, t, inp, {r["method"]: p for r, p in done}, found, scope)
+
+
+def _save(out: Path, t: BenchTask, inp: _Inputs, preds: dict[str, np.ndarray], found: dict,
+          scope: str | None = None) -> None:
+    test = t.split.test
+    PR.save(out, PR.Saved(inp.sec.name, t.protocol, t.seed, inp.genes, inp.y, t.split.train, test, inp.sec.xy,
+                          inp.sec.labels, {m: p[test] for m, p in preds.items()}, found, scope))
 
 
 def _clean(info: dict) -> dict:
@@ -292,6 +382,8 @@ def _clean(info: dict) -> dict:
     return {k: (float(v) if isinstance(v, float | np.floating) else v) for k, v in out.items()}
 
 
+
+
 def _ari(expression: np.ndarray, labels: np.ndarray | None, seed: int) -> float | None:
     """``evaluate.domains_ari``; a constant prediction (the 'mean' method in X) is one domain: ARI 0."""
     if labels is None:
@@ -299,6 +391,8 @@ def _ari(expression: np.ndarray, labels: np.ndarray | None, seed: int) -> float 
     if np.ptp(np.asarray(expression), axis=0).max() <= 1e-12:
         return 0.0
     return domains_ari(expression, labels, seed=seed)
+
+
 
 
 def _extra_domains(rec: dict, key: str, expression: np.ndarray, sec: S.Section, seed: int, clusterers: list[str],
@@ -320,89 +414,14 @@ def _extra_domains(rec: dict, key: str, expression: np.ndarray, sec: S.Section, 
             found.setdefault(name, {})[key] = lab
 
 
+
+
 def _fit(method: str, task: M.Task) -> tuple[np.ndarray, dict, float]:
     t = time.perf_counter()
     pred, info = M.predict(method, task)
     return np.asarray(pred, np.float32), _clean(info), time.perf_counter() - t
 
 
-def _within(
-    sec: S.Section,
-    split: P.Split,
-    seed: int,
-    methods: list[str],
-    quick: bool,
-    n_genes: int,
-    kept: dict | None,
-    progress: bool,
-    clusterers: list[str] = (),
-    emit=None,
-) -> list[dict]:
-    """Protocols R and G on one section: fit ``split.train``, predict every spot, score ``split.test``."""
-    genes, flavour, y = P.within_section_genes(sec.adata, split.train, n_genes)
-    labels = sec.labels
-    ari_measured = _ari(y, labels, seed)
-    everyone = np.arange(sec.n)
-    base = {
-        "dataset": sec.dataset,
-        "section": sec.section,
-        "protocol": split.protocol,
-        "seed": seed,
-        "n_train": int(len(split.train)),
-        "n_test": int(len(split.test)),
-        "n_genes": len(genes),
-        "hvg_flavour": flavour,
-        "encoder": sec.encoder,
-        "ari_measured": ari_measured,
-        "labels": _label_kind(sec),
-        "quick": quick,
-    }
-    found: dict | None = {} if kept is not None else None
-    _extra_domains(base, "measured", y, sec, seed, clusterers, found, quick)
-    out = []
-    for method in methods:
-        if not M.valid_for(method, split.protocol):
-            continue
-        task = M.Task(_subset(sec, split.train), y[split.train], _subset(sec, everyone), seed=seed, quick=quick,
-                      grid=sec.grid)
-        pred, info, secs = _fit(method, task)
-        rec = _scored(base, method, y, pred, split, labels, seed, secs, info)
-        mixed = y.copy()
-        mixed[split.test] = pred[split.test]
-        _extra_domains(rec, method, mixed, sec, seed, clusterers, found, quick)
-        out.append(rec)
-        if emit:
-            emit(rec)
-        _log(
-            progress,
-            f"  {sec.name} {split.protocol} seed {seed} {method:15s} pcc {rec['pcc']:.3f} "
-            f"top50 {rec['pcc_top50']:.3f} mse {rec['mse']:.4f} ({secs:.0f} s)"
-            + (f" ARI k-means {rec['ari']:.3f} STAGATE {rec['ari_stagate']:.3f}" if "ari_stagate" in rec else ""),
-        )
-        if kept is not None:
-            kept.setdefault(
-                (sec.name, split.protocol),
-                {"section": sec, "split": split, "genes": genes, "y": y, "pred": {}},
-            )["pred"][method] = pred
-            if found:
-                kept[(sec.name, split.protocol)]["domains"] = found
-    return out
-
-
-def _scored(base: dict, method: str, y: np.ndarray, pred: np.ndarray, split: P.Split, labels, seed: int,
-            seconds: float, info: dict) -> dict:
-    """One record of a within-section protocol: held-out scores, ARI of training + predicted spots
-    (and, for R, the paper's inflated all-spot scores)."""
-    rec = {**base, "method": method, **score(y[split.test], pred[split.test]), "fit_seconds": seconds, **info}
-    rec.pop("n_spots", None)
-    if split.protocol == "R":
-        inflated = score(y, pred)
-        for k in ("pcc", "pcc_top50", "mse", "mae"):
-            rec[f"{k}_all_spots_inflated"] = inflated[k]
-    mixed = y.copy()
-    mixed[split.test] = pred[split.test]
-    rec["ari"] = _ari(mixed, labels, seed)
-    return rec
 
 
 def fit_prior(sources: list[S.Section], genes: list[str] | None, seed: int, quick: bool = False,
@@ -426,147 +445,6 @@ def fit_prior(sources: list[S.Section], genes: list[str] | None, seed: int, quic
     return loaded, time.perf_counter() - t
 
 
-def _within_prior(
-    sec: S.Section,
-    split: P.Split,
-    sources: list[tuple[str, list[S.Section]]],
-    seed: int,
-    methods: list[str],
-    quick: bool,
-    n_genes: int,
-    progress: bool,
-) -> list[dict]:
-    """Protocols R+ and G+: the split and genes of R or G; the methods that read one section run
-    once, those that read the other sections (``methods.WITH_OTHER_SECTIONS``) once per scope of
-    ``sources`` ('same patient', 'other patients'). Every record names its scope and sections."""
-    genes, flavour, y = P.within_section_genes(sec.adata, split.train, n_genes)
-    labels = sec.labels
-    everyone = np.arange(sec.n)
-    base = {
-        "dataset": sec.dataset, "section": sec.section, "protocol": split.protocol, "seed": seed,
-        "n_train": int(len(split.train)), "n_test": int(len(split.test)), "n_genes": len(genes),
-        "hvg_flavour": flavour, "encoder": sec.encoder, "ari_measured": _ari(y, labels, seed),
-        "labels": _label_kind(sec), "quick": quick,
-    }
-    own = [m for m in methods if M.valid_for(m, split.protocol) and m not in M.WITH_OTHER_SECTIONS]
-    cohort_methods = [m for m in methods if m in M.WITH_OTHER_SECTIONS]
-    alone = []
-    for method in own:
-        task = M.Task(_subset(sec, split.train), y[split.train], _subset(sec, everyone), seed=seed, quick=quick)
-        pred, info, secs = _fit(method, task)
-        alone.append(_scored(base, method, y, pred, split, labels, seed, secs, info))
-    out = []
-    for scope, srcs in sources:
-        shared = P.shared_genes(genes, [s.adata for s in srcs])
-        covered = np.isin(genes, shared)
-        where = {"prior_from": scope, "prior_sections": [s.section for s in srcs],
-                 "prior_genes_covered": int(covered.sum())}
-        for rec in alone:
-            out.append({**rec, **where})
-        if not cohort_methods:
-            continue
-        prior, prior_seconds = fit_prior(srcs, shared, seed, quick)
-        cohort = M.Cohort(
-            features=np.vstack([s.features for s in srcs]),
-            y=np.vstack([log_normalize(s.adata, shared) for s in srcs]), covered=covered, prior=prior,
-            section=sec.adata, section_features=sec.features, train_index=split.train, genes=genes,
-            prior_seconds=prior_seconds)
-        for method in cohort_methods:
-            task = M.Task(_subset(sec, split.train), y[split.train], _subset(sec, everyone), seed=seed, quick=quick,
-                          cohort=cohort)
-            pred, info, secs = _fit(method, task)
-            rec = {**_scored(base, method, y, pred, split, labels, seed, secs, info), **where}
-            if "prior_fit_seconds" in rec:  # a method that read the prior says so last, after its scope
-                rec["prior_fit_seconds"] = rec.pop("prior_fit_seconds")
-            out.append(rec)
-        _log(progress, f"  {sec.name} {split.protocol} seed {seed} ({scope}: {'+'.join(s.section for s in srcs)}) "
-             + ", ".join(f"{r['method']} {r['pcc']:.3f}" for r in out if r["prior_from"] == scope))
-    return out
-
-
-def _cross(
-    target: S.Section,
-    sources: list[S.Section],
-    seed: int,
-    methods: list[str],
-    quick: bool,
-    n_genes: int,
-    kept: dict | None,
-    progress: bool,
-    clusterers: list[str] = (),
-    emit=None,
-) -> list[dict]:
-    """Protocol X: train on every spot of ``sources``, predict every spot of ``target`` from its
-    image (``methods.predict`` says what each method may use there)."""
-    genes, flavour = P.cross_section_genes([s.adata for s in sources], target.adata, n_genes)
-    y_train = np.vstack([log_normalize(s.adata, genes) for s in sources])
-    y = log_normalize(target.adata, genes)
-    train = Spots(*(np.concatenate([getattr(_subset(s, np.arange(s.n)), f) for s in sources])
-                    for f in ("features", "rows", "cols", "xy")))
-    groups = np.concatenate([np.full(s.n, i) for i, s in enumerate(sources)])
-    query = _subset(target, np.arange(target.n))
-    labels = target.labels
-    ari_measured = _ari(y, labels, seed)
-    base = {
-        "dataset": target.dataset,
-        "section": target.section,
-        "protocol": "X",
-        "seed": seed,
-        "n_train": int(len(y_train)),
-        "n_test": int(target.n),
-        "n_genes": len(genes),
-        "hvg_flavour": flavour,
-        "encoder": target.encoder,
-        "ari_measured": ari_measured,
-        "labels": _label_kind(target),
-        "train_sections": [s.section for s in sources],
-        "quick": quick,
-    }
-    found: dict | None = {} if kept is not None else None
-    _extra_domains(base, "measured", y, target, seed, clusterers, found, quick)
-    out = []
-    for method in methods:
-        if not M.valid_for(method, "X"):
-            continue
-        task = M.Task(
-            train,
-            y_train,
-            query,
-            seed=seed,
-            quick=quick,
-            train_groups=groups,
-            query_groups=np.zeros(target.n, np.int64),
-            train_sections=[s.adata for s in sources],
-            query_section=target.adata,
-            genes=genes,
-        )
-        pred, info, secs = _fit(method, task)
-        rec = {**base, "method": method, **score(y, pred), "fit_seconds": secs, **info}
-        rec.pop("n_spots", None)
-        rec["ari"] = _ari(pred, labels, seed)
-        _extra_domains(rec, method, pred, target, seed, clusterers, found, quick)
-        out.append(rec)
-        if emit:
-            emit(rec)
-        if kept is not None:
-            kept.setdefault(
-                (target.name, "X"),
-                {
-                    "section": target,
-                    "split": P.Split("X", [], np.arange(target.n)),
-                    "genes": genes,
-                    "y": y,
-                    "pred": {},
-                },
-            )["pred"][method] = pred
-            if found:
-                kept[(target.name, "X")]["domains"] = found
-        _log(
-            progress,
-            f"  {target.name} X<-{'+'.join(s.section for s in sources)} seed {seed} {method:15s} "
-            f"pcc {rec['pcc']:.3f} top50 {rec['pcc_top50']:.3f} mse {rec['mse']:.4f} ({secs:.0f} s)",
-        )
-    return out
 
 
 def _label_kind(sec: S.Section) -> str | None:

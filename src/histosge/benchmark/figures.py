@@ -1,0 +1,335 @@
+"""The report's figures, drawn from the saved predictions of a benchmark folder (``predictions``).
+
+Marker genes (measured vs each method, held-out spots), spatial domains (k-means of training spots
+measured + held-out spots predicted, next to the manual layers), and, where STAGATE ran, the
+paper's Figure 5 (k-means and STAGATE domain maps side by side). PNGs are kept small: they are
+committed next to the report.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+from .._atomic import atomic_path
+from ..evaluate import domains_ari
+from . import domains as D
+from . import predictions as PR
+from .results import method_order
+
+#: Marker genes drawn per dataset (only those among the HVGs of the protocol's training spots).
+MARKERS = {"dlpfc": ("MOBP", "PCP4", "SNAP25"), "her2st": ("ERBB2",)}
+#: Figures are kept below this size (they are committed next to the report).
+MAX_PNG_BYTES = 290_000
+_KINDS = ("markers", "domains", "figure5")
+_PROTOCOLS = ("R", "G", "G9", "G16", "X")
+_NAMES = {"kmeans": "k-means", "stagate": "STAGATE"}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_small_png(image, path: Path) -> None:
+    """Write a PIL image as a palette PNG (plots have few colours), halving it until small enough."""
+    from PIL import Image
+
+    img = image.convert("RGB")
+    while True:
+        buf = io.BytesIO()
+        img.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(buf, format="png", optimize=True)
+        if buf.tell() <= MAX_PNG_BYTES or min(img.size) < 200:
+            break
+        img = img.resize((img.width * 3 // 4, img.height * 3 // 4), Image.Resampling.LANCZOS)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.getvalue())
+
+
+def _save_png(fig, path: Path) -> None:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=72, format="png")
+    buf.seek(0)
+    write_small_png(Image.open(buf), path)
+
+
+def _scatter(ax, xy, values, vmin, vmax, size, title):
+    ax.scatter(xy[:, 0], xy[:, 1], c=values, s=size, vmin=vmin, vmax=vmax, cmap="viridis", linewidths=0)
+    ax.set_title(title, fontsize=8)
+    ax.set_aspect("equal")
+    ax.invert_yaxis()
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _mixed(s: PR.Saved, method: str) -> np.ndarray:
+    """Training spots measured, scored spots as ``method`` predicted them (X: every spot predicted)."""
+    mixed = s.y.copy()
+    mixed[s.test] = s.pred[method]
+    return mixed
+
+
+def marker_figure(s: PR.Saved, path: Path) -> list[str] | None:
+    """Rows: marker genes; columns: measured, then each method, on the scored spots."""
+    markers = [g for g in MARKERS.get(s.dataset, ()) if g in s.genes]
+    if not markers:
+        return None
+    plt = _plt()
+    methods = method_order(s.pred)
+    test = s.test
+    xy = s.xy[test]
+    size = max(1.0, 3000.0 / max(len(test), 1))
+    fig, axes = plt.subplots(
+        len(markers), len(methods) + 1, figsize=(1.7 * (len(methods) + 1), 1.9 * len(markers)), squeeze=False
+    )
+    for i, gene in enumerate(markers):
+        j = s.genes.index(gene)
+        truth = s.y[test, j]
+        vmin, vmax = np.percentile(truth, [1, 99])
+        _scatter(axes[i, 0], xy, truth, vmin, vmax, size, f"{gene} measured")
+        for c, m in enumerate(methods, start=1):
+            p = s.pred[m][:, j]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                r = np.corrcoef(truth, p)[0, 1] if np.std(p) > 1e-9 and np.std(truth) > 1e-9 else float("nan")
+            _scatter(axes[i, c], xy, p, vmin, vmax, size, f"{m} (r={r:.2f})")
+    fig.suptitle(
+        f"{s.name}, protocol {s.protocol}: held-out spots, log1p expression (colour scale of the measured values)",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    _save_png(fig, path)
+    plt.close(fig)
+    return markers
+
+
+def _clusters(expression: np.ndarray, k: int, seed: int, n_pcs: int = 30) -> np.ndarray:
+    """k-means labels with the settings of ``evaluate.domains_ari``, for drawing only
+    (the ARI numbers come from ``evaluate.domains_ari`` itself)."""
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+
+    X = np.asarray(expression, np.float64)
+    n_pcs = max(1, min(n_pcs, X.shape[0] - 1, X.shape[1]))
+    pcs = PCA(n_components=n_pcs, random_state=seed).fit_transform(X - X.mean(0))
+    return KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(pcs)
+
+
+def domains_figure(s: PR.Saved, path: Path, seed: int = 0) -> bool:
+    """Manual layers, k-means on measured expression, k-means on training + predicted spots per method."""
+    labels = s.labels
+    if labels is None or s.dataset == "her2st":
+        return False
+    from sklearn.metrics import adjusted_rand_score
+
+    plt = _plt()
+    known = np.array([v is not None for v in labels])
+    cats = sorted({v for v in labels if v is not None})
+    k = len(cats)
+    lab_idx = np.array([cats.index(v) if v is not None else -1 for v in labels])
+    panels = [("manual layers", lab_idx, None)]
+    panels.append(("k-means, measured", _clusters(s.y, k, seed), domains_ari(s.y, labels, seed=seed)))
+    for m in method_order(s.pred):
+        cl = _clusters(_mixed(s, m), k, seed)
+        panels.append((f"{m}", cl, adjusted_rand_score(labels[known].astype(str), cl[known])))
+    n = len(panels)
+    ncol = min(n, 4)
+    nrow = int(np.ceil(n / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(2.4 * ncol, 2.5 * nrow), squeeze=False)
+    size = max(1.0, 3000.0 / s.n)
+    for ax, (title, lab, ari) in zip(axes.flat, panels, strict=False):
+        ok = lab >= 0
+        ax.scatter(s.xy[ok, 0], s.xy[ok, 1], c=lab[ok], s=size, cmap="tab10", vmin=0, vmax=9, linewidths=0)
+        ax.set_title(title if ari is None else f"{title} (ARI {ari:.2f})", fontsize=8)
+        ax.set_aspect("equal")
+        ax.invert_yaxis()
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    what = ("training spots measured + held-out spots predicted" if s.protocol != "X"
+            else "every spot predicted from other sections")
+    fig.suptitle(f"{s.name}, protocol {s.protocol}: spatial domains (k-means, k={k}); {what}", fontsize=9)
+    fig.tight_layout()
+    _save_png(fig, path)
+    plt.close(fig)
+    return True
+
+
+def _match(clusters: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Relabel ``clusters`` so each maps to the manual layer it overlaps most (colours comparable
+    across panels); clusters left over keep numbers after the layers'."""
+    from scipy.optimize import linear_sum_assignment
+
+    ok = D.known(labels)
+    cats = sorted({str(v) for v in labels[ok]})
+    lab = np.array([cats.index(str(v)) for v in labels[ok]])
+    ids = np.unique(clusters)
+    overlap = np.array([[np.sum((clusters[ok] == c) & (lab == j)) for j in range(len(cats))] for c in ids])
+    rows, cols = linear_sum_assignment(-overlap)
+    mapping = {ids[r]: c for r, c in zip(rows, cols, strict=True)}
+    spare = iter(range(len(cats), len(cats) + len(ids)))
+    return np.array([mapping[c] if c in mapping else next(spare) for c in clusters])
+
+
+def domain_maps(s: PR.Saved, path: Path) -> bool:
+    """The paper's Figure 5 for one task: rows k-means and STAGATE, columns manual layers, measured,
+    each method (k-means of seed ``s.seed``); False where STAGATE did not run."""
+    found = s.domains
+    labels = s.labels
+    if "stagate" not in found or labels is None:
+        return False
+    k = D.n_domains(labels)
+    columns = ["measured", *[m for m in method_order(s.pred) if m in found["stagate"]]]
+
+    def kmeans_of(key):
+        if key == "measured":
+            return D.kmeans(s.y, k, s.seed)
+        mixed = _mixed(s, key)
+        if np.ptp(mixed, axis=0).max() <= 1e-12:
+            return np.zeros(s.n, np.int64)
+        return D.kmeans(mixed, k, s.seed)
+
+    grids = {"kmeans": {c: kmeans_of(c) for c in columns}, "stagate": {c: found["stagate"][c] for c in columns}}
+    what = ("training spots measured + held-out spots predicted" if s.protocol != "X"
+            else "every spot predicted from other sections")
+    draw_maps(s.xy, labels, grids, f"{s.name}, protocol {s.protocol}, seed {s.seed}: spatial domains "
+              f"(k = {k}); {what}", path)
+    return True
+
+
+def draw_maps(xy: np.ndarray, labels, grids: dict, title: str, path: Path) -> None:
+    """Rows: clusterers of ``grids`` ({clusterer: {column: clusters}}); columns: the manual layers,
+    then each column of ``grids``; titles carry each panel's ARI."""
+    import textwrap
+
+    plt = _plt()
+    labels = np.asarray(labels, dtype=object)
+    ok = D.known(labels)
+    cats = sorted({str(v) for v in labels[ok]})
+    manual = np.full(len(labels), -1)
+    manual[ok] = [cats.index(str(v)) for v in labels[ok]]
+    names = list(grids)
+    columns = list(grids[names[0]])
+    ncol = len(columns) + 1
+    fig, axes = plt.subplots(len(names), ncol, figsize=(1.9 * ncol, 2.15 * len(names)), squeeze=False)
+    size = max(1.0, 2000.0 / len(labels))
+    cmap = plt.get_cmap("tab10")
+
+    def panel(ax, lab, text):
+        m = lab >= 0
+        ax.scatter(xy[m, 0], xy[m, 1], c=cmap(lab[m] % 10), s=size, linewidths=0)
+        ax.set_title(text, fontsize=7)
+        ax.set_aspect("equal")
+        ax.invert_yaxis()
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+    for row, name in enumerate(names):
+        panel(axes[row, 0], manual, "manual layers")
+        axes[row, 0].set_ylabel(_NAMES.get(name, name), fontsize=9)
+        for col, key in enumerate(columns, start=1):
+            lab = np.asarray(grids[name][key])
+            panel(axes[row, col], _match(lab, labels), f"{key} ({_NAMES.get(name, name)} ARI {D.ari(labels, lab):.2f})")
+    fig.suptitle(textwrap.fill(title, width=30 * ncol), fontsize=8)
+    fig.tight_layout()
+    _save_png(fig, path)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def _first_seeds(entries: list[dict], seeds: list[int]) -> list[dict]:
+    """Per (section, protocol), the entry of the run's first seed (else the lowest saved); no cohorts."""
+    rank = {s: i for i, s in enumerate(seeds)}
+    best: dict = {}
+    for e in entries:
+        if e.get("prior_from") or e["protocol"] not in _PROTOCOLS:
+            continue
+        key = (e["name"], e["protocol"])
+        if key not in best or (rank.get(e["seed"], 1e9), e["seed"]) < (rank.get(best[key]["seed"], 1e9),
+                                                                        best[key]["seed"]):
+            best[key] = e
+    return list(best.values())
+
+
+def _pick(entries: list[dict], dataset: str) -> dict | None:
+    """The task to draw for ``dataset``: protocol G, else R, else X, first section whose HVGs hold
+    one of the dataset's marker genes (else the first section)."""
+    markers = MARKERS.get(dataset, ())
+    ordered = sorted((e for e in entries if e["dataset"] == dataset),
+                     key=lambda e: (("G", "R", "X").index(e["protocol"]) if e["protocol"] in ("G", "R", "X") else 3,
+                                    e["name"]))
+    with_marker = [e for e in ordered if any(g in e["genes"] for g in markers)]
+    return (with_marker or ordered or [None])[0]
+
+
+def draw(folder: Path, seeds: list[int]) -> list[Path]:
+    """Every figure of the report, from ``folder/predictions``: markers and domains of one section per
+    dataset, then a Figure-5 map for every section and protocol where STAGATE ran. Returns the PNGs."""
+    entries = _first_seeds(PR.index(folder), seeds)
+    written: list[Path] = []
+    for dataset in ("dlpfc", "her2st"):
+        entry = _pick(entries, dataset)
+        if entry is None:
+            continue
+        s = PR.load(entry["path"])
+        stem = f"{s.name.replace('/', '_')}_{s.protocol}"
+        if marker_figure(s, folder / f"markers_{stem}.png"):
+            written.append(folder / f"markers_{stem}.png")
+        if domains_figure(s, folder / f"domains_{stem}.png"):
+            written.append(folder / f"domains_{stem}.png")
+    for e in sorted(entries, key=lambda e: (e["name"], _PROTOCOLS.index(e["protocol"]))):
+        if "stagate" not in e["clusterers"] or e["dataset"] == "her2st":
+            continue
+        s = PR.load(e["path"])
+        path = folder / f"figure5_{s.name.replace('/', '_')}_{s.protocol}.png"
+        if domain_maps(s, path):
+            written.append(path)
+    return written
+
+
+def in_folder(folder: Path) -> list[Path]:
+    """The report's PNGs already in ``folder`` (``<kind>_<dataset>_<section>_<protocol>.png``), in the
+    order ``draw`` writes them."""
+
+    def key(png: Path) -> tuple:
+        kind, rest = png.stem.split("_", 1)
+        name, protocol = rest.rsplit("_", 1)
+        p = _PROTOCOLS.index(protocol) if protocol in _PROTOCOLS else 9
+        if kind == "figure5":
+            return (1, name, p)
+        dataset = name.split("_", 1)[0]
+        return (0, ("dlpfc", "her2st").index(dataset) if dataset in ("dlpfc", "her2st") else 2, _KINDS.index(kind),
+                name, p)
+
+    return sorted((p for p in folder.glob("*.png") if p.stem.split("_", 1)[0] in _KINDS and p.stem.count("_") >= 3),
+                  key=key)
+
+
+def caption(png: Path) -> str:
+    """The report's caption of a figure, from its file name (``markers_<dataset>_<section>_<P>.png``)."""
+    kind, rest = png.stem.split("_", 1)
+    name, protocol = rest.rsplit("_", 1)
+    section = name.replace("_", "/", 1)
+    if kind == "figure5":
+        return (f"Spatial domains on {section}, protocol {protocol} (first seed): k-means (top row) and STAGATE "
+                "(bottom row) on the measured expression and on each method's training spots (measured) + held-out "
+                "spots (predicted); colours matched to the manual layers they overlap most.")
+    if kind == "markers":
+        return (
+            f"Marker genes on {section}, protocol {protocol}, held-out spots: measured (left), each "
+            "method's prediction (r: Pearson over these spots), on the colour scale of the measured values."
+        )
+    return (
+        f"Spatial domains on {section}, protocol {protocol}: manual layers, k-means on the measured "
+        "expression, and k-means on training spots (measured) + held-out spots (predicted) for each method."
+    )
