@@ -36,10 +36,10 @@ from scipy.spatial import cKDTree
 from scipy.spatial.distance import cdist
 from sklearn.linear_model import RidgeCV
 
-from histosge.benchmark import baselines
 from histosge.benchmark import sections as S
 from histosge.benchmark.runner import _deterministic, _subset
 from histosge.geometry import spot_pitch
+from histosge.methods import create_method
 from histosge.model import HisToSGE
 from histosge.model.contexts import Blend, image_oof
 from histosge.model.neighbours import _weights, choose_k, idw
@@ -200,7 +200,7 @@ def main(argv=None) -> int:
     with _deterministic(1):
         for sec, split, y, seed in rows(secs, names, args.protocols.split(","), seeds):
             y_train = np.asarray(y[split.train], np.float32)
-            knn, _ = baselines.knn(sec.xy[split.train], y_train, sec.xy)
+            knn = create_method("knn").fit(_subset(sec, split.train), y_train).predict(_subset(sec, np.arange(sec.n)))
             records.append(_record(sec, split, y, knn, seed, "knn"))
             for v in variants:
                 pred = predict(v, sec.features, sec.xy, split.train, y_train, seed, knn)

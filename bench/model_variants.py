@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from histosge.benchmark import baselines
 from histosge.benchmark import protocols as P
 from histosge.benchmark import sections as S
 from histosge.benchmark.runner import _ari, _deterministic, _subset
 from histosge.evaluate import score
+from histosge.methods import create_method
 from histosge.model import HisToSGE
 
 #: name -> constructor arguments of ``HisToSGE`` that differ from the default. Add variants here
@@ -112,13 +112,14 @@ def main(argv=None) -> int:
     records = []
     with _deterministic(1):
         for sec, split, y, seed in rows(secs, names, args.protocols.split(","), seeds):
-            knn, _ = baselines.knn(sec.xy[split.train], y[split.train], sec.xy)
+            train, everyone = _subset(sec, split.train), _subset(sec, np.arange(sec.n))
+            knn = create_method("knn").fit(train, y[split.train]).predict(everyone)
             records.append(_record(sec, split, y, knn, seed, "knn"))
             for v in variants:
                 params = _params(v)
                 if args.knn_only or _changes_knn(v):
-                    alt, _ = baselines.knn(sec.xy[split.train], y[split.train], sec.xy,
-                                           choices=params.get("k_choices"))
+                    alt = create_method("knn", choices=params.get("k_choices")).fit(train, y[split.train]).predict(
+                        everyone)
                     records.append(_record(sec, split, y, alt, seed, f"knn[{v}]"))
                 if args.knn_only:
                     continue

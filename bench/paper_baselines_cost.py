@@ -34,21 +34,21 @@ def _timed(fn) -> float:
 
 
 def measure(name: str, protocol: str, data: str, short: dict) -> list[dict]:
-    from histosge.benchmark import baselines_stage, baselines_thitogene
     from histosge.benchmark import domains as D
     from histosge.benchmark import protocols as P
     from histosge.benchmark import sections as S
     from histosge.benchmark.runner import _deterministic, _subset
+    from histosge.methods import create_method, stage, thitogene
 
     sec = S.load([name], data, progress=False)[name]
     split = P.split_r(sec.n, 0) if protocol == "R" else P.split_g(sec.rows, sec.cols, sec.grid, 4)
     _, _, y = P.within_section_genes(sec.adata, split.train)
     train, query = _subset(sec, split.train), _subset(sec, np.arange(sec.n))
     jobs = {
-        "stage": (baselines_stage.EPOCHS, lambda e: baselines_stage.stage(train, y[split.train], query,
-                                                                          grid=sec.grid, epochs=e)),
-        "thitogene": (baselines_thitogene.EPOCHS, lambda e: baselines_thitogene.thitogene(train, y[split.train],
-                                                                                          query, epochs=e)),
+        "stage": (stage.EPOCHS, lambda e: create_method("stage", grid=sec.grid, epochs=e).fit(
+            train, y[split.train]).predict(query)),
+        "thitogene": (thitogene.EPOCHS, lambda e: create_method("thitogene", epochs=e).fit(
+            train, y[split.train], query=query).predict(query)),
         "stagate": (D.EPOCHS, lambda e: D.stagate(y, sec.xy, max(D.n_domains(sec.labels), 2), 0, n_epochs=e)),
     }
     out = []

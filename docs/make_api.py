@@ -32,6 +32,8 @@ PAGES: list[tuple[str, list[str]]] = [
                   "HisToSGE.predict_spots", "HisToSGE.novelty", "HisToSGE.save", "HisToSGE.load",
                   "HisToSGE.get_params", "HisToSGE.provenance", "HisToSGE.state", "HisToSGE.set_state"]),
     ("histosge.tasks", ["train"]),
+    ("histosge.methods", ["list_methods", "get_spec", "create_method", "create_model", "load_model",
+                          "register_method", "MethodSpec", "Method", "MethodModel"]),
     ("histosge.read", ["read_section", "read_spaceranger", "read_legacy_st", "read_her2st", "read_h5ad",
                        "image_for"]),
     ("histosge.read.slide", ["read_slide"]),

@@ -14,8 +14,9 @@ import scipy.sparse as sp
 import torch
 
 from histosge import geometry
-from histosge.benchmark import baselines, methods, protocols, report, results, run
+from histosge.benchmark import methods, protocols, report, results, run
 from histosge.errors import InputError
+from histosge.methods import create_method, histogene
 from histosge.model import Spots
 
 
@@ -107,10 +108,12 @@ def _synthetic(n: int = 240, d: int = 12, g: int = 20, seed: int = 0):
 
 def test_ridge_recovers_a_linear_signal_and_mean_is_flat():
     x, y, *_ = _synthetic()
-    pred, info = baselines.ridge(x[:160], y[:160], x[160:])
+    spots = Spots(x, *_synthetic()[2:])
+    ridge = create_method("ridge").fit(spots.subset(np.arange(160)), y[:160])
+    pred = ridge.predict(spots.subset(np.arange(160, 240)))
     r = [np.corrcoef(pred[:, j], y[160:, j])[0, 1] for j in range(y.shape[1])]
-    assert np.mean(r) > 0.8 and info["n_pcs"] == 12
-    flat = baselines.mean(y[:160], 5)
+    assert np.mean(r) > 0.8 and ridge.info["n_pcs"] == 12
+    flat = create_method("mean").fit(spots.subset(np.arange(160)), y[:160]).predict(spots.subset(np.arange(5)))
     assert flat.shape == (5, y.shape[1]) and np.allclose(flat, y[:160].mean(0))
 
 
@@ -130,11 +133,10 @@ def test_histogene_runs_one_sequence_per_section():
     x, y, rows, cols, xy = _synthetic()
     groups = np.repeat([0, 1], 120)
     train, query = Spots(x, rows, cols, xy), Spots(x[:30], rows[:30], cols[:30], xy[:30])
-    pred, info = baselines.histogene(
-        train, y, query, train_groups=groups, steps=3, max_tokens=50, dim=32, depth=1, heads=4
-    )
-    assert pred.shape == (30, y.shape[1]) and info["steps_run"] == 3
-    assert len(baselines.tiles(xy, 50)) == 5
+    m = create_method("histogene", steps=3, max_tokens=50, dim=32, depth=1, heads=4)
+    pred = m.fit(train, y, groups=groups, query=query).predict(query)
+    assert pred.shape == (30, y.shape[1]) and m.info["steps_run"] == 3
+    assert len(histogene.tiles(xy, 50)) == 5
 
 
 def test_x_admits_only_methods_that_do_not_read_target_expression():

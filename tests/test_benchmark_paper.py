@@ -10,18 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from histosge.benchmark import (
-    baselines_deepspace,
-    baselines_stage,
-    baselines_thitogene,
-    methods,
-    report_domains,
-    run,
-)
 from histosge.benchmark import domains as D
+from histosge.benchmark import methods, report_domains, run
 from histosge.benchmark.runner import _deterministic
 from histosge.errors import InputError
 from histosge.evaluate import pearson_per_gene
+from histosge.methods import create_method, deepspace, get_spec, stage, thitogene
 from histosge.model import Spots
 
 
@@ -90,12 +84,20 @@ SMALL_THITOGENE = {"caps": 4, "route_dim": 16, "heads": 4, "gat_heads": 2, "gat_
                    "dim": 32}
 
 
+def fit_predict(name: str, train: Spots, y, query: Spots, *, train_groups=None, **params):
+    """(predictions at ``query``, info): registered method ``name`` fitted on ``train``, as the
+    benchmark runs it (a method whose fit reads the query's positions gets them)."""
+    m = create_method(name, **params)
+    seen = {"query": query} if m.spec.fit_takes_query else {}
+    return m.fit(train, y, groups=train_groups, **seen).predict(query), m.info
+
+
 def _fit(method: str, train: Spots, y, query: Spots, seed: int):
     if method == "stage":
-        return baselines_stage.stage(train, y, query, grid="square", seed=seed, epochs=15)
+        return fit_predict("stage", train, y, query, grid="square", seed=seed, epochs=15)
     if method == "thitogene":
-        return baselines_thitogene.thitogene(train, y, query, seed=seed, epochs=3, depth=1, arch=SMALL_THITOGENE)
-    return baselines_deepspace.deepspace(train.features, y, query.features, seed=seed, epochs=3, hidden=64)
+        return fit_predict("thitogene", train, y, query, seed=seed, epochs=3, depth=1, arch=SMALL_THITOGENE)
+    return fit_predict("deepspace", train, y, query, seed=seed, epochs=3, hidden=64)
 
 
 # -- each baseline ------------------------------------------------------------------------------
@@ -114,9 +116,9 @@ def test_new_baselines_predict_the_query_shape_and_depend_only_on_the_seed(metho
 def test_deepspace_learns_an_image_signal_on_held_out_spots():
     spots, y = _image_signal()
     tr, te = _halves(len(y))
-    pred, info = baselines_deepspace.deepspace(spots.features[tr], y[tr], spots.features[te], seed=0)
+    pred, info = fit_predict("deepspace", _subset(spots, tr), y[tr], _subset(spots, te), seed=0)
     assert _pcc(y[te], pred) > 0.6, info
-    assert 1 <= info["best_epoch"] <= info["epochs_run"] <= baselines_deepspace.EPOCHS
+    assert 1 <= info["best_epoch"] <= info["epochs_run"] <= deepspace.EPOCHS
     # predictions come back on the log1p scale (the network fits min-max scaled targets)
     assert abs(float(pred.mean()) - float(y[te].mean())) < 0.5
 
@@ -125,48 +127,49 @@ def test_deepspace_stops_when_the_validation_loss_stops_falling():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 6)).astype(np.float32)
     y = rng.normal(size=(200, 5)).astype(np.float32)  # nothing to learn
-    _, info = baselines_deepspace.deepspace(x, y, x[:3], seed=0, hidden=64, lr=1e-2)
-    assert info["epochs_run"] < baselines_deepspace.EPOCHS
+    flat = Spots(x, np.zeros(200), np.zeros(200), np.zeros((200, 2)))
+    _, info = fit_predict("deepspace", flat, y, _subset(flat, np.arange(3)), seed=0, hidden=64, lr=1e-2)
+    assert info["epochs_run"] < deepspace.EPOCHS
 
 
 def test_deepspace_validates_on_one_fifth_of_the_training_spots():
-    train, val = baselines_deepspace.validation_fold(103, seed=0)
+    train, val = deepspace.validation_fold(103, seed=0)
     assert len(val) in (20, 21) and len(np.intersect1d(train, val)) == 0 and len(train) + len(val) == 103
     with pytest.raises(ValueError):
-        baselines_deepspace.validation_fold(4, seed=0)
+        deepspace.validation_fold(4, seed=0)
 
 
 def test_stage_decodes_a_smooth_spatial_signal_at_held_out_coordinates():
     spots, y = _spatial_signal()
     tr, te = _halves(len(y), seed=1)
-    pred, info = baselines_stage.stage(_subset(spots, tr), y[tr], _subset(spots, te), grid="square", seed=0,
-                                       epochs=400)
+    pred, info = fit_predict("stage", _subset(spots, tr), y[tr], _subset(spots, te), grid="square", seed=0,
+                             epochs=400)
     assert _pcc(y[te], pred) > 0.6, info
     assert info["coord_scale"] == spots.cols[tr].max()
 
 
 def test_stage_coordinate_scale_and_batches():
-    assert baselines_stage.coord_scale_for("hex", np.array([[5.0, 3.0]])) == 77.0
-    assert baselines_stage.coord_scale_for("square", np.array([[5.0, 31.0]])) == 31.0
-    sizes = [len(b) for b in baselines_stage._batches(np.arange(1025), 512)]
+    assert stage.coord_scale_for("hex", np.array([[5.0, 3.0]])) == 77.0
+    assert stage.coord_scale_for("square", np.array([[5.0, 31.0]])) == 31.0
+    sizes = [len(b) for b in stage.batches(np.arange(1025), 512)]
     assert sizes == [512, 513]  # a lone last spot joins the batch before (BatchNorm)
-    assert [len(b) for b in baselines_stage._batches(np.arange(700), 512)] == [512, 188]
+    assert [len(b) for b in stage.batches(np.arange(700), 512)] == [512, 188]
 
 
 def test_stage_never_sees_features():
     spots, y = _spatial_signal()
     tr, te = _halves(len(y))
     shuffled = Spots(spots.features[::-1].copy(), spots.rows, spots.cols, spots.xy)
-    a, _ = baselines_stage.stage(_subset(spots, tr), y[tr], _subset(spots, te), seed=0, epochs=5)
-    b, _ = baselines_stage.stage(_subset(shuffled, tr), y[tr], _subset(shuffled, te), seed=0, epochs=5)
+    a, _ = fit_predict("stage", _subset(spots, tr), y[tr], _subset(spots, te), seed=0, epochs=5)
+    b, _ = fit_predict("stage", _subset(shuffled, tr), y[tr], _subset(shuffled, te), seed=0, epochs=5)
     assert np.array_equal(a, b)
 
 
 def test_thitogene_learns_an_image_signal_with_a_small_network():
     spots, y = _smooth_image_signal()
     tr, te = _halves(len(y))
-    pred, info = baselines_thitogene.thitogene(_subset(spots, tr), y[tr], _subset(spots, te), seed=0, epochs=150,
-                                               lr=1e-3, depth=1, arch=SMALL_THITOGENE)
+    pred, info = fit_predict("thitogene", _subset(spots, tr), y[tr], _subset(spots, te), seed=0, epochs=150,
+                             lr=1e-3, depth=1, arch=SMALL_THITOGENE)
     assert _pcc(y[te], pred) > 0.5
     assert info["steps_run"] == 150
 
@@ -174,21 +177,21 @@ def test_thitogene_learns_an_image_signal_with_a_small_network():
 def test_thitogene_takes_one_step_per_training_section_and_epoch():
     spots, y = _image_signal()
     groups = (np.arange(len(y)) >= 120).astype(int)
-    _, info = baselines_thitogene.thitogene(spots, y, _subset(spots, np.arange(10)), train_groups=groups, seed=0,
-                                            epochs=2, depth=1, arch=SMALL_THITOGENE)
+    _, info = fit_predict("thitogene", spots, y, _subset(spots, np.arange(10)), train_groups=groups, seed=0,
+                          epochs=2, depth=1, arch=SMALL_THITOGENE)
     assert info["steps_run"] == 4
 
 
 def test_thitogene_graph_links_each_spot_to_its_four_nearest_others():
     rows, cols = _grid(5, 6)
-    dst, src = baselines_thitogene.knn_edges(np.column_stack([cols, rows]))
+    dst, src = thitogene.knn_edges(np.column_stack([cols, rows]))
     assert len(dst) == len(src) == 4 * 30
     assert not np.any(dst.numpy() == src.numpy())
     d = np.hypot(cols[dst] - cols[src], rows[dst] - rows[src]).reshape(30, 4)
     interior = (rows > 0) & (rows < 4) & (cols > 0) & (cols < 5)
     assert np.all(d[interior] == 1.0)  # inside the grid: the four adjacent spots
     assert d.max() <= 2.0  # a corner reaches two steps, never across the grid
-    dst, src = baselines_thitogene.knn_edges(np.array([[0.0, 0.0], [1.0, 0.0]]))  # fewer spots than k
+    dst, src = thitogene.knn_edges(np.array([[0.0, 0.0], [1.0, 0.0]]))  # fewer spots than k
     assert len(dst) == 8 and set(src.numpy()[dst.numpy() == 0]) == {1}
 
 
@@ -196,9 +199,9 @@ def test_graph_attention_averages_each_spots_own_neighbours():
     """Softmax over each spot's neighbours: equal neighbour values come back unchanged (the
     authors' code normalised along the other axis, which would scale them)."""
     torch.manual_seed(0)
-    layer = baselines_thitogene.GraphAttention(6, 4, dropout=0.0, slope=0.01, concat=False).eval()
+    layer = thitogene.GraphAttention(6, 4, dropout=0.0, slope=0.01, concat=False).eval()
     rows, cols = _grid(4, 4)
-    dst, src = baselines_thitogene.knn_edges(np.column_stack([cols, rows]))
+    dst, src = thitogene.knn_edges(np.column_stack([cols, rows]))
     h = torch.randn(1, 6).repeat(16, 1)
     h[0] += 5.0  # spot 0 differs; spots that do not have it as a neighbour must give back W h
     out = layer(h, dst, src)
@@ -208,8 +211,8 @@ def test_graph_attention_averages_each_spots_own_neighbours():
 
 
 def test_capsule_routing_squashes_to_unit_ball():
-    routing = baselines_thitogene.CapsuleRouting(16, 8, 5, 12)
-    u = baselines_thitogene.squash(torch.randn(7, 16, 8) * 3)
+    routing = thitogene.CapsuleRouting(16, 8, 5, 12)
+    u = thitogene.squash(torch.randn(7, 16, 8) * 3)
     out = routing(u)
     assert out.shape == (7, 5, 12) and (out.norm(dim=-1) < 1).all()
 
@@ -233,15 +236,20 @@ def one_dlpfc(tmp_path, make_spaceranger):
 def test_benchmark_hands_the_new_baselines_training_spots_only(one_dlpfc, tmp_path, monkeypatch):
     """Held-out only: what each method trains on is exactly the protocol's training spots."""
     seen = []
-    for module, name in ((baselines_stage, "stage"), (baselines_thitogene, "thitogene"),
-                         (baselines_deepspace, "deepspace")):
-        original = getattr(module, name)
+    for name in ("stage", "thitogene", "deepspace"):
+        cls = get_spec(name).cls
+        original = cls.fit
 
-        def spy(train, y_train, query, *a, _original=original, _name=name, **kw):
-            seen.append((_name, len(train), len(y_train), len(query)))
-            return _original(train, y_train, query, *a, **kw)
+        def spy(self, train, y_train, *a, _original=original, _name=name, query=None, **kw):
+            seen.append([_name, len(train), len(y_train), None])
+            return _original(self, train, y_train, *a, **({"query": query} if query is not None else {}), **kw)
 
-        monkeypatch.setattr(module, name, spy)
+        def spy_predict(self, query, *a, _original=cls.predict, **kw):
+            seen[-1][3] = len(query)
+            return _original(self, query, *a, **kw)
+
+        monkeypatch.setattr(cls, "fit", spy)
+        monkeypatch.setattr(cls, "predict", spy_predict)
     res = run(one_dlpfc, tmp_path / "out", sections="dlpfc/s1,dlpfc/s2", protocols="R,G,X",
               methods="stage,thitogene,deepspace", quick=True, cache_dir=tmp_path / "cache", progress=False)
     by = {(r["section"], r["protocol"], r["method"]): r for r in res.records}

@@ -74,12 +74,15 @@ def superres(adata, image=None, **options):
         Keyword options, checked before any work (``histosge.options.RULES``):
 
         - ``factor`` (4, 9 or 16; default 4): spots per measured spot.
-        - ``method`` (``"histosge"`` or ``"histosge-paper"``): our model or the authors'.
+        - ``method`` (default ``"histosge"``): any method of ``histosge methods`` that runs on
+          one section: ``"histosge"`` (our model), ``"histosge-paper"`` (the authors'), or a
+          baseline (``"knn"``, ``"ridge"``, ``"stnet"`` ...; docs/EXTENDING.md adds one).
         - ``encoder``, ``weights``: image encoder (default ``encode.DEFAULT_ENCODER``) and a
           local weights file.
         - ``patch_scale`` (2.0): patch side in spot diameters.
         - ``n_genes`` (1000): HVGs predicted.
-        - ``epochs``, ``group_size``, ``patience``: the network's schedule (default the model's).
+        - ``epochs``, ``group_size``, ``patience``: the network's schedule (default the model's;
+          a method without one refuses them).
         - ``prior``: an image-mode model file fitted on other sections (``HisToSGE(prior=...)``).
         - ``seed`` (0), ``device``, ``cache_dir`` (feature cache), ``batch_size`` (64),
           ``progress`` (True).
@@ -96,10 +99,10 @@ def superres(adata, image=None, **options):
         - ``obs['spot_type']`` ('measured' or 'generated'), ``obs['array_row']``,
           ``obs['array_col']`` (fractional grid positions for generated spots),
           ``obs['annotation']`` (when the input has it; NaN on generated spots),
-          ``obs['novelty']`` and ``obs['novel']`` (``novelty > 1``: the spot's image lies far
-          from the training images).
+          ``obs['novelty']`` and ``obs['novel']`` (HisToSGE's methods; ``novelty > 1``: the
+          spot's image lies far from the training images).
         - ``obsm['spatial']``: full-resolution pixels (x, y); ``obsm['features']``: the image
-          features of every spot.
+          features of every spot (methods that read the image).
         - ``uns['spatial'][library_id]``: the input's images and scale factors, so
           ``scanpy.pl.spatial`` draws the output.
         - ``uns['histosge']``: ``task`` ('superres'), ``library_id``, ``grid``, ``factor``,
@@ -148,8 +151,10 @@ def recover(adata, image=None, **options):
         - ``X``: measured log1p(normalize_total(1e4)) of the HVGs; ``var``: the genes.
         - ``layers['predicted']``: the prediction (out-of-sample on held-out spots).
         - ``obs['split']`` ('train' or 'held-out'), ``obs['array_row']``, ``obs['array_col']``,
-          ``obs['annotation']`` (when the input has it), ``obs['novelty']``, ``obs['novel']``.
-        - ``obsm['spatial']`` (full-resolution pixels), ``obsm['features']``.
+          ``obs['annotation']`` (when the input has it), ``obs['novelty']``, ``obs['novel']``
+          (HisToSGE's methods).
+        - ``obsm['spatial']`` (full-resolution pixels), ``obsm['features']`` (methods that read
+          the image).
         - ``uns['spatial'][library_id]``: the input's images and scale factors.
         - ``uns['histosge']``: ``task`` ('recover'), ``library_id``, ``grid``, ``hvg_flavour``,
           ``n_train``, ``n_test``, ``holdout``, ``metrics`` (held-out spots only: ``pcc``,
@@ -177,8 +182,8 @@ def predict(model, source, **options):
 
     Parameters
     ----------
-    model : HisToSGE or str or path
-        A fitted model, or the file ``HisToSGE.save`` wrote.
+    model : HisToSGE or histosge.methods.MethodModel or str or path
+        A fitted model, or the file its ``save`` wrote (``histosge train``, any method).
     source : str or path or AnnData
         An H&E slide (an image file: image-mode models only), or a section (path, dataset name
         or AnnData with expression).
@@ -193,9 +198,9 @@ def predict(model, source, **options):
     Returns
     -------
     AnnData
-        What :meth:`HisToSGE.predict` returns (``X``, ``obs['novelty']``, ``obs['novel']``,
-        ``obs['array_row']``, ``obs['array_col']``, ``obsm['spatial']``,
-        ``obsm['features']``, ``uns['spatial']``, ``uns['histosge']``), and:
+        What the model's ``predict`` returns (``X``, ``obs['array_row']``, ``obs['array_col']``,
+        ``obsm['spatial']``, ``uns['spatial']``, ``uns['histosge']``; ``obsm['features']`` for
+        methods that read the image; ``obs['novelty']``, ``obs['novel']`` for HisToSGE), and:
 
         - a slide: ``uns['histosge']`` gains ``input`` ('slide'), ``source``, ``pitch_um``,
           ``slide`` (width, height, levels, tissue_fraction, mpp_source) and ``seconds``;

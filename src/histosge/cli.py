@@ -137,7 +137,8 @@ def _job(task: str, source: str, output: Path, image, data_dir, plot, markers, p
     info = result.uns["histosge"]
     rows = [("section", f"{source} ({adata.n_obs} spots x {adata.n_vars} genes)"),
             ("genes predicted", f"{result.n_vars} HVGs ({info['hvg_flavour']})"),
-            ("encoder", str(info["settings"]["encoder"])), ("method", opts["method"])]
+            ("encoder", str(info["settings"]["encoder"] or "none (the method reads no image)")),
+            ("method", opts["method"])]
     if "prior" in info.get("model", {}):
         p = info["model"]["prior"]
         rows.append(("prior", f"{opts['prior']} (sha256 {p['sha256'][:16]}...; predicts {p['genes_covered']} of "
@@ -251,7 +252,8 @@ def recover(
 def train(
     sources: O.Sources,
     output: O.ModelOutput,
-    mode: O.Mode = "neighbours",
+    method: O.TrainMethod = "histosge",
+    mode: O.Mode = None,
     data_dir: O.DataDir = None,
     encoder: O.Encoder = None,
     weights: O.Weights = None,
@@ -270,40 +272,47 @@ def train(
     debug: O.Debug = False,
 ):
     """Fit a model on measured sections and save it to one file (share it; predict with it later).
-    A neighbours-mode model can read a --prior (an image-mode model of other sections); the file
-    then holds the prior too."""
+    Any method of `histosge methods` that runs on one section (--method; default histosge). A
+    neighbours-mode histosge model can read a --prior (an image-mode model of other sections); the
+    file then holds the prior too."""
 
     def job():
-        from . import options, tasks
+        from . import methods, options, tasks
         from ._atomic import check_output, stop_requested
         from .model.estimator import MODES
         from .read import read_section
         from .read.resolve import input_paths
 
         t0 = time.perf_counter()
-        if mode not in MODES:
+        if mode is not None and mode not in MODES:
             raise InputError(f"unknown mode {mode!r}", where="--mode", fix=f"use one of {', '.join(MODES)}")
         opts = options.validate(n_genes=genes, seed=seed, epochs=epochs, group_size=group_size, patience=patience,
                                 patch_scale=patch_scale, batch_size=batch_size, device=device)
+        params = dict(mode=mode, encoder=encoder, weights=weights, patch_scale=opts["patch_scale"],
+                      n_genes=opts["n_genes"], seed=opts["seed"], device=opts["device"], epochs=opts["epochs"],
+                      group_size=opts["group_size"], patience=opts["patience"])
+        if prior:
+            params["prior"] = prior
+        methods.create_model(method, **params)  # a bad method, mode or option fails before any work
         inputs = [p for s in sources for p in input_paths(s, data_dir=data_dir)] + ([Path(prior)] if prior else [])
         path = check_output(output, inputs=inputs, suffixes=(".histosge",))
         _check_cache(cache_dir)
         sections = [read_section(s, data_dir=data_dir, check_alignment=alignment_check) for s in sources]
-        network = {k: opts[k] for k in ("epochs", "group_size", "patience") if opts[k] is not None}
-        model = tasks.train(sections, mode=mode, progress=not quiet, cache_dir=cache_dir,
-                            batch_size=opts["batch_size"], encoder=encoder, weights=weights,
-                            patch_scale=opts["patch_scale"], n_genes=opts["n_genes"], seed=opts["seed"],
-                            device=opts["device"], network=network or None, prior=prior)
+        model = tasks.train(sections, method=method, progress=not quiet, cache_dir=cache_dir,
+                            batch_size=opts["batch_size"], **params)
         if stop_requested():
             raise KeyboardInterrupt
         sha = model.save(path)
         sc = model.scores_
         score = (f"pcc {sc['pcc']:.3f}, pcc_top50 {sc['pcc_top50']:.3f}, mse {sc['mse']:.4f} ({sc['scope']})"
                  if "pcc" in sc else sc.get("scope", "-"))
+        enc = model.encoder_
         _summary("histosge train", [
             ("sections", ", ".join(f"{s} ({a.n_obs} spots)" for s, a in zip(sources, sections, strict=True))),
-            ("mode", mode), ("genes", f"{len(model.genes_)} ({model.training_['hvg_flavour']})"),
-            ("encoder", f"{model.encoder_['encoder']} ({model.encoder_['weights_id']})"),
+            ("method", f"{method} ({model.mode} mode)"),
+            ("genes", f"{len(model.genes_)} ({model.training_['hvg_flavour']})"),
+            ("encoder", f"{enc['encoder']} ({enc['weights_id']})" if enc.get("encoder") else
+             "none (the method reads no image)"),
             ("patch", f"{model.patch_um_:g} um ({model.patch_scale:g} spot diameters of "
                       f"{model.spot_diameter_um_:g} um)"),
             ("training score", score),
@@ -369,7 +378,7 @@ def predict(
         from . import options, tasks
         from . import plot as plot_mod
         from ._atomic import check_output, write_output
-        from .model import HisToSGE
+        from .methods import load_model
         from .read import read_section
         from .read.resolve import input_paths
         from .read.slide import check_mpp
@@ -392,7 +401,7 @@ def predict(
         png = path.with_name(path.stem + "_genes.png") if genes else None
         if png is not None:
             check_output(png, inputs=inputs, suffixes=(".png",), option="--plot")
-        model = HisToSGE.load(model_path, device=opts["device"])
+        model = load_model(model_path, device=opts["device"])
         if genes:
             missing = [g for g in genes if g not in model.genes_]
             if missing:
@@ -414,17 +423,19 @@ def predict(
                 png.unlink(missing_ok=True)
             raise
         info = result.uns["histosge"]
-        novel = int(result.obs["novel"].sum())
         kind = f"H&E slide, {info['units']['mpp']:g} um/px" if slide else "section"
-        rows = [("model", f"{model_path} ({model.mode} mode, {len(model.genes_)} genes)"),
+        rows = [("model", f"{model_path} ({getattr(model, 'method', 'histosge')}, {model.mode} mode, "
+                          f"{len(model.genes_)} genes)"),
                 ("input", f"{source} ({kind})")]
         if slide:
             rows.append(("spots", f"{result.n_obs} virtual spots on tissue, hexagonal, {info['pitch_um']:g} um apart"))
         else:
             rows.append(("spots", f"{info['n_measured']} measured + {info['n_generated']} generated"))
-        rows += [("novelty", f"{novel} spots ({novel / max(result.n_obs, 1):.1%}) look unlike the training images "
-                             "(obs['novel'])"),
-                 ("time", f"{time.perf_counter() - t0:.1f} s"), ("output", str(path))]
+        if "novel" in result.obs:  # HisToSGE scores how far each spot's image lies from the training images
+            novel = int(result.obs["novel"].sum())
+            rows.append(("novelty", f"{novel} spots ({novel / max(result.n_obs, 1):.1%}) look unlike the training "
+                                    "images (obs['novel'])"))
+        rows += [("time", f"{time.perf_counter() - t0:.1f} s"), ("output", str(path))]
         if png is not None:
             rows.append(("plot", str(png)))
         _summary("histosge predict", rows)
@@ -494,6 +505,46 @@ def encoders(debug: O.Debug = False):
             out.print("To make an encoder available:", markup=False, highlight=False)
         for e in missing:
             out.print(f"  {e['name']}: {e.get('reason', '')}", markup=False, highlight=False, soft_wrap=True)
+
+    _run(debug, show)
+
+
+@app.command("methods")
+def methods_(debug: O.Debug = False):
+    """List methods: name, what each needs, whether --quick shortens it, and whether the default
+    benchmark runs it (what --method and --methods take)."""
+
+    def show():
+        from rich.markup import escape
+
+        from .methods import create_model, specs
+
+        def _predicts(spec) -> str:
+            """What its saved model predicts: read from the model ``create_model`` makes."""
+            if spec.needs_other_sections:
+                return "bench R+/G+"
+            mode = create_model(spec.name).mode
+            text = "any H&E" if mode == "image" else "a section"
+            return text + ("; any H&E with --mode image" if spec.cross_section else "")
+
+        table = Table(title="methods")
+        for col in ("name", "reads", "predicts", "--quick", "bench"):
+            table.add_column(col)
+        for s in specs():
+            reads = "+".join(w for w, on in (("image", s.reads_image), ("grid", s.reads_positions),
+                                             ("measured", s.needs_target_expression),
+                                             ("cohort", s.needs_other_sections)) if on) or "-"
+            where = _predicts(s)
+            table.add_row(escape(s.name), reads, where, f"{s.quick_epochs} ep" if s.quick_epochs else "-",
+                          "default" if s.default else "--methods")
+        out.print(table)
+        out.print("reads: image features, grid positions, the measured spots of the section it predicts, the other "
+                  "sections of the dataset. predicts: any H&E (a section or a slide: histosge train, then "
+                  "predict), a measured section (superres, recover, predict SECTION), or only inside histosge "
+                  "bench. Every method but the bench-only ones runs in superres, recover and train.",
+                  markup=False, highlight=False, soft_wrap=True)
+        for s in specs():
+            out.print(f"  {s.name}: {s.description}", markup=False, highlight=False, soft_wrap=True)
 
     _run(debug, show)
 

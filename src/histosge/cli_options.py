@@ -37,7 +37,11 @@ PatchScale = Annotated[float, typer.Option(
     "--patch-scale", help=_ruled("patch_scale", "Patch side as a multiple of the spot diameter."))]
 Genes = Annotated[int, typer.Option(
     "--genes", help=_ruled("n_genes", "Number of highly variable genes to predict."))]
-Method = Annotated[str, typer.Option("--method", help="histosge (default) or histosge-paper.")]
+Method = Annotated[str, typer.Option("--method", help="Any method of `histosge methods` that runs on one section: "
+                                                      "histosge (default), histosge-paper, knn, ridge, stnet, ...")]
+TrainMethod = Annotated[str, typer.Option(
+    "--method", help="The method to fit and save (`histosge methods`): histosge (default; --mode picks its mode), "
+                     "histosge-paper, or a baseline (ridge, stnet, knn, ...).")]
 Epochs = Annotated[int | None, typer.Option(
     "--epochs", help=_ruled("epochs", "Maximum training epochs (default 300 with early stopping; paper 1000)."))]
 GroupSize = Annotated[int | None, typer.Option(
@@ -78,9 +82,10 @@ Sources = Annotated[list[str], typer.Argument(
 ModelOutput = Annotated[Path, typer.Option(
     "-o", "--output", show_default=False,
     help="Model file to write (.histosge): JSON description + safetensors arrays, no pickle.")]
-Mode = Annotated[str, typer.Option(
-    "--mode", help="neighbours (predict within a measured section, as superres), image (predict any H&E "
-                   "of the same tissue, e.g. whole slides) or paper (the authors' model).")]
+Mode = Annotated[str | None, typer.Option(
+    "--mode", show_default=False,
+    help="--method histosge only: neighbours (default; predict within a measured section, as superres), image "
+         "(predict any H&E of the same tissue, e.g. whole slides) or paper (the authors' model).")]
 ModelInput = Annotated[str, typer.Argument(help="A model file written by `histosge train`.", show_default=False)]
 PredictSource = Annotated[str, typer.Argument(
     help="An H&E slide (pyramidal TIFF/OME-TIFF/SVS; NDPI/MRXS with histosge[slides]; JPEG/PNG with --mpp), "

@@ -8,6 +8,7 @@ holds out a seeded fraction of the spots and scores the prediction against their
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -21,9 +22,6 @@ from .errors import InputError
 from .evaluate import score
 from .genes import log_normalize
 from .model import HisToSGE
-
-#: Methods ``superres`` and ``recover`` accept: our default model and the authors' model.
-METHODS = ("histosge", "histosge-paper")
 
 
 @dataclass
@@ -45,24 +43,19 @@ class Options:
     prior: str | None = None  # an image-mode model (file) fitted on other sections: ``HisToSGE(prior=...)``
 
 
-def _check_method(opts: Options) -> None:
-    if opts.method not in METHODS:
-        raise InputError(f"unknown method {opts.method!r}", where="--method", fix=f"use one of {', '.join(METHODS)}")
+def make_model(opts: Options):
+    """The section-level model of ``opts.method``, any registered method (``histosge methods``):
+    ``HisToSGE`` for ``histosge`` (neighbours mode, with ``opts.prior`` if given) and
+    ``histosge-paper``, a ``histosge.methods.MethodModel`` for the others. A method that cannot
+    run on one section, or an option it does not take, is one ``InputError``."""
+    from . import methods
 
-
-def make_model(opts: Options) -> HisToSGE:
-    """The model ``opts`` asks for: ``histosge`` (neighbours mode, with ``opts.prior`` if given) or
-    ``histosge-paper``."""
-    network = {k: v for k, v in (("epochs", opts.epochs), ("group_size", opts.group_size),
-                                  ("patience", opts.patience)) if v is not None}
-    common = dict(encoder=opts.encoder, weights=opts.weights, patch_scale=opts.patch_scale, n_genes=opts.n_genes,
-                  network=network, seed=opts.seed, device=opts.device)
-    if opts.method == "histosge-paper":
-        if opts.prior is not None:
-            raise InputError("the paper's model takes no prior", where="--prior",
-                             fix="drop --prior, or use --method histosge")
-        return HisToSGE.paper(**common)
-    return HisToSGE("neighbours", prior=opts.prior, **common)
+    params = dict(encoder=opts.encoder, weights=opts.weights, patch_scale=opts.patch_scale, n_genes=opts.n_genes,
+                  seed=opts.seed, device=opts.device)
+    if opts.prior is not None:
+        params["prior"] = opts.prior
+    return methods.create_model(opts.method, epochs=opts.epochs, patience=opts.patience, group_size=opts.group_size,
+                                **params)
 
 
 def _grid(adata: ad.AnnData) -> tuple[np.ndarray, np.ndarray, str]:
@@ -82,10 +75,13 @@ def _spots_like(adata: ad.AnnData, rows, cols, xy, names) -> ad.AnnData:
     return out
 
 
-def _features(adata: ad.AnnData, model: HisToSGE, xy: np.ndarray, opts: Options, image, progress: bool):
+def _features(adata: ad.AnnData, model, xy: np.ndarray, opts: Options, image, progress: bool):
     """Image features of the spots at ``xy`` at the model's patch size (cached on disk), and the
-    encoder's name."""
+    encoder's name; (None, None) for a method that reads no image (nothing is encoded)."""
     from .features import encode_spots
+
+    if not getattr(model, "reads_image", True):
+        return None, None
 
     encoder = model._encoder()
     patch_um = model.patch_scale * keys.spot_diameter_um(adata)
@@ -117,8 +113,8 @@ def superres(adata: ad.AnnData, image: str | None = None, *, factor: int = 4, pr
     """Predict expression at ``factor`` (4, 9 or 16) times denser spots between measured neighbours.
 
     4x places them at the midpoints; 9x and 16x cut every edge into 3 or 4 parts and fill the
-    cells between (``geometry.dense_points``). The model (``HisToSGE``, neighbours mode) is
-    fitted on every measured spot. :func:`histosge.superres` is the public door to this function
+    cells between (``geometry.dense_points``). The model of ``method`` (default ``HisToSGE``,
+    neighbours mode) is fitted on every measured spot. :func:`histosge.superres` is the public door to this function
     and documents it in full.
 
     Parameters
@@ -142,7 +138,7 @@ def superres(adata: ad.AnnData, image: str | None = None, *, factor: int = 4, pr
     """
     factor = _options.check("factor", factor)  # bad options fail before any work (options.RULES)
     opts = Options(**_options.validate(**options))
-    _check_method(opts)
+    model = make_model(opts)  # an unknown method or option fails before any work
     t0 = time.perf_counter()
     rows, cols, grid = _grid(adata)
     xy = np.asarray(adata.obsm[keys.SPATIAL], np.float64)
@@ -153,10 +149,9 @@ def superres(adata: ad.AnnData, image: str | None = None, *, factor: int = 4, pr
     gen_xy, fit_rms = geometry.place_generated(rows, cols, xy, points)
     gen_rows, gen_cols = points["array_row"].to_numpy(), points["array_col"].to_numpy()
     n = adata.n_obs
-    model = make_model(opts)
     feats, enc_name = _features(adata, model, np.vstack([xy, gen_xy]), opts, image, progress)
     t_feat = time.perf_counter()
-    model.fit(adata, features=feats[:n], progress=progress)
+    model.fit(adata, features=None if feats is None else feats[:n], progress=progress)
     names = [str(b) for b in adata.obs_names] + [f"gen_{r:g}_{c:g}" for r, c in zip(gen_rows, gen_cols, strict=True)]
     both = _spots_like(adata, np.concatenate([rows, gen_rows]), np.concatenate([cols, gen_cols]),
                        np.vstack([xy, gen_xy]), names)
@@ -169,12 +164,13 @@ def superres(adata: ad.AnnData, image: str | None = None, *, factor: int = 4, pr
                                               categories=["measured", "generated"]))
     if "annotation" in adata.obs:
         obs["annotation"] = pd.Categorical(list(adata.obs["annotation"].astype(object)) + [np.nan] * len(points))
-    obs["novelty"], obs["novel"] = predicted.obs["novelty"], predicted.obs["novel"]
+    _novelty(obs, predicted)
     pred = np.asarray(predicted.X, np.float32)
     out = ad.AnnData(X=np.vstack([y, pred[n:]]).astype(np.float32), obs=obs, var=model.var_.copy())
     out.layers["predicted"] = pred
     out.obsm[keys.SPATIAL] = both.obsm[keys.SPATIAL]
-    out.obsm[keys.FEATURES] = feats
+    if feats is not None:
+        out.obsm[keys.FEATURES] = feats
     out.uns[keys.SPATIAL] = _uns_spatial(adata)
     out.uns[keys.HISTOSGE] = {
         "task": "superres", "library_id": keys.library_id(adata), "grid": grid, "factor": int(factor),
@@ -218,17 +214,16 @@ def recover(adata: ad.AnnData, image: str | None = None, *, holdout: float = 0.5
     """
     holdout = _options.check("holdout", holdout)  # bad options fail before any work (options.RULES)
     opts = Options(**_options.validate(**options))
-    _check_method(opts)
+    model = make_model(opts)  # an unknown method or option fails before any work
     t0 = time.perf_counter()
     rows, cols, grid = _grid(adata)
     train, test = geometry.random_split(adata.n_obs, holdout, opts.seed)
     is_train = np.zeros(adata.n_obs, bool)
     is_train[train] = True
-    model = make_model(opts)
     feats, enc_name = _features(adata, model, np.asarray(adata.obsm[keys.SPATIAL], np.float64), opts, image,
                                 progress)
     t_feat = time.perf_counter()
-    model.fit(adata[train], features=feats[train], progress=progress)
+    model.fit(adata[train], features=None if feats is None else feats[train], progress=progress)
     predicted = model.predict(adata, features=feats, progress=progress)
     t_fit = time.perf_counter()
     y = log_normalize(adata, model.genes_)
@@ -240,11 +235,12 @@ def recover(adata: ad.AnnData, image: str | None = None, *, holdout: float = 0.5
                         "array_row": rows, "array_col": cols}, index=adata.obs_names.astype(str))
     if "annotation" in adata.obs:
         obs["annotation"] = adata.obs["annotation"].to_numpy()
-    obs["novelty"], obs["novel"] = predicted.obs["novelty"].to_numpy(), predicted.obs["novel"].to_numpy()
+    _novelty(obs, predicted)
     out = ad.AnnData(X=y, obs=obs, var=model.var_.copy())
     out.layers["predicted"] = pred
     out.obsm[keys.SPATIAL] = np.asarray(adata.obsm[keys.SPATIAL], np.float64)
-    out.obsm[keys.FEATURES] = feats
+    if feats is not None:
+        out.obsm[keys.FEATURES] = feats
     out.uns[keys.SPATIAL] = _uns_spatial(adata)
     out.uns[keys.HISTOSGE] = {
         "task": "recover", "library_id": keys.library_id(adata), "grid": grid,
@@ -255,6 +251,14 @@ def recover(adata: ad.AnnData, image: str | None = None, *, holdout: float = 0.5
         "seconds": {"features": t_feat - t0, "fit_predict": t_fit - t_feat, "total": time.perf_counter() - t0},
     }
     return out
+
+
+def _novelty(obs: pd.DataFrame, predicted: ad.AnnData) -> None:
+    """Copy ``obs['novelty']`` / ``obs['novel']`` from a prediction that has them (``HisToSGE``
+    scores how far each spot's image lies from the training images; other methods do not)."""
+    for col in ("novelty", "novel"):
+        if col in predicted.obs:
+            obs[col] = predicted.obs[col].to_numpy()
 
 
 def _jsonable(obj):
@@ -268,9 +272,9 @@ def _jsonable(obj):
     return obj
 
 
-def train(sources, *, mode: str = "neighbours", data_dir=None, cache_dir=None, batch_size: int = 64,
-          progress: bool = True, **params) -> HisToSGE:
-    """Fit a ``HisToSGE`` on sections given by name or as AnnData: what ``histosge train`` saves.
+def train(sources, *, method: str = "histosge", mode: str | None = None, data_dir=None, cache_dir=None,
+          batch_size: int = 64, progress: bool = True, **params):
+    """Fit a model of any method on sections given by name or as AnnData: what ``histosge train`` saves.
 
     Reading and fitting in one call, so the CLI and a script train the same model from the same
     names (``read_section``'s paths and dataset names).
@@ -279,8 +283,12 @@ def train(sources, *, mode: str = "neighbours", data_dir=None, cache_dir=None, b
     ----------
     sources : str or AnnData or list of them
         Sections as ``histosge.read_section`` takes them, or already read.
-    mode : str
-        ``"neighbours"``, ``"image"`` (several sections; predicts slides alone) or ``"paper"``.
+    method : str
+        A method of ``histosge.methods.list_methods()`` that runs on sections (default
+        ``"histosge"``); its section-level model is ``histosge.methods.create_model(method)``.
+    mode : str, optional
+        HisToSGE's: ``"neighbours"`` (default), ``"image"`` (several sections; predicts slides
+        alone) or ``"paper"``; other methods have none.
     data_dir : str or path, optional
         The folder dataset names are looked up in; default ``$HISTOSGE_DATA``.
     cache_dir : str or path, optional
@@ -291,24 +299,27 @@ def train(sources, *, mode: str = "neighbours", data_dir=None, cache_dir=None, b
         Progress bars on a terminal, a line every few seconds in a log.
     **params
         The model's constructor arguments (``encoder``, ``weights``, ``n_genes``, ``seed``,
-        ``network``, ``prior`` ...; see ``HisToSGE``).
+        ``network``, ``prior`` ...; see ``HisToSGE``), the method's own, and ``epochs`` /
+        ``patience`` / ``group_size``.
 
     Returns
     -------
-    HisToSGE
+    HisToSGE or histosge.methods.MethodModel
         The fitted model (``save`` it to a file for ``histosge predict``).
 
     Raises
     ------
     InputError
-        A section that cannot be read, a bad model parameter, or several sections for a mode
-        that fits one.
+        An unknown method or one that needs other sections, a section that cannot be read, a
+        bad model parameter, or several sections for a model that fits one.
     """
+    from . import methods
     from .read import read_section
 
+    model = methods.create_model(method, mode=mode, **params)  # a bad method or option fails before reading
     sources = [sources] if isinstance(sources, (str, ad.AnnData)) else list(sources)
     sections = [s if isinstance(s, ad.AnnData) else read_section(s, data_dir=data_dir) for s in sources]
-    return HisToSGE(mode, **params).fit(sections, cache_dir=cache_dir, batch_size=batch_size, progress=progress)
+    return model.fit(sections, cache_dir=cache_dir, batch_size=batch_size, progress=progress)
 
 
 def is_slide(source) -> bool:
@@ -369,8 +380,10 @@ def predict(model: HisToSGE | str, source, *, mpp: float | None = None, factor: 
     from .read import read_section
     from .read.slide import read_slide
 
-    if not isinstance(model, HisToSGE):
-        model = HisToSGE.load(model)
+    if isinstance(model, (str, os.PathLike)):
+        from .methods import load_model
+
+        model = load_model(model)
     t0 = time.perf_counter()
     if is_slide(source):
         pitch = slide_pitch(model, source, factor=factor, pitch_um=pitch_um)

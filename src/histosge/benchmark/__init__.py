@@ -10,11 +10,12 @@ aggregates records with pandas; ``report.render`` writes report.md from those fi
 >>> result.records[0]["pcc"], result.splits[("dlpfc/151673", "R", 0)].test
 >>> benchmark.results.load("out/").groupby("method")["pcc"].mean()
 
-See docs/BENCHMARK.md for what each protocol and method is.
+See docs/BENCHMARK.md for what each protocol and method is; the methods themselves live in
+``histosge.methods`` (``ALL_METHODS`` and ``DEFAULT_METHODS`` are read from its registry when
+asked for, so a method registered later is there too).
 """
 
 from . import results
-from .methods import ALL_METHODS, DEFAULT_METHODS
 from .protocols import PROTOCOLS
 from .runner import DEFAULT_PROTOCOLS, DEFAULT_SEEDS, BenchResult, run
 from .sections import discover
@@ -30,3 +31,11 @@ __all__ = [
     "results",
     "run",
 ]
+
+
+def __getattr__(name: str):
+    if name in ("ALL_METHODS", "DEFAULT_METHODS"):
+        from . import methods
+
+        return getattr(methods, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

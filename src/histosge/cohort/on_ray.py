@@ -87,7 +87,7 @@ class _Worker:
 
         import torch
 
-        from ..model import HisToSGE
+        from ..methods import load_model
 
         os.environ["HISTOSGE_THREADS"] = str(threads)  # he-stats threads: this worker's share of the node
         torch.set_num_threads(threads)
@@ -96,7 +96,7 @@ class _Worker:
             path = os.path.join(tmp, "model.histosge")
             with open(path, "wb") as fh:
                 fh.write(model_bytes)
-            self.model = HisToSGE.load(path, device=device)
+            self.model = load_model(path, device=device)
         if self.model.file_sha256_ != model_sha256:  # pragma: no cover - the object store corrupted it
             raise RuntimeError("the model bytes changed on their way to the worker")
         self.started = time.time()

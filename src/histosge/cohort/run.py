@@ -206,7 +206,7 @@ def predict_cohort(model_path: str | os.PathLike, slides, out_dir: str | os.Path
     OutputError
         An output folder that is a file or not writable.
     """
-    from ..model import HisToSGE
+    from ..methods import load_model
     from ..provenance import file_sha256
     from ..tasks import slide_pitch
 
@@ -221,7 +221,7 @@ def predict_cohort(model_path: str | os.PathLike, slides, out_dir: str | os.Path
     jobs_all = resolve_slides(slides)
     out_dir = manifest.check_out_dir(out_dir)
     model_path = Path(model_path)
-    model = HisToSGE.load(model_path, device=device)
+    model = load_model(model_path, device=device)
     model_bytes = model_path.read_bytes() if use_ray else None
     if model_bytes is not None:
         import hashlib

@@ -26,8 +26,10 @@ import numpy as np
 from ..errors import InputError
 
 FORMAT = "histosge-model"
-#: Bump when a reader of the previous schema would misread the file.
-SCHEMA_VERSION = 1
+#: Bump when a reader of the previous schema would misread the file. 2: a file may hold any
+#: registered method (its description then names it under ``method``; ``histosge.methods``
+#: reads those); a HisToSGE model is written as in 1, and schema-1 files are read as before.
+SCHEMA_VERSION = 2
 SUFFIX = ".histosge"
 
 
@@ -107,14 +109,18 @@ def load(path: str | os.PathLike, *, device: str | None = None):
 
     meta, arrays = _open(path, arrays=True)
     where = str(path)
-    model = _build(meta, arrays, where, device)
+    if "method" in meta:
+        raise InputError(f"the file holds a {meta['method']!r} model, not a HisToSGE one", where=where,
+                         fix="load it with histosge.methods.load_model (histosge predict does)")
+    model = rebuild(meta, arrays, where=where, device=device)
     _check_encoder(model.encoder_["encoder"], where)
     model.file_sha256_ = file_sha256(path)
     return model
 
 
-def _build(meta: dict, arrays: dict[str, np.ndarray], where: str, device: str | None):
-    """A ``HisToSGE`` from a checked description and its arrays (a prior inside it too)."""
+def rebuild(meta: dict, arrays: dict[str, np.ndarray], *, where: str, device: str | None = None):
+    """A fitted ``HisToSGE`` from its description (``describe``) and arrays (``state()``), a prior
+    inside it too; an incomplete description is one ``InputError`` naming ``where``."""
     from .estimator import HisToSGE
     from .parts import sub
     from .prior import Prior
@@ -136,7 +142,7 @@ def _build(meta: dict, arrays: dict[str, np.ndarray], where: str, device: str | 
         model.n_features_in_ = int(meta["n_features_in"])
         prior = meta.get("prior")
         if prior is not None:
-            inner = _build(prior["description"], sub(arrays, "prior"), where, device)
+            inner = rebuild(prior["description"], sub(arrays, "prior"), where=where, device=device)
             inner.file_sha256_ = prior["record"].get("file_sha256")
             model.prior = inner
             model.prior_ = Prior(inner, model.genes_, where=f"{where} (its prior)")
@@ -148,6 +154,12 @@ def _build(meta: dict, arrays: dict[str, np.ndarray], where: str, device: str | 
                          where=where, fix="use an intact model file written by histosge train / HisToSGE.save"
                          ) from None
     return model
+
+
+def open_file(path, *, arrays: bool) -> tuple[dict, dict[str, np.ndarray]]:
+    """(description, arrays) of a model file of any method, checked (format, schema, checksum);
+    every way it can be unusable is one ``InputError``."""
+    return _open(path, arrays=arrays)
 
 
 def _open(path, *, arrays: bool) -> tuple[dict, dict[str, np.ndarray]]:

@@ -1,4 +1,4 @@
-"""THItoGene (Jia et al., Brief Bioinform 2024) on frozen encoder features.
+"""``thitogene``: THItoGene (Jia et al., Brief Bioinform 2024) on frozen encoder features.
 
 The published model (yrjia1015/THItoGene, ``vis_model.py``): each spot's 112 px patch goes
 through a dynamic (omni-dimensional) convolution and an efficient capsule network whose
@@ -15,13 +15,17 @@ Here the image layers that read pixels (the dynamic convolution and the capsule 
 four convolutions, which produce its 16 primary capsules of 8 dims) are replaced by one linear
 map from our frozen encoder features to those 16 x 8 primary capsules; the capsule routing and
 everything after it are as published. Other differences: (1) the position tables hold as many
-rows as the array has (the authors' 64 is too few for Visium's 128 columns); (2) the graph
-attention normalises each spot's attention over its own neighbours, as the GAT paper and
+rows as the array has (the authors' 64 is too few for Visium's 128 columns);
+(2) the graph attention normalises each spot's attention over its own neighbours, as the GAT paper and
 THItoGene's paper describe (the authors' code applies the softmax along the other axis of the
 adjacency, because of a leftover batch dimension); (3) within a section (protocols R and G)
 a "section" in training is the section's training spots, and prediction runs on all query
 spots of the section, the neighbour graph rebuilt on them; (4) attention is computed with
 PyTorch's fused ``scaled_dot_product_attention`` (the same function, less memory).
+
+The position tables span the training spots and, when ``fit`` is given them (``query=``, as the
+benchmark does), the positions to be predicted; a position outside the tables takes the
+nearest edge's embedding.
 """
 
 from __future__ import annotations
@@ -31,9 +35,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InputError
 from ..model import Spots
-from ..model.scaling import standardise
-from .baselines import _seed
+from ..model.parts import nest, sub
+from ..model.scaling import FeatureScaler
+from ._registry import register_method
+from ._torch import load_net, net_state, seed_all, span
+from .base import Method, check_fit_inputs
 
 #: The authors' schedule (train.py: 300 epochs at lr 1e-5, one section per step).
 EPOCHS = 300
@@ -143,7 +151,7 @@ def knn_edges(xy: np.ndarray, k: int = K_NEIGHBOURS) -> tuple[torch.Tensor, torc
 
     n = len(xy)
     if n < 2:
-        raise ValueError("THItoGene's graph needs at least 2 spots")
+        raise InputError("THItoGene's graph needs at least 2 spots", where="spots", fix="use more spots")
     kk = min(k, n - 1)
     _, idx = cKDTree(np.asarray(xy, np.float64)).query(xy, k=kk + 1)
     src = np.asarray(idx)[:, 1:]
@@ -153,65 +161,86 @@ def knn_edges(xy: np.ndarray, k: int = K_NEIGHBOURS) -> tuple[torch.Tensor, torc
     return torch.from_numpy(dst), torch.from_numpy(src.reshape(-1).astype(np.int64))
 
 
-def thitogene(
-    train: Spots,
-    y_train: np.ndarray,
-    query: Spots,
-    *,
-    train_groups: np.ndarray | None = None,
-    query_groups: np.ndarray | None = None,
-    seed: int = 0,
-    epochs: int = EPOCHS,
-    lr: float = 1e-5,
-    depth: int = 4,
-    arch: dict | None = None,
-) -> tuple[np.ndarray, dict]:
-    """Fit THItoGene, one training section per step (``train_groups``), predict each query section.
+def _pos(values, origin: float, n: int) -> torch.Tensor:
+    return torch.from_numpy(np.clip(np.rint(np.asarray(values) - origin), 0, n - 1).astype(np.int64))
 
-    Positions are the array coordinates (``cols`` = x, ``rows`` = y, rounded, shifted to start
-    at 0). ``arch``: other ``THItoGeneNet`` sizes (tests use a small network; the benchmark never).
-    Returns (predictions, info with ``epochs_run`` and ``steps_run``).
-    """
-    _seed(seed)
-    rng = np.random.default_rng(seed)
-    x_train, x_query = standardise(train.features, query.features)
-    tg = np.zeros(len(train), np.int64) if train_groups is None else np.asarray(train_groups)
-    qg = np.zeros(len(query), np.int64) if query_groups is None else np.asarray(query_groups)
-    x0 = float(min(np.min(train.cols), np.min(query.cols)))
-    y0 = float(min(np.min(train.rows), np.min(query.rows)))
-    n_x = int(np.ceil(max(np.max(train.cols), np.max(query.cols)) - x0)) + 2
-    n_y = int(np.ceil(max(np.max(train.rows), np.max(query.rows)) - y0)) + 2
 
-    def pos(values, origin, n):
-        return torch.from_numpy(np.clip(np.rint(np.asarray(values) - origin), 0, n - 1).astype(np.int64))
+def _grid_xy(spots: Spots, idx: np.ndarray) -> np.ndarray:
+    return np.column_stack([spots.cols[idx], spots.rows[idx]])
 
-    def grid_xy(spots: Spots, idx: np.ndarray) -> np.ndarray:
-        return np.column_stack([spots.cols[idx], spots.rows[idx]])
 
-    sections = [np.flatnonzero(tg == g) for g in np.unique(tg)]
-    graphs = [knn_edges(grid_xy(train, idx)) for idx in sections]
-    tx, ty = pos(train.cols, x0, n_x), pos(train.rows, y0, n_y)
-    xt, yt = torch.from_numpy(x_train), torch.from_numpy(np.ascontiguousarray(y_train, np.float32))
+@register_method("thitogene", description="THItoGene (Jia et al., Brief Bioinform 2024): capsule routing of image "
+                                          "features, array x/y embeddings, a ViT and graph attention over a section",
+                 quick_epochs=3, reads_positions=True, fit_takes_query=True)
+class THItoGene(Method):
+    """One training section per step (``groups``), ``epochs`` passes, Adam at ``lr``; ``depth``
+    transformer layers; ``arch``: other ``THItoGeneNet`` sizes (tests use a small network; the
+    benchmark never). Positions are the array coordinates (``cols`` = x, ``rows`` = y, rounded,
+    shifted to start at 0)."""
 
-    net = THItoGeneNet(x_train.shape[1], yt.shape[1], n_x, n_y, depth=depth, **(arch or {}))
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    steps = 0
-    for _epoch in range(epochs):
-        net.train()
-        for s in rng.permutation(len(sections)):
-            idx = torch.from_numpy(sections[s])
-            pred = net(xt[idx], tx[idx], ty[idx], *graphs[s])
-            loss = F.mse_loss(pred, yt[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            steps += 1
-    net.eval()
-    out = np.zeros((len(query), yt.shape[1]), np.float32)
-    qx, qy, xq = pos(query.cols, x0, n_x), pos(query.rows, y0, n_y), torch.from_numpy(x_query)
-    with torch.no_grad():
-        for g in np.unique(qg):
-            idx = np.flatnonzero(qg == g)
-            t = torch.from_numpy(idx)
-            out[idx] = net(xq[t], qx[t], qy[t], *knn_edges(grid_xy(query, idx))).numpy()
-    return out, {"epochs_run": epochs, "steps_run": steps}
+    def __init__(self, *, epochs: int = EPOCHS, lr: float = 1e-5, depth: int = 4, arch: dict | None = None,
+                 seed: int = 0):
+        super().__init__(seed=seed)
+        self.epochs, self.lr, self.depth = int(epochs), float(lr), int(depth)
+        self.arch = dict(arch or {})
+
+    def _net(self, feature_dim: int, n_genes: int) -> THItoGeneNet:
+        return THItoGeneNet(feature_dim, n_genes, self.n_x_, self.n_y_, depth=self.depth, **self.arch)
+
+    def fit(self, train: Spots, y: np.ndarray, *, groups: np.ndarray | None = None,
+            query: Spots | None = None) -> THItoGene:
+        """``query``: the spots to be predicted, if known; their positions widen the tables."""
+        y = np.ascontiguousarray(check_fit_inputs(train, y, groups))
+        seed_all(self.seed)
+        rng = np.random.default_rng(self.seed)
+        self.scaler_ = FeatureScaler(train.features)
+        x_train = self.scaler_.transform(train.features)
+        tg = np.zeros(len(train), np.int64) if groups is None else np.asarray(groups)
+        (self.x0_, self.n_x_), (self.y0_, self.n_y_) = (span(train, query, "cols"), span(train, query, "rows"))
+        sections = [np.flatnonzero(tg == g) for g in np.unique(tg)]
+        graphs = [knn_edges(_grid_xy(train, idx)) for idx in sections]
+        tx, ty = _pos(train.cols, self.x0_, self.n_x_), _pos(train.rows, self.y0_, self.n_y_)
+        xt, yt = torch.from_numpy(x_train), torch.from_numpy(y)
+
+        net = self._net(x_train.shape[1], yt.shape[1])
+        opt = torch.optim.Adam(net.parameters(), lr=self.lr)
+        steps = 0
+        for _epoch in range(self.epochs):
+            net.train()
+            for s in rng.permutation(len(sections)):
+                idx = torch.from_numpy(sections[s])
+                pred = net(xt[idx], tx[idx], ty[idx], *graphs[s])
+                loss = F.mse_loss(pred, yt[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                steps += 1
+        self.net_ = net.eval()
+        self.info = {"epochs_run": self.epochs, "steps_run": steps}
+        return self
+
+    def predict(self, query: Spots, *, groups: np.ndarray | None = None) -> np.ndarray:
+        """Each query section (``groups``) as one sequence, its neighbour graph built on its spots."""
+        self.check_fitted()
+        x_query = self.scaler_.transform(query.features)
+        qg = np.zeros(len(query), np.int64) if groups is None else np.asarray(groups)
+        out = np.zeros((len(query), self.net_.head[-1].out_features), np.float32)
+        qx, qy = _pos(query.cols, self.x0_, self.n_x_), _pos(query.rows, self.y0_, self.n_y_)
+        xq = torch.from_numpy(x_query)
+        with torch.no_grad():
+            for g in np.unique(qg):
+                idx = np.flatnonzero(qg == g)
+                t = torch.from_numpy(idx)
+                out[idx] = self.net_(xq[t], qx[t], qy[t], *knn_edges(_grid_xy(query, idx))).numpy()
+        return out
+
+    def state(self):
+        meta = {"x0_": self.x0_, "y0_": self.y0_, "n_x_": self.n_x_, "n_y_": self.n_y_,
+                "feature_dim": self.net_.primary.in_features, "n_genes": self.net_.head[-1].out_features}
+        return net_state(self.net_) | nest("scaler", self.scaler_.state()), meta
+
+    def set_state(self, arrays, meta) -> None:
+        self.x0_, self.y0_ = float(meta["x0_"]), float(meta["y0_"])
+        self.n_x_, self.n_y_ = int(meta["n_x_"]), int(meta["n_y_"])
+        self.scaler_ = FeatureScaler.from_state(sub(arrays, "scaler"))
+        self.net_ = load_net(self._net(int(meta["feature_dim"]), int(meta["n_genes"])), arrays)

@@ -1,0 +1,177 @@
+"""The method registry: one entry per method, a class plus the spec that says what it needs.
+
+Like the encoder registry (``histosge.encode``) and timm's ``register_model``: a class is
+registered under a name with a :class:`MethodSpec` that carries everything a caller must know
+about it (how long ``--quick`` trains it, whether it needs the target section's measured
+expression, whether it reads grid positions or the image, whether the default benchmark runs
+it, which paper it reproduces), so that no other module compares method names as strings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import InputError
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodSpec:
+    """What a method is and needs, independent of any fit.
+
+    Everything a caller must know about a method travels with its registration, so that no
+    other module compares method names as strings.
+
+    Attributes
+    ----------
+    name : str
+        The name ``create_method``, ``--method`` and ``--methods`` take.
+    cls : type
+        The method's class (a :class:`~histosge.methods.Method`).
+    description : str
+        One line: what the method does, and the paper it reproduces.
+    quick_epochs : int or None
+        Training length under ``histosge bench --quick`` (a smoke test); None: the method does not
+        train a network (``cls.schedule`` maps it onto the class's own parameters).
+    needs_target_expression : bool
+        It predicts a spot from the measured expression of the *same* section (its measured spots
+        are the context): it runs on a section, never on an H&E image alone, nor in protocol X.
+    reads_positions : bool
+        It reads grid positions (``array_row``/``array_col``); protocol X hands it one constant
+        position, since another section's array says nothing about the target's tissue.
+    reads_image : bool
+        It reads image features (the encoder's output); when False nothing is encoded for it.
+    default : bool
+        In the default benchmark suite (``histosge bench`` without ``--methods``).
+    section_params : tuple of str
+        Constructor parameters the caller fills from the data: ``"grid"`` (``"hex"`` for Visium,
+        ``"square"`` for legacy ST) from the training section; ``"cohort"`` (a
+        :class:`~histosge.methods.Cohort`: the other sections of the dataset, pooled, and a prior
+        fitted on them) only the benchmark's protocols R+ and G+ can fill.
+    fit_takes_query : bool
+        ``fit`` also takes ``query=`` (the spots that will be predicted, when the caller knows
+        them before fitting) and reads their grid positions, never anything measured there:
+        HisToGene and THItoGene size their position tables to cover them.
+    cross_section : dict or None
+        Protocol X through the method's section-level model, saved to a file and loaded back, with
+        these extra parameters (``histosge``: ``{"mode": "image"}``); None: fitted on the pooled
+        training spots of the other sections.
+    """
+
+    name: str
+    cls: type
+    description: str
+    quick_epochs: int | None = None
+    needs_target_expression: bool = False
+    reads_positions: bool = False
+    reads_image: bool = True
+    default: bool = False
+    section_params: tuple[str, ...] = ()
+    fit_takes_query: bool = False
+    cross_section: dict[str, Any] | None = None
+
+    @property
+    def needs_other_sections(self) -> bool:
+        """It reads the other sections of the dataset (``cohort``): benchmark protocols R+ and G+."""
+        return "cohort" in self.section_params
+
+
+_REGISTRY: dict[str, MethodSpec] = {}
+
+#: The names of ``MethodSpec`` a registration may set (all but ``name`` and ``cls``).
+SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(MethodSpec) if f.name not in ("name", "cls"))
+
+
+def register_method(name: str, **spec: Any) -> Callable[[type], type]:
+    """Class decorator: register the class under ``name`` with the rest of its :class:`MethodSpec`.
+
+    >>> @register_method("lasso", description="Lasso on image features")
+    ... class Lasso(Method): ...
+
+    The class gets ``spec`` (its ``MethodSpec``); docs/EXTENDING.md shows a whole method.
+
+    Parameters
+    ----------
+    name : str
+        The method's name (what ``--method`` takes).
+    **spec
+        The other fields of :class:`MethodSpec` (``description``, ``quick_epochs`` ...).
+
+    Returns
+    -------
+    callable
+        The decorator: it registers the class and returns it unchanged (but for ``spec``).
+
+    Raises
+    ------
+    TypeError
+        A field ``MethodSpec`` does not have.
+    ValueError
+        A name registered twice (a programming error, not a user's).
+    """
+    unknown = sorted(set(spec) - set(SPEC_FIELDS))
+    if unknown:
+        raise TypeError(f"register_method({name!r}): unknown spec field(s) {', '.join(unknown)}; "
+                        f"known: {', '.join(SPEC_FIELDS)}")
+
+    def deco(cls: type) -> type:
+        if name in _REGISTRY:
+            raise ValueError(f"method {name!r} registered twice")
+        entry = MethodSpec(name=name, cls=cls, **spec)
+        cls.spec = entry
+        _REGISTRY[name] = entry
+        return cls
+
+    return deco
+
+
+def list_methods() -> list[str]:
+    """Every registered method's name, in the order they were registered.
+
+    That is the order of the benchmark's tables: the built-in baselines, then ours, then the
+    cohort methods, then any registered later.
+
+    Returns
+    -------
+    list of str
+        The names ``create_method`` and ``--method`` take.
+    """
+    return list(_REGISTRY)
+
+
+def get_spec(name: str, *, where: str = "--method") -> MethodSpec:
+    """The spec of method ``name``: what it is and needs.
+
+    Parameters
+    ----------
+    name : str
+        A registered method's name.
+    where : str
+        What an error names as the place of the mistake (the option that gave ``name``).
+
+    Returns
+    -------
+    MethodSpec
+        The method's registration.
+
+    Raises
+    ------
+    InputError
+        An unknown name (the message lists the known ones).
+    """
+    key = str(name).strip()
+    if key not in _REGISTRY:
+        raise InputError(f"unknown method {name!r}", where=where, fix=f"use one of {', '.join(list_methods())}")
+    return _REGISTRY[key]
+
+
+def specs() -> list[MethodSpec]:
+    """Every registered spec, in registration order.
+
+    Returns
+    -------
+    list of MethodSpec
+        One per name of ``list_methods()``, in that order.
+    """
+    return list(_REGISTRY.values())

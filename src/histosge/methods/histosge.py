@@ -1,0 +1,75 @@
+"""``histosge``: our model (``histosge.model.HisToSGE``) as a registered method.
+
+The method wraps ``HisToSGE`` in neighbours mode (``superres``, ``recover``, protocols R and G):
+the measured neighbours' expression as context, the image, and a correction network
+(docs/MODEL_NOTES.md). ``mode="image"`` is the model that predicts an unmeasured section or a
+slide from its image alone; the benchmark's protocol X fits it on the training sections, saves
+it to a model file and loads it back, as ``histosge train`` / ``histosge predict`` do (the spec's
+``cross_section``). Its section-level model (``create_model``) is ``HisToSGE`` itself, with its
+own model file, novelty scores and held-out training scores.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..model import HisToSGE, Spots
+from ._registry import register_method
+from .base import Method, _plain
+
+
+@register_method("histosge", description="HisToSGE (Shi et al. 2024), re-implemented: measured neighbours' "
+                                         "context + image + a correction network (neighbours mode)",
+                 quick_epochs=10, reads_positions=True, default=True, cross_section={"mode": "image"})
+class HisToSGEMethod(Method):
+    """``mode``: ``"neighbours"`` (default) or ``"image"``; ``network``: the correction network's
+    schedule and size (a ``TrainConfig`` or a dict of its fields); ``options``: any other
+    ``HisToSGE`` constructor argument (``n_components``, ``image_blend``, ``k_choices`` ...)."""
+
+    MODE = "neighbours"
+
+    def __init__(self, *, mode: str | None = None, network: Any = None, seed: int = 0, device: str | None = None,
+                 **options: Any):
+        super().__init__(seed=seed)
+        self.mode = mode or self.MODE
+        self.network, self.device, self.options = network, device, dict(options)
+
+    def get_params(self) -> dict[str, Any]:
+        return {"mode": self.mode, "network": _plain(self.network), "seed": self.seed, **_plain(self.options)}
+
+    @classmethod
+    def schedule(cls, *, epochs=None, patience=None, group_size=None) -> dict:
+        """``--epochs`` / ``--patience`` / ``--group-size`` are fields of the correction network's schedule."""
+        network = {k: v for k, v in (("epochs", epochs), ("patience", patience), ("group_size", group_size))
+                   if v is not None}
+        return {"network": network} if network else {}
+
+    @classmethod
+    def section_model(cls, **params: Any) -> HisToSGE:
+        """The section-level model: ``HisToSGE`` itself (``params``: its constructor's)."""
+        mode = params.pop("mode", None) or cls.MODE
+        return HisToSGE(mode, **params)
+
+    def _model(self) -> HisToSGE:
+        return HisToSGE(self.mode, network=self.network, seed=self.seed, device=self.device, **self.options)
+
+    def fit(self, train: Spots, y: np.ndarray, *, groups: np.ndarray | None = None) -> HisToSGEMethod:
+        self.model_ = self._model().fit_spots(train, y, groups=groups, progress=False)
+        self.info = {**self.model_.info_, "history": self.model_.network_.history}
+        return self
+
+    def predict(self, query: Spots, *, groups: np.ndarray | None = None) -> np.ndarray:
+        self.check_fitted()
+        return self.model_.predict_spots(query, groups=groups)
+
+    def state(self):
+        from ..model.persist import describe
+
+        return dict(self.model_.state()), {"model": describe(self.model_)}
+
+    def set_state(self, arrays, meta) -> None:
+        from ..model.persist import rebuild
+
+        self.model_ = rebuild(meta["model"], arrays, where=f"method {self.spec.name!r}", device=self.device)

@@ -1,0 +1,65 @@
+"""``histosge+prior``: the default model with a prior, an image-mode model fitted on the other
+sections of the dataset (benchmark protocols R+ and G+).
+
+As ``histosge train --mode image`` and ``histosge superres --prior`` do it: the prior
+(``cohort.prior``, saved to a file and loaded back by the benchmark) is read by a neighbours-mode
+``HisToSGE`` fitted through its public AnnData path on the section's training spots, because the
+prior needs what arrays do not carry (the spots' hashes, to show it never saw them, and the
+image's scale, to size its rings). So the spots this method fits and predicts must be the
+cohort's section: ``fit`` the spots ``cohort.train_index``, ``predict`` every spot of
+``cohort.section``. Outside the benchmark, ``histosge superres --prior MODEL`` does the same.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..model import HisToSGE, Spots
+from ._cohort import Cohort, check_cohort
+from ._registry import register_method
+from .base import check_fit_inputs
+from .histosge import HisToSGEMethod
+
+
+@register_method("histosge+prior", description="HisToSGE with a prior fitted on the other sections of the "
+                                               "dataset (protocols R+ and G+)", quick_epochs=10,
+                 reads_positions=True, default=True, section_params=("cohort",))
+class HisToSGEPrior(HisToSGEMethod):
+    """``cohort``: the other sections and the prior fitted on them; the rest as ``HisToSGEMethod``."""
+
+    def __init__(self, *, cohort: Cohort | None = None, network: Any = None, seed: int = 0,
+                 device: str | None = None, **options: Any):
+        super().__init__(network=network, seed=seed, device=device, **options)
+        self.cohort = cohort
+
+    @classmethod
+    def section_model(cls, **params: Any) -> HisToSGE:
+        raise InputError("method 'histosge+prior' is the benchmark's name for histosge with a prior", where="--method",
+                         fix="use --method histosge --prior MODEL (an image-mode model: histosge train --mode image)")
+
+    def fit(self, train: Spots, y: np.ndarray, *, groups: np.ndarray | None = None) -> HisToSGEPrior:
+        c = check_cohort(self.cohort, self.spec.name)
+        check_fit_inputs(train, y, groups)
+        if len(train) != len(c.train_index):
+            raise InputError(f"{len(train)} training spots, the cohort's section trains {len(c.train_index)}",
+                             where="train", fix="fit the spots cohort.train_index of cohort.section")
+        self.model_ = HisToSGE("neighbours", network=self.network, seed=self.seed, device=self.device,
+                               prior=c.prior, **self.options)
+        self.model_.fit(c.section[c.train_index], genes=c.genes, features=c.section_features[c.train_index],
+                        progress=False)
+        self.info = {**self.model_.info_, "history": self.model_.network_.history,
+                     "prior_fit_seconds": c.prior_seconds}
+        return self
+
+    def predict(self, query: Spots, *, groups: np.ndarray | None = None) -> np.ndarray:
+        """Every spot of the cohort's section (``query`` must be those spots)."""
+        self.check_fitted()
+        c = self.cohort
+        if len(query) != c.section.n_obs:
+            raise InputError(f"{len(query)} query spots, the cohort's section has {c.section.n_obs}", where="query",
+                             fix="predict every spot of cohort.section")
+        pred = self.model_.predict(c.section, features=c.section_features, progress=False)
+        return np.asarray(pred.X, np.float32)

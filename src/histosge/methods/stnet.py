@@ -1,0 +1,86 @@
+"""``stnet``: ST-Net (He et al., Nat Biomed Eng 2020), reduced to a head on frozen features.
+
+Original: an ImageNet DenseNet-121 fine-tuned end to end on 224 px spot patches with
+flip/rotation augmentation, a linear layer to the log expression of 250 genes, each spot
+predicted on its own. Here: the same per-spot regression, but the image network is our frozen
+encoder and only a small MLP (features -> 512 -> ReLU -> dropout -> genes) is trained, with
+Adam and early stopping on 10% of the training spots; no augmentation (features are cached).
+Features are clipped to the training range and standardised (``model.scaling``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..model import Spots
+from ..model.parts import nest, sub
+from ..model.scaling import FeatureScaler
+from ._registry import register_method
+from ._torch import EarlyStop, load_net, net_state, seed_all, val_split
+from .base import Method, check_fit_inputs
+
+
+def _net(feature_dim: int, hidden: int, n_genes: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(feature_dim, hidden), nn.ReLU(), nn.Dropout(0.2), nn.Linear(hidden, n_genes))
+
+
+@register_method("stnet", description="ST-Net (He et al., Nat Biomed Eng 2020): an MLP head on frozen image "
+                                      "features, each spot on its own", quick_epochs=15, default=True)
+class STNet(Method):
+    """Adam (``lr``, ``weight_decay``), batches of ``batch_size``, at most ``epochs`` epochs, early
+    stopping after ``patience`` epochs without a lower loss on ``val_fraction`` of the training spots."""
+
+    def __init__(self, *, epochs: int = 100, patience: int = 10, hidden: int = 512, lr: float = 1e-3,
+                 weight_decay: float = 1e-4, batch_size: int = 128, val_fraction: float = 0.1, seed: int = 0):
+        super().__init__(seed=seed)
+        self.epochs, self.patience, self.hidden = int(epochs), int(patience), int(hidden)
+        self.lr, self.weight_decay = float(lr), float(weight_decay)
+        self.batch_size, self.val_fraction = int(batch_size), float(val_fraction)
+
+    def fit(self, train: Spots, y: np.ndarray, *, groups: np.ndarray | None = None) -> STNet:
+        y = np.ascontiguousarray(check_fit_inputs(train, y, groups))
+        seed_all(self.seed)
+        rng = np.random.default_rng(self.seed)
+        self.scaler_ = FeatureScaler(train.features)
+        x_train = self.scaler_.transform(train.features)
+        tr, va = val_split(len(x_train), self.val_fraction, rng)
+        net = _net(x_train.shape[1], self.hidden, y.shape[1])
+        opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        xt, yt = torch.from_numpy(x_train), torch.from_numpy(y)
+        stop = EarlyStop(self.patience)
+        epoch = 0
+        for epoch in range(1, self.epochs + 1):  # noqa: B007 - epoch is reported
+            net.train()
+            order = rng.permutation(tr)
+            for s in range(0, len(order), self.batch_size):
+                b = torch.from_numpy(order[s : s + self.batch_size])
+                loss = nn.functional.mse_loss(net(xt[b]), yt[b])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            net.eval()
+            with torch.no_grad():
+                vloss = float(nn.functional.mse_loss(net(xt[va]), yt[va]))
+            if stop.step(vloss, net):
+                break
+        stop.restore(net)
+        self.net_ = net.eval()
+        self.info = {"epochs_run": epoch, "best_val_loss": stop.best}
+        return self
+
+    def predict(self, query: Spots, *, groups: np.ndarray | None = None) -> np.ndarray:
+        self.check_fitted()
+        with torch.no_grad():
+            pred = self.net_(torch.from_numpy(self.scaler_.transform(query.features))).numpy()
+        return pred.astype(np.float32)
+
+    def state(self):
+        first, last = self.net_[0], self.net_[3]
+        return (net_state(self.net_) | nest("scaler", self.scaler_.state()),
+                {"feature_dim": first.in_features, "n_genes": last.out_features})
+
+    def set_state(self, arrays, meta) -> None:
+        self.scaler_ = FeatureScaler.from_state(sub(arrays, "scaler"))
+        self.net_ = load_net(_net(int(meta["feature_dim"]), self.hidden, int(meta["n_genes"])), arrays)
