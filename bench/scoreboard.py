@@ -199,6 +199,8 @@ def prior_scoreboard(records: list[dict], ours: str = "histosge+prior", without:
 
 def section(records: list[dict]) -> list[str]:
     """The report's section for protocols R, G and X (empty without histosge)."""
+    if not any(r["protocol"] in TARGETS for r in records):
+        return []
     board = scoreboard(records)
     return ["## Is histosge first? (row by row)", "", *board] if board else []
 

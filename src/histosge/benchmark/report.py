@@ -107,6 +107,8 @@ def summary(df: pd.DataFrame) -> list[str]:
     """Mean held-out pcc over the sections of each dataset, one row per method (R+ and G+, whose
     rows differ in their cohort, are left out)."""
     df = df[~df["protocol"].isin(WITH_PRIOR)]
+    if df.empty:
+        return ["Only protocols with a cohort (R+, G+) in this run: their rows are in the tables below."]
     cols = sorted({(p, d) for p, d in zip(df["protocol"], df["dataset"], strict=True)},
                   key=lambda k: (ORDER.index(k[0]), k[1]))
     means = RS.aggregate(df, ["method", "protocol", "dataset"], ["pcc", "pcc_top50"])
