@@ -19,7 +19,8 @@ import numpy as np
 from histosge.benchmark import report
 from histosge.benchmark import results as RS
 
-METHODS = ("knn", "ridge", "stnet", "histogene", "histosge", "ridge+pooled", "stnet+pooled", "histosge+prior")
+METHODS = ("knn", "ridge", "stnet", "histogene", "histosge", "histosge-paper", "ridge+pooled", "stnet+pooled",
+           "histosge+prior")
 METRICS = ("pcc", "pcc_top50", "mse", "ari")
 
 
