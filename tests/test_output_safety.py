@@ -169,6 +169,20 @@ def test_outputs_follow_the_umask(tmp_path, mask):
     assert stat.S_IMODE(zr.stat().st_mode) == 0o777 & ~mask
 
 
+@pytest.mark.parametrize("mask", [0o022, 0o027])
+def test_a_writer_that_replaces_its_file_still_follows_the_umask(tmp_path, mask):
+    """safetensors (model files) replaces the file it is given with a 0600 one."""
+    from safetensors.numpy import save_file
+
+    old = os.umask(mask)
+    try:
+        with atomic_path(tmp_path / "m.histosge") as tmp:
+            save_file({"a": np.zeros(3)}, str(tmp))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "m.histosge").stat().st_mode) == 0o666 & ~mask
+
+
 def _dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()

@@ -375,6 +375,9 @@ def atomic_path(path: str | os.PathLike, *, folder: bool = False) -> Iterator[Pa
                           fix="choose another -o path") from None
     try:
         yield tmp
+        if not folder and tmp.is_file():
+            # some writers (safetensors) replace the file they are given with a 0600 one
+            os.chmod(tmp, 0o666 & ~current_umask())
         _publish(tmp, path)
     except BaseException as err:
         with _signals_blocked():  # a second Ctrl-C must not leave the temporary behind
