@@ -50,3 +50,18 @@ def encode_spots(adata, encoder, patch_um: float, *, xy: np.ndarray | None = Non
     side_fullres = float(patch_um) / keys.mpp(adata)  # patch side in full-resolution pixels
     return np.asarray(encode.extract(source, xy, scale, side_fullres, encoder=encoder, patch_scale=1.0,
                                      batch_size=batch_size, cache_dir=cache_dir, progress=progress), np.float32)
+
+
+def for_model(adata, model, encoder=None, given: np.ndarray | None = None, **kw) -> np.ndarray:
+    """The spots' features as a fitted or fitting ``model`` reads them: ``given``, else
+    ``obsm['features']`` when its record matches ``model.encoder_``, else encoded at
+    ``model.patch_um_`` (``encoder``, default ``model._encoder()``; ``kw`` to ``encode_spots``).
+    float32, one row per spot."""
+    feats = given if given is not None else stored(adata, model.encoder_)
+    if feats is None:
+        feats = encode_spots(adata, encoder or model._encoder(), model.patch_um_, **kw)
+    feats = np.asarray(feats, np.float32)
+    if feats.shape[0] != adata.n_obs:
+        raise InputError(f"{feats.shape[0]} feature rows for {adata.n_obs} spots", where="features",
+                         fix="give one row of features per spot")
+    return feats

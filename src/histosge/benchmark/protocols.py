@@ -28,7 +28,6 @@ from dataclasses import dataclass
 
 import anndata as ad
 import numpy as np
-import scipy.sparse as sp
 
 from .. import geometry
 from ..genes import log_normalize, select_hvgs
@@ -89,18 +88,9 @@ def cross_section_genes(
 
     Only the target's gene *list* is consulted (which genes its panel measures), never its counts.
     """
-    common = target.var_names
-    for a in train_sections:
-        common = common.intersection(a.var_names, sort=False)
-    common = [g for g in target.var_names if g in set(common)]  # target order, deterministic
-    parts = [a[:, common].X for a in train_sections]
-    pooled = ad.AnnData(X=sp.vstack([sp.csr_matrix(p) for p in parts]).tocsr().astype(np.float32))
-    pooled.var_names = common
-    pooled.obs_names = [f"{i}" for i in range(pooled.n_obs)]
-    pooled.uns["histosge"] = {
-        "raw_counts": all(a.uns.get("histosge", {}).get("raw_counts", True) for a in train_sections)
-    }
-    return select_hvgs(pooled, n_genes)
+    from ..model.training_data import pooled_hvgs
+
+    return pooled_hvgs(train_sections, n_genes, among=list(target.var_names))
 
 
 def cross_groups(names: list[str]) -> dict[str, list[str]]:

@@ -37,6 +37,7 @@ from .. import keys
 from ..errors import InputError
 from ..model import Spots
 from ..model.parts import nest, sub
+from ..model.training_data import section_spots
 from ._registry import MethodSpec, get_spec
 
 #: Parameters of the section-level model (the rest go to the method's constructor).
@@ -219,65 +220,39 @@ class MethodModel:
         ``features``: the spots' image features at this model's patch size by its encoder (one
         array per section; ignored by methods that read no image). Returns ``self``."""
         from ..features import record
-        from ..genes import log_normalize, select_hvgs
-        from ..model.estimator import _hvgs, _measured_pitch_um, _section_record, _var_columns
-        from ..provenance import spot_hashes
+        from ..model import training_data as T
 
         t0 = time.perf_counter()
-        sections = [sections] if isinstance(sections, ad.AnnData) else list(sections)
-        if not sections:
-            raise InputError("no section to fit on", where="sections", fix="give at least one AnnData")
+        sections = T.as_sections(sections)
         if self.spec.needs_target_expression and len(sections) != 1:
             raise InputError(f"method {self.method!r} reads the measured spots of the section it predicts, so it fits "
                              f"one section, got {len(sections)}", where="sections",
                              fix="fit one section, or use a method that reads the image (e.g. ridge)")
-        spot_um = keys.spot_diameter_um(sections[0])
-        self.patch_um_ = self.patch_scale * spot_um
-        self.spot_diameter_um_ = spot_um
-        self.pitch_um_ = _measured_pitch_um(sections)
-        self.grid_ = keys.grid(sections[0])
+        T.set_geometry(self, sections)
         encoder = None
         if self.reads_image:
             encoder = self._encoder()
             self.encoder_ = record(encoder, self.patch_um_) | {"dim": int(encoder.dim)}
         else:
             self.encoder_ = {"encoder": None, "note": f"method {self.method!r} reads no image"}
-        if genes is None:
-            genes, flavour = _hvgs(sections, self.n_genes, select_hvgs)
-        else:
-            genes, flavour = [str(g) for g in genes], "given"
-        self.genes_ = list(genes)
-        self.var_ = _var_columns(sections[0], self.genes_)
-        given = [features] if isinstance(features, np.ndarray) else features
-        if self.reads_image and given is not None and len(given) != len(sections):
-            raise InputError(f"{len(given)} feature arrays for {len(sections)} sections", where="features",
-                             fix="give one array per section")
-        ys, parts, groups = [], [], []
-        for i, s in enumerate(sections):
-            feats = self._features(s, encoder, None if given is None else given[i], cache_dir=cache_dir,
-                                   batch_size=batch_size, progress=progress)
-            ys.append(log_normalize(s, self.genes_))
-            parts.append(_spots(s, feats))
-            groups.append(np.full(s.n_obs, i, np.int64))
-        train = Spots(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("features", "rows", "cols", "xy")))
-        y = np.vstack(ys)
-        if len(y) < 3:
-            raise InputError(f"only {len(y)} training spots", where="training spots", fix="use more spots")
+        flavour = T.set_genes(self, sections, genes)
+        given = T.check_given_features(features, sections) if self.reads_image else None
+        data = T.gather(sections, self.genes_, lambda i, s: self._features(
+            s, encoder, None if given is None else given[i], cache_dir=cache_dir, batch_size=batch_size,
+            progress=progress))
+        if len(data.y) < 3:
+            raise InputError(f"only {len(data.y)} training spots", where="training spots", fix="use more spots")
         t_feat = time.perf_counter()
         method = create_method(self.method, **self._method_args({"grid": self.grid_}))
-        method.fit(train, y, groups=np.concatenate(groups))
+        method.fit(data.spots, data.y, groups=data.groups)
         self.method_ = method
-        self.n_features_in_ = int(train.features.shape[1])
-        self.extent_ = np.concatenate([train.xy.min(0), train.xy.max(0)]).astype(np.float64)
+        self.n_features_in_ = int(data.spots.features.shape[1])
+        self.extent_ = np.concatenate([data.spots.xy.min(0), data.spots.xy.max(0)]).astype(np.float64)
         self.info_ = dict(method.info)
         self.scores_ = {"scope": f"none: method {self.method!r} keeps no training spot out of its fit"}
-        hashes = [spot_hashes(s) for s in sections]
-        self.spot_hashes_ = np.concatenate(hashes)
-        self.training_ = {
-            "sections": [_section_record(s, h) for s, h in zip(sections, hashes, strict=True)],
-            "n_spots": int(len(train)), "hvg_flavour": flavour,
-            "seconds": {"features": t_feat - t0, "fit": time.perf_counter() - t_feat},
-        }
+        self.spot_hashes_ = np.concatenate(data.hashes)
+        self.training_ = T.training_record(sections, data, flavour,
+                                           {"features": t_feat - t0, "fit": time.perf_counter() - t_feat})
         return self
 
     # -- predict ------------------------------------------------------------------------------------
@@ -296,7 +271,7 @@ class MethodModel:
         """
         self._check_fitted()
         feats = self._features(adata, None, features, cache_dir=cache_dir, batch_size=batch_size, progress=progress)
-        query = _spots(adata, feats)
+        query = section_spots(adata, feats)
         from threadpoolctl import threadpool_limits
 
         kw: dict[str, Any] = {}
@@ -319,15 +294,9 @@ class MethodModel:
     def _features(self, adata: ad.AnnData, encoder, given: np.ndarray | None, **kw) -> np.ndarray:
         if not self.reads_image:
             return np.zeros((adata.n_obs, 0), np.float32)
-        from ..features import encode_spots, stored
+        from ..features import for_model
 
-        feats = given if given is not None else stored(adata, self.encoder_)
-        if feats is None:
-            feats = encode_spots(adata, encoder or self._encoder(), self.patch_um_, **kw)
-        feats = np.asarray(feats, np.float32)
-        if feats.shape[0] != adata.n_obs:
-            raise InputError(f"{feats.shape[0]} feature rows for {adata.n_obs} spots", where="features",
-                             fix="give one row of features per spot")
+        feats = for_model(adata, self, encoder, given, **kw)
         if hasattr(self, "n_features_in_") and feats.shape[1] != self.n_features_in_:
             raise InputError(f"features have {feats.shape[1]} columns, the model was fitted on {self.n_features_in_}",
                              where="features", fix="encode with the model's encoder")
@@ -341,7 +310,7 @@ class MethodModel:
             raise InputError(f"the context section lacks {len(missing)} of the model's {len(self.genes_)} genes "
                              f"(e.g. {', '.join(missing[:3])})", where="context",
                              fix="give a context section measured on the same gene panel")
-        return _spots(context, np.zeros((context.n_obs, 0), np.float32)), log_normalize(context, self.genes_)
+        return section_spots(context, np.zeros((context.n_obs, 0), np.float32)), log_normalize(context, self.genes_)
 
     def _check_within_training(self, xy: np.ndarray) -> None:
         """Without a context, the training spots are the measured ones: most query spots must lie
@@ -472,11 +441,3 @@ class MethodModel:
             _check_encoder(self.encoder_["encoder"], where)
         self.file_sha256_ = file_sha256(path)
         return self
-
-
-def _spots(adata: ad.AnnData, feats: np.ndarray) -> Spots:
-    """The spots of ``adata`` (grid positions 0 where it has none) with ``feats``."""
-    n = adata.n_obs
-    rows = adata.obs["array_row"].to_numpy(np.float64) if "array_row" in adata.obs else np.zeros(n)
-    cols = adata.obs["array_col"].to_numpy(np.float64) if "array_col" in adata.obs else np.zeros(n)
-    return Spots(feats, rows, cols, np.asarray(adata.obsm[keys.SPATIAL], np.float64))

@@ -279,56 +279,31 @@ class HisToSGE:
             the sections, sections sharing no gene, or a prior that saw these spots or reads other
             features.
         """
-        from ..genes import log_normalize, select_hvgs
+        from . import training_data as T
 
         t0 = time.perf_counter()
-        sections = [sections] if isinstance(sections, ad.AnnData) else list(sections)
-        if not sections:
-            raise InputError("no section to fit on", where="sections", fix="give at least one AnnData")
+        sections = T.as_sections(sections)
         if self.mode != "image" and len(sections) != 1:
             raise InputError(f"mode {self.mode!r} fits one section, got {len(sections)}", where="sections",
                              fix="fit one section, or use mode='image' to learn from several")
         encoder = self._encoder()
-        spot_um = keys.spot_diameter_um(sections[0])
-        self.patch_um_ = self.patch_scale * spot_um
-        self.spot_diameter_um_ = spot_um
-        self.pitch_um_ = _measured_pitch_um(sections)
-        self.grid_ = keys.grid(sections[0])
+        T.set_geometry(self, sections)
         from ..features import record
 
         self.encoder_ = record(encoder, self.patch_um_) | {"dim": int(encoder.dim)}
-        if genes is None:
-            genes, flavour = _hvgs(sections, self.n_genes, select_hvgs)
-        else:
-            genes, flavour = [str(g) for g in genes], "given"
-        self.genes_ = list(genes)
-        self.var_ = _var_columns(sections[0], self.genes_)
-        given = [features] if isinstance(features, np.ndarray) else features
-        if given is not None and len(given) != len(sections):
-            raise InputError(f"{len(given)} feature arrays for {len(sections)} sections", where="features",
-                             fix="give one array per section")
-        ys, parts, groups = [], [], []
-        for i, s in enumerate(sections):
-            feats = self._features(s, encoder, None if given is None else given[i], cache_dir=cache_dir,
-                                   batch_size=batch_size, progress=progress)
-            ys.append(log_normalize(s, self.genes_))
-            parts.append(Spots(feats, s.obs["array_row"].to_numpy(np.float64), s.obs["array_col"].to_numpy(np.float64),
-                               np.asarray(s.obsm[keys.SPATIAL], np.float64)))
-            groups.append(np.full(s.n_obs, i, np.int64))
-        train = Spots(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("features", "rows", "cols", "xy")))
+        flavour = T.set_genes(self, sections, genes)
+        given = T.check_given_features(features, sections)
+        data = T.gather(sections, self.genes_, lambda i, s: self._features(
+            s, encoder, None if given is None else given[i], cache_dir=cache_dir, batch_size=batch_size,
+            progress=progress))
         t_feat = time.perf_counter()
-        from ..provenance import spot_hashes
-
-        hashes = [spot_hashes(s) for s in sections]
-        self.fit_spots(train, np.vstack(ys), groups=np.concatenate(groups), progress=progress,
-                       mpp=keys.mpp(sections[0]), spot_hashes=np.concatenate(hashes),
+        hashes = np.concatenate(data.hashes)
+        self.fit_spots(data.spots, data.y, groups=data.groups, progress=progress, mpp=keys.mpp(sections[0]),
+                       spot_hashes=hashes,
                        where=str(keys.info(sections[0]).get("source") or keys.library_id(sections[0])))
-        self.spot_hashes_ = np.concatenate(hashes)
-        self.training_ = {
-            "sections": [_section_record(s, h) for s, h in zip(sections, hashes, strict=True)],
-            "n_spots": int(len(train)),
-            "hvg_flavour": flavour, "seconds": {"features": t_feat - t0, "fit": time.perf_counter() - t_feat},
-        }
+        self.spot_hashes_ = hashes
+        self.training_ = T.training_record(sections, data, flavour,
+                                           {"features": t_feat - t0, "fit": time.perf_counter() - t_feat})
         return self
 
     def fit_spots(self, train: Spots, y: np.ndarray, *, groups: np.ndarray | None = None,
@@ -457,8 +432,6 @@ class HisToSGE:
         """The weight of the prior in the final prediction: chosen on the training spots, where
         the prior's prediction is out-of-sample (it never saw them) and the model's is made so
         (leave-one-out neighbours, out-of-fold image probe)."""
-        from .contexts import image_oof
-        from .neighbours import idw
         from .prior import STACK_WEIGHTS
 
         covered = self.prior_.covered
@@ -467,13 +440,7 @@ class HisToSGE:
         if self.prior_weight is not None:
             self.stack_ = {"weight": self.prior_weight, "offset": offset, "chosen_on": "given"}
             return
-        near = idw(train.xy, y, train.xy, self.context_.k_genes, exclude_self=True)
-        own = self.pca_.inverse_transform(ctx_train) + self.outside_weight * (
-            near - self.pca_.inverse_transform(self.pca_.transform(near)))
-        if self.image_blend and self.gene_head_ is not None:
-            a = np.zeros_like(y) if anchor is None else anchor
-            img = image_oof(train.features, y - a, self.seed, self.oof_folds) + a
-            own = (1 - self.image_blend) * own + self.image_blend * img
+        own = self._own_at_training_spots(train, y, ctx_train, anchor)
         yc, own, pri = y[:, covered], own[:, covered], prior_train[:, covered] + offset[covered]
         grid = list(STACK_WEIGHTS)
         scores = [float(np.nan_to_num(pearson_per_gene(yc, (1 - w) * own + w * pri)).mean()) for w in grid]
@@ -481,6 +448,22 @@ class HisToSGE:
         self.stack_ = {"weight": float(grid[best]), "offset": offset,
                        "chosen_on": f"training spots: mean Pearson {scores[0]:.4f} at w = 0, {scores[best]:.4f} at "
                                     f"w = {grid[best]:g}"}
+
+    def _own_at_training_spots(self, train: Spots, y: np.ndarray, ctx_train: np.ndarray,
+                               anchor: np.ndarray | None) -> np.ndarray:
+        """The model's own prediction at its training spots as it would look at a new spot
+        (leave-one-out neighbours, out-of-fold image probe), before any prior is mixed in."""
+        from .contexts import image_oof
+        from .neighbours import idw
+
+        near = idw(train.xy, y, train.xy, self.context_.k_genes, exclude_self=True)
+        own = self.pca_.inverse_transform(ctx_train) + self.outside_weight * (
+            near - self.pca_.inverse_transform(self.pca_.transform(near)))
+        if self.image_blend and self.gene_head_ is not None:
+            a = np.zeros_like(y) if anchor is None else anchor
+            img = image_oof(train.features, y - a, self.seed, self.oof_folds) + a
+            own = (1 - self.image_blend) * own + self.image_blend * img
+        return own
 
     def _fit_neighbours(self, train: Spots, y: np.ndarray, z: np.ndarray, progress: bool,
                         prior_train: np.ndarray | None = None) -> None:
@@ -750,16 +733,9 @@ class HisToSGE:
                         self.pca_.transform(y).astype(np.float32), y)
 
     def _features(self, adata: ad.AnnData, encoder, given: np.ndarray | None, **kw) -> np.ndarray:
-        from ..features import encode_spots, stored
+        from ..features import for_model
 
-        feats = given if given is not None else stored(adata, self.encoder_)
-        if feats is None:
-            feats = encode_spots(adata, encoder or self._encoder(), self.patch_um_, **kw)
-        feats = np.asarray(feats, np.float32)
-        if feats.shape[0] != adata.n_obs:
-            raise InputError(f"{feats.shape[0]} feature rows for {adata.n_obs} spots", where="features",
-                             fix="give one row of features per spot")
-        return feats
+        return for_model(adata, self, encoder, given, **kw)
 
     def _output(self, adata: ad.AnnData, query: Spots, pred: np.ndarray, novelty: np.ndarray) -> ad.AnnData:
         obs = pd.DataFrame(index=adata.obs_names.astype(str))
@@ -918,56 +894,6 @@ class HisToSGE:
             self.extent_ = arrays["extent"]
             head = sub(arrays, "gene_head")
             self.gene_head_ = RidgeHead.from_state(head) if head else None
-
-
-def _hvgs(sections: list[ad.AnnData], n_genes: int, select_hvgs) -> tuple[list[str], str]:
-    """HVGs of the training spots; several sections are pooled on the genes all of them have."""
-    if len(sections) == 1:
-        return select_hvgs(sections[0], n_genes)
-    import scipy.sparse as sp
-
-    common = set(sections[0].var_names)
-    for s in sections[1:]:
-        common &= set(s.var_names)
-    genes = [g for g in sections[0].var_names if g in common]
-    if not genes:
-        raise InputError("the training sections share no gene", where="sections", fix="fit sections of one panel")
-    pooled = ad.AnnData(X=sp.vstack([sp.csr_matrix(s[:, genes].X) for s in sections]).tocsr().astype(np.float32))
-    pooled.var_names = genes
-    pooled.obs_names = [str(i) for i in range(pooled.n_obs)]
-    pooled.uns["histosge"] = {"raw_counts": all(keys.info(s).get("raw_counts", True) for s in sections)}
-    return select_hvgs(pooled, n_genes)
-
-
-def _var_columns(adata: ad.AnnData, genes: list[str]) -> pd.DataFrame:
-    """The input's gene annotations (gene_ids, feature_types, ...) for the predicted genes."""
-    var = pd.DataFrame(index=pd.Index(genes))
-    present = [g for g in genes if g in adata.var_names]
-    for col in adata.var.columns:
-        if pd.api.types.is_string_dtype(adata.var[col]) or isinstance(adata.var[col].dtype, pd.CategoricalDtype):
-            values = adata.var[col].astype(str).reindex(present)
-            var[col] = values.reindex(genes).fillna("").to_numpy(dtype=object).astype(str)
-    return var
-
-
-def _section_record(adata: ad.AnnData, hashes: np.ndarray) -> dict:
-    """Name, source, size and fingerprint of a training section (a prior must never be fitted on
-    the section it is used for: the fingerprint and the spot hashes tell)."""
-    import hashlib
-
-    info = keys.info(adata)
-    return {"name": str(info.get("library_id", keys.library_id(adata))), "source": str(info.get("source", "")),
-            "n_spots": int(adata.n_obs), "fingerprint": hashlib.sha256(np.sort(hashes).tobytes()).hexdigest(),
-            "mpp": round(float(keys.mpp(adata)), 6), "grid": info.get("grid")}
-
-
-def _measured_pitch_um(sections: list[ad.AnnData]) -> float:
-    """Median nearest-neighbour distance of the training spots, in micrometres."""
-    from ..geometry import spot_pitch
-
-    pitches = [spot_pitch(np.asarray(s.obsm[keys.SPATIAL], np.float64)) * keys.mpp(s) for s in sections]
-    pitches = [p for p in pitches if np.isfinite(p)]
-    return float(np.median(pitches)) if pitches else float("nan")
 
 
 def _extent(xy: np.ndarray) -> np.ndarray:
