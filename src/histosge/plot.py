@@ -7,6 +7,7 @@ import os
 import anndata as ad
 import numpy as np
 
+from . import keys
 from ._atomic import atomic_path
 from .geometry import spot_pitch
 
@@ -74,8 +75,8 @@ def dot_size(ax, spot_spacing: float, fill: float = 0.8) -> float:
 
 def _background(adata: ad.AnnData):
     """(image, scale) of the best image stored in uns['spatial'], or (None, 1)."""
-    lib = adata.uns.get("histosge", {}).get("library_id")
-    spatial = adata.uns.get("spatial", {})
+    lib = keys.info(adata).get("library_id")
+    spatial = adata.uns.get(keys.SPATIAL, {})
     entry = spatial.get(lib) if lib in spatial else (next(iter(spatial.values())) if spatial else None)
     if not entry:
         return None, 1.0
@@ -125,7 +126,7 @@ def markers(adata: ad.AnnData, path: str | os.PathLike, *, genes: list[str] | No
         titles = ("measured spots", f"measured + generated spots ({info.get('factor', 4)}x)")
         left_vals = right_vals = adata.X
     img, scale = _background(adata)
-    xy = np.asarray(adata.obsm["spatial"]) * scale
+    xy = np.asarray(adata.obsm[keys.SPATIAL]) * scale
     fig, axes = plt.subplots(len(genes), 2, figsize=(8, 3.6 * len(genes)), squeeze=False)
     spacings = (spot_pitch(xy[left]), spot_pitch(xy[right]))  # the same for every gene
     for row, gene in enumerate(genes):
@@ -191,7 +192,7 @@ def heatmaps(adata: ad.AnnData, path: str | os.PathLike, genes: list[str], *, co
         raise InputError(f"genes not predicted by this model: {', '.join(missing) or '(none given)'}",
                          where="--plot", fix=f"choose among the model's genes, e.g. {', '.join(adata.var_names[:5])}")
     img, scale = _background(adata)
-    xy = np.asarray(adata.obsm["spatial"]) * scale
+    xy = np.asarray(adata.obsm[keys.SPATIAL]) * scale
     n_cols = min(columns, len(genes))
     n_rows = int(np.ceil(len(genes) / n_cols))
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.2 * n_cols, 4.0 * n_rows), squeeze=False)

@@ -100,7 +100,7 @@ def stagate(
     xy = np.asarray(xy, np.float64)
     adata = ad.AnnData(X=np.asarray(expression, np.float32))
     adata.obs_names = [f"s{i}" for i in range(adata.n_obs)]
-    adata.obsm["spatial"] = xy
+    adata.obsm["spatial"] = xy  # STAGATE reads this key by name
     r = float(radius) if radius else RADIUS_PITCHES * geometry.spot_pitch(xy)
     STAGATE_pyG.Cal_Spatial_Net(adata, rad_cutoff=r, verbose=False)
     STAGATE_pyG.train_STAGATE(adata, hidden_dims=list(hidden), n_epochs=n_epochs or EPOCHS, random_seed=seed,

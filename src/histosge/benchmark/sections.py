@@ -9,7 +9,7 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 
-from .. import geometry
+from .. import geometry, keys
 from ..errors import InputError
 
 
@@ -44,7 +44,7 @@ class Section:
 
     @property
     def xy(self) -> np.ndarray:
-        return np.asarray(self.adata.obsm["spatial"], np.float64)
+        return np.asarray(self.adata.obsm[keys.SPATIAL], np.float64)
 
     @property
     def grid(self) -> str:
@@ -114,11 +114,10 @@ def load(
     for name in names:
         adata = read(name, data_dir)
         source, scale = image_for(adata)
-        lib = adata.uns["histosge"]["library_id"]
-        diameter = float(adata.uns["spatial"][lib]["scalefactors"]["spot_diameter_fullres"])
+        diameter = keys.spot_diameter_px(adata)
         feats = encode.extract(
             source,
-            np.asarray(adata.obsm["spatial"], np.float64),
+            np.asarray(adata.obsm[keys.SPATIAL], np.float64),
             scale,
             diameter,
             encoder=enc,

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .. import keys
 from ..errors import InputError
 from ..geometry import spot_pitch
 
@@ -371,13 +372,13 @@ def check_section(adata, *, where: str = "AnnData") -> None:
     for key in ("array_row", "array_col"):
         if key not in adata.obs or adata.obs[key].dtype != np.float64:
             bad(f"obs['{key}'] missing or not float64")
-    xy = adata.obsm.get("spatial")
+    xy = adata.obsm.get(keys.SPATIAL)
     if xy is None or np.asarray(xy).shape != (adata.n_obs, 2) or not np.isfinite(np.asarray(xy, float)).all():
         bad("obsm['spatial'] missing, not (n, 2) or not finite")
     meta = adata.uns.get("histosge", {})
     lib = meta.get("library_id")
-    if lib is None or lib not in adata.uns.get("spatial", {}):
+    if lib is None or lib not in adata.uns.get(keys.SPATIAL, {}):
         bad("uns['histosge']['library_id'] does not name a library in uns['spatial']")
-    sf = adata.uns["spatial"][lib].get("scalefactors", {})
+    sf = adata.uns[keys.SPATIAL][lib].get("scalefactors", {})
     if not (sf.get("spot_diameter_fullres", 0) > 0):
         bad("scalefactors['spot_diameter_fullres'] missing or not positive")

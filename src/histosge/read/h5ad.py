@@ -28,6 +28,7 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
+from .. import keys
 from ..errors import InputError
 from ..geometry import detect_lattice, spot_pitch
 from . import checks
@@ -110,7 +111,7 @@ def _pick_counts(adata: ad.AnnData, where: str):
 
 
 def _library(adata: ad.AnnData, library_id: str | None, where: str) -> tuple[str, dict]:
-    spatial = adata.uns.get("spatial") or {}
+    spatial = adata.uns.get(keys.SPATIAL) or {}
     if library_id is not None:
         if spatial and library_id not in spatial:
             raise InputError(
@@ -262,13 +263,13 @@ def read_h5ad(
             where=where,
             fix="give a file written by anndata",
         ) from None
-    if "spatial" not in src.obsm:
+    if keys.SPATIAL not in src.obsm:
         raise InputError(
             "no obsm['spatial'] (spot pixel coordinates)",
             where=where,
             fix="store spot centres as obsm['spatial'] = (x, y) in full-resolution pixels",
         )
-    xy = np.asarray(src.obsm["spatial"])
+    xy = np.asarray(src.obsm[keys.SPATIAL])
     if xy.ndim != 2 or xy.shape[1] < 2 or not np.issubdtype(xy.dtype, np.number):
         raise InputError(
             f"obsm['spatial'] has shape {xy.shape}, expected (spots, 2) numbers",
@@ -422,8 +423,8 @@ def read_h5ad(
     var = var.copy()
     var.index = ad.utils.make_index_unique(pd.Index(var.index.astype(str)))
     out = ad.AnnData(X=sp.csr_matrix(X, dtype=np.float32), obs=obs, var=var)
-    out.obsm["spatial"] = xy
-    out.uns["spatial"] = {lib: {"images": images, "scalefactors": sf, "metadata": metadata}}
+    out.obsm[keys.SPATIAL] = xy
+    out.uns[keys.SPATIAL] = {lib: {"images": images, "scalefactors": sf, "metadata": metadata}}
     out.uns["histosge"] = {"grid": grid, "library_id": lib, "source": where, "raw_counts": raw,
                            "spot_diameter_um": spot_um, "spot_diameter_um_source": um_source,
                            "alignment": alignment}

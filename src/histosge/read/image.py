@@ -50,6 +50,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .. import keys
 from ..errors import InputError
 from .checks import InputWarning
 
@@ -668,8 +669,8 @@ def probe(path: str | os.PathLike) -> tuple[int, int]:
 
 
 def _library(adata) -> tuple[str, dict]:
-    spatial = adata.uns.get("spatial", {})
-    lib = adata.uns.get("histosge", {}).get("library_id")
+    spatial = adata.uns.get(keys.SPATIAL, {})
+    lib = keys.info(adata).get("library_id")
     if lib is None or lib not in spatial:
         if len(spatial) != 1:
             raise InputError(
@@ -709,7 +710,7 @@ def image_for(adata, image: str | os.PathLike | None = None) -> tuple[ImageSourc
     """
     if image is not None:
         return ImageSource(image), 1.0
-    if not adata.uns.get("spatial"):
+    if not adata.uns.get(keys.SPATIAL):
         raise InputError(
             "the section has no image (uns['spatial'] is empty)",
             where="uns['spatial']",

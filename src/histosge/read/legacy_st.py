@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .. import keys
 from ..errors import InputError
 from ..geometry import detect_lattice, spot_pitch
 from . import checks
@@ -332,10 +333,10 @@ def read_legacy_st(
         ),
         var=pd.DataFrame(index=df.columns),
     )
-    adata.obsm["spatial"] = xy
+    adata.obsm[keys.SPATIAL] = xy
     if labels is not None:
         adata.obs["annotation"] = read_labels(Path(labels), adata.obs_names)
-    adata.uns["spatial"] = {
+    adata.uns[keys.SPATIAL] = {
         library_id: {
             "images": {"hires": hires},
             "scalefactors": {"spot_diameter_fullres": diameter, "tissue_hires_scalef": scalef},

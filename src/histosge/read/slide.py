@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .. import keys
 from ..errors import InputError
 from .image import ImageSource
 
@@ -170,8 +171,8 @@ def read_slide(path: str | os.PathLike, *, pitch_um: float, spot_diameter_um: fl
         names = [f"{lib}_{int(r)}_{int(c)}" for r, c in zip(rows, cols, strict=True)]
         adata = ad.AnnData(X=sp.csr_matrix((len(rows), 0), dtype=np.float32),
                            obs=pd.DataFrame({"array_row": rows, "array_col": cols}, index=pd.Index(names)))
-        adata.obsm["spatial"] = xy
-        adata.uns["spatial"] = {lib: {
+        adata.obsm[keys.SPATIAL] = xy
+        adata.uns[keys.SPATIAL] = {lib: {
             "images": {"hires": thumb},
             "scalefactors": {"spot_diameter_fullres": float(spot_diameter_um) / src.mpp,
                              "tissue_hires_scalef": float(scale)},

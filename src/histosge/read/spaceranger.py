@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .. import keys
 from ..errors import InputError
 from . import checks
 from .image import ImageSource, load_rgb
@@ -371,7 +372,7 @@ def read_spaceranger(
     xy = pos[["pxl_col_in_fullres", "pxl_row_in_fullres"]].to_numpy(np.float64)
     checks.check_finite_coords(xy, where=str(pos_path))
     checks.check_spot_diameter(sf["spot_diameter_fullres"], xy, where=str(spatial / "scalefactors_json.json"))
-    adata.obsm["spatial"] = xy
+    adata.obsm[keys.SPATIAL] = xy
 
     images = {}
     diameter = sf["spot_diameter_fullres"]
@@ -420,7 +421,7 @@ def read_spaceranger(
             checks.check_on_tissue(arr, xy * scalef, diameter * scalef / 2, where=str(pos_path),
                                    image=IMAGE_FILES[key] if image is None or key != "hires" else str(image),
                                    enforce=check_alignment)
-    adata.uns["spatial"] = {library_id: {"images": images, "scalefactors": sf, "metadata": metadata}}
+    adata.uns[keys.SPATIAL] = {library_id: {"images": images, "scalefactors": sf, "metadata": metadata}}
     truth = _find_truth(folder, library_id)
     if truth is not None:
         adata.obs["annotation"] = read_truth(truth, adata.obs_names)
