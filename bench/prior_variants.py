@@ -15,6 +15,22 @@ save time; it is in the benchmark).
 A variant is the default model with ``prior``, ``prior_use`` or ``prior_weight`` set as
 ``VARIANTS`` says ('none': no prior at all, i.e. the model of protocols R and G).
 
+'per-gene' is the default model with the prior's weight chosen per gene (``_PerGeneStack``:
+each gene's least-squares weight on the training spots, shrunk towards the one global weight by
+a strength chosen on out-of-fold training spots). 'moran' is the default model with the prior's
+weight a logistic function of each gene's spatial autocorrelation on the training spots
+(``_MoranStack``: Moran's I on the 6 nearest training spots; the two coefficients chosen by mean
+Pearson on the training spots), since the neighbours carry what is spatially structured. Both
+measured, not adopted (docs/MODEL_NOTES.md section 19).
+
+'ceiling' is not a model: the default model's own prediction and the prior's mixed with the one
+weight that scores best *on the held-out spots themselves* (``STACK_WEIGHTS``, per row and
+seed). No rule that mixes the two with one weight can do better; a target above it needs a
+better model or a better prior, not a better weight:
+
+    python bench/prior_variants.py --data ../shared/data --sections her2st/B4,her2st/C2,her2st/C3,her2st/C4 \\
+        --seeds 0,1,2 --variants default,per-gene,moran,ceiling --out bench/results/model_variants/prior_stacking.json
+
 ``--prior-genes N`` fits each prior on the cohort's own top-N HVGs instead of the row's genes, as
 ``histosge train OTHERS --mode image --genes N`` would: what a user's prior covers of a new
 section's genes, and what that costs (ridge+pooled keeps the row's genes).
@@ -33,8 +49,10 @@ from histosge.benchmark import methods as M
 from histosge.benchmark import protocols as P
 from histosge.benchmark import sections as S
 from histosge.benchmark.runner import _deterministic, _subset, fit_prior
+from histosge.evaluate import pearson_per_gene
 from histosge.genes import log_normalize
 from histosge.model import HisToSGE
+from histosge.model.prior import STACK_WEIGHTS
 
 sys.path.insert(0, str(Path(__file__).parent))
 from model_variants import _print, _record, base_parser  # noqa: E402
@@ -54,6 +72,85 @@ VARIANTS: dict[str, dict | None] = {
 }
 for _w in (0.25, 0.5, 0.75, 1.0):
     VARIANTS[f"stack{_w}"] = {"prior_use": ("stack",), "prior_weight": _w}
+VARIANTS["per-gene"] = {}  # the default model, a weight per gene (_PerGeneStack)
+VARIANTS["moran"] = {}  # the default model, the weight a function of each gene's Moran's I (_MoranStack)
+VARIANTS["ceiling"] = {}  # the default model, its weight chosen on the held-out spots (see above)
+#: Shrinkage strengths of 'per-gene', in training spots' worth (inf: the global weight).
+SHRINKAGE = (0.0, 10.0, 30.0, 100.0, 300.0, 1000.0, float("inf"))
+
+
+class _GeneWiseStack(HisToSGE):
+    """The default model, then the prior's stacking weight replaced by one per gene
+    (``_weights``), from the same training-spot inputs the default's one weight is chosen on."""
+
+    def _fit_stack(self, train, y, ctx_train, prior_train, anchor):
+        super()._fit_stack(train, y, ctx_train, prior_train, anchor)
+        cov = self.prior_.covered
+        own = self._own_at_training_spots(train, y, ctx_train, anchor)[:, cov].astype(np.float64)
+        pri = (prior_train[:, cov] + self.stack_["offset"][cov]).astype(np.float64)
+        self.stack_["weight"] = self._weights(train, y[:, cov].astype(np.float64), own, pri).astype(np.float32)
+
+
+class _PerGeneStack(_GeneWiseStack):
+    """Each gene's least-squares weight ``w_g`` on the training spots, shrunk as ``(n w_g + s w) /
+    (n + s)`` towards the default's one weight ``w``, ``s`` (``SHRINKAGE``) with the best mean
+    Pearson of ``oof_folds``-fold out-of-fold predictions of the training spots."""
+
+    def _weights(self, train, yc, own, pri):
+        n, w0 = len(yc), self.stack_["weight"]
+        fold = np.random.default_rng(self.seed).permutation(n) % self.oof_folds
+        oof = np.zeros((len(SHRINKAGE), *yc.shape))
+        for k in range(self.oof_folds):
+            fit, held = fold != k, fold == k
+            wk = _global_weight(yc[fit], own[fit], pri[fit])
+            wg = _gene_weights(yc[fit], own[fit], pri[fit])
+            for i, s in enumerate(SHRINKAGE):
+                w = _shrink(wg, wk, int(fit.sum()), s)
+                oof[i, held] = (1 - w) * own[held] + w * pri[held]
+        scores = [float(np.nan_to_num(pearson_per_gene(yc, p)).mean()) for p in oof]
+        s = SHRINKAGE[int(np.argmax(scores))]
+        self.info_["per_gene_shrinkage"] = s
+        return _shrink(_gene_weights(yc, own, pri), w0, n, s)
+
+
+class _MoranStack(_GeneWiseStack):
+    """The weight ``1 / (1 + exp(-(a + b z_g)))``, ``z_g`` the gene's Moran's I on the training
+    spots (6 nearest neighbours) standardised over genes, ``a`` and ``b`` on a grid by mean
+    Pearson on the training spots."""
+
+    def _weights(self, train, yc, own, pri):
+        from scipy.spatial import cKDTree
+
+        near = cKDTree(train.xy).query(train.xy, k=min(7, len(yc)))[1][:, 1:]
+        z = (yc - yc.mean(0)) / (yc.std(0) + 1e-9)
+        moran = (z * z[near].mean(1)).mean(0)
+        feat = (moran - moran.mean()) / (moran.std() + 1e-9)
+        best = (-np.inf, 0.0, 0.0)
+        for a in np.linspace(-4, 4, 17):
+            for b in np.linspace(-6, 6, 25):
+                w = 1 / (1 + np.exp(-(a + b * feat)))
+                score = float(np.nan_to_num(pearson_per_gene(yc, (1 - w) * own + w * pri)).mean())
+                best = max(best, (score, a, b))
+        _, a, b = best
+        self.info_["moran_coefficients"] = (float(a), float(b))
+        return 1 / (1 + np.exp(-(a + b * feat)))
+
+
+def _global_weight(y, own, pri) -> float:
+    scores = [float(np.nan_to_num(pearson_per_gene(y, (1 - w) * own + w * pri)).mean()) for w in STACK_WEIGHTS]
+    return float(STACK_WEIGHTS[int(np.argmax(scores))])
+
+
+def _gene_weights(y, own, pri) -> np.ndarray:
+    d = pri - own
+    num, den = ((y - own) * d).sum(0), (d * d).sum(0)
+    return np.clip(np.divide(num, den, out=np.zeros_like(num), where=den > 1e-12), 0.0, 1.0)
+
+
+def _shrink(w_gene, w_global, n, strength) -> np.ndarray:
+    if np.isinf(strength):
+        return np.full_like(w_gene, w_global)
+    return (n * w_gene + strength * w_global) / (n + strength)
 
 
 def main(argv=None) -> int:
@@ -132,15 +229,43 @@ def _row(sec, split, genes, y, seed, scopes, secs, variants, prior_genes="row") 
         for v in variants:
             if VARIANTS[v] is None:
                 continue
-            model = HisToSGE("neighbours", seed=seed, prior=prior, **VARIANTS[v])
+            if v == "ceiling":
+                out.append({**_ceiling(sec, split, y, seed, prior, genes), **where})
+                continue
+            cls = {"per-gene": _PerGeneStack, "moran": _MoranStack}.get(v, HisToSGE)
+            model = cls("neighbours", seed=seed, prior=prior, **VARIANTS[v])
             model.fit(sec.adata[split.train], genes=genes, features=sec.features[split.train], progress=False)
             pred = np.asarray(model.predict(sec.adata, features=sec.features, progress=False).X)
             rec = {**_record(sec, split, y, pred, seed, v), **where}
             info = model.info_.get("prior", {})
             rec.update({f"prior_{k}": info[k] for k in ("stack_weight", "gene_head_alpha", "blend_weights")
                         if k in info})
+            if v in ("per-gene", "moran"):
+                rec["prior_stack_weight"] = float(np.mean(model.stack_["weight"]))
+                for k in ("per_gene_shrinkage", "moran_coefficients"):
+                    if k in model.info_:
+                        rec[k] = model.info_[k]
             out.append(rec)
     return out
+
+
+def _ceiling(sec, split, y, seed, prior, genes) -> dict:
+    """The default model's side and the prior's, mixed with the one weight best on the held-out spots."""
+    from histosge.evaluate import score
+
+    model = HisToSGE("neighbours", seed=seed, prior=prior, prior_weight=0.0)
+    model.fit(sec.adata[split.train], genes=genes, features=sec.features[split.train], progress=False)
+    sides = []
+    for w in (0.0, 1.0):  # the model alone, the prior alone (offset to the section's training means)
+        model.stack_["weight"] = w
+        sides.append(np.asarray(model.predict(sec.adata, features=sec.features, progress=False).X))
+    own, pri = (a[split.test] for a in sides)
+    test = y[split.test]
+    scores = [score(test, (1 - w) * own + w * pri)["pcc"] for w in STACK_WEIGHTS]
+    best = STACK_WEIGHTS[int(np.argmax(scores))]
+    pred = y.copy()
+    pred[split.test] = (1 - best) * own + best * pri
+    return {**_record(sec, split, y, pred, seed, "ceiling"), "prior_stack_weight": float(best)}
 
 
 def _means(records):
