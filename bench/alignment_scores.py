@@ -248,6 +248,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=Path("bench/results/alignment_scores.json"))
     p.add_argument("--no-doc", action="store_true", help="do not rewrite docs/BAD_INPUTS.md")
     args = p.parse_args(argv)
+    args.data = args.data.resolve()  # the variants link to its files from a temporary folder
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="histosge-align-") as tmp:
         tmp = Path(tmp)
