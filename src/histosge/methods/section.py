@@ -33,7 +33,6 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from .. import keys
 from ..errors import InputError
 from ..model import Spots
 from ..model.parts import nest, sub
@@ -325,26 +324,9 @@ class MethodModel:
                                                   "a method that reads the image (e.g. ridge)")
 
     def _output(self, adata: ad.AnnData, query: Spots, pred: np.ndarray) -> ad.AnnData:
-        obs = pd.DataFrame(index=adata.obs_names.astype(str))
-        for col in ("array_row", "array_col", "in_tissue", "spot_type"):
-            if col in adata.obs:
-                obs[col] = adata.obs[col].to_numpy()
-        out = ad.AnnData(X=pred, obs=obs, var=self.var_.copy())
-        out.obsm[keys.SPATIAL] = query.xy
-        if self.reads_image:
-            out.obsm[keys.FEATURES] = query.features  # written to disk only when asked (histosge.storage)
-        lib = keys.library_id(adata)
-        spatial = adata.uns.get(keys.SPATIAL, {}) or {}
-        if lib in spatial:
-            out.uns[keys.SPATIAL] = {lib: spatial[lib]}
-        out.uns[keys.HISTOSGE] = {
-            "task": "predict", "library_id": lib, "method": self.method, "mode": self.mode, "genes": "var_names",
-            "units": {"X": "log1p(normalize_total(1e4)) of the model's genes", "obsm['spatial']":
-                      "full-resolution (level-0) pixels", "mpp": float(keys.mpp(adata)),
-                      "patch_um": float(self.patch_um_)},
-            "encoder": dict(self.encoder_), "features": dict(self.encoder_), "model": self.provenance(),
-        }
-        return out
+        from ..model.output import prediction_anndata
+
+        return prediction_anndata(self, adata, query, pred, features=self.reads_image, uns={"method": self.method})
 
     def provenance(self) -> dict:
         """What identifies this model in an output: method, training sections and (once saved or

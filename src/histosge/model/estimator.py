@@ -738,28 +738,10 @@ class HisToSGE:
         return for_model(adata, self, encoder, given, **kw)
 
     def _output(self, adata: ad.AnnData, query: Spots, pred: np.ndarray, novelty: np.ndarray) -> ad.AnnData:
-        obs = pd.DataFrame(index=adata.obs_names.astype(str))
-        for col in ("array_row", "array_col", "in_tissue", "spot_type"):
-            if col in adata.obs:
-                obs[col] = adata.obs[col].to_numpy()
-        obs["novelty"] = novelty
-        obs["novel"] = novelty > 1.0
-        out = ad.AnnData(X=pred, obs=obs, var=self.var_.copy())
-        out.obsm[keys.SPATIAL] = query.xy
-        out.obsm[keys.FEATURES] = query.features  # written to disk only when asked (histosge.storage)
-        lib = keys.library_id(adata)
-        spatial = adata.uns.get(keys.SPATIAL, {}) or {}
-        if lib in spatial:
-            out.uns[keys.SPATIAL] = {lib: spatial[lib]}
-        out.uns[keys.HISTOSGE] = {
-            "task": "predict", "library_id": lib, "mode": self.mode, "genes": "var_names",
-            "units": {"X": "log1p(normalize_total(1e4)) of the model's genes", "obsm['spatial']":
-                      "full-resolution (level-0) pixels", "mpp": float(keys.mpp(adata)),
-                      "patch_um": float(self.patch_um_)},
-            "encoder": dict(self.encoder_), "features": dict(self.encoder_), "model": self.provenance(),
-            "novelty_threshold": 1.0,
-        }
-        return out
+        from .output import prediction_anndata
+
+        return prediction_anndata(self, adata, query, pred, obs={"novelty": novelty, "novel": novelty > 1.0},
+                                  uns={"novelty_threshold": 1.0})
 
     def provenance(self) -> dict:
         """What identifies this model in an output (``uns['histosge']['model']``).
