@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from histosge.cli import app
 
 runner = CliRunner()
-FAST = ["--epochs", "2", "--genes", "6", "--quiet"]
+FAST = ["--epochs", "2", "--n-top-genes", "6", "--quiet"]
 
 
 def run(*args):

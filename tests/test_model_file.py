@@ -28,7 +28,7 @@ def two_sections(make_legacy_st, tmp_path):
 
 
 def _fit(mode, sections, tmp_path, **kw):
-    return HisToSGE(mode, n_genes=6, network=SMALL, **kw).fit(sections, cache_dir=str(tmp_path / "cache"),
+    return HisToSGE(mode, n_top_genes=6, network=SMALL, **kw).fit(sections, cache_dir=str(tmp_path / "cache"),
                                                               progress=False)
 
 

@@ -31,12 +31,12 @@ def cohort(make_legacy_st):
 
 
 def _prior(sections, tmp_path, **kw):
-    return HisToSGE("image", n_genes=6, network=SMALL, **kw).fit(sections, cache_dir=str(tmp_path / "cache"),
+    return HisToSGE("image", n_top_genes=6, network=SMALL, **kw).fit(sections, cache_dir=str(tmp_path / "cache"),
                                                                    progress=False)
 
 
 def _target(prior, **kw):
-    return HisToSGE("neighbours", n_genes=6, network=SMALL, prior=prior, **kw)
+    return HisToSGE("neighbours", n_top_genes=6, network=SMALL, prior=prior, **kw)
 
 
 def _fit(model, section, tmp_path, **kw):
@@ -66,7 +66,7 @@ def test_a_prior_must_be_an_image_model_reading_the_same_features(cohort, tmp_pa
     (s, _) = cohort
     with pytest.raises(InputError, match=r"reads 100 um patches .*this section's model 200 um"):
         _fit(_target(_prior([s["A2"], s["B1"]], tmp_path, patch_scale=1.0)), s["A1"], tmp_path)
-    neighbours = _fit(HisToSGE("neighbours", n_genes=6, network=SMALL), s["A2"], tmp_path)
+    neighbours = _fit(HisToSGE("neighbours", n_top_genes=6, network=SMALL), s["A2"], tmp_path)
     with pytest.raises(InputError, match="a neighbours-mode model is not a prior"):
         _fit(_target(neighbours), s["A1"], tmp_path)
     with pytest.raises(InputError, match="takes no prior"):
@@ -131,7 +131,7 @@ def test_cli_prior_for_recover_and_superres(cohort, tmp_path):
     (s, root) = cohort
     runner = CliRunner()
     common = ["--data-dir", str(root.parent), "--cache-dir", str(tmp_path / "cache"), "--quiet"]
-    fast = ["--epochs", "2", "--genes", "6"]
+    fast = ["--epochs", "2", "--n-top-genes", "6"]
 
     def cli(*args):
         with warnings.catch_warnings():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import typer
@@ -35,9 +36,33 @@ def ray_option_value(args: list[str]) -> list[str]:
     return out
 
 
+#: What follows ``--plot`` is a path or another argument, not genes, when it ends like a file.
+_FILE_ENDINGS = (".h5ad", ".zarr", ".histosge", ".tif", ".tiff", ".svs", ".ndpi", ".mrxs", ".scn", ".png", ".jpg",
+                 ".jpeg", ".csv", ".txt", ".tsv", ".h5", ".json")
+
+
+def plot_option_value(args: list[str]) -> list[str]:
+    """``--plot`` takes an optional gene list: ``--plot`` followed by nothing, by another option or
+    by anything that is not a gene list (a path, a dataset name, a file) becomes ``--plot=`` (the
+    default genes); ``--plot ERBB2,GRB7`` and ``--plot=ERBB2`` name genes."""
+    import os
+
+    def genes_like(text: str) -> bool:
+        return not (text.startswith("-") or "/" in text or os.sep in text or ":" in text
+                    or text.lower().endswith(_FILE_ENDINGS) or os.path.exists(text))
+
+    out = list(args)
+    for i, a in enumerate(out):
+        if a == "--":
+            break
+        if a == "--plot" and (i + 1 == len(out) or not genes_like(out[i + 1])):
+            out[i] = "--plot="
+    return out
+
+
 class _Commands(TyperGroup):
     def parse_args(self, ctx, args):
-        return super().parse_args(ctx, ray_option_value(args))
+        return super().parse_args(ctx, plot_option_value(ray_option_value(args)))
 
 
 app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
@@ -73,11 +98,11 @@ def _run(debug: bool, fn, *args, output: Path | None = None, interrupted: str | 
     return result
 
 
-def _common_options(encoder, weights, patch_scale, genes, method, epochs, group_size, patience, seed, device,
-                    cache_dir, batch_size, prior=None) -> dict:
-    return dict(encoder=encoder, weights=weights, patch_scale=patch_scale, n_genes=genes, method=method,
-                epochs=epochs, group_size=group_size, patience=patience, seed=seed, device=device,
-                cache_dir=cache_dir, batch_size=batch_size, prior=prior)
+def _common_options(encoder, weights, patch_scale, genes, n_top_genes, all_genes, reliability, method, epochs,
+                    group_size, patience, seed, device, cache_dir, batch_size, prior=None) -> dict:
+    return dict(encoder=encoder, weights=weights, patch_scale=patch_scale, genes=genes, n_top_genes=n_top_genes,
+                all_genes=all_genes, reliability=reliability, method=method, epochs=epochs, group_size=group_size,
+                patience=patience, seed=seed, device=device, cache_dir=cache_dir, batch_size=batch_size, prior=prior)
 
 
 def _summary(title: str, rows: list[tuple[str, str]]) -> None:
@@ -87,47 +112,65 @@ def _summary(title: str, rows: list[tuple[str, str]]) -> None:
     out.print(table)
 
 
-def _markers(requested: list[str] | None, adata, result) -> list[str] | None:
-    """The --markers genes the prediction has; a warning names those skipped (None: defaults)."""
-    if not requested:
+def _gene_names(genes: str | None) -> tuple[str, ...] | None:
+    """--genes NAMES (a comma list or a file), checked before any work; duplicates kept once, said."""
+    from .genes import parse_gene_names
+
+    if genes is None:
         return None
-    drawn = [g for g in requested if g in result.var_names]
-    skipped = [g for g in requested if g not in result.var_names]
-    if skipped:
-        err.print(f"warning: --markers {', '.join(skipped)} not among the {result.n_vars} predicted genes; "
-                  f"{'skipped' if drawn else 'known markers drawn instead'} (raise --genes to include them)",
-                  highlight=False)
-    return drawn or None
+    names, dups = parse_gene_names(genes, where="--genes")
+    if dups:
+        err.print(f"warning: --genes: {', '.join(dups)} listed more than once; kept once", highlight=False)
+    return tuple(names)
 
 
-def _job(task: str, source: str, output: Path, image, data_dir, plot, markers, progress, opts, extra,
+def _plot_names(plot: str | None) -> list[str] | None:
+    """--plot: None (no plot), [] (--plot alone: the default genes) or the genes named."""
+    if plot is None:
+        return None
+    return [g.strip() for g in plot.split(",") if g.strip()]
+
+
+def _reliability_row(summary: dict) -> tuple[str, str]:
+    """The summary line on per-gene reliability (uns['histosge']['reliability'] of an output)."""
+    from .model.reliability import RELIABLE_PCC
+
+    if not summary.get("estimated"):
+        return ("reliable genes", str(summary.get("why", "not estimated")))
+    top = ", ".join(f"{g} {v:.2f}" for g, v in summary["top"].items())
+    return ("reliable genes", f"{summary['n_reliable']} of {summary['n_genes']} (cv_pcc >= {RELIABLE_PCC:g}: the "
+                              f"held-out Pearson estimated at training); top: {top}")
+
+
+def _job(task: str, source: str, output: Path, image, data_dir, plot, progress, opts, extra,
          check_alignment: bool = True, storage: dict | None = None):
     from . import options, tasks
     from . import plot as plot_mod
     from ._atomic import check_output, write_output
+    from .genes import GeneChoice, check_named
     from .read import read_section
     from .read.resolve import input_paths
 
     t0 = time.perf_counter()
     opts = options.validate(**opts)  # the same rules and messages as the Python API
     extra = options.validate(**extra)
+    opts["genes"] = _gene_names(opts["genes"])
+    GeneChoice(opts["genes"] or (), opts["n_top_genes"], opts["all_genes"])  # nothing to predict fails here
     inputs = input_paths(source, image=image, data_dir=data_dir)
     if opts.get("prior"):
         inputs = [*inputs, Path(opts["prior"])]
     output = check_output(output, inputs=inputs)
     _check_cache(opts.get("cache_dir"))
-    png = output.with_name(output.stem + "_markers.png") if plot else None
+    png = output.with_name(output.stem + "_genes.png") if plot is not None else None
     if png is not None:
         check_output(png, inputs=inputs, suffixes=(".png",), option="--plot")
     adata = read_section(source, image=image, data_dir=data_dir, check_alignment=check_alignment)
-    if markers:
-        absent = [g for g in markers if g not in adata.var_names]
-        if absent:
-            raise InputError(f"{len(absent)} of {len(markers)} genes are not in the section: {', '.join(absent)}",
-                             where="--markers", fix="give gene names as in the counts (case matters) or drop them")
+    if plot:  # genes to draw are genes to predict: named, so they are predicted whatever their variance
+        check_named(plot, adata.var_names, where="--plot", what=f"{source}")
+        opts["genes"] = tuple(dict.fromkeys([*(opts["genes"] or ()), *plot]))
     fn = tasks.superres if task == "superres" else tasks.recover
     result = fn(adata, image=image, progress=progress, **opts, **extra)
-    drawn = plot_mod.markers(result, png, genes=_markers(markers, adata, result)) if png else []
+    drawn = plot_mod.gene_maps(result, png, genes=plot or None) if png else []
     try:
         write_output(result, output, **(storage or {}))  # published last: an interrupt before this leaves no output
     except BaseException:
@@ -135,8 +178,13 @@ def _job(task: str, source: str, output: Path, image, data_dir, plot, markers, p
             png.unlink(missing_ok=True)
         raise
     info = result.uns["histosge"]
+    g = info["gene_choice"]
+    named = f" + {len(g['named'])} named" if g.get("named") else ""
+    chosen = "all detected in >= 1% of the training spots" if g.get("all_genes") else \
+        f"{g['n_top_genes']} HVGs ({info['hvg_flavour']})"
     rows = [("section", f"{source} ({adata.n_obs} spots x {adata.n_vars} genes)"),
-            ("genes predicted", f"{result.n_vars} HVGs ({info['hvg_flavour']})"),
+            ("genes predicted", f"{result.n_vars}: {chosen}{named}"),
+            _reliability_row(info["reliability"]),
             ("encoder", str(info["settings"]["encoder"] or "none (the method reads no image)")),
             ("method", opts["method"])]
     if "prior" in info.get("model", {}):
@@ -172,10 +220,6 @@ def _check_cache(cache_dir) -> None:
         check_cache_dir(cache_dir)
 
 
-def _split_markers(markers: str | None) -> list[str] | None:
-    return [g.strip() for g in markers.split(",") if g.strip()] if markers else None
-
-
 @app.command()
 def superres(
     source: O.Source,
@@ -186,7 +230,10 @@ def superres(
     encoder: O.Encoder = None,
     weights: O.Weights = None,
     patch_scale: O.PatchScale = 2.0,
-    genes: O.Genes = 1000,
+    genes: O.Genes = None,
+    n_top_genes: O.NTopGenes = 1000,
+    all_genes: O.AllGenes = False,
+    reliability: O.Reliability = True,
     method: O.Method = "histosge",
     epochs: O.Epochs = None,
     group_size: O.GroupSize = None,
@@ -196,8 +243,7 @@ def superres(
     device: O.Device = None,
     cache_dir: O.CacheDir = None,
     prior: O.Prior = None,
-    plot: O.Plot = False,
-    markers: O.Markers = None,
+    plot: O.Plot = None,
     alignment_check: O.AlignmentCheck = True,
     keep_features: O.KeepFeatures = False,
     lossless: O.Lossless = False,
@@ -205,9 +251,9 @@ def superres(
     debug: O.Debug = False,
 ):
     """Predict expression at 4x (or 9x, 16x) denser spots placed between the measured ones."""
-    opts = _common_options(encoder, weights, patch_scale, genes, method, epochs, group_size, patience, seed,
-                           device, cache_dir, batch_size, prior)
-    _run(debug, _job, "superres", source, output, image, data_dir, plot, _split_markers(markers), not quiet, opts,
+    opts = _common_options(encoder, weights, patch_scale, genes, n_top_genes, all_genes, reliability, method, epochs,
+                           group_size, patience, seed, device, cache_dir, batch_size, prior)
+    _run(debug, _job, "superres", source, output, image, data_dir, _plot_names(plot), not quiet, opts,
          {"factor": factor}, check_alignment=alignment_check, output=output,
          storage={"features": keep_features, "lossless": lossless})
 
@@ -222,7 +268,10 @@ def recover(
     encoder: O.Encoder = None,
     weights: O.Weights = None,
     patch_scale: O.PatchScale = 2.0,
-    genes: O.Genes = 1000,
+    genes: O.Genes = None,
+    n_top_genes: O.NTopGenes = 1000,
+    all_genes: O.AllGenes = False,
+    reliability: O.Reliability = True,
     method: O.Method = "histosge",
     epochs: O.Epochs = None,
     group_size: O.GroupSize = None,
@@ -232,8 +281,7 @@ def recover(
     device: O.Device = None,
     cache_dir: O.CacheDir = None,
     prior: O.Prior = None,
-    plot: O.Plot = False,
-    markers: O.Markers = None,
+    plot: O.Plot = None,
     alignment_check: O.AlignmentCheck = True,
     keep_features: O.KeepFeatures = False,
     lossless: O.Lossless = False,
@@ -241,9 +289,9 @@ def recover(
     debug: O.Debug = False,
 ):
     """Hold out spots, predict them, and score against their measured values (held-out only)."""
-    opts = _common_options(encoder, weights, patch_scale, genes, method, epochs, group_size, patience, seed,
-                           device, cache_dir, batch_size, prior)
-    _run(debug, _job, "recover", source, output, image, data_dir, plot, _split_markers(markers), not quiet, opts,
+    opts = _common_options(encoder, weights, patch_scale, genes, n_top_genes, all_genes, reliability, method, epochs,
+                           group_size, patience, seed, device, cache_dir, batch_size, prior)
+    _run(debug, _job, "recover", source, output, image, data_dir, _plot_names(plot), not quiet, opts,
          {"holdout": holdout}, check_alignment=alignment_check, output=output,
          storage={"features": keep_features, "lossless": lossless})
 
@@ -258,7 +306,10 @@ def train(
     encoder: O.Encoder = None,
     weights: O.Weights = None,
     patch_scale: O.PatchScale = 2.0,
-    genes: O.Genes = 1000,
+    genes: O.Genes = None,
+    n_top_genes: O.NTopGenes = 1000,
+    all_genes: O.AllGenes = False,
+    reliability: O.Reliability = True,
     epochs: O.Epochs = None,
     group_size: O.GroupSize = None,
     patience: O.Patience = None,
@@ -280,20 +331,22 @@ def train(
         from . import methods, options, tasks
         from ._atomic import check_output, stop_requested
         from .model.estimator import MODES
+        from .model.reliability import summary
         from .read import read_section
         from .read.resolve import input_paths
 
         t0 = time.perf_counter()
         if mode is not None and mode not in MODES:
             raise InputError(f"unknown mode {mode!r}", where="--mode", fix=f"use one of {', '.join(MODES)}")
-        opts = options.validate(n_genes=genes, seed=seed, epochs=epochs, group_size=group_size, patience=patience,
-                                patch_scale=patch_scale, batch_size=batch_size, device=device)
+        opts = options.validate(n_top_genes=n_top_genes, seed=seed, epochs=epochs, group_size=group_size,
+                                patience=patience, patch_scale=patch_scale, batch_size=batch_size, device=device)
         params = dict(mode=mode, encoder=encoder, weights=weights, patch_scale=opts["patch_scale"],
-                      n_genes=opts["n_genes"], seed=opts["seed"], device=opts["device"], epochs=opts["epochs"],
+                      genes=_gene_names(genes), n_top_genes=opts["n_top_genes"], all_genes=all_genes,
+                      reliability=reliability, seed=opts["seed"], device=opts["device"], epochs=opts["epochs"],
                       group_size=opts["group_size"], patience=opts["patience"])
         if prior:
             params["prior"] = prior
-        methods.create_model(method, **params)  # a bad method, mode or option fails before any work
+        methods.create_model(method, **params)  # a bad method, mode, gene choice or option fails before any work
         inputs = [p for s in sources for p in input_paths(s, data_dir=data_dir)] + ([Path(prior)] if prior else [])
         path = check_output(output, inputs=inputs, suffixes=(".histosge",))
         _check_cache(cache_dir)
@@ -307,10 +360,15 @@ def train(
         score = (f"pcc {sc['pcc']:.3f}, pcc_top50 {sc['pcc_top50']:.3f}, mse {sc['mse']:.4f} ({sc['scope']})"
                  if "pcc" in sc else sc.get("scope", "-"))
         enc = model.encoder_
+        choice = model.gene_choice()
+        named = f" + {len(choice.named)} named" if choice.named else ""
+        chosen = "all detected in >= 1% of the training spots" if choice.all_genes else \
+            f"{choice.n_top} HVGs ({model.training_['hvg_flavour']})"
         _summary("histosge train", [
             ("sections", ", ".join(f"{s} ({a.n_obs} spots)" for s, a in zip(sources, sections, strict=True))),
             ("method", f"{method} ({model.mode} mode)"),
-            ("genes", f"{len(model.genes_)} ({model.training_['hvg_flavour']})"),
+            ("genes", f"{len(model.genes_)}: {chosen}{named}"),
+            _reliability_row(summary(model)),
             ("encoder", f"{enc['encoder']} ({enc['weights_id']})" if enc.get("encoder") else
              "none (the method reads no image)"),
             ("patch", f"{model.patch_um_:g} um ({model.patch_scale:g} spot diameters of "
@@ -321,6 +379,18 @@ def train(
         ])
 
     _run(debug, job, output=output)
+
+
+def _check_model_genes(model, genes: list[str], where: str) -> None:
+    """Genes the model must predict (--plot): the missing ones, with close names, in one line."""
+    from .genes import check_named
+
+    try:
+        check_named(genes, model.genes_, where=where, what=f"the model's {len(model.genes_)} genes")
+    except InputError as e:
+        raise InputError(e.what, where=where, fix="plot genes the model predicts (`histosge genes MODEL` lists them), "
+                                                  "or train a model that names them: histosge train ... --genes "
+                                                  + ",".join(genes)) from None
 
 
 @app.command()
@@ -354,9 +424,9 @@ def predict(
     storage = {"features": keep_features, "lossless": lossless}
     if out_dir is not None:
         _run(debug, _cohort, model_path, sources, out_dir, output=None, mpp=mpp, factor=factor, pitch_um=pitch_um,
-             extra={"--plot": plot, "--image": image, "-o": output}, batch_size=batch_size, device=device,
-             cache_dir=cache_dir, storage=storage, ray=ray, workers=workers, gpus_per_worker=gpus_per_worker,
-             cpus_per_worker=cpus_per_worker, retries=retries, quiet=quiet,
+             extra={"--plot": plot is not None, "--image": image, "-o": output}, batch_size=batch_size,
+             device=device, cache_dir=cache_dir, storage=storage, ray=ray, workers=workers,
+             gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker, retries=retries, quiet=quiet,
              interrupted=f"slides finished so far are kept in {out_dir} (manifest.csv); rerun the same command to "
                          "do the rest")
         return
@@ -397,25 +467,21 @@ def predict(
         inputs = [Path(model_path), *section_inputs]
         path = check_output(output, inputs=inputs)
         _check_cache(cache_dir)
-        genes = [g.strip() for g in plot.split(",") if g.strip()] if plot else None
-        png = path.with_name(path.stem + "_genes.png") if genes else None
+        genes = _plot_names(plot)
+        png = path.with_name(path.stem + "_genes.png") if genes is not None else None
         if png is not None:
             check_output(png, inputs=inputs, suffixes=(".png",), option="--plot")
         model = load_model(model_path, device=opts["device"])
         if genes:
-            missing = [g for g in genes if g not in model.genes_]
-            if missing:
-                raise InputError(f"the model does not predict {', '.join(missing)}", where="--plot",
-                                 fix=f"choose among its {len(model.genes_)} genes "
-                                     f"(e.g. {', '.join(model.genes_[:4])})")
+            _check_model_genes(model, genes, "--plot")
         target = source if slide else read_section(source, image=image, data_dir=data_dir,
                                                    check_alignment=alignment_check)
         result = tasks.predict(model, target, mpp=mpp, factor=factor, pitch_um=pitch_um, cache_dir=cache_dir,
                                batch_size=opts["batch_size"], progress=not quiet)
         if not slide:
             result.uns["histosge"]["source"] = str(source)
-        if png is not None:
-            plot_mod.heatmaps(result, png, genes)
+        drawn = plot_mod.gene_maps(result, png, genes=genes or None, measured=None if slide else target) \
+            if png is not None else []
         try:
             write_output(result, path, **storage)
         except BaseException:
@@ -426,6 +492,7 @@ def predict(
         kind = f"H&E slide, {info['units']['mpp']:g} um/px" if slide else "section"
         rows = [("model", f"{model_path} ({getattr(model, 'method', 'histosge')}, {model.mode} mode, "
                           f"{len(model.genes_)} genes)"),
+                _reliability_row(info["reliability"]),
                 ("input", f"{source} ({kind})")]
         if slide:
             rows.append(("spots", f"{result.n_obs} virtual spots on tissue, hexagonal, {info['pitch_um']:g} um apart"))
@@ -437,7 +504,7 @@ def predict(
                                     "images (obs['novel'])"))
         rows += [("time", f"{time.perf_counter() - t0:.1f} s"), ("output", str(path))]
         if png is not None:
-            rows.append(("plot", str(png)))
+            rows.append(("plot", f"{png} ({', '.join(drawn)})"))
         _summary("histosge predict", rows)
 
     _run(debug, job, output=output)
@@ -479,6 +546,71 @@ def _cohort(model_path, sources, out_dir, *, mpp, factor, pitch_um, extra, batch
         err.print(f"{len(res.failed)} of {len(res.slides)} slides failed (status 'failed' in {res.manifest}); "
                   "fix them and rerun the same command to retry only those", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
+
+
+@app.command()
+def genes(
+    model_path: O.ModelInput,
+    top: int = _o(50, "--top", help="Genes listed (the most reliable first)."),
+    all_: bool = _o(False, "--all", help="List every gene."),
+    as_json: bool = _o(False, "--json", help="Print every gene as JSON (gene, cv_pcc, fold mean, reliable, named)."),
+    debug: O.Debug = False,
+):
+    """List a model's genes ranked by cv_pcc: the Pearson each gene's prediction is expected to have
+    at spots the model never saw, and whether it counts as reliable."""
+
+    def show():
+        import json
+
+        from .model.persist import read_description
+        from .model.reliability import RELIABLE_PCC, RULE
+
+        if top < 1:
+            raise InputError(f"must be a whole number >= 1, got {top}", where="--top", fix="e.g. --top 50")
+        meta = read_description(model_path)  # the JSON description alone: no arrays, no torch
+        names = [str(g) for g in meta.get("genes", [])]
+        named = set((meta.get("hyperparameters") or {}).get("genes") or [])
+        rel = meta.get("reliability") or {}
+        if "cv_pcc" in rel and len(rel["cv_pcc"]) == len(names):
+            sparse = set(rel.get("sparse", []))
+            rows = [{"gene": g, "cv_pcc": rel["cv_pcc"][i], "fold_mean_pcc": rel["raw_pcc"][i],
+                     "reliable": bool(rel["cv_pcc"][i] >= RELIABLE_PCC and i not in sparse),
+                     "named": g in named, "too_sparse": i in sparse} for i, g in enumerate(names)]
+            rows.sort(key=lambda r: -r["cv_pcc"])
+            why = None
+        else:
+            rows = [{"gene": g, "cv_pcc": None, "fold_mean_pcc": None, "reliable": False, "named": g in named,
+                     "too_sparse": False} for g in names]
+            why = rel.get("why") or (f"not estimated: the model file predates per-gene reliability (schema "
+                                     f"{meta.get('schema_version')}); re-train it with this histosge to get cv_pcc")
+        if as_json:
+            print(json.dumps({"model": str(model_path), "rule": rel.get("rule", RULE), "scope": rel.get("scope"),
+                              "note": why, "genes": rows}, indent=1))
+            return
+        n_rel = sum(r["reliable"] for r in rows)
+        if why:
+            out.print(f"{model_path}: {len(rows)} genes; {why}", markup=False, highlight=False, soft_wrap=True)
+        else:
+            out.print(f"{model_path}: {len(rows)} genes, {n_rel} reliable ({rel.get('rule', RULE)}); cv_pcc: "
+                      f"{rel.get('scope', '')}, shrunk toward genes of the same predicted spread", markup=False,
+                      highlight=False, soft_wrap=True)
+        shown = rows if all_ else rows[:top]
+        table = Table(show_header=True)
+        for col in ("rank", "gene", "cv_pcc", "fold mean", "reliable", "named"):
+            table.add_column(col)
+        def fmt(v):
+            return "-" if v is None else f"{v:.3f}"
+
+        for i, r in enumerate(shown, 1):
+            table.add_row(str(i), r["gene"], fmt(r["cv_pcc"]), fmt(r["fold_mean_pcc"]),
+                          "yes" if r["reliable"] else ("no (too few spots)" if r["too_sparse"] else "no"),
+                          "yes" if r["named"] else "")
+        out.print(table)
+        if len(shown) < len(rows):
+            out.print(f"... {len(rows) - len(shown)} more (--all lists every gene, --json prints them as JSON)",
+                      markup=False, highlight=False)
+
+    _run(debug, show)
 
 
 @app.command()
@@ -565,6 +697,9 @@ def bench(
                       "ridge+pooled, stnet+pooled, histosge+prior."),
     seeds: str = _o("0", "--seeds", help="Comma-separated seeds."),
     encoder: O.Encoder = None,
+    genes: O.Genes = None,
+    n_top_genes: O.NTopGenes = 1000,
+    all_genes: O.AllGenes = False,
     quick: bool = _o(False, "--quick", help="One section, few epochs: a smoke test in under 2 minutes."),
     domains: str = _o("kmeans", "--domains", help="Spatial-domain clusterers: kmeans, stagate (needs "
                       'pip install "histosge\\[domains]"; about 2 hours per DLPFC clustering measured on a '
@@ -586,8 +721,14 @@ def bench(
         except ValueError:
             raise InputError(f"seeds must be integers, got {seeds!r}", where="--seeds",
                              fix="e.g. --seeds 0,1,2") from None
+        from .genes import GeneChoice
+        from .options import check
+
+        named = _gene_names(genes)
+        choice = GeneChoice(named or (), check("n_top_genes", n_top_genes), all_genes)
+        n_genes = choice.n_top if not (named or all_genes) else choice  # the default: a number, as before
         options = {"sections": split(sections), "protocols": split(protocols), "methods": split(methods),
-                   "encoder": encoder, "domains": split(domains)}
+                   "encoder": encoder, "domains": split(domains), "n_genes": n_genes}
         result = benchmark.run(data, out_dir, seeds=seed_list, quick=quick,
                                **{k: v for k, v in options.items() if v is not None})
         _summary("histosge bench", [("records", str(len(result.records))),
@@ -604,7 +745,20 @@ def _terminate(signum, frame):  # kill: unwind like Ctrl-C so temporary files ar
     raise KeyboardInterrupt
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """histosge's own warnings (input repaired, a named gene too sparse to learn) as one line each;
+    other libraries' warnings as Python shows them."""
+    if category.__name__ == "InputWarning":
+        err.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
+_python_showwarning = warnings.showwarning
+
+
 def main() -> None:
+    warnings.showwarning = _show_warning
     signal.signal(signal.SIGTERM, _terminate)
     try:
         app()

@@ -35,8 +35,21 @@ Encoder = Annotated[str | None, typer.Option("--encoder", help="Image encoder (s
 Weights = Annotated[str | None, typer.Option("--weights", help="Local weights file or folder for the encoder.")]
 PatchScale = Annotated[float, typer.Option(
     "--patch-scale", help=_ruled("patch_scale", "Patch side as a multiple of the spot diameter."))]
-Genes = Annotated[int, typer.Option(
-    "--genes", help=_ruled("n_genes", "Number of highly variable genes to predict."))]
+Genes = Annotated[str | None, typer.Option(
+    "--genes", metavar="NAMES", show_default=False,
+    help="Genes always predicted, whatever their variance (e.g. ERBB2 in a HER2+ tumour): a comma-separated list "
+         "(ERBB2,GRB7) or a text file with one name per line. Predicted in addition to the --n-top-genes HVGs.")]
+NTopGenes = Annotated[int, typer.Option(
+    "--n-top-genes", help=_ruled("n_top_genes", "Highly variable genes of the training spots predicted besides "
+                                                "--genes (0: only the genes named with --genes)."))]
+AllGenes = Annotated[bool, typer.Option(
+    "--all-genes", help="Predict every gene detected in at least 1% of the training spots (the whole transcriptome) "
+                        "instead of the --n-top-genes HVGs; --genes are added either way.")]
+Reliability = Annotated[bool, typer.Option(
+    "--reliability/--no-reliability",
+    help="Estimate each gene's held-out Pearson (var['cv_pcc'] and var['reliable'] of the output; `histosge genes "
+         "MODEL` ranks them). Free for histosge's neighbours and image modes; the paper's model and the baselines "
+         "refit once per fold.")]
 Method = Annotated[str, typer.Option("--method", help="Any method of `histosge methods` that runs on one section: "
                                                       "histosge (default), histosge-paper, knn, ridge, stnet, ...")]
 TrainMethod = Annotated[str, typer.Option(
@@ -60,11 +73,11 @@ Factor = Annotated[int, typer.Option(
     "--factor", help=_ruled("factor", "Spot density relative to the measured grid: 4 (midpoints), 9 or 16."))]
 Holdout = Annotated[float, typer.Option(
     "--holdout", help=_ruled("holdout", "Fraction of spots held out and scored."))]
-Plot = Annotated[bool, typer.Option(
-    "--plot", help="Also write <output>_markers.png: marker genes, measured next to predicted.")]
-Markers = Annotated[str | None, typer.Option(
-    "--markers", help="Comma-separated genes for --plot (default: known markers). Genes the section lacks "
-                      "are an error before any work; genes not among the predicted ones are skipped.")]
+PLOT_HELP = ("Also write <output>_genes.png: each gene's map, measured next to predicted where measured spots exist, "
+             "titled with its cv_pcc, coloured over the values' 1st-99th percentile. --plot alone: the genes named "
+             "with --genes, else the reliable markers of the tissue, else the most reliable genes; --plot ERBB2,GRB7: "
+             "these.")
+Plot = Annotated[str | None, typer.Option("--plot", metavar="[GENES]", show_default=False, help=PLOT_HELP)]
 AlignmentCheck = Annotated[bool, typer.Option(
     "--alignment-check/--no-alignment-check",
     help="Refuse an image that does not fit the spot positions (flipped, rotated, shifted, rescaled, "
@@ -98,8 +111,7 @@ PredictFactor = Annotated[int | None, typer.Option(
 PitchUm = Annotated[float | None, typer.Option(
     "--pitch-um", help="Distance between virtual spots on a slide, in micrometres (default: the training "
                        "platform's, e.g. Visium 100, legacy ST 200).")]
-PlotGenes = Annotated[str | None, typer.Option(
-    "--plot", help="Comma-separated genes: also write <output>_genes.png with their predicted maps.")]
+PlotGenes = Plot
 
 # -- cohorts (predict --out-dir) -------------------------------------------------------------------
 PredictSources = Annotated[list[str], typer.Argument(

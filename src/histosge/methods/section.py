@@ -40,7 +40,8 @@ from ..model.training_data import section_spots
 from ._registry import MethodSpec, get_spec
 
 #: Parameters of the section-level model (the rest go to the method's constructor).
-MODEL_PARAMS = ("encoder", "weights", "patch_scale", "n_genes", "seed", "device")
+MODEL_PARAMS = ("encoder", "weights", "patch_scale", "genes", "n_top_genes", "all_genes", "reliability", "seed",
+                "device")
 
 
 def create_method(name: str, **params: Any):
@@ -89,7 +90,8 @@ def create_model(name: str, *, epochs: int | None = None, patience: int | None =
         The training schedule (``--epochs`` ...), mapped onto the method's own parameters by its
         class; a method without one refuses it.
     **params
-        ``encoder``, ``weights``, ``patch_scale``, ``n_genes``, ``seed``, ``device``, ``mode``
+        ``encoder``, ``weights``, ``patch_scale``, ``genes``, ``n_top_genes``, ``all_genes``,
+        ``reliability``, ``seed``, ``device``, ``mode``
         and ``prior`` (HisToSGE only), and any parameter of the method's constructor.
 
     Returns
@@ -150,8 +152,15 @@ class MethodModel:
         methods that read no image.
     patch_scale : float
         Patch side in spot diameters; recorded in micrometres at fit time.
-    n_genes : int
-        Highly variable genes predicted.
+    genes, n_top_genes, all_genes
+        The genes predicted: ``genes`` always, plus the ``n_top_genes`` HVGs of the training
+        spots, or every gene detected in >= 1% of them (``all_genes``); as ``HisToSGE``.
+    reliability : bool
+        Estimate each gene's held-out Pearson (``reliability_``, ``var['cv_pcc']``) by refitting
+        the method on folds: one per training section when several train, else
+        ``model.reliability.REFIT_FOLDS`` random folds (methods that read grid positions or the
+        measured spots predict within a section) or spatial blocks (methods that read the image
+        alone). Each fold is a whole fit.
     seed : int
         Seeds the method.
     device : str, optional
@@ -161,12 +170,18 @@ class MethodModel:
     """
 
     def __init__(self, method: str, *, encoder: str | None = None, weights: str | None = None,
-                 patch_scale: float = 2.0, n_genes: int = 1000, seed: int = 0, device: str | None = None,
+                 patch_scale: float = 2.0, genes=None, n_top_genes: int = 1000, all_genes: bool = False,
+                 reliability: bool = True, seed: int = 0, device: str | None = None,
                  params: dict[str, Any] | None = None):
         self.method = method
         self.spec: MethodSpec = get_spec(method)
         self.encoder, self.weights = encoder, weights
-        self.patch_scale, self.n_genes, self.seed, self.device = float(patch_scale), int(n_genes), int(seed), device
+        from ..genes import parse_gene_names
+
+        self.patch_scale, self.seed, self.device = float(patch_scale), int(seed), device
+        self.genes = tuple(parse_gene_names(genes, where="genes")[0]) if genes not in (None, [], ()) else ()
+        self.n_top_genes, self.all_genes, self.reliability = n_top_genes, bool(all_genes), bool(reliability)
+        self.gene_choice()  # bad choices fail here, before any work
         self.params = dict(params or {})
         create_method(method, **self._method_args({}))  # unknown parameters fail here, before any work
 
@@ -188,8 +203,15 @@ class MethodModel:
         from .base import _plain
 
         return {"method": self.method, "encoder": self.encoder, "weights": self.weights,
-                "patch_scale": self.patch_scale, "n_genes": self.n_genes, "seed": self.seed,
+                "patch_scale": self.patch_scale, "genes": list(self.genes), "n_top_genes": self.n_top_genes,
+                "all_genes": self.all_genes, "reliability": self.reliability, "seed": self.seed,
                 "params": _plain(self.params)}
+
+    def gene_choice(self):
+        """The genes to predict, as ``genes.GeneChoice`` (named + HVGs, or all detected)."""
+        from ..genes import GeneChoice
+
+        return GeneChoice(self.genes, self.n_top_genes, self.all_genes)
 
     def __repr__(self) -> str:
         fitted = f", {len(self.genes_)} genes, fitted on {len(self.training_['sections'])} section(s)" \
@@ -249,10 +271,36 @@ class MethodModel:
         self.extent_ = np.concatenate([data.spots.xy.min(0), data.spots.xy.max(0)]).astype(np.float64)
         self.info_ = dict(method.info)
         self.scores_ = {"scope": f"none: method {self.method!r} keeps no training spot out of its fit"}
+        self.reliability_, self.reliability_note_ = None, "not estimated (reliability=False)"
+        if self.reliability:
+            self.reliability_, self.reliability_note_ = self._estimate_reliability(data), None
         self.spot_hashes_ = np.concatenate(data.hashes)
         self.training_ = T.training_record(sections, data, flavour,
                                            {"features": t_feat - t0, "fit": time.perf_counter() - t_feat})
         return self
+
+    def _estimate_reliability(self, data):
+        """Refit the method on folds of the training spots and score what each fit predicts for the
+        spots it did not see (see the class docstring for the folds)."""
+        from ..model.contexts import spatial_blocks
+        from ..model.reliability import REFIT_FOLDS, estimate, random_folds, sparse_genes
+
+        n_sections = len(np.unique(data.groups))
+        if n_sections >= 2:
+            folds, scope = data.groups, f"each of {n_sections} training sections predicted by a fit without it"
+        elif self.spec.reads_positions or self.spec.needs_target_expression:
+            folds = random_folds(len(data.y), REFIT_FOLDS, self.seed)
+            scope = f"{REFIT_FOLDS} random folds of the training spots, each predicted by a fit without it"
+        else:
+            folds = spatial_blocks(data.spots.xy, REFIT_FOLDS, self.seed)
+            scope = f"{REFIT_FOLDS} spatial blocks of the section, each predicted by a fit without it"
+        oof = np.zeros_like(data.y)
+        for f in np.unique(folds):
+            out = folds == f
+            method = create_method(self.method, **self._method_args({"grid": self.grid_}))
+            method.fit(data.spots.subset(~out), data.y[~out], groups=data.groups[~out])
+            oof[out] = np.asarray(method.predict(data.spots.subset(out)), np.float32)
+        return estimate(data.y, oof, folds, sparse=sparse_genes(data.y), scope=scope)
 
     # -- predict ------------------------------------------------------------------------------------
     def predict(self, adata: ad.AnnData, context: ad.AnnData | None = None, *, features: np.ndarray | None = None,
@@ -344,7 +392,7 @@ class MethodModel:
     def describe(self) -> dict:
         """The JSON description written with the arrays (what ``read_description`` shows)."""
         from .. import __version__
-        from ..model.persist import FORMAT, SCHEMA_VERSION, _jsonable
+        from ..model.persist import FORMAT, SCHEMA_VERSION, _jsonable, reliability_description
 
         _, method_meta = self.method_.state()
         return {
@@ -358,7 +406,7 @@ class MethodModel:
             "geometry": {"patch_um": self.patch_um_, "patch_scale": self.patch_scale,
                          "spot_diameter_um": self.spot_diameter_um_, "pitch_um": self.pitch_um_, "grid": self.grid_},
             "training": self.training_, "scores": self.scores_, "info": _jsonable(self.info_),
-            "n_features_in": self.n_features_in_,
+            "n_features_in": self.n_features_in_, "reliability": reliability_description(self),
         }
 
     def save(self, path: str | os.PathLike) -> str:
@@ -385,7 +433,7 @@ class MethodModel:
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str | None = None) -> MethodModel:
         """Read a file written by ``save``; every way it can be unusable is one clear error."""
-        from ..model.persist import _check_encoder, open_file
+        from ..model.persist import _check_encoder, open_file, set_reliability, upgrade_params
         from ..provenance import file_sha256
 
         meta, arrays = open_file(path, arrays=True)
@@ -400,7 +448,7 @@ class MethodModel:
                              where=where, fix=f"install the histosge version or plugin that provides it ({err.fix})"
                              ) from None
         try:
-            params = dict(meta["hyperparameters"])
+            params = upgrade_params(meta["hyperparameters"])
             params.pop("method", None)
             self = cls(spec.name, **params, device=device)
             self.method_ = spec.cls.from_state(meta["method_params"], sub(arrays, "method"), meta["method_state"],
@@ -414,6 +462,7 @@ class MethodModel:
             self.training_, self.scores_, self.info_ = meta["training"], meta.get("scores", {}), meta.get("info", {})
             self.n_features_in_ = int(meta["n_features_in"])
             self.spot_hashes_, self.extent_ = arrays["training.spot_hashes"], arrays["extent"]
+            set_reliability(self, meta)
         except InputError:
             raise
         except (KeyError, TypeError, ValueError, RuntimeError) as err:

@@ -16,9 +16,12 @@ A neighbours-mode model can take a *prior* (``prior=``): an image-mode model fit
 sections of the same tissue (``model.prior``). Its prediction at every spot is stacked with the
 neighbours' and the image probe's component scores, and anchors the gene-wise image term.
 
-Expression targets are log1p(normalize_total(1e4)) of the top ``n_genes`` HVGs (seurat_v3 on
-the training spots' raw counts). Patches are cut at ``patch_scale`` spot diameters, recorded in
-micrometres at fit time, so a model cuts the same tissue area on any slide.
+Expression targets are log1p(normalize_total(1e4)) of the genes a user names plus the top
+``n_top_genes`` HVGs (seurat_v3 on the training spots' raw counts). Every fit estimates each
+gene's held-out Pearson (``reliability_``: ``model.reliability``), carried into the model file and
+every output as ``var['cv_pcc']`` and ``var['reliable']``. Patches are cut at ``patch_scale``
+spot diameters, recorded in micrometres at fit time, so a model cuts the same tissue area on any
+slide.
 """
 
 from __future__ import annotations
@@ -72,8 +75,15 @@ class HisToSGE:
     patch_scale
         Patch side in spot diameters (2: the spot and a ring of its surroundings); recorded in
         micrometres (``patch_um_``) from the training sections' spot size.
-    n_genes
-        Highly variable genes predicted (seurat_v3 on the training spots' raw counts).
+    genes
+        Genes always predicted, whatever their variance (a HER2 model must predict ERBB2), in
+        addition to the ``n_top_genes`` HVGs; each must be measured in every training section.
+    n_top_genes
+        Highly variable genes predicted besides ``genes`` (seurat_v3 on the training spots' raw
+        counts); 0: only ``genes``.
+    all_genes
+        Predict every gene detected in at least 1% of the training spots (the whole
+        transcriptome) instead of the ``n_top_genes`` HVGs.
     n_components
         Principal components of expression the contexts and the network work in.
     outside_weight
@@ -112,6 +122,10 @@ class HisToSGE:
         ``w`` of ``"stack"``; None (default): the weight of ``prior.STACK_WEIGHTS`` with the
         best mean Pearson on the training spots, the model's side predicted there as at a new
         spot (leave-one-out neighbours, out-of-fold image probe; the correction network left out).
+    reliability
+        Estimate each gene's held-out Pearson (``reliability_``, ``var['cv_pcc']`` of every
+        output). Free in neighbours and image modes (their out-of-sample predictions are made
+        anyway); the paper's model refits its network on ``reliability.REFIT_FOLDS`` folds.
     device
         Where the network trains and predicts (``cpu``, ``cuda``...; default CUDA if present).
         Not saved with the model.
@@ -134,6 +148,10 @@ class HisToSGE:
     scores_ : dict
         Out-of-sample scores on the training spots (``pcc``, ``pcc_top50``, ``mse``, ``mae``) and
         their ``scope``.
+    reliability_ : Reliability or None
+        Per-gene ``cv_pcc`` (the Pearson each gene's prediction is expected to have at spots the
+        model never saw) and the ``reliable`` flag (``model.reliability``); None when not
+        estimated (``reliability_note_`` says why).
     info_ : dict
         What fitting chose (neighbour counts, components, the network's history, the prior's share).
     file_sha256_ : str
@@ -146,12 +164,13 @@ class HisToSGE:
     """
 
     def __init__(self, mode: str = "neighbours", *, encoder: str | None = None, weights: str | None = None,
-                 patch_scale: float = 2.0, n_genes: int = 1000, n_components: int = 8,
+                 patch_scale: float = 2.0, genes: list[str] | tuple[str, ...] | str | None = None,
+                 n_top_genes: int = 1000, all_genes: bool = False, n_components: int = 8,
                  outside_weight: float = 0.5, stack_image: bool = True, image_blend: float = 0.25,
                  ring: int = 7, cv_blocks: int = 5, k_choices: tuple[int, ...] = K_CHOICES, oof_folds: int = 5,
                  network: TrainConfig | dict | None = None, seed: int = 0, prior=None,
                  prior_use: tuple[str, ...] = PRIOR_DEFAULT_USES, prior_weight: float | None = None,
-                 device: str | None = None):
+                 reliability: bool = True, device: str | None = None):
         if mode not in MODES:
             raise InputError(f"unknown mode {mode!r}", where="mode", fix=f"use one of {', '.join(MODES)}")
         if prior is not None and mode != "neighbours":
@@ -168,7 +187,12 @@ class HisToSGE:
         self.encoder = encoder
         self.weights = weights
         self.patch_scale = float(patch_scale)
-        self.n_genes = int(n_genes)
+        from ..genes import parse_gene_names
+
+        self.genes = tuple(parse_gene_names(genes, where="genes")[0]) if genes not in (None, [], ()) else ()
+        self.n_top_genes = n_top_genes
+        self.all_genes = bool(all_genes)
+        self.gene_choice()  # bad choices fail here, before any work
         self.n_components = int(n_components)
         self.outside_weight = float(outside_weight)
         self.stack_image = bool(stack_image)
@@ -185,6 +209,7 @@ class HisToSGE:
             raise InputError(f"prior weight {prior_weight!r} is not in [0, 1]", where="prior_weight",
                              fix="e.g. prior_weight=0.5, or None to choose it on the training spots")
         self.prior_weight = None if prior_weight is None else float(prior_weight)
+        self.reliability = bool(reliability)
         self.device = device
 
     @classmethod
@@ -197,7 +222,7 @@ class HisToSGE:
         Parameters
         ----------
         **params
-            Constructor arguments other than ``mode`` (``encoder``, ``n_genes``, ``network``...).
+            Constructor arguments other than ``mode`` (``encoder``, ``n_top_genes``, ``network``...).
 
         Returns
         -------
@@ -219,12 +244,20 @@ class HisToSGE:
             Argument name -> value, JSON-ready (``network`` as a dict without seed and device).
         """
         return {"mode": self.mode, "encoder": self.encoder, "weights": self.weights,
-                "patch_scale": self.patch_scale, "n_genes": self.n_genes, "n_components": self.n_components,
+                "patch_scale": self.patch_scale, "genes": list(self.genes), "n_top_genes": self.n_top_genes,
+                "all_genes": self.all_genes, "n_components": self.n_components,
                 "outside_weight": self.outside_weight, "stack_image": self.stack_image,
                 "image_blend": self.image_blend, "ring": self.ring, "cv_blocks": self.cv_blocks,
                 "k_choices": list(self.k_choices), "oof_folds": self.oof_folds,
                 "network": {k: v for k, v in self.network.to_dict().items() if k not in ("seed", "device")},
-                "seed": self.seed, "prior_use": list(self.prior_use), "prior_weight": self.prior_weight}
+                "seed": self.seed, "prior_use": list(self.prior_use), "prior_weight": self.prior_weight,
+                "reliability": self.reliability}
+
+    def gene_choice(self):
+        """The genes to predict, as ``genes.GeneChoice`` (named + HVGs, or all detected)."""
+        from ..genes import GeneChoice
+
+        return GeneChoice(self.genes, self.n_top_genes, self.all_genes)
 
     def __repr__(self) -> str:
         fitted = f", {len(self.genes_)} genes, fitted on {len(self.training_['sections'])} section(s)" \
@@ -255,7 +288,8 @@ class HisToSGE:
             Sections as ``histosge.read_section`` returns them (raw counts). Neighbours and paper
             modes take exactly one; image mode learns from several.
         genes : list of str, optional
-            Predict these instead of the ``n_genes`` HVGs of the training spots.
+            Predict exactly these (overrides the constructor's ``genes`` / ``n_top_genes``; the
+            benchmark passes each protocol's genes this way).
         features : ndarray or list of ndarray, optional
             The spots' image features made by this model's encoder at its patch size, one array
             per section; default ``obsm['features']`` when its record matches, else the section's
@@ -360,11 +394,15 @@ class HisToSGE:
         self.n_features_in_ = int(train.features.shape[1])
         self.info_: dict[str, Any] = {}
         prior_train = self._fit_prior(train, mpp, spot_hashes, where)
+        self.reliability_ = None
+        self.reliability_note_ = None if self.reliability else "not estimated (reliability=False)"
         if self.mode == "paper":
             self.network_ = fit(train.features, train.rows, train.cols, y, self._config(), progress=progress)
             self.probe_ = Projector.fit(train.features)
             self._fit_novelty(train.features)
             self._scores_from(None, y)
+            if self.reliability:
+                self._paper_reliability(train, y, progress)
             return self
         n_comp = max(1, min(self.n_components, len(y) - 1, y.shape[1]))
         self.pca_ = LinearPCA.fit(y, n_comp, seed=self.seed)
@@ -375,6 +413,23 @@ class HisToSGE:
             self._fit_image(train, y, z, groups, progress)
         self.info_.update({"n_components": n_comp, "history": _short(self.network_.history)})
         return self
+
+    def _paper_reliability(self, train: Spots, y: np.ndarray, progress: bool) -> None:
+        """The paper's model keeps no spot out of its fit: refit the network on random folds of
+        the training spots (held out as ``recover`` holds them out) and score what it predicts
+        for the spots it did not see."""
+        from .reliability import REFIT_FOLDS, estimate, random_folds, sparse_genes
+
+        folds = random_folds(len(y), REFIT_FOLDS, self.seed)
+        oof = np.zeros_like(y)
+        for f in np.unique(folds):
+            out = folds == f
+            net = fit(train.features[~out], train.rows[~out], train.cols[~out], y[~out], self._config(),
+                      progress=progress)
+            oof[out] = net.predict(train.features[out], train.rows[out], train.cols[out])
+        self.reliability_ = estimate(y, np.maximum(oof, 0), folds, sparse=sparse_genes(y),
+                                     scope=f"the network refitted on {REFIT_FOLDS} random folds of the training "
+                                           "spots, each fold predicted by the fit without it")
 
     def _fit_prior(self, train: Spots, mpp: float | None, hashes: np.ndarray | None, where: str
                    ) -> np.ndarray | None:
@@ -440,7 +495,8 @@ class HisToSGE:
         if self.prior_weight is not None:
             self.stack_ = {"weight": self.prior_weight, "offset": offset, "chosen_on": "given"}
             return
-        own = self._own_at_training_spots(train, y, ctx_train, anchor)
+        own = self._own_ if getattr(self, "_own_", None) is not None else \
+            self._own_at_training_spots(train, y, ctx_train, anchor)
         yc, own, pri = y[:, covered], own[:, covered], prior_train[:, covered] + offset[covered]
         grid = list(STACK_WEIGHTS)
         scores = [float(np.nan_to_num(pearson_per_gene(yc, (1 - w) * own + w * pri)).mean()) for w in grid]
@@ -478,8 +534,14 @@ class HisToSGE:
         target = y if anchor is None else y - anchor
         self.gene_head_ = RidgeHead.fit_cv(probe(train.features), target) if self.image_blend else None
         self.stack_ = None
-        if self.prior_ is not None and "stack" in self.prior_use:
+        stacked = self.prior_ is not None and "stack" in self.prior_use
+        self._own_ = self._own_at_training_spots(train, y, ctx_train, anchor) if self.reliability or stacked \
+            else None
+        if stacked:
             self._fit_stack(train, y, ctx_train, prior_train, anchor)
+        if self.reliability:
+            self._neighbour_reliability(train, y, prior_train)
+        self._own_ = None
         self.extent_ = _extent(train.xy)
         self.info_.update({"k": self.context_.k, "k_genes": self.context_.k_genes})
         if self.image_blend:
@@ -488,6 +550,21 @@ class HisToSGE:
             self.info_["prior"] = self._prior_info()
         self._fit_novelty(train.features)
         self._scores_from(self.pca_.inverse_transform(ctx_train), y)
+
+    def _neighbour_reliability(self, train: Spots, y: np.ndarray, prior_train: np.ndarray | None) -> None:
+        """Each training spot predicted as a new spot would be (leave-one-out neighbours, out-of-fold
+        image term, the prior mixed in as at prediction), scored per spatial block."""
+        from .reliability import estimate, sparse_genes
+
+        own = self._own_.copy()
+        if self.stack_ is not None:
+            cov, w = self.prior_.covered, self.stack_["weight"]
+            own[:, cov] = (1 - w) * own[:, cov] + w * (prior_train[:, cov] + self.stack_["offset"][cov])
+        blocks = spatial_blocks(train.xy, self.cv_blocks, self.seed)
+        self.reliability_ = estimate(
+            y, np.maximum(own, 0), blocks, sparse=sparse_genes(y),
+            scope=f"each training spot predicted without itself (leave-one-out neighbours, out-of-fold image "
+                  f"term), scored in {len(np.unique(blocks))} spatial blocks")
 
     def _fit_image(self, train: Spots, y: np.ndarray, z: np.ndarray, groups, progress: bool) -> None:
         groups = None if groups is None else np.asarray(groups)
@@ -506,6 +583,15 @@ class HisToSGE:
         oof_pcc = float(np.nan_to_num(pearson_per_gene(y, oof)).mean())  # constant genes count 0
         self.info_.update({"alpha": self.context_.alpha, "oof_pcc": round(oof_pcc, 4)})
         self.probe_ = self.context_.probe
+        if self.reliability:
+            from .reliability import estimate, sparse_genes
+
+            n_folds = len(np.unique(cv_groups))
+            scope = (f"each of {n_folds} training sections predicted by the image context fitted without it"
+                     if groups is not None and len(np.unique(groups)) >= 2 else
+                     f"each of {n_folds} spatial blocks of the training section predicted by the image context "
+                     "fitted without it")
+            self.reliability_ = estimate(y, np.maximum(oof, 0), cv_groups, sparse=sparse_genes(y), scope=scope)
         self._fit_novelty(f_train)
         self._scores_from(oof, y, scope="each training section predicted by a model fitted without it "
                                         "(spatial blocks when one section trains)")

@@ -29,7 +29,10 @@ FORMAT = "histosge-model"
 #: Bump when a reader of the previous schema would misread the file. 2: a file may hold any
 #: registered method (its description then names it under ``method``; ``histosge.methods``
 #: reads those); a HisToSGE model is written as in 1, and schema-1 files are read as before.
-SCHEMA_VERSION = 2
+#: 3: the description holds per-gene reliability (``reliability``: cv_pcc, the rule, how it was
+#: estimated) and the gene choice (``hyperparameters``: ``genes``, ``n_top_genes``, ``all_genes``
+#: instead of ``n_genes``); files of schema 1-2 load without it and say so (``reliability_note_``).
+SCHEMA_VERSION = 3
 SUFFIX = ".histosge"
 
 
@@ -67,8 +70,43 @@ def describe(model) -> dict:
         "history": _jsonable(model.network_.history),
         "novelty_scale": model.novelty_["scale"],
         "n_features_in": model.n_features_in_,
+        "reliability": reliability_description(model),
         **_prior_description(model),
     }
+
+
+def reliability_description(model) -> dict:
+    """The model's per-gene reliability as the description holds it (or why there is none)."""
+    rel = getattr(model, "reliability_", None)
+    if rel is not None:
+        return rel.to_json()
+    return {"estimated": False, "why": getattr(model, "reliability_note_", None) or "not estimated"}
+
+
+def set_reliability(model, meta: dict) -> None:
+    """``reliability_`` (or ``reliability_note_``) from a description; a file older than schema 3
+    has none, and the note says so."""
+    from .reliability import Reliability
+
+    rel = meta.get("reliability")
+    model.reliability_ = None
+    model.reliability_note_ = None
+    if rel is None:
+        model.reliability_note_ = (f"not estimated: the model file predates per-gene reliability (schema "
+                                   f"{meta.get('schema_version')}, histosge {meta.get('histosge_version', '?')}); "
+                                   "re-train it with this histosge to get cv_pcc")
+    elif "cv_pcc" in rel:
+        model.reliability_ = Reliability.from_json(rel, len(model.genes_))
+    else:
+        model.reliability_note_ = str(rel.get("why", "not estimated"))
+
+
+def upgrade_params(params: dict) -> dict:
+    """Hyperparameters of an older file in today's names (schema < 3: ``n_genes`` -> ``n_top_genes``)."""
+    params = dict(params)
+    if "n_genes" in params:
+        params.setdefault("n_top_genes", params.pop("n_genes"))
+    return params
 
 
 def _prior_description(model) -> dict:
@@ -127,7 +165,7 @@ def rebuild(meta: dict, arrays: dict[str, np.ndarray], *, where: str, device: st
     from .train import TrainConfig
 
     try:
-        params = dict(meta["hyperparameters"])
+        params = upgrade_params(meta["hyperparameters"])
         params["network"] = TrainConfig(**params["network"])
         model = HisToSGE(**params, device=device)
         model.genes_ = list(meta["genes"])
@@ -140,6 +178,7 @@ def rebuild(meta: dict, arrays: dict[str, np.ndarray], *, where: str, device: st
         model.pitch_um_, model.grid_ = float(geo["pitch_um"]), geo.get("grid")
         model.training_, model.scores_, model.info_ = meta["training"], meta.get("scores", {}), meta.get("info", {})
         model.n_features_in_ = int(meta["n_features_in"])
+        set_reliability(model, meta)
         prior = meta.get("prior")
         if prior is not None:
             inner = rebuild(prior["description"], sub(arrays, "prior"), where=where, device=device)

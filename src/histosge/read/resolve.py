@@ -240,10 +240,11 @@ def read_section(
     m = _NAME.match(source)
     if m:
         dataset = datasets.get_dataset(m["dataset"])
-        if dataset is not None and m["section"] in dataset.find_sections(root):
-            return dataset.read(root, m["section"], image=image, check_alignment=check_alignment)
-        if dataset is not None and dataset.name == "her2st":  # the reader names the sections it has
-            return dataset.read(root, m["section"], image=image, check_alignment=check_alignment)
+        if dataset is not None and (m["section"] in dataset.find_sections(root)
+                                    or dataset.name == "her2st"):  # the her2st reader names the sections it has
+            adata = dataset.read(root, m["section"], image=image, check_alignment=check_alignment)
+            adata.uns.setdefault("histosge", {})["dataset"] = dataset.name  # its tissue's markers, for plots
+            return adata
     elif (root / source).is_dir():
         return _read_path(root / source, image, check_alignment)
     known = known_sections(root)
