@@ -283,24 +283,27 @@ class MethodModel:
         """Refit the method on folds of the training spots and score what each fit predicts for the
         spots it did not see (see the class docstring for the folds)."""
         from ..model.contexts import spatial_blocks
-        from ..model.reliability import REFIT_FOLDS, estimate, random_folds, sparse_genes
+        from ..model.reliability import REFIT_FOLDS, SCORE_FOLDS, estimate, random_folds, sparse_genes
 
         n_sections = len(np.unique(data.groups))
-        if n_sections >= 2:
-            folds, scope = data.groups, f"each of {n_sections} training sections predicted by a fit without it"
-        elif self.spec.reads_positions or self.spec.needs_target_expression:
-            folds = random_folds(len(data.y), REFIT_FOLDS, self.seed)
+        if n_sections >= 2:  # fitted without a section, scored on it
+            folds = scored = data.groups
+            scope = f"each of {n_sections} training sections predicted by a fit without it, scored per section"
+        elif self.spec.reads_positions or self.spec.needs_target_expression:  # spots held out among the others
+            folds = scored = random_folds(len(data.y), REFIT_FOLDS, self.seed)
             scope = f"{REFIT_FOLDS} random folds of the training spots, each predicted by a fit without it"
-        else:
+        else:  # blocks stand in for sections; each fold's Pearson spans the whole section
             folds = spatial_blocks(data.spots.xy, REFIT_FOLDS, self.seed)
-            scope = f"{REFIT_FOLDS} spatial blocks of the section, each predicted by a fit without it"
+            scored = random_folds(len(data.y), SCORE_FOLDS, self.seed)
+            scope = (f"{REFIT_FOLDS} spatial blocks of the section, each predicted by a fit without it, scored in "
+                     f"{SCORE_FOLDS} random folds of the section")
         oof = np.zeros_like(data.y)
         for f in np.unique(folds):
             out = folds == f
             method = create_method(self.method, **self._method_args({"grid": self.grid_}))
             method.fit(data.spots.subset(~out), data.y[~out], groups=data.groups[~out])
             oof[out] = np.asarray(method.predict(data.spots.subset(out)), np.float32)
-        return estimate(data.y, oof, folds, sparse=sparse_genes(data.y), scope=scope)
+        return estimate(data.y, oof, scored, sparse=sparse_genes(data.y), scope=scope)
 
     # -- predict ------------------------------------------------------------------------------------
     def predict(self, adata: ad.AnnData, context: ad.AnnData | None = None, *, features: np.ndarray | None = None,
@@ -354,8 +357,8 @@ class MethodModel:
 
         missing = [g for g in self.genes_ if g not in set(context.var_names)]
         if missing:
-            raise InputError(f"the context section lacks {len(missing)} of the model's {len(self.genes_)} genes "
-                             f"(e.g. {', '.join(missing[:3])})", where="context",
+            raise InputError(f"the context section lacks {len(missing)} of the model's {len(self.genes_)} genes: "
+                             f"{', '.join(missing[:20])}{' ...' if len(missing) > 20 else ''}", where="context",
                              fix="give a context section measured on the same gene panel")
         return section_spots(context, np.zeros((context.n_obs, 0), np.float32)), log_normalize(context, self.genes_)
 

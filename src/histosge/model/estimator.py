@@ -554,17 +554,17 @@ class HisToSGE:
     def _neighbour_reliability(self, train: Spots, y: np.ndarray, prior_train: np.ndarray | None) -> None:
         """Each training spot predicted as a new spot would be (leave-one-out neighbours, out-of-fold
         image term, the prior mixed in as at prediction), scored per spatial block."""
-        from .reliability import estimate, sparse_genes
+        from .reliability import SCORE_FOLDS, estimate, random_folds, sparse_genes
 
         own = self._own_.copy()
         if self.stack_ is not None:
             cov, w = self.prior_.covered, self.stack_["weight"]
             own[:, cov] = (1 - w) * own[:, cov] + w * (prior_train[:, cov] + self.stack_["offset"][cov])
-        blocks = spatial_blocks(train.xy, self.cv_blocks, self.seed)
+        folds = random_folds(len(y), SCORE_FOLDS, self.seed)
         self.reliability_ = estimate(
-            y, np.maximum(own, 0), blocks, sparse=sparse_genes(y),
+            y, np.maximum(own, 0), folds, sparse=sparse_genes(y),
             scope=f"each training spot predicted without itself (leave-one-out neighbours, out-of-fold image "
-                  f"term), scored in {len(np.unique(blocks))} spatial blocks")
+                  f"term), scored in {SCORE_FOLDS} random folds")
 
     def _fit_image(self, train: Spots, y: np.ndarray, z: np.ndarray, groups, progress: bool) -> None:
         groups = None if groups is None else np.asarray(groups)
@@ -584,14 +584,17 @@ class HisToSGE:
         self.info_.update({"alpha": self.context_.alpha, "oof_pcc": round(oof_pcc, 4)})
         self.probe_ = self.context_.probe
         if self.reliability:
-            from .reliability import estimate, sparse_genes
+            from .reliability import SCORE_FOLDS, estimate, random_folds, sparse_genes
 
             n_folds = len(np.unique(cv_groups))
-            scope = (f"each of {n_folds} training sections predicted by the image context fitted without it"
-                     if groups is not None and len(np.unique(groups)) >= 2 else
-                     f"each of {n_folds} spatial blocks of the training section predicted by the image context "
-                     "fitted without it")
-            self.reliability_ = estimate(y, np.maximum(oof, 0), cv_groups, sparse=sparse_genes(y), scope=scope)
+            if groups is not None and len(np.unique(groups)) >= 2:
+                scored, scope = cv_groups, (f"each of {n_folds} training sections predicted by the image context "
+                                            "fitted without it, scored per section")
+            else:
+                scored = random_folds(len(y), SCORE_FOLDS, self.seed)
+                scope = (f"each of {n_folds} spatial blocks of the training section predicted by the image context "
+                         f"fitted without it, scored in {SCORE_FOLDS} random folds of the section")
+            self.reliability_ = estimate(y, np.maximum(oof, 0), scored, sparse=sparse_genes(y), scope=scope)
         self._fit_novelty(f_train)
         self._scores_from(oof, y, scope="each training section predicted by a model fitted without it "
                                         "(spatial blocks when one section trains)")
@@ -811,8 +814,8 @@ class HisToSGE:
                              fix="drop context, or fit a neighbours-mode model")
         missing = [g for g in self.genes_ if g not in set(context.var_names)]
         if missing:
-            raise InputError(f"the context section lacks {len(missing)} of the model's {len(self.genes_)} genes "
-                             f"(e.g. {', '.join(missing[:3])})", where="context",
+            raise InputError(f"the context section lacks {len(missing)} of the model's {len(self.genes_)} genes: "
+                             f"{', '.join(missing[:20])}{' ...' if len(missing) > 20 else ''}", where="context",
                              fix="give a context section measured on the same gene panel")
         y = log_normalize(context, self.genes_)
         return Measured(np.asarray(context.obsm[keys.SPATIAL], np.float64),
