@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, broken_link
 
 FORMAT = "histosge-model"
 #: Bump when a reader of the previous schema would misread the file. 2: a file may hold any
@@ -206,7 +206,7 @@ def _open(path, *, arrays: bool) -> tuple[dict, dict[str, np.ndarray]]:
     where = str(path)
     fix_intact = "use an intact model file written by histosge train / HisToSGE.save (re-copy or re-train it)"
     if not path.exists():
-        raise InputError("model file not found", where=where, fix="check the path")
+        raise InputError(broken_link(path) or "model file not found", where=where, fix="check the path")
     if not path.is_file():
         raise InputError("model path is not a file", where=where, fix="give the .histosge file")
     try:
@@ -357,6 +357,10 @@ def _histosge_array_problems(meta: dict, arrays: dict[str, np.ndarray], prefix: 
         if got != want:
             field = f"{len(meta['genes'])} genes" if what == "genes" else f"n_features_in {n_feat}"
             out.append(f"{field}, but {prefix}{name} is for {got} {what}")
+    spots = {k: arrays[prefix + k].shape[0] for k in ("training.spot_hashes", "training.spot_positions",
+                                                      "training.spot_groups") if prefix + k in arrays}
+    if len(set(spots.values())) > 1:
+        out.append(f"the training spots' hashes disagree on their number ({spots})")
     ref = arrays.get(prefix + "novelty.reference")
     if ref is None or ref.ndim != 2 or len(ref) < 2:
         out.append(f"{prefix}novelty.reference is missing or holds fewer than 2 spots")

@@ -25,7 +25,7 @@ import scipy.sparse as sp
 
 from .. import keys
 from ..errors import InputError
-from .image import ImageSource
+from .image import ANISOTROPY_TOLERANCE, ImageSource
 
 #: Plausible pixel sizes (um/px): below, no scanner; above 10, a thumbnail, not a slide.
 MPP_RANGE = (0.05, 10.0)
@@ -57,11 +57,21 @@ def open_slide(path: str | os.PathLike, *, mpp: float | None = None) -> ImageSou
     if mpp is not None:
         mpp = check_mpp(mpp, where="--mpp")
     src = ImageSource(path, mpp=mpp)
-    if src.mpp is None:
+    try:
+        if src.mpp is None and src.mpp_problem:
+            raise InputError(f"the slide's pixel size cannot be read: {src.mpp_problem}", where=str(path),
+                             fix="give it with --mpp (micrometres per pixel, e.g. 0.5 at 20x), or correct the metadata")
+        if src.mpp is None:
+            raise InputError("the slide's pixel size is unknown (no MPP, PhysicalSizeX or resolution tags)",
+                             where=str(path), fix="give it with --mpp (micrometres per pixel, e.g. 0.5 at 20x)")
+        if mpp is None and src.mpp_y is not None and abs(src.mpp_y / src.mpp - 1) > ANISOTROPY_TOLERANCE:
+            raise InputError(f"the pixels are not square: {src.mpp_source} give {src.mpp:g} um wide and "
+                             f"{src.mpp_y:g} um high; spots and patches would be stretched", where=str(path),
+                             fix="resample the slide to square pixels (e.g. vips resize, bfconvert) and give that")
+        check_mpp(src.mpp, where=str(path))
+    except InputError:
         src.close()
-        raise InputError("the slide's pixel size is unknown (no MPP, PhysicalSizeX or resolution tags)",
-                         where=str(path), fix="give it with --mpp (micrometres per pixel, e.g. 0.5 at 20x)")
-    check_mpp(src.mpp, where=str(path))
+        raise
     return src
 
 
