@@ -153,3 +153,48 @@ def test_a_symlink_loop_is_named(tmp_path):
         with pytest.raises(InputError, match="symbolic link that loops") as err:
             call()
         assert "unknown section" not in str(err.value) and str(a) in str(err.value)
+
+
+def test_a_lattice_too_large_for_memory_is_refused_before_it_is_laid(tmp_path, monkeypatch):
+    import time
+
+    from histosge.read import slide as S
+
+    path = write_ome(tmp_path / "s.ome.tif", tissue(600, 480, seed=1), 1.0)
+    monkeypatch.setattr(S, "available_memory", lambda: 150e6)
+    for pitch in (0.6, 0.5):  # 0.5: the hostile user's --pitch-um, 20 million points on their slide
+        t0 = time.monotonic()
+        with pytest.raises(InputError, match=rf"a {pitch:g} um lattice on this slide is about [\d,]+ spots on "
+                                             r"tissue \([\d,]+ lattice points\), about [\d.]+ GB to lay and "
+                                             r"predict; [\d.]+ GB of memory") as err:
+            read_slide(path, pitch_um=pitch, spot_diameter_um=55.0)
+        assert time.monotonic() - t0 < 20 and "--pitch-um" in err.value.fix
+    assert read_slide(path, pitch_um=100.0, spot_diameter_um=55.0).n_obs > 0  # the same slide at a real pitch
+
+
+def test_the_cli_refuses_a_huge_lattice_in_one_line(make_legacy_st, tmp_path_factory, tmp_path, monkeypatch):
+    from cohort_fixtures import model_file, synthetic_slides
+    from typer.testing import CliRunner
+
+    from histosge.cli import app
+    from histosge.read import slide as S
+
+    model = model_file(make_legacy_st, tmp_path_factory)
+    slide = synthetic_slides(tmp_path / "slides", model, n=1)[0]
+    monkeypatch.setattr(S, "available_memory", lambda: 2e9)
+    res = CliRunner().invoke(app, ["predict", str(model), str(slide), "--pitch-um", "0.5", "-o",
+                                   str(tmp_path / "x.h5ad"), "--quiet"])
+    assert res.exit_code == 2 and "lattice on this slide" in res.output and "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) == 1 and not (tmp_path / "x.h5ad").exists()
+
+
+def test_a_models_own_pitch_is_never_blamed_on_pitch_um():
+    from types import SimpleNamespace
+
+    from histosge.tasks import slide_pitch
+
+    for bad in (0.0, -100.0):
+        with pytest.raises(InputError, match=f"the model records a spot pitch of {bad:g} um") as err:
+            slide_pitch(SimpleNamespace(mode="image", pitch_um_=bad), "s.svs")
+        assert err.value.where == "model"
+    assert slide_pitch(SimpleNamespace(mode="image", pitch_um_=100.0), "s.svs", factor=4) == 50.0

@@ -211,7 +211,7 @@ def predict_cohort(model_path: str | os.PathLike, slides, out_dir: str | os.Path
     """
     from ..methods import load_model
     from ..provenance import file_sha256
-    from ..tasks import slide_pitch
+    from ..tasks import bytes_per_spot, slide_pitch
 
     t_start = time.perf_counter()
     _check_options(mpp, pitch_um, batch_size, factor, workers, gpus_per_worker, cpus_per_worker, retries)
@@ -243,7 +243,8 @@ def predict_cohort(model_path: str | os.PathLike, slides, out_dir: str | os.Path
         manifest.bind(out_dir, model_sha256=sha, model_path=str(model_path), settings=settings, records=records)
         ctx = Context(out_dir=str(out_dir), model_sha256=sha, settings=settings, pitch_um=float(pitch),
                       spot_diameter_um=float(model.spot_diameter_um_), mpp=mpp, features=bool(features),
-                      lossless=bool(lossless), cache_dir=cache_dir, batch_size=int(batch_size))
+                      lossless=bool(lossless), cache_dir=cache_dir, batch_size=int(batch_size),
+                      bytes_per_spot=bytes_per_spot(model))
         outcomes: dict[str, str] = {}
         todo: list[Job] = []
         for s in jobs_all:

@@ -44,6 +44,8 @@ class Context:
     lossless: bool = False
     cache_dir: str | None = None
     batch_size: int = 64
+    #: memory each spot's prediction takes (a lattice that cannot fit is refused before it is laid)
+    bytes_per_spot: float = 0.0
     #: slide SHA-256 -> name of a finished output here made from identical bytes
     reuse: dict[str, str] = field(default_factory=dict)
 
@@ -222,7 +224,8 @@ def _prepare(job: Job, ctx: Context) -> Prepared | dict:
             source = ctx.reuse.get(sha)
             if source and source != job.name and output_path(ctx.out_dir, source).is_file():
                 return {"outcome": "reused", "record": _copy_output(job, ctx, rec, source, t0)}
-            slide = read_slide(job.path, pitch_um=ctx.pitch_um, spot_diameter_um=ctx.spot_diameter_um, mpp=ctx.mpp)
+            slide = read_slide(job.path, pitch_um=ctx.pitch_um, spot_diameter_um=ctx.spot_diameter_um, mpp=ctx.mpp,
+                               bytes_per_spot=ctx.bytes_per_spot)
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as err:  # noqa: BLE001 - one bad slide must not end the cohort

@@ -35,6 +35,49 @@ THUMBNAIL_SIDE = 2000
 MIN_TISSUE_FRACTION = 0.5
 
 
+#: Bytes per point of the lattice laid over the slide's bounding box (grid indices, positions, mask).
+LATTICE_BYTES = 64
+#: Bytes per kept spot of the slide's AnnData alone (names, obs, positions).
+SPOT_BYTES = 400
+#: Of the memory available, what a slide's spots may take.
+MEMORY_SHARE = 0.8
+
+
+def available_memory() -> float | None:
+    """Bytes this process can still use: MemAvailable, capped by a cgroup limit; None if unknown."""
+    found = []
+    try:
+        with open("/proc/meminfo") as fh:
+            found += [int(line.split()[1]) * 1024 for line in fh if line.startswith("MemAvailable:")]
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/memory.max") as fh, open("/sys/fs/cgroup/memory.current") as cur:
+            limit = fh.read().strip()
+            if limit != "max":
+                found.append(int(limit) - int(cur.read().strip()))
+    except (OSError, ValueError):
+        pass
+    return float(min(found)) if found else None
+
+
+def check_lattice_size(width: int, height: int, pitch_px: float, tissue_fraction: float, *, pitch_um: float,
+                       bytes_per_spot: float, where: str) -> None:
+    """Refuse, before laying it, a lattice whose spots cannot fit in memory: points over the
+    slide's box x ``LATTICE_BYTES`` plus spots on tissue x (``SPOT_BYTES`` + ``bytes_per_spot``,
+    what predicting each costs) against ``MEMORY_SHARE`` of ``available_memory()``."""
+    points = (width / (pitch_px / 2) + 1) * (height / (pitch_px * np.sqrt(3) / 2) + 1) / 2
+    spots = points * max(tissue_fraction, 0.0)
+    need = points * LATTICE_BYTES + spots * (SPOT_BYTES + max(bytes_per_spot, 0.0))
+    avail = available_memory()
+    if avail is not None and need > MEMORY_SHARE * avail:
+        raise InputError(f"a {pitch_um:g} um lattice on this slide is about {spots:,.0f} spots on tissue "
+                         f"({points:,.0f} lattice points), about {need / 1e9:,.1f} GB to lay and predict; "
+                         f"{avail / 1e9:,.1f} GB of memory is available", where=where,
+                         fix="give a larger spot pitch (--pitch-um, or --factor 4/9/16 of the model's own), or a "
+                             "crop of the slide")
+
+
 def check_mpp(mpp: float, *, where: str) -> float:
     """A pixel size that can be a slide's: positive, and between ``MPP_RANGE``."""
     try:
@@ -107,7 +150,8 @@ def hex_lattice(width: float, height: float, pitch_px: float) -> tuple[np.ndarra
 
 
 def read_slide(path: str | os.PathLike, *, pitch_um: float, spot_diameter_um: float, mpp: float | None = None,
-               library_id: str | None = None, min_tissue: float = MIN_TISSUE_FRACTION) -> ad.AnnData:
+               library_id: str | None = None, min_tissue: float = MIN_TISSUE_FRACTION,
+               bytes_per_spot: float = 0.0) -> ad.AnnData:
     """Virtual spots on the tissue of an H&E slide, ``pitch_um`` apart (hexagonal lattice).
 
     What lets an image-mode model predict a slide that was never measured: the spots are laid
@@ -128,6 +172,9 @@ def read_slide(path: str | os.PathLike, *, pitch_um: float, spot_diameter_um: fl
         The key under ``uns['spatial']``; default the file name up to its first dot.
     min_tissue : float
         A spot is kept when this fraction of its disc lies on tissue.
+    bytes_per_spot : float
+        What predicting each spot will cost besides the spot itself (features, predicted genes):
+        a lattice whose spots cannot fit in the memory available is refused before it is laid.
 
     Returns
     -------
@@ -147,8 +194,9 @@ def read_slide(path: str | os.PathLike, *, pitch_um: float, spot_diameter_um: fl
     Raises
     ------
     InputError
-        An unreadable or unsupported file, an unknown or implausible pixel size, no tissue, a
-        slide smaller than one spot pitch, or no spot on tissue.
+        An unreadable or unsupported file, an unknown, implausible or non-square pixel size, no
+        tissue, a slide smaller than one spot pitch, a lattice too large for the memory
+        available, or no spot on tissue.
     """
     from scipy import ndimage as ndi
 
@@ -166,6 +214,8 @@ def read_slide(path: str | os.PathLike, *, pitch_um: float, spot_diameter_um: fl
         if not mask.any():
             raise InputError("no tissue found (the image is glass or one flat colour)", where=str(path),
                              fix="give an H&E slide with tissue on it")
+        check_lattice_size(src.width, src.height, pitch_px, float(mask.mean()), pitch_um=float(pitch_um),
+                           bytes_per_spot=bytes_per_spot, where=str(path))
         rows, cols, xy = hex_lattice(src.width, src.height, pitch_px)
         # tissue fraction within each spot's disc, read off the thumbnail
         radius = max(0.5, spot_diameter_um / src.mpp * scale / 2)
