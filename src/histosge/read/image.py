@@ -28,10 +28,17 @@ The kinds:
 - an in-memory array (an ``uns['spatial']`` image): used as it is; one level.
 
 ``mpp`` comes from, in this order: an explicit ``ImageSource(path, mpp=...)``; OME-XML
-``PhysicalSizeX`` (with its unit); an Aperio SVS description's ``MPP = x``; OpenSlide's
-``openslide.mpp-x``; the TIFF ``XResolution`` / ``ResolutionUnit`` tags (inch or centimetre) when
-they give 0.01-20 um/px (72-600 dpi, the defaults image software writes, give 42-353 um/px and
-are ignored).
+``PhysicalSizeX`` (with its unit, any OME length unit); an Aperio SVS description's ``MPP = x``;
+OpenSlide's ``openslide.mpp-x``; the TIFF ``XResolution`` / ``ResolutionUnit`` tags (inch or
+centimetre) when they give 0.01-20 um/px (72-600 dpi, the defaults image software writes, give
+42-353 um/px and are ignored). ``mpp_y`` is the pixel height the same source gives (slides with
+non-square pixels are refused by ``read.slide``), ``mpp_problem`` why a size that is there is
+unusable (zero, an unknown unit), so it is named rather than called missing.
+
+TIFF samples become RGB as what they are: CMYK is converted, integer samples are scaled by the
+image's white (12-bit data in 16-bit samples: 4095), empty (0-byte) tiles are glass, and an image
+with no colour to read (greyscale, MinIsWhite, palette, Lab) is refused naming its
+PhotometricInterpretation; a file cut short is refused as truncated.
 
 ``image_for(adata)`` picks the highest-resolution image a section has and the factor that maps
 full-resolution pixel coordinates (``obsm['spatial']``) onto it.
@@ -465,8 +472,10 @@ class ImageSource:
                              f"{end:,}", where=str(self.path), fix=_FIX_IMAGE)
         broken = [line for line in said if re.search(r"invalid value offset|corrupted|truncated|beyond", line, re.I)]
         if broken:
-            raise InputError(f"the TIFF file is truncated or damaged ({broken[0][:200]})", where=str(self.path),
-                             fix=_FIX_IMAGE)
+            m = re.search(r"TiffTag (\d+)\b.*invalid value offset (\d+)", broken[0])
+            why = (f"tag {m[1]}'s values at byte {int(m[2]):,} run past the end of the {size:,}-byte file" if m
+                   else re.sub(r"<[^>]*>\s*", "", broken[0]).strip()[:200])
+            raise InputError(f"the TIFF file is truncated or damaged ({why})", where=str(self.path), fix=_FIX_IMAGE)
 
     def _check_colour(self) -> None:
         """H&E is read as RGB: CMYK is converted, integer samples are scaled by their real white

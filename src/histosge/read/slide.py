@@ -10,7 +10,9 @@ apart), ``uns['spatial'][library]`` with a thumbnail and its scale factor, and
 ``uns['histosge']`` with the pixel size, so that every patch is cut in micrometres.
 
 The pixel size is never guessed: it comes from the file (SVS ``MPP``, OME ``PhysicalSizeX``,
-TIFF resolution tags; see ``read.image``) or from ``mpp``; without either the slide is refused.
+TIFF resolution tags; see ``read.image``) or from ``mpp``; without either, or with pixels that
+are not square, the slide is refused. So is a lattice whose spots could not fit in memory
+(``check_lattice_size``), before it is laid.
 """
 
 from __future__ import annotations
