@@ -110,7 +110,9 @@ def _mpp(path):
         src.close()
 
 
-def test_a_full_disk_ends_the_run_in_one_line_and_the_rerun_resumes(model, slides, tmp_path, monkeypatch):
+@pytest.mark.parametrize("records_fail", [True, False], ids=["records fail too", "room for records"])
+def test_a_full_disk_ends_the_run_in_one_line_and_the_rerun_resumes(model, slides, tmp_path, monkeypatch,
+                                                                    records_fail):
     import histosge._atomic as atomic
     from histosge.cohort import manifest
 
@@ -119,12 +121,13 @@ def test_a_full_disk_ends_the_run_in_one_line_and_the_rerun_resumes(model, slide
     full = {"now": False}
     real_output, real_write = atomic.write_output, manifest._write_atomic
 
-    def write_output(*a, **k):
+    def write_output(adata, path, **k):  # the disk fills while the output is written
         full["now"] = True
-        raise OSError(errno.ENOSPC, "No space left on device")
+        with atomic.atomic_path(path):
+            raise OSError(errno.ENOSPC, "No space left on device")
 
     def write_atomic(path, data):
-        if full["now"]:
+        if full["now"] and records_fail:
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(path, data)
 

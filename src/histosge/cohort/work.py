@@ -13,7 +13,6 @@ Each step measures the peak resident memory of its process while it handled the 
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import os
@@ -155,8 +154,11 @@ def _error_line(err: BaseException) -> str:
 
 
 def disk_full(err: BaseException) -> bool:
-    """No space (or quota) left where outputs go: every slide after this one would fail the same way."""
-    return isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
+    """No space (or quota) left where outputs go, raised as such or as the ``OutputError`` of an
+    atomic write: every slide after this one would fail the same way."""
+    from .._atomic import _disk_full
+
+    return isinstance(err, Exception) and _disk_full(err)
 
 
 @contextlib.contextmanager
@@ -165,11 +167,11 @@ def stop_when_disk_full(ctx: Context, name: str):
     written either): the slide being written stays unfinished, so the same command resumes."""
     try:
         yield
-    except OSError as err:
+    except Exception as err:
         if not disk_full(err):
             raise
-        raise OutputError(f"no space left on the device while handling slide {name} ({err.strerror or err}); the "
-                          "slides finished so far are kept", where=str(ctx.out_dir),
+        raise OutputError(f"no space left on the device while handling slide {name}; the slides finished so far are "
+                          "kept", where=str(ctx.out_dir),
                           fix="free space (or give another --out-dir) and rerun the same command to resume") from None
 
 
