@@ -254,7 +254,7 @@ def check_consistency(meta: dict, arrays: dict[str, np.ndarray] | None, *, where
     before any work: one ``InputError`` naming the field. The one place for these checks, for
     every model file (HisToSGE and any method; a prior inside a model too). ``arrays`` None: the
     description alone (``read_description``)."""
-    problems = _description_problems(meta)
+    problems = _description_problems(meta, registry=arrays is not None)
     if not problems and arrays is not None and "method" not in meta:
         problems = _histosge_array_problems(meta, arrays)
     if problems:
@@ -270,8 +270,10 @@ def _number(value) -> float:
         return float("nan")
 
 
-def _description_problems(meta: dict) -> list[str]:
-    """What the description contradicts in itself (genes, feature width, encoder, geometry)."""
+def _description_problems(meta: dict, *, registry: bool = True) -> list[str]:
+    """What the description contradicts in itself (genes, feature width, encoder, geometry);
+    ``registry``: also against the encoder registry (which imports torch: not for a description
+    read alone)."""
     out: list[str] = []
     genes = meta.get("genes")
     if not isinstance(genes, list) or not genes or not all(isinstance(g, str) and g for g in genes):
@@ -291,9 +293,11 @@ def _description_problems(meta: dict) -> list[str]:
     geo = meta.get("geometry") if isinstance(meta.get("geometry"), dict) else {}
     name = enc.get("encoder")
     if name is not None:
-        from .. import encode
+        spec = None
+        if registry:
+            from .. import encode
 
-        spec = encode.get_spec(name) if name in encode.known_names() else None
+            spec = encode.get_spec(name) if name in encode.known_names() else None
         asked = (meta.get("hyperparameters") or {}).get("encoder")
         if asked is not None and str(asked).lower() != str(name).lower():
             out.append(f"the encoder is recorded as {name!r} but the model was built with {asked!r}")
@@ -313,11 +317,12 @@ def _description_problems(meta: dict) -> list[str]:
         out.append(f"n_features_in {n_feat} for a method that reads no image")
     patch, spot, pitch = (_number(geo.get(k)) for k in ("patch_um", "spot_diameter_um", "pitch_um"))
     scale = _number(geo.get("patch_scale", (meta.get("hyperparameters") or {}).get("patch_scale")))
-    for key, value in (("patch_um", patch), ("spot_diameter_um", spot), ("patch_scale", scale)):
-        if not (math.isfinite(value) and value > 0):
+    # NaN: unknown (a model fitted on arrays alone knows no sizes); anything else must be a size
+    for key, value in (("patch_um", patch), ("spot_diameter_um", spot), ("pitch_um", pitch)):
+        if not (math.isnan(value) or (math.isfinite(value) and value > 0)):
             out.append(f"geometry {key} {geo.get(key)!r} is not a positive number")
-    if not (math.isnan(pitch) or (math.isfinite(pitch) and pitch > 0)):
-        out.append(f"geometry pitch_um {geo.get('pitch_um')!r} is not a positive number")
+    if not (math.isfinite(scale) and scale > 0):
+        out.append(f"geometry patch_scale {geo.get('patch_scale')!r} is not a positive number")
     if all(math.isfinite(v) and v > 0 for v in (patch, spot, scale)) and abs(patch - scale * spot) > 1e-6 * patch:
         out.append(f"geometry patch_um {patch:g} is not patch_scale {scale:g} x spot_diameter_um {spot:g}")
     grid = geo.get("grid")
@@ -329,7 +334,8 @@ def _description_problems(meta: dict) -> list[str]:
             out.append(f"novelty_scale {meta.get('novelty_scale')!r} is not a positive number")
         prior = meta.get("prior")
         if isinstance(prior, dict) and isinstance(prior.get("description"), dict):
-            out += [f"its prior: {p}" for p in _description_problems(prior["description"])]
+            inner = _description_problems(prior["description"], registry=registry)
+            out += [f"its prior: {p}" for p in inner]
     return out
 
 
