@@ -64,7 +64,8 @@ def compare(var, truth: np.ndarray, pred: np.ndarray) -> dict:
            "median_heldout_pcc_reliable": float(np.median(t[rel])) if rel.any() else None,
            "median_heldout_pcc_rest": float(np.median(t[~rel])) if (~rel).any() else None}
     if raw is not None:
-        out |= {"spearman_fold_mean": float(spearmanr(raw, t).correlation), "mae_fold_mean": float(np.abs(raw - t).mean())}
+        out |= {"spearman_fold_mean": float(spearmanr(raw, t).correlation),
+                "mae_fold_mean": float(np.abs(raw - t).mean())}
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
 
 

@@ -158,3 +158,33 @@ def test_cli_prior_for_recover_and_superres(cohort, tmp_path):
     assert res.exit_code == 2 and "model file not found" in res.output
     res = cli("recover", "her2st:A1", "-o", prior, "--prior", prior, *common, *fast)  # never overwrite the prior
     assert res.exit_code == 2 and file_sha256(prior) == info["model"]["prior"]["sha256"]
+
+
+def _with_gene(section, name="EXTRA"):
+    import anndata as ad
+    import scipy.sparse as sp
+
+    extra = ad.AnnData(X=sp.csr_matrix(np.random.default_rng(5).poisson(3.0, (section.n_obs, 1)).astype(np.float32)),
+                       obs=section.obs[[]])
+    extra.var_names = [name]
+    out = ad.concat([section, extra], axis=1, merge="same", uns_merge="first")
+    out.obsm["spatial"] = section.obsm["spatial"]
+    return out
+
+
+@pytest.mark.parametrize("change", ["one gene more", "one gene fewer"])
+def test_a_section_resaved_with_a_gene_more_or_less_is_still_recognised(cohort, tmp_path, change):
+    """The hostile user's case (issue 27): the section the prior was fitted on, re-saved with one
+    gene column more (or fewer), passed as unseen (its spots' hashes cover every gene)."""
+    (s, _) = cohort
+    a1 = s["A1"]
+    copy = _with_gene(a1) if change == "one gene more" else a1[:, list(a1.var_names[1:])].copy()
+    assert copy.n_vars == a1.n_vars + (1 if change == "one gene more" else -1)
+    path = tmp_path / "prior.histosge"
+    _prior([a1, s["A2"]], tmp_path).save(path)
+    # 9 genes in all here: a spot with under 3 non-empty gene groups left is not recognised, the rest are
+    with pytest.raises(InputError, match=f"fitted on [1-9][0-9] of this section's {a1.n_obs} spots"):
+        _fit(_target(HisToSGE.load(path)), copy, tmp_path)
+    fine = _fit(_target(str(path)), s["B1"], tmp_path)  # another section: still accepted
+    with pytest.raises(InputError, match="context section: the prior was fitted on"):
+        fine.predict(s["B1"], context=copy, cache_dir=str(tmp_path / "cache"), progress=False)

@@ -24,14 +24,17 @@ from .errors import HistosgeError, InputError
 def ray_option_value(args: list[str]) -> list[str]:
     """``--ray`` takes an optional address: ``--ray`` followed by nothing, by another option or by
     anything that is not an address (``host:port``, ``ray://host:port``, ``auto``, ``local``)
-    becomes ``--ray=`` (no address: $RAY_ADDRESS, else a local instance)."""
-    from .cohort.on_ray import is_address
+    becomes ``--ray=`` (no address: $RAY_ADDRESS, else a local instance). A value meant as an
+    address but malformed (``'not a host:abc'``: a colon, no such file, no slide suffix) stays the
+    address, to be refused as one rather than read as a slide."""
+    from .cohort.on_ray import is_address, meant_as_address
 
     out = list(args)
     for i, a in enumerate(out):
         if a == "--":
             break
-        if a == "--ray" and (i + 1 == len(out) or out[i + 1].startswith("-") or not is_address(out[i + 1])):
+        if a == "--ray" and (i + 1 == len(out) or out[i + 1].startswith("-")
+                             or not (is_address(out[i + 1]) or meant_as_address(out[i + 1]))):
             out[i] = "--ray="
     return out
 

@@ -432,7 +432,8 @@ def predict(model: HisToSGE | str, source, *, mpp: float | None = None, factor: 
     t0 = time.perf_counter()
     if is_slide(source):
         pitch = slide_pitch(model, source, factor=factor, pitch_um=pitch_um)
-        slide = read_slide(source, pitch_um=pitch, spot_diameter_um=model.spot_diameter_um_, mpp=mpp)
+        slide = read_slide(source, pitch_um=pitch, spot_diameter_um=model.spot_diameter_um_, mpp=mpp,
+                           bytes_per_spot=bytes_per_spot(model))
         out = predict_slide(model, slide, source, pitch, cache_dir=cache_dir, batch_size=batch_size,
                             progress=progress)
     else:
@@ -450,6 +451,12 @@ def predict(model: HisToSGE | str, source, *, mpp: float | None = None, factor: 
     return out
 
 
+def bytes_per_spot(model) -> float:
+    """What predicting one spot of a slide costs in memory, roughly: its features (twice: each spot
+    and its ring), their standardised copy, and three copies of its predicted genes."""
+    return 4.0 * (3 * int(getattr(model, "n_features_in_", 0)) + 3 * len(getattr(model, "genes_", [])))
+
+
 def slide_pitch(model: HisToSGE, source, *, factor: int | None = None, pitch_um: float | None = None) -> float:
     """The distance between virtual spots on a slide, in micrometres: ``pitch_um``, else the
     model's training pitch ``factor`` (4, 9, 16) times denser. Refuses a model that cannot
@@ -460,10 +467,16 @@ def slide_pitch(model: HisToSGE, source, *, factor: int | None = None, pitch_um:
     if factor is not None and pitch_um is not None:
         raise InputError("--factor and --pitch-um both set the spot pitch", where="--pitch-um",
                          fix="give one of them")
-    pitch = pitch_um or model.pitch_um_ / (geometry.steps_of(factor) if factor else 1)
-    if not np.isfinite(pitch):
-        raise InputError("the model does not record its training pitch", where="model", fix="give --pitch-um")
-    return float(pitch)
+    if pitch_um is not None:
+        return float(pitch_um)
+    own = float(model.pitch_um_)
+    if not np.isfinite(own):
+        raise InputError("the model does not record its training pitch", where="model",
+                         fix="give --pitch-um")
+    if not own > 0:  # never blamed on a --pitch-um nobody gave
+        raise InputError(f"the model records a spot pitch of {own:g} um", where="model",
+                         fix="use an intact model file written by histosge train, or give --pitch-um")
+    return own / (geometry.steps_of(factor) if factor else 1)
 
 
 def predict_slide(model: HisToSGE, slide: ad.AnnData, source, pitch_um: float, *, cache_dir=None,

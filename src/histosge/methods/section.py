@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import inspect
-import json
 import os
 import time
 from pathlib import Path
@@ -415,28 +414,18 @@ class MethodModel:
     def save(self, path: str | os.PathLike) -> str:
         """Write the model to one file (JSON description + safetensors arrays; no pickle), atomically.
         Returns the file's SHA-256."""
-        from safetensors.numpy import save_file
-
-        from .._atomic import atomic_path
-        from ..model.persist import arrays_sha256
-        from ..provenance import file_sha256
+        from ..model.persist import write
 
         self._check_fitted()
         arrays, _ = self.method_.state()
-        arrays = {k: np.ascontiguousarray(v) for k, v in (nest("method", arrays) | {
-            "training.spot_hashes": self.spot_hashes_, "extent": self.extent_}).items()}
-        meta = self.describe()
-        meta["arrays"] = {"count": len(arrays), "sha256": arrays_sha256(arrays)}
-        path = Path(path)
-        with atomic_path(path) as tmp:
-            save_file(arrays, str(tmp), metadata={"histosge": json.dumps(meta, allow_nan=True)})
-        self.file_sha256_ = file_sha256(path)
+        arrays = nest("method", arrays) | {"training.spot_hashes": self.spot_hashes_, "extent": self.extent_}
+        self.file_sha256_ = write(Path(path), self.describe(), arrays)
         return self.file_sha256_
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str | None = None) -> MethodModel:
         """Read a file written by ``save``; every way it can be unusable is one clear error."""
-        from ..model.persist import _check_encoder, open_file, set_reliability, upgrade_params
+        from ..model.persist import _check_encoder, integrity, open_file, set_reliability, upgrade_params
         from ..provenance import file_sha256
 
         meta, arrays = open_file(path, arrays=True)
@@ -473,5 +462,28 @@ class MethodModel:
                              where=where, fix="use an intact model file written by histosge train") from None
         if self.encoder_.get("encoder"):
             _check_encoder(self.encoder_["encoder"], where)
+        self._check_predicts(where)
         self.file_sha256_ = file_sha256(path)
+        self.integrity_ = integrity(meta)
         return self
+
+    def _check_predicts(self, where: str) -> None:
+        """The method's arrays must predict the description's genes from its feature width: three
+        spots at the training extent's centre are predicted before any work (a gene list one
+        longer than the arrays, or an edited ``n_features_in``, is refused here, not after
+        encoding a slide)."""
+        from threadpoolctl import threadpool_limits
+
+        centre = (np.asarray(self.extent_[:2], np.float64) + np.asarray(self.extent_[2:], np.float64)) / 2
+        query = Spots(np.zeros((3, self.n_features_in_), np.float32), np.array([0.0, 0.0, 1.0]),
+                      np.array([0.0, 2.0, 1.0]), centre + np.array([[0.0, 0.0], [1.0, 0.0], [0.5, 0.8]]))
+        try:
+            with threadpool_limits(limits=1, user_api="blas"):
+                shape = np.shape(self.method_.predict(query))
+        except (ValueError, RuntimeError, IndexError, KeyError, TypeError) as err:
+            shape = f"an error ({type(err).__name__}: {' '.join(str(err).split())[:200]})"
+        if shape != (3, len(self.genes_)):
+            raise InputError(f"the model description is inconsistent: {len(self.genes_)} genes and "
+                             f"n_features_in {self.n_features_in_}, but method {self.method!r} predicts {shape} from "
+                             "3 spots", where=where,
+                             fix="use an intact model file written by histosge train (re-copy or re-train it)")

@@ -332,16 +332,22 @@ class HisToSGE:
             progress=progress))
         t_feat = time.perf_counter()
         hashes = np.concatenate(data.hashes)
+        from ..provenance import spot_identity
+
+        ids = [spot_identity(s) for s in sections]
+        identity = (np.concatenate([i[0] for i in ids]), np.concatenate([i[1] for i in ids]))
         self.fit_spots(data.spots, data.y, groups=data.groups, progress=progress, mpp=keys.mpp(sections[0]),
-                       spot_hashes=hashes,
+                       spot_hashes=hashes, spot_identity=identity,
                        where=str(keys.info(sections[0]).get("source") or keys.library_id(sections[0])))
         self.spot_hashes_ = hashes
+        self.spot_positions_, self.spot_groups_ = identity
         self.training_ = T.training_record(sections, data, flavour,
                                            {"features": t_feat - t0, "fit": time.perf_counter() - t_feat})
         return self
 
     def fit_spots(self, train: Spots, y: np.ndarray, *, groups: np.ndarray | None = None,
                   progress: bool = True, mpp: float | None = None, spot_hashes: np.ndarray | None = None,
+                  spot_identity: tuple[np.ndarray, np.ndarray] | None = None,
                   where: str = "training spots") -> HisToSGE:
         """Fit on arrays (features already made): where ``fit`` ends, and what the benchmark calls.
 
@@ -361,6 +367,9 @@ class HisToSGE:
             ``provenance.spot_hashes`` of every spot of the section known to the caller: proves a
             prior never saw them (required with a prior; ``encoder_`` and ``patch_um_`` must be
             set too).
+        spot_identity : tuple of ndarray, optional
+            ``provenance.spot_identity`` of the same spots: recognises them also when the section
+            was re-saved with a gene column more or less (what ``fit`` passes).
         where : str
             How an error names these spots.
 
@@ -393,7 +402,7 @@ class HisToSGE:
             raise InputError(f"only {len(y)} training spots", where="training spots", fix="use more spots")
         self.n_features_in_ = int(train.features.shape[1])
         self.info_: dict[str, Any] = {}
-        prior_train = self._fit_prior(train, mpp, spot_hashes, where)
+        prior_train = self._fit_prior(train, mpp, spot_hashes, where, spot_identity)
         self.reliability_ = None
         self.reliability_note_ = None if self.reliability else "not estimated (reliability=False)"
         if self.mode == "paper":
@@ -431,8 +440,8 @@ class HisToSGE:
                                      scope=f"the network refitted on {REFIT_FOLDS} random folds of the training "
                                            "spots, each fold predicted by the fit without it")
 
-    def _fit_prior(self, train: Spots, mpp: float | None, hashes: np.ndarray | None, where: str
-                   ) -> np.ndarray | None:
+    def _fit_prior(self, train: Spots, mpp: float | None, hashes: np.ndarray | None, where: str,
+                   identity: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray | None:
         """Check the prior (features, never saw these spots) and return its prediction of this
         model's genes at the training spots (NaN where it does not predict a gene); None without one."""
         from .prior import Prior, resolve
@@ -447,7 +456,7 @@ class HisToSGE:
             raise InputError("a prior needs the hashes of the section's spots to show it never saw them",
                              where="fit_spots", fix="pass spot_hashes=histosge.provenance.spot_hashes(section), "
                                                     "or use fit(sections)")
-        prior.check_unseen(hashes, where=where)
+        prior.check_unseen(hashes, where=where, identity=identity)
         self.prior_ = prior
         self.prior_mpp_ = float(mpp) if mpp else float("nan")
         return prior.genes(train, mpp)
@@ -704,11 +713,11 @@ class HisToSGE:
         if self.mode == "neighbours" and context is None:
             self._check_within_training(query.xy)
         if getattr(self, "prior_", None) is not None:
-            from ..provenance import spot_hashes
+            from ..provenance import spot_hashes, spot_identity
 
             for section, what in ((adata, "the spots predicted"), (context, "the context section")):
                 if section is not None and section.n_vars and section.X is not None:
-                    self.prior_.check_unseen(spot_hashes(section), where=what)
+                    self.prior_.check_unseen(spot_hashes(section), where=what, identity=spot_identity(section))
         measured = self._measured(context) if context is not None else None
         from threadpoolctl import threadpool_limits
 
@@ -915,6 +924,8 @@ class HisToSGE:
         out = nest("network", self.network_.state()) | {"novelty.reference": self.novelty_["reference"]}
         if hasattr(self, "spot_hashes_"):
             out["training.spot_hashes"] = self.spot_hashes_
+        if hasattr(self, "spot_groups_"):
+            out |= {"training.spot_positions": self.spot_positions_, "training.spot_groups": self.spot_groups_}
         if getattr(self, "prior_", None) is not None:
             out |= nest("prior", self.prior_.model.state())
         if getattr(self, "stack_", None) is not None:
@@ -945,6 +956,8 @@ class HisToSGE:
         self.novelty_ = {"reference": arrays["novelty.reference"], "scale": float(meta["novelty_scale"])}
         if "training.spot_hashes" in arrays:
             self.spot_hashes_ = arrays["training.spot_hashes"]
+        if "training.spot_groups" in arrays:
+            self.spot_positions_, self.spot_groups_ = arrays["training.spot_positions"], arrays["training.spot_groups"]
         if self.mode != "image":
             self.probe_ = Projector.from_state(sub(arrays, "probe"))
         if self.mode != "paper":

@@ -20,7 +20,7 @@ from pathlib import Path
 import anndata as ad
 
 from .. import datasets
-from ..errors import InputError
+from ..errors import InputError, broken_link
 from .h5ad import read_h5ad
 from .legacy_st import her2st_sections, read_legacy_st
 from .spaceranger import COUNTS_FILE, read_spaceranger
@@ -236,6 +236,9 @@ def read_section(
     path = Path(source).expanduser()
     if path.exists():
         return _read_path(path, image, check_alignment)
+    link = broken_link(path)
+    if link:
+        raise InputError(link, where=str(path), fix="point the link at the section, or give the section's path")
     root = datasets.data_dir(data_dir, source)
     m = _NAME.match(source)
     if m:
