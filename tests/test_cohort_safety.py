@@ -163,7 +163,7 @@ def two_section_neighbours_model(make_legacy_st, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         a = histosge.read_section("her2st:A1", data_dir=make_legacy_st("A1", seed=0).parent)
-    model = histosge.HisToSGE("neighbours", n_genes=6, network={"epochs": 2, "dim": 32, "mlp_dim": 32})
+    model = histosge.HisToSGE("neighbours", n_top_genes=6, network={"epochs": 2, "dim": 32, "mlp_dim": 32})
     model.fit(a, cache_dir=str(tmp_path / "c"), progress=False)
     model.save(tmp_path / "nb.histosge")
     return tmp_path / "nb.histosge"

@@ -37,8 +37,8 @@ def _model(kind, sections, tmp_path_factory):
     """A saved image-mode HisToSGE ('histosge') or ridge MethodModel ('ridge'), fitted once per session."""
     if kind not in _CACHE:
         folder = tmp_path_factory.mktemp(f"integrity-{kind}")
-        model = (histosge.HisToSGE("image", n_genes=6, network=SMALL) if kind == "histosge"
-                 else create_model("ridge", n_genes=6))
+        model = (histosge.HisToSGE("image", n_top_genes=6, network=SMALL) if kind == "histosge"
+                 else create_model("ridge", n_top_genes=6))
         model.fit(list(sections), cache_dir=str(folder / "cache"), progress=False)
         model.save(folder / "m.histosge")
         _CACHE[kind] = folder / "m.histosge"
@@ -200,7 +200,7 @@ def test_a_gene_count_mismatch_in_an_old_prior_inside_a_model_is_refused(section
                                                                          tmp_path_factory, tmp_path):
     """The prior a model holds is checked against its own arrays too."""
     prior = histosge.HisToSGE.load(_model("histosge", sections, tmp_path_factory))
-    model = histosge.HisToSGE("neighbours", n_genes=6, network=SMALL, prior=prior)
+    model = histosge.HisToSGE("neighbours", n_top_genes=6, network=SMALL, prior=prior)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         c = histosge.read_section("her2st:A3", data_dir=make_legacy_st("A3", seed=7).parent)
