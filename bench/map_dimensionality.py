@@ -14,7 +14,9 @@ compartments: tumour, luminal secretory, stroma) predicted and measured.
 Variants: the default; more of the gene-wise image term outside the top components
 (``outside_weight`` 1.0); more components (``n_components`` 30); no ring of neighbours (``ring``
 1) and a wider one (19); and, after prediction, each gene's deviation from its training mean
-scaled by its ``cv_pcc`` (shrinkage toward the mean of genes the model cannot tell apart).
+scaled by its ``cv_pcc`` (shrinkage toward the mean of genes the model cannot tell apart), and
+the predictions whitened: their principal components rescaled to the spectrum of the training
+sections' measured expression (the first 30).
 """
 
 from __future__ import annotations
@@ -71,6 +73,21 @@ def shrink_by_cv(model, pred: np.ndarray) -> np.ndarray:
     return np.maximum(mean + (pred - mean) * np.clip(model.reliability_.cv_pcc, 0, 1)[None, :], 0)
 
 
+def whiten(pred: np.ndarray, measured_train: np.ndarray, k: int = 30) -> np.ndarray:
+    """The predictions' principal components (over the predicted spots) rescaled so that their
+    variances follow the training sections' measured spectrum: the first component no longer
+    holds 90% of the variance."""
+    x = np.asarray(pred, np.float64)
+    mean = x.mean(0)
+    u, s, vt = np.linalg.svd(x - mean, full_matrices=False)
+    m = np.asarray(measured_train, np.float64)
+    sm = np.linalg.svd(m - m.mean(0), compute_uv=False) * np.sqrt(len(x) / len(m))
+    k = min(k, len(s), len(sm))
+    scale = np.ones_like(s)
+    scale[:k] = sm[:k] / np.maximum(s[:k], 1e-12) * (s[0] / sm[0])  # keep the first component's size
+    return np.maximum(mean + (u * (s * scale)) @ vt, 0)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=os.environ.get("HISTOSGE_DATA", "../shared/data"))
@@ -88,6 +105,7 @@ def main(argv=None) -> int:
     for name, params in VARIANTS.items():
         model = HisToSGE("image", seed=args.seed, **params).fit(train, progress=False)
         genes = [g for g in model.genes_ if g in set(c4.var_names)]
+        y_train = np.vstack([log_normalize(t, model.genes_) for t in train])
         cols = [model.genes_.index(g) for g in genes]
         y = log_normalize(c4, genes)
         sl = tasks.predict(model, slide, progress=False)
@@ -97,6 +115,7 @@ def main(argv=None) -> int:
             rows[f"{name}, {where}"] = describe(y, pred[:, cols], genes)
             if name == "default":
                 rows[f"default + shrunk by cv_pcc, {where}"] = describe(y, shrink_by_cv(model, pred)[:, cols], genes)
+                rows[f"default + whitened, {where}"] = describe(y, whiten(pred, y_train)[:, cols], genes)
         print(name, rows[f"{name}, slide"], flush=True)
     result = {"train": "her2st:C2,her2st:C3", "target": "her2st:C4", "seed": args.seed, "markers": list(MARKERS),
               "seconds": round(time.perf_counter() - t0, 1), "rows": rows}

@@ -35,8 +35,20 @@ N_TOP_GENES = 1000
 
 @dataclass(frozen=True)
 class GeneChoice:
-    """Which genes a model predicts: ``named`` (always, in this order after the HVGs), plus the
-    ``n_top`` HVGs of the training spots, or every detected gene (``all_genes``).
+    """Which genes a model predicts: named ones, plus HVGs or every detected gene.
+
+    ``named`` are always predicted (in this order, after the HVGs), besides the ``n_top`` HVGs
+    of the training spots, or every detected gene (``all_genes``).
+
+    Attributes
+    ----------
+    named : tuple of str
+        Genes always predicted, whatever their variance (``--genes``).
+    n_top : int
+        HVGs of the training spots predicted besides them (``--n-top-genes``; 0: none).
+    all_genes : bool
+        Every gene detected in at least ``MIN_DETECTED_FRACTION`` of the training spots instead
+        of the HVGs (``--all-genes``).
 
     Raises
     ------
@@ -65,8 +77,22 @@ class GeneChoice:
 
 
 def parse_gene_names(value, *, where: str = "--genes") -> tuple[list[str], list[str]]:
-    """A user's gene list -> (names, duplicates dropped): a comma-separated string, a path to a text
-    file with one name per line (``#`` starts a comment), or a list of names.
+    """A user's gene list -> (names, duplicates dropped).
+
+    A comma-separated string, a path to a text file with one name per line (``#`` starts a
+    comment), or a list of names.
+
+    Parameters
+    ----------
+    value : str or list of str or None
+        What the user gave.
+    where : str
+        The option named in errors.
+
+    Returns
+    -------
+    tuple of (list of str, list of str)
+        The names, each once, in order; and those that were listed more than once.
 
     Raises
     ------
@@ -114,8 +140,27 @@ def parse_gene_names(value, *, where: str = "--genes") -> tuple[list[str], list[
 
 
 def check_named(named, available, *, where: str = "--genes", what: str = "the training sections") -> None:
-    """Every named gene must be measured: unknown names are one ``InputError`` that suggests up to
-    three close names the data holds (``ERBB22 -> did you mean ERBB2?``)."""
+    """Every named gene must be measured: one error that suggests close names for the others.
+
+    Up to three close names the data holds per unknown one (``ERBB22 -> did you mean ERBB2?``),
+    case ignored.
+
+    Parameters
+    ----------
+    named : list of str
+        The genes a user named.
+    available : list of str
+        The genes the data measures (``var_names``).
+    where : str
+        The option named in the error.
+    what : str
+        The data named in the error.
+
+    Raises
+    ------
+    InputError
+        A named gene the data does not measure.
+    """
     have = set(map(str, available))
     missing = [g for g in named if g not in have]
     if not missing:
@@ -151,6 +196,21 @@ def choose_genes(adata: ad.AnnData, choice: GeneChoice | int, *, train_mask: np.
 
     HVGs come first (best rank first, exactly as :func:`select_hvgs`), then the named genes not
     among them, in the user's order; ``all_genes`` keeps the data's gene order.
+
+    Parameters
+    ----------
+    adata : AnnData
+        Raw counts of the training sections (pooled when several train).
+    choice : GeneChoice or int
+        The choice; an int is ``GeneChoice(n_top=...)`` (the HVGs alone, as before).
+    train_mask : ndarray of bool, optional
+        The training spots (default: all); held-out spots never choose genes.
+
+    Returns
+    -------
+    tuple of (list of str, str)
+        The genes, and how the non-named ones were chosen (the HVG flavour, 'all detected in
+        >= 1%', or 'named only').
 
     Raises
     ------

@@ -44,7 +44,23 @@ DIGITS = 4
 
 @dataclass
 class Reliability:
-    """Per-gene reliability of a fitted model (aligned with its ``genes_``)."""
+    """Per-gene reliability of a fitted model (aligned with its ``genes_``).
+
+    Attributes
+    ----------
+    cv_pcc : ndarray
+        The calibrated estimate of each gene's held-out Pearson (what outputs show).
+    raw_pcc : ndarray
+        The plain mean over folds that ``cv_pcc`` shrinks.
+    scope : str
+        How the folds were made, in words.
+    n_folds : int
+        Folds (sections, or random folds of one section) the estimate averages.
+    sparse : ndarray of bool
+        Genes detected in too few training spots to learn (never reliable).
+    shrinkage : float
+        Mean weight of a gene's own folds (1: no shrinkage).
+    """
 
     cv_pcc: np.ndarray  # the calibrated estimate (what outputs show)
     raw_pcc: np.ndarray  # the plain mean over folds
@@ -146,8 +162,19 @@ def shrink(r: np.ndarray, n: np.ndarray, spread: np.ndarray) -> tuple[np.ndarray
 
 
 def gene_table(model):
-    """The model's ``var_`` (a DataFrame) with ``cv_pcc`` (NaN when the model has no estimate) and
-    ``reliable``: the ``var`` of every output."""
+    """The model's ``var_`` with ``cv_pcc`` and ``reliable``: the ``var`` of every output.
+
+    Parameters
+    ----------
+    model : HisToSGE or MethodModel
+        A fitted or loaded model.
+
+    Returns
+    -------
+    DataFrame
+        ``var_`` plus ``cv_pcc`` (float32; NaN when the model has no estimate) and ``reliable``
+        (bool; ``RULE``).
+    """
     var = model.var_.copy()
     rel = getattr(model, "reliability_", None)
     if rel is None:
