@@ -41,6 +41,7 @@ class _Commands(TyperGroup):
 
 
 app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
+                  rich_markup_mode=None,  # click's plain help: wrapped to any width, never an option name cut
                   help="Predict high-resolution spatial gene expression from H&E histology (HisToSGE).")
 err = Console(stderr=True)
 out = Console()
