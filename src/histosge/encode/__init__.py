@@ -7,16 +7,30 @@
 
 ``DEFAULT_ENCODER`` was chosen by measurement (bench/bench_encoders.py,
 bench/results/encoders_choice.md) among the encoders that run on a fresh machine without network.
+Importing this package, listing encoders and checking a name import no torch: the encoders' code
+(and torch, timm) is imported by the first ``create`` or ``extract``.
 """
 
 from ._api import availability, create, default_device, list_encoders
-from ._build import RANDOM
-from ._registry import EncoderSpec, get_spec, known_names, register_encoder
-from .base import Encoder
-from .extract import DEFAULT_BATCH_SIZE, DEFAULT_PATCH_SCALE, encode_patches, extract
+from ._registry import RANDOM, EncoderSpec, get_spec, known_names, register_encoder
 
 # Chosen by bench/bench_encoders.py on her2st + DLPFC; see bench/results/encoders_choice.md.
 DEFAULT_ENCODER = "he-stats"
+
+# heavy names, imported on first use (PEP 562)
+_LAZY = {"Encoder": ".base", "DEFAULT_BATCH_SIZE": ".extract", "DEFAULT_PATCH_SCALE": ".extract",
+         "encode_patches": ".extract", "extract": ".extract", "PatchGeometry": ".base"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -25,6 +39,7 @@ __all__ = [
     "RANDOM",
     "Encoder",
     "EncoderSpec",
+    "PatchGeometry",
     "availability",
     "create",
     "default_device",

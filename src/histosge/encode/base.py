@@ -38,7 +38,7 @@ class Encoder(nn.Module):
         self.mean = tuple(float(v) for v in spec.mean)
         self.std = tuple(float(v) for v in spec.std)
         self.interpolation = spec.interpolation
-        self.precision = spec.precision
+        self.precision = spec.dtype  # a torch dtype (the spec holds its name)
         self.licence = spec.licence
         self.hub_id = spec.hub_id
         self.weights_id = weights_id
