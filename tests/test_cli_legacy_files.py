@@ -49,7 +49,8 @@ def test_superres_reads_a_stutility_section_given_as_three_files(make_legacy_st,
     # the fixture's spot table marks 2 counted spots selected = 0, and one selected spot has no counts
     text = " ".join(res.output.split())
     assert "dropped on reading" in text and "2 not selected (selected = 0)" in text
-    assert "1 selected but without counts" in text
+    assert "1 selected but without counts" in text 
+    assert "correction network" in text and "none (the knn method has none)" in text
 
 
 def test_recover_and_train_take_the_her2st_files(make_legacy_st, tmp_path):
@@ -97,3 +98,19 @@ def test_a_her2st_folder_says_how_to_pick_a_section_on_the_command_line(make_leg
 def test_three_files_or_nothing(args, where, tmp_path):
     res = invoke(["superres", *args, "-o", tmp_path / "o.h5ad"])
     assert res.exit_code == 2 and f"{where}" in res.output and "missing" in res.output
+
+
+def test_summary_says_whether_the_correction_network_was_used_and_why_not():
+    from histosge.cli import _correction_row
+
+    def row(history, method="histosge"):
+        return _correction_row({"model": {} if history is None else {"history": history}}, method)[0][1]
+
+    assert row(None, "knn") == "none (the knn method has none)"
+    assert row({"skipped": "correction not trained: 40 validation spots < 100"}).startswith(
+        "not used: correction not trained: 40 validation spots < 100")
+    assert row({"initial_val_loss": 0.2, "epochs_run": 5, "outcome": "5/300 epochs"}).startswith(
+        "not used: it never beat")
+    assert row({"initial_val_loss": 0.2, "best_epoch": 12, "outcome": "32/300 epochs; best epoch 12 kept"}) == \
+        "used: 32/300 epochs; best epoch 12 kept"
+    assert row({"epochs_run": 1000}, "histosge-paper").startswith("none (paper mode")

@@ -685,6 +685,7 @@ def bench(
                       "ridge+pooled, stnet+pooled, histosge+prior."),
     seeds: str = _o("0", "--seeds", help="Comma-separated seeds."),
     encoder: O.Encoder = None,
+    cache_dir: O.CacheDir = None,
     quick: bool = _o(False, "--quick", help="One section, few epochs: a smoke test in under 2 minutes."),
     domains: str = _o("kmeans", "--domains", help="Spatial-domain clusterers: kmeans, stagate (needs "
                       'pip install "histosge[domains]"; about 2 hours per DLPFC clustering measured on a '
@@ -706,8 +707,9 @@ def bench(
         except ValueError:
             raise InputError(f"seeds must be integers, got {seeds!r}", where="--seeds",
                              fix="e.g. --seeds 0,1,2") from None
+        _check_cache(cache_dir)
         options = {"sections": split(sections), "protocols": split(protocols), "methods": split(methods),
-                   "encoder": encoder, "domains": split(domains)}
+                   "encoder": encoder, "domains": split(domains), "cache_dir": cache_dir}
         result = benchmark.run(data, out_dir, seeds=seed_list, quick=quick,
                                **{k: v for k, v in options.items() if v is not None})
         _summary("histosge bench", [("records", str(len(result.records))),
