@@ -49,7 +49,7 @@ def test_superres_reads_a_stutility_section_given_as_three_files(make_legacy_st,
     # the fixture's spot table marks 2 counted spots selected = 0, and one selected spot has no counts
     text = " ".join(res.output.split())
     assert "dropped on reading" in text and "2 not selected (selected = 0)" in text
-    assert "1 selected but without counts" in text 
+    assert "1 selected but without counts" in text
     assert "correction network" in text and "none (the knn method has none)" in text
 
 
