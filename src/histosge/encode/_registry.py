@@ -84,9 +84,13 @@ ENTRY_POINT_GROUP = "histosge.encoders"
 
 
 def _load_plugins() -> None:
+    """Import the installed plugins of ``histosge.encoders``: a module registers its encoders when
+    imported; an entry point naming an :class:`EncoderSpec` is registered here."""
     from .._plugins import load_entry_points
 
-    load_entry_points(ENTRY_POINT_GROUP)
+    for obj in load_entry_points(ENTRY_POINT_GROUP).values():
+        if isinstance(obj, EncoderSpec) and obj.name not in _REGISTRY:
+            _REGISTRY[obj.name] = obj
 
 
 def register_spec(spec: EncoderSpec) -> EncoderSpec:

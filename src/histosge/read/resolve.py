@@ -247,7 +247,22 @@ def register_reader(reader: Reader, *, first: bool = True) -> Reader:
     return reader
 
 
+#: Entry-point group an installed package registers section readers under (docs/EXTENDING.md).
+ENTRY_POINT_GROUP = "histosge.readers"
+
+
+def _load_plugins() -> None:
+    """Import the installed plugins of ``histosge.readers``: a module registers its readers when
+    imported; an entry point naming a :class:`Reader` is registered here (tried first)."""
+    from .._plugins import load_entry_points
+
+    for obj in load_entry_points(ENTRY_POINT_GROUP).values():
+        if isinstance(obj, Reader) and obj not in READERS:
+            register_reader(obj)
+
+
 def _read_path(path: Path, image, check: bool = True) -> ad.AnnData:
+    _load_plugins()
     for reader in READERS:
         if reader.sniff(path):
             return reader.read(path, image, check)
