@@ -11,6 +11,9 @@ Importing this package, listing encoders and checking a name import no torch: th
 (and torch, timm) is imported by the first ``create`` or ``extract``.
 """
 
+import sys
+import types
+
 from ._api import availability, create, default_device, list_encoders
 from ._registry import RANDOM, EncoderSpec, get_spec, known_names, register_encoder
 
@@ -20,6 +23,19 @@ DEFAULT_ENCODER = "he-stats"
 # heavy names, imported on first use (PEP 562)
 _LAZY = {"Encoder": ".base", "DEFAULT_BATCH_SIZE": ".extract", "DEFAULT_PATCH_SCALE": ".extract",
          "encode_patches": ".extract", "extract": ".extract", "PatchGeometry": ".base"}
+
+
+class _Package(types.ModuleType):
+    """``encode.extract`` is the function, also once its module ``encode/extract.py`` is imported
+    (the import system sets a package's attribute to each submodule it loads)."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name == "extract" and isinstance(value, types.ModuleType):
+            value = value.extract
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str):

@@ -97,11 +97,13 @@ def legacy_sections(folder: str | os.PathLike) -> dict[str, tuple[Path, Path, Pa
     found = {}
     for table in spots:
         stem = _stem(table.name)
+        if not stem:  # 'spots.tsv': names no section, so it pairs with nothing by name
+            continue
         counts = [p for p in others if _stem(p.name) == stem]
         if len(counts) != 1:
             continue
         img = [p for p in images if _stem(p.name) == stem]
-        found[stem or table.name] = (counts[0], table, img[0] if len(img) == 1 else
+        found[stem] = (counts[0], table, img[0] if len(img) == 1 else
                                      (images[0] if len(images) == 1 else None))
     return found
 
