@@ -212,3 +212,15 @@ def test_a_broken_plugin_warns_and_the_rest_go_on(registries, monkeypatch, tmp_p
     with pytest.warns(UserWarning, match="histosge plugin 'bad'.*failed to load"):
         names = encode.known_names()
     assert "he-stats" in names
+
+
+def test_an_encoder_without_offline_or_hub_id_is_told_the_right_fix(registries):
+    from histosge.encode import availability, get_spec, register_encoder
+
+    @register_encoder(name="no-offline", dim=3, input_size=32, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+                      licence="MIT", hub_files=())
+    def build(spec, weights, device, arch_overrides):  # pragma: no cover - never built here
+        raise AssertionError
+
+    ok, reason = availability(get_spec("no-offline"))
+    assert not ok and "offline=True" in reason and "huggingface" not in reason.lower()

@@ -108,6 +108,9 @@ def availability(spec: EncoderSpec) -> tuple[bool, str]:
 
         if torch_hub_resnet50() is not None:
             return True, "weights in the torch hub cache"
+    if spec.hub_id is None:  # no weights to download: the registration only lacks offline=True
+        return False, ("registered with neither a hub_id nor offline=True: if it downloads nothing, set offline=True "
+                       "in its register_encoder(...) (docs/EXTENDING.md); else give its hub_id, or pass --weights PATH")
     if cached_hub_file(spec) is not None:
         return True, "weights in the Hugging Face cache"
     return False, f"weights not cached; {not_cached_fix(spec)}"
