@@ -69,6 +69,7 @@ class _Commands(TyperGroup):
 
 
 app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
+                  rich_markup_mode=None,  # click's plain help: wrapped to any width, never an option name cut
                   help="Predict high-resolution spatial gene expression from H&E histology (HisToSGE).")
 err = Console(stderr=True)
 out = Console()
@@ -110,6 +111,8 @@ def _common_options(encoder, weights, patch_scale, genes, n_top_genes, all_genes
 
 def _summary(title: str, rows: list[tuple[str, str]]) -> None:
     table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")  # paths and numbers wrap, never cut with an ellipsis
     for k, v in rows:
         table.add_row(k, v)
     out.print(table)
@@ -145,35 +148,103 @@ def _reliability_row(summary: dict) -> tuple[str, str]:
                               f"held-out Pearson estimated at training); top: {top}")
 
 
-def _job(task: str, source: str, output: Path, image, data_dir, plot, progress, opts, extra,
-         check_alignment: bool = True, storage: dict | None = None):
-    from . import options, tasks
-    from . import plot as plot_mod
+def _files(source, counts, spots, image) -> tuple[str, str, str] | None:
+    """None for a SOURCE; (counts, spots, image) for a legacy-ST section given as three files."""
+    if counts is None and spots is None:
+        if source is None:
+            raise InputError("no section given", where="SOURCE",
+                             fix="give a section (a folder, an .h5ad, dataset:section) or a legacy-ST section's "
+                                 "files as --counts FILE --spots FILE --image FILE")
+        return None
+    if source is not None:
+        raise InputError(f"both a SOURCE ({source}) and --counts/--spots were given", where="--counts",
+                         fix="give one section: SOURCE, or --counts FILE --spots FILE --image FILE")
+    missing = [flag for flag, v in (("--counts", counts), ("--spots", spots), ("--image", image)) if v is None]
+    if missing:
+        raise InputError(f"{' and '.join(missing)} missing: a legacy-ST section is given as three files",
+                         where=missing[0], fix="give --counts FILE (the count table) --spots FILE (the spot "
+                                               "table: x, y, pixel_x, pixel_y, selected) --image FILE (the H&E)")
+    from .read.resolve import check_source
+
+    for v in (counts, spots, image):
+        check_source(v)
+    return str(counts), str(spots), str(image)
+
+
+def _dropped_row(adata) -> list[tuple[str, str]]:
+    """The summary row counting the spots the reader left out (selected = 0, off tissue, no counts)."""
+    dropped = adata.uns.get("histosge", {}).get("dropped")
+    if dropped is None:
+        return []
+    from .read.checks import dropped_text
+
+    return [("dropped on reading", f"{dropped_text(dropped)} (kept {adata.n_obs} spots)")]
+
+
+def _correction_row(info: dict, method: str) -> list[tuple[str, str]]:
+    """Whether HisToSGE's correction network was used, and why not."""
+    history = (info.get("model") or {}).get("history")
+    mode = (info.get("model") or {}).get("mode") or info.get("mode")
+    if history is None:
+        return [("correction network", f"none (the {method} method has none)")]
+    if mode == "paper" or method == "histosge-paper":
+        return [("correction network", "none (paper mode: the network is the whole model, "
+                                       f"{history.get('epochs_run', '?')} epochs)")]
+    if "skipped" in history:
+        return [("correction network", f"not used: {history['skipped']}")]
+    if "initial_val_loss" in history and "best_epoch" not in history:
+        return [("correction network", "not used: it never beat the measured neighbours' context on the validation "
+                                       f"spots ({history.get('outcome', '')})")]
+    return [("correction network", f"used: {history.get('outcome', 'trained')}")]
+
+
+def _job(task: str, source: str | None, output: Path, image, data_dir, plot, progress, opts, extra,
+         check_alignment: bool = True, storage: dict | None = None, counts=None, spots=None):
+    from . import options
     from ._atomic import check_output, write_output
-    from .genes import GeneChoice, check_named
-    from .read import read_section
-    from .read.resolve import input_paths
 
     t0 = time.perf_counter()
     opts = options.validate(**opts)  # the same rules and messages as the Python API
     extra = options.validate(**extra)
     opts["genes"] = _gene_names(opts["genes"])
+    from .genes import GeneChoice
+
     GeneChoice(opts["genes"] or (), opts["n_top_genes"], opts["all_genes"])  # nothing to predict fails here
-    inputs = input_paths(source, image=image, data_dir=data_dir)
+    _check_names(opts.get("method"), opts.get("encoder"))
+    from .read import read_section
+    from .read.resolve import check_source, input_paths, read_files
+
+    files = _files(source, counts, spots, image)
+    if files is None:
+        inputs = input_paths(source, image=image, data_dir=data_dir)
+    else:
+        inputs = [Path(f).expanduser() for f in files]
+        source = f"{Path(files[0]).name} + {Path(files[1]).name} + {Path(files[2]).name}"
     if opts.get("prior"):
         inputs = [*inputs, Path(opts["prior"])]
-    output = check_output(output, inputs=inputs)
+    output = check_output(output, inputs=inputs)  # the outputs first: a bad -o is refused before the input is read
     _check_cache(opts.get("cache_dir"))
     png = output.with_name(output.stem + "_genes.png") if plot is not None else None
     if png is not None:
         check_output(png, inputs=inputs, suffixes=(".png",), option="--plot")
-    adata = read_section(source, image=image, data_dir=data_dir, check_alignment=check_alignment)
+    if files is None:
+        check_source(source, data_dir=data_dir)
+    adata = (read_section(source, image=image, data_dir=data_dir, check_alignment=check_alignment) if files is None
+             else read_files(*files, check_alignment=check_alignment))
     if plot:  # genes to draw are genes to predict: named, so they are predicted whatever their variance
+        from .genes import check_named
+
         check_named(plot, adata.var_names, where="--plot", what=f"{source}")
         opts["genes"] = tuple(dict.fromkeys([*(opts["genes"] or ()), *plot]))
+    from . import tasks  # heavy (torch, scanpy): only once every check that needs no work has passed
+
     fn = tasks.superres if task == "superres" else tasks.recover
     result = fn(adata, image=image, progress=progress, **opts, **extra)
-    drawn = plot_mod.gene_maps(result, png, genes=plot or None) if png else []
+    drawn = []
+    if png:
+        from . import plot as plot_mod
+
+        drawn = plot_mod.gene_maps(result, png, genes=plot or None)
     try:
         write_output(result, output, **(storage or {}))  # published last: an interrupt before this leaves no output
     except BaseException:
@@ -190,6 +261,7 @@ def _job(task: str, source: str, output: Path, image, data_dir, plot, progress, 
             _reliability_row(info["reliability"]),
             ("encoder", str(info["settings"]["encoder"] or "none (the method reads no image)")),
             ("method", opts["method"])]
+    rows += _dropped_row(adata) + _correction_row(info, opts["method"])
     if "prior" in info.get("model", {}):
         p = info["model"]["prior"]
         rows.append(("prior", f"{opts['prior']} (sha256 {p['sha256'][:16]}...; predicts {p['genes_covered']} of "
@@ -214,6 +286,22 @@ def _job(task: str, source: str, output: Path, image, data_dir, plot, progress, 
     _summary(f"histosge {task}", rows)
 
 
+def _check_names(method: str | None, encoder: str | None) -> None:
+    """An unknown --method or --encoder fails at once: the registries are read without importing a
+    method's or an encoder's code (nor torch)."""
+    if method is not None:
+        from .methods import get_spec
+
+        get_spec(method)
+    if encoder is not None:
+        from .encode import get_spec as encoder_spec
+
+        try:
+            encoder_spec(encoder)
+        except HistosgeError as e:
+            raise InputError(e.what, where="--encoder", fix=e.fix) from None
+
+
 def _check_cache(cache_dir) -> None:
     """An explicit --cache-dir that cannot be used fails before any work (a default one that
     cannot be written only warns, later, and the run goes on without a cache)."""
@@ -225,10 +313,12 @@ def _check_cache(cache_dir) -> None:
 
 @app.command()
 def superres(
-    source: O.Source,
-    output: O.Output,
+    source: O.Source = None,
+    output: O.Output = ...,
     factor: O.Factor = 4,
     image: O.Image = None,
+    counts: O.Counts = None,
+    spots: O.Spots = None,
     data_dir: O.DataDir = None,
     encoder: O.Encoder = None,
     weights: O.Weights = None,
@@ -258,15 +348,17 @@ def superres(
                            group_size, patience, seed, device, cache_dir, batch_size, prior)
     _run(debug, _job, "superres", source, output, image, data_dir, _plot_names(plot), not quiet, opts,
          {"factor": factor}, check_alignment=alignment_check, output=output,
-         storage={"features": keep_features, "lossless": lossless})
+         storage={"features": keep_features, "lossless": lossless}, counts=counts, spots=spots)
 
 
 @app.command()
 def recover(
-    source: O.Source,
-    output: O.Output,
+    source: O.Source = None,
+    output: O.Output = ...,
     holdout: O.Holdout = 0.5,
     image: O.Image = None,
+    counts: O.Counts = None,
+    spots: O.Spots = None,
     data_dir: O.DataDir = None,
     encoder: O.Encoder = None,
     weights: O.Weights = None,
@@ -296,16 +388,19 @@ def recover(
                            group_size, patience, seed, device, cache_dir, batch_size, prior)
     _run(debug, _job, "recover", source, output, image, data_dir, _plot_names(plot), not quiet, opts,
          {"holdout": holdout}, check_alignment=alignment_check, output=output,
-         storage={"features": keep_features, "lossless": lossless})
+         storage={"features": keep_features, "lossless": lossless}, counts=counts, spots=spots)
 
 
 @app.command()
 def train(
-    sources: O.Sources,
-    output: O.ModelOutput,
+    sources: O.Sources = None,
+    output: O.ModelOutput = ...,
     method: O.TrainMethod = "histosge",
     mode: O.Mode = None,
     data_dir: O.DataDir = None,
+    counts: O.Counts = None,
+    spots: O.Spots = None,
+    image: O.Image = None,
     encoder: O.Encoder = None,
     weights: O.Weights = None,
     patch_scale: O.PatchScale = 2.0,
@@ -331,18 +426,37 @@ def train(
     file then holds the prior too."""
 
     def job():
-        from . import methods, options, tasks
+        from . import options
         from ._atomic import check_output, stop_requested
-        from .model.estimator import MODES
         from .model.reliability import summary
+        from .options import MODES
         from .read import read_section
-        from .read.resolve import input_paths
+        from .read.resolve import check_source, input_paths
 
         t0 = time.perf_counter()
         if mode is not None and mode not in MODES:
             raise InputError(f"unknown mode {mode!r}", where="--mode", fix=f"use one of {', '.join(MODES)}")
         opts = options.validate(n_top_genes=n_top_genes, seed=seed, epochs=epochs, group_size=group_size,
                                 patience=patience, patch_scale=patch_scale, batch_size=batch_size, device=device)
+        _check_names(method, encoder)
+        from .genes import GeneChoice
+
+        GeneChoice(_gene_names(genes) or (), opts["n_top_genes"], all_genes)  # nothing to predict fails here
+        if image is not None and counts is None and spots is None:
+            raise InputError("--image goes with --counts and --spots (a legacy-ST section as three files)",
+                             where="--image", fix="give --counts FILE --spots FILE --image FILE, or drop --image")
+        files = _files(None, counts, spots, image) if (counts or spots) else None
+        if not sources and files is None:
+            _files(None, None, None, None)  # the 'no section given' error
+        names = list(sources or [])
+        inputs = [p for s in names for p in input_paths(s, data_dir=data_dir)] + ([Path(prior)] if prior else [])
+        inputs += [Path(f).expanduser() for f in files or ()]
+        path = check_output(output, inputs=inputs, suffixes=(".histosge",))
+        for s in names:
+            check_source(s, data_dir=data_dir)
+        from . import methods, tasks  # heavy (torch): after every check that needs no work
+        from .read.resolve import read_files
+
         params = dict(mode=mode, encoder=encoder, weights=weights, patch_scale=opts["patch_scale"],
                       genes=_gene_names(genes), n_top_genes=opts["n_top_genes"], all_genes=all_genes,
                       reliability=reliability, seed=opts["seed"], device=opts["device"], epochs=opts["epochs"],
@@ -350,10 +464,11 @@ def train(
         if prior:
             params["prior"] = prior
         methods.create_model(method, **params)  # a bad method, mode, gene choice or option fails before any work
-        inputs = [p for s in sources for p in input_paths(s, data_dir=data_dir)] + ([Path(prior)] if prior else [])
-        path = check_output(output, inputs=inputs, suffixes=(".histosge",))
         _check_cache(cache_dir)
-        sections = [read_section(s, data_dir=data_dir, check_alignment=alignment_check) for s in sources]
+        sections = [read_section(s, data_dir=data_dir, check_alignment=alignment_check) for s in names]
+        if files is not None:
+            sections.append(read_files(*files, check_alignment=alignment_check))
+            names.append(Path(files[0]).name)
         model = tasks.train(sections, method=method, progress=not quiet, cache_dir=cache_dir,
                             batch_size=opts["batch_size"], **params)
         if stop_requested():
@@ -368,7 +483,9 @@ def train(
         chosen = "all detected in >= 1% of the training spots" if choice.all_genes else \
             f"{choice.n_top} HVGs ({model.training_['hvg_flavour']})"
         _summary("histosge train", [
-            ("sections", ", ".join(f"{s} ({a.n_obs} spots)" for s, a in zip(sources, sections, strict=True))),
+            ("sections", ", ".join(f"{s} ({a.n_obs} spots)" for s, a in zip(names, sections, strict=True))),
+            *[("dropped on reading", f"{s}: {row[1]}") for s, a in zip(names, sections, strict=True)
+              for row in _dropped_row(a)],
             ("method", f"{method} ({model.mode} mode)"),
             ("genes", f"{len(model.genes_)}: {chosen}{named}"),
             _reliability_row(summary(model)),
@@ -377,6 +494,8 @@ def train(
             ("patch", f"{model.patch_um_:g} um ({model.patch_scale:g} spot diameters of "
                       f"{model.spot_diameter_um_:g} um)"),
             ("training score", score),
+            *_correction_row({"model": {"history": getattr(getattr(model, "network_", None), "history", None),
+                                        "mode": model.mode}}, method),
             ("time", f"{time.perf_counter() - t0:.1f} s"),
             ("model", f"{path} (sha256 {sha[:16]}...)"),
         ])
@@ -384,12 +503,13 @@ def train(
     _run(debug, job, output=output)
 
 
-def _check_model_genes(model, genes: list[str], where: str) -> None:
-    """Genes the model must predict (--plot): the missing ones, with close names, in one line."""
+def _check_model_genes(known: list[str], genes: list[str], where: str) -> None:
+    """Genes the model must predict (--plot; ``known``: the model's): the missing ones, with close
+    names, in one line."""
     from .genes import check_named
 
     try:
-        check_named(genes, model.genes_, where=where, what=f"the model's {len(model.genes_)} genes")
+        check_named(genes, known, where=where, what=f"the model's {len(known)} genes")
     except InputError as e:
         raise InputError(e.what, where=where, fix="plot genes the model predicts (`histosge genes MODEL` lists them), "
                                                   "or train a model that names them: histosge train ... --genes "
@@ -448,12 +568,10 @@ def predict(
     source = sources[0]
 
     def job():
-        from . import options, tasks
-        from . import plot as plot_mod
+        from . import options
         from ._atomic import check_output, write_output
-        from .methods import load_model
         from .read import read_section
-        from .read.resolve import input_paths
+        from .read.resolve import check_source, input_paths, is_slide
         from .read.slide import check_mpp
 
         t0 = time.perf_counter()
@@ -465,7 +583,9 @@ def predict(
         if pitch_um is not None and not pitch_um > 0:
             raise InputError(f"spot pitch {pitch_um:g} um is not positive", where="--pitch-um",
                              fix="e.g. --pitch-um 100")
-        slide = tasks.is_slide(source)
+        slide = is_slide(source)
+        if not slide:
+            check_source(source, data_dir=data_dir)
         section_inputs = [Path(source)] if slide else input_paths(source, image=image, data_dir=data_dir)
         inputs = [Path(model_path), *section_inputs]
         path = check_output(output, inputs=inputs)
@@ -474,17 +594,25 @@ def predict(
         png = path.with_name(path.stem + "_genes.png") if genes is not None else None
         if png is not None:
             check_output(png, inputs=inputs, suffixes=(".png",), option="--plot")
+        if genes:  # read from the file's description: no torch before this check
+            from .model.persist import read_description
+
+            _check_model_genes(list(read_description(model_path).get("genes", [])), genes, "--plot")
+        from . import tasks
+        from .methods import load_model
+
         model = load_model(model_path, device=opts["device"])
-        if genes:
-            _check_model_genes(model, genes, "--plot")
         target = source if slide else read_section(source, image=image, data_dir=data_dir,
                                                    check_alignment=alignment_check)
         result = tasks.predict(model, target, mpp=mpp, factor=factor, pitch_um=pitch_um, cache_dir=cache_dir,
                                batch_size=opts["batch_size"], progress=not quiet)
         if not slide:
             result.uns["histosge"]["source"] = str(source)
-        drawn = plot_mod.gene_maps(result, png, genes=genes or None, measured=None if slide else target) \
-            if png is not None else []
+        drawn = []
+        if png is not None:
+            from . import plot as plot_mod
+
+            drawn = plot_mod.gene_maps(result, png, genes=genes or None, measured=None if slide else target)
         try:
             write_output(result, path, **storage)
         except BaseException:
@@ -652,13 +780,13 @@ def methods_(debug: O.Debug = False):
     def show():
         from rich.markup import escape
 
-        from .methods import create_model, specs
+        from .methods import specs  # the registrations only: no method class (nor torch) is imported
 
         def _predicts(spec) -> str:
-            """What its saved model predicts: read from the model ``create_model`` makes."""
+            """What its saved model predicts (the mode of the model ``create_model`` makes)."""
             if spec.needs_other_sections:
                 return "bench R+/G+"
-            mode = create_model(spec.name).mode
+            mode = spec.mode
             text = "any H&E" if mode == "image" else "a section"
             return text + ("; any H&E with --mode image" if spec.cross_section else "")
 
@@ -703,9 +831,10 @@ def bench(
     genes: O.Genes = None,
     n_top_genes: O.NTopGenes = 1000,
     all_genes: O.AllGenes = False,
+    cache_dir: O.CacheDir = None,
     quick: bool = _o(False, "--quick", help="One section, few epochs: a smoke test in under 2 minutes."),
     domains: str = _o("kmeans", "--domains", help="Spatial-domain clusterers: kmeans, stagate (needs "
-                      'pip install "histosge\\[domains]"; about 2 hours per DLPFC clustering measured on a '
+                      'pip install "histosge[domains]"; about 2 hours per DLPFC clustering measured on a '
                       'busy 2-core CPU: docs/BENCHMARK.md).'),
     debug: O.Debug = False,
 ):
@@ -724,6 +853,7 @@ def bench(
         except ValueError:
             raise InputError(f"seeds must be integers, got {seeds!r}", where="--seeds",
                              fix="e.g. --seeds 0,1,2") from None
+        _check_cache(cache_dir)
         from .genes import GeneChoice
         from .options import check
 
@@ -731,7 +861,7 @@ def bench(
         choice = GeneChoice(named or (), check("n_top_genes", n_top_genes), all_genes)
         n_genes = choice.n_top if not (named or all_genes) else choice  # the default: a number, as before
         options = {"sections": split(sections), "protocols": split(protocols), "methods": split(methods),
-                   "encoder": encoder, "domains": split(domains), "n_genes": n_genes}
+                   "encoder": encoder, "domains": split(domains), "cache_dir": cache_dir, "n_genes": n_genes}
         result = benchmark.run(data, out_dir, seeds=seed_list, quick=quick,
                                **{k: v for k, v in options.items() if v is not None})
         _summary("histosge bench", [("records", str(len(result.records))),

@@ -22,7 +22,17 @@ def _ruled(name: str, text: str) -> str:
 SOURCE_HELP = ("A Space Ranger folder, an .h5ad file, or a dataset name such as her2st:C2 or dlpfc:151673 "
                "resolved in --data-dir (default: $HISTOSGE_DATA).")
 
-Source = Annotated[str, typer.Argument(help=SOURCE_HELP, show_default=False)]
+Source = Annotated[str | None, typer.Argument(
+    help=SOURCE_HELP + " Or leave it out and give a legacy-ST section as --counts, --spots and --image.",
+    show_default=False)]
+Counts = Annotated[str | None, typer.Option(
+    "--counts", show_default=False,
+    help="Legacy ST, a section as three files: the count table (STUtility's MOB1.tsv, genes x spots; her2st's "
+         "ST-cnts/C2.tsv.gz, spots x genes), with --spots and --image, instead of SOURCE.")]
+Spots = Annotated[str | None, typer.Option(
+    "--spots", show_default=False,
+    help="Legacy ST: the spot detector's table (STUtility's alignment_table_MOB1.tsv, her2st's "
+         "ST-spotfiles/C2_selection.tsv): x, y, pixel_x, pixel_y and selected (1 under tissue).")]
 Output = Annotated[Path, typer.Option(
     "-o", "--output", show_default=False,
     help="Output file: .h5ad, or .zarr for a zarr store. Written atomically; it may not be (or replace a "
@@ -60,7 +70,7 @@ Epochs = Annotated[int | None, typer.Option(
 GroupSize = Annotated[int | None, typer.Option(
     "--group-size", help=_ruled("group_size", "Spots per attention group (default 50)."))]
 Patience = Annotated[int | None, typer.Option(
-    "--patience", help=_ruled("patience", "Early-stopping patience in epochs (default 30)."))]
+    "--patience", help=_ruled("patience", "Early-stopping patience in epochs (default 20; none in paper mode)."))]
 Seed = Annotated[int, typer.Option(
     "--seed", help=_ruled("seed", "Seeds the model (and the held-out split of recover)."))]
 BatchSize = Annotated[int, typer.Option(
@@ -90,8 +100,9 @@ Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")]
 
 # -- train / predict ------------------------------------------------------------------------------
-Sources = Annotated[list[str], typer.Argument(
-    help="Sections to train on (" + SOURCE_HELP[0].lower() + SOURCE_HELP[1:] + ")", show_default=False)]
+Sources = Annotated[list[str] | None, typer.Argument(
+    help="Sections to train on (" + SOURCE_HELP[0].lower() + SOURCE_HELP[1:] + "); a legacy-ST section may "
+         "also be given as --counts, --spots and --image.", show_default=False)]
 ModelOutput = Annotated[Path, typer.Option(
     "-o", "--output", show_default=False,
     help="Model file to write (.histosge): JSON description + safetensors arrays, no pickle.")]

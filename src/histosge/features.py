@@ -63,7 +63,9 @@ def encode_spots(adata, encoder, patch_um: float, *, xy: np.ndarray | None = Non
     xy = np.asarray(adata.obsm[keys.SPATIAL] if xy is None else xy, np.float64)
     side_fullres = float(patch_um) / keys.mpp(adata)  # patch side in full-resolution pixels
     return np.asarray(encode.extract(source, xy, scale, side_fullres, encoder=encoder, patch_scale=1.0,
-                                     batch_size=batch_size, cache_dir=cache_dir, progress=progress), np.float32)
+                                     batch_size=batch_size, cache_dir=cache_dir, progress=progress,
+                                     mpp=keys.mpp(adata), spot_diameter_um=keys.spot_diameter_um(adata)),
+                      np.float32)
 
 
 def for_model(adata, model, encoder=None, given: np.ndarray | None = None, **kw) -> np.ndarray:

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
-import scanpy as sc
 import scipy.sparse as sp
 
 from .errors import InputError
@@ -238,6 +237,7 @@ def choose_genes(adata: ad.AnnData, choice: GeneChoice | int, *, train_mask: np.
 
 def select_hvgs(adata: ad.AnnData, n_top: int = 1000, *, train_mask: np.ndarray | None = None) -> tuple[list[str], str]:
     """Return (genes, flavour): the top ``n_top`` highly variable genes of the training spots."""
+    import scanpy as sc  # heavy: only when genes are chosen, never for a command that checks a gene list
     train = adata if train_mask is None else adata[np.asarray(train_mask, bool)]
     counts = train.X
     if train.n_obs < 3:

@@ -113,6 +113,9 @@ RULES: dict[str, Rule] = {
     )
 }
 
+#: The modes of the HisToSGE model (``HisToSGE(mode=...)``, ``histosge train --mode``).
+MODES = ("neighbours", "image", "paper")
+
 _DEVICE = re.compile(r"^(cpu|mps|cuda)(?::(\d+))?$")
 
 
@@ -129,9 +132,11 @@ def parse_device(value: str | None) -> str | None:
         raise InputError(
             f"unknown device {value!r}", where="--device", fix="use cpu, cuda, cuda:N (N = GPU number) or mps"
         )
+    kind, index = m[1], m[2]
+    if kind == "cpu":
+        return text  # no torch needed to know that (an error found before work imports nothing heavy)
     import torch
 
-    kind, index = m[1], m[2]
     if kind == "cuda":
         if not torch.cuda.is_available():
             raise InputError(

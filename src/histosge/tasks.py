@@ -369,15 +369,9 @@ def train(sources, *, method: str = "histosge", mode: str | None = None, data_di
 
 def is_slide(source) -> bool:
     """A file that is an image (a slide), not a section (.h5ad, Space Ranger folder, dataset name)."""
-    from pathlib import Path
+    from .read.resolve import is_slide as _is_slide
 
-    from .read.image import SLIDE_SUFFIXES, TIFF_SUFFIXES
-
-    if isinstance(source, ad.AnnData):
-        return False
-    path = Path(str(source))
-    name = path.name.lower()
-    return path.is_file() and name.endswith((*TIFF_SUFFIXES, *SLIDE_SUFFIXES, ".jpg", ".jpeg", ".png"))
+    return _is_slide(source)
 
 
 def predict(model: HisToSGE | str, source, *, mpp: float | None = None, factor: int | None = None,

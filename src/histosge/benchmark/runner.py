@@ -165,6 +165,12 @@ def run(
     if quick and not sections:  # one small section: a legacy-ST (her2st) one has a few hundred spots
         names = sorted(names, key=lambda n: not n.startswith("her2st/"))[:1]
         protocols = [p for p in protocols if p != "X"] or ["R"]
+    not_run = [m for m in methods if not any(M.valid_for(m, p) for p in protocols)]
+    methods = [m for m in methods if m not in not_run]  # listed and recorded: only what this run runs
+    if not methods:
+        raise InputError(f"none of the methods runs under protocols {','.join(protocols)} "
+                         f"({', '.join(not_run)} need R+ or G+)", where="--methods",
+                         fix="add --protocols R+,G+ or choose other methods")
     from ..encode import DEFAULT_ENCODER
 
     meta = {
@@ -172,6 +178,7 @@ def run(
         "sections": names,
         "protocols": protocols,
         "methods": methods,
+        **({"methods_not_run": not_run} if not_run else {}),
         "seeds": seeds,
         "encoder": encoder or DEFAULT_ENCODER,
         "n_genes": n_genes if isinstance(n_genes, int) else n_genes.record(),
@@ -187,6 +194,9 @@ def run(
         f"bench: {len(names)} sections, protocols {','.join(protocols)}, methods {','.join(methods)}, "
         f"seeds {','.join(map(str, seeds))}{' (quick)' if quick else ''}",
     )
+    if not_run:
+        _log(progress, f"bench: not run under {','.join(protocols)}: {', '.join(not_run)} (they read the other "
+                       "sections: protocols R+ and G+)")
     t0 = time.perf_counter()
     secs = S.load(names, data_dir, encoder=encoder, cache_dir=cache_dir, progress=progress,
                   named_genes=getattr(n_genes, "named", ()))

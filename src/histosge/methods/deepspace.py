@@ -37,7 +37,7 @@ from ..evaluate import pearson_per_gene
 from ..model import Spots
 from ..model.parts import nest, sub
 from ..model.scaling import FeatureScaler
-from ._registry import register_method
+from ._registry import builtin
 from ._torch import load_net, net_state, seed_all
 from .base import Method, check_fit_inputs
 
@@ -76,8 +76,7 @@ def validation_fold(n: int, seed: int, n_folds: int = N_FOLDS) -> tuple[np.ndarr
     return train, val
 
 
-@register_method("deepspace", description="DeepSpaCE (Monjo et al., Sci Rep 2022): VGG16's classifier on frozen "
-                                          "image features, each gene min-max scaled", quick_epochs=3)
+@builtin("deepspace")  # its spec: methods/_builtin.py
 class DeepSpaCE(Method):
     """At most ``epochs`` epochs, stopping after ``early_stop`` epochs in a row without a lower
     validation loss than the epoch before; ``hidden`` and ``dropout`` of the two hidden layers;

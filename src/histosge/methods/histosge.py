@@ -16,13 +16,11 @@ from typing import Any
 import numpy as np
 
 from ..model import HisToSGE, Spots
-from ._registry import register_method
+from ._registry import builtin
 from .base import Method, _plain
 
 
-@register_method("histosge", description="HisToSGE (Shi et al. 2024), re-implemented: measured neighbours' "
-                                         "context + image + a correction network (neighbours mode)",
-                 quick_epochs=10, reads_positions=True, default=True, cross_section={"mode": "image"})
+@builtin("histosge")  # its spec: methods/_builtin.py
 class HisToSGEMethod(Method):
     """``mode``: ``"neighbours"`` (default) or ``"image"``; ``network``: the correction network's
     schedule and size (a ``TrainConfig`` or a dict of its fields); ``options``: any other

@@ -37,14 +37,13 @@ import pandas as pd
 from .. import keys
 from ..errors import InputError
 from ..evaluate import pearson_per_gene, score
+from ..options import MODES  # defined where the CLI checks --mode without importing torch
 from .contexts import ImageContext, Measured, NeighbourContext, Spots, spatial_blocks, with_ring
 from .neighbours import K_CHOICES
 from .parts import LinearPCA, Projector, RidgeHead, nest, sub
 from .prior import DEFAULT_USES as PRIOR_DEFAULT_USES
 from .prior import USES as PRIOR_USES
 from .train import PAPER_CONFIG, TrainConfig, Trained, fit
-
-MODES = ("neighbours", "image", "paper")
 
 #: Our default network schedule and size (docs/MODEL_NOTES.md says what each choice bought).
 DEFAULT_NETWORK = TrainConfig(epochs=300, patience=20, val_fraction=0.2, group_size=50, groups_per_step=8,

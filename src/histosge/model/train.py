@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import torch
 
+from .._progress import early_stop
 from .._progress import progress as progress_bar
 from .network import HisToSGENet
 from .scaling import FeatureScaler
@@ -262,6 +263,7 @@ def fit(features: np.ndarray, rows: np.ndarray, cols: np.ndarray, targets: np.nd
                 if cfg.give_up and "best_epoch" not in history and len(history["val_loss"]) >= cfg.give_up:
                     history["stopped"] = f"no epoch of {cfg.give_up} beat the untrained network"
                     break
+            early_stop(bar, _stop_within(cfg, since_best, len(history["val_loss"]), "best_epoch" in history))
         else:
             bar.set_postfix(train=f"{history['train_loss'][-1]:.4f}")
     if best_state is not None:
@@ -273,6 +275,14 @@ def fit(features: np.ndarray, rows: np.ndarray, cols: np.ndarray, targets: np.nd
     if progress:
         print(f"training: {history['outcome']}", file=sys.stderr, flush=True)
     return Trained(net, scaler, frame, cfg, history, arch)
+
+
+def _stop_within(cfg: TrainConfig, since_best: int, epochs_done: int, improved: bool) -> int:
+    """Epochs after which early stopping ends the run unless the validation loss improves."""
+    left = cfg.patience - since_best
+    if cfg.give_up and not improved:
+        left = min(left, cfg.give_up - epochs_done)
+    return left
 
 
 def outcome(history: dict, epochs: int) -> str:

@@ -120,19 +120,48 @@ def open_slide(path: str | os.PathLike, *, mpp: float | None = None) -> ImageSou
     return src
 
 
+#: Tissue score (max of saturation and darkness, 0-1) at or below which a pixel looks like glass: white,
+#: light grey or the pink tint some slides' glass has (her2st C4's glass scores 0.11-0.16; its tissue 0.2-0.7).
+GLASS_SCORE = 0.17
+#: A pixel's score is at most this many times its saturation: grey (saturation 0.01-0.03) is never tissue.
+GREY_SAT_FACTOR = 5.0
+#: Below this fraction of glass-like pixels the image has no background to speak of (a crop of tissue, a
+#: tissue microarray core filling the frame, a slide scanned edge to edge): everything not glass-like is tissue.
+MIN_BACKGROUND = 0.05
+#: The brighter of Otsu's two classes must reach this mean score to be tissue (else it is glass: the printed
+#: spot array, dust, a stain gradient).
+MIN_TISSUE_SCORE = 0.2
+
+
 def tissue_mask(thumb: np.ndarray) -> np.ndarray:
-    """Tissue pixels of an RGB thumbnail: saturation or darkness above Otsu's threshold, after a
-    small smoothing; the slide glass (white or light grey, unsaturated) is background."""
+    """Tissue pixels of an RGB thumbnail: saturation or darkness (where there is colour) above a
+    threshold, after a small smoothing; the slide glass (white, light grey or faintly tinted,
+    unsaturated) and a grey or black scanner background are background.
+
+    With glass in view, the threshold is Otsu's between glass and tissue. Otsu's split needs two
+    populations: on a crop that is all tissue it would cut the tissue itself in two (dark nuclei
+    against pale stroma, leaving gaps over clear tissue), so with less than ``MIN_BACKGROUND`` of
+    glass-like pixels every pixel above ``GLASS_SCORE`` is tissue; and an image whose brighter class
+    is still glass-like (glass alone, its printed spot array) has no tissue.
+    """
     from scipy import ndimage as ndi
     from skimage.filters import threshold_otsu
 
     rgb = thumb[..., :3].astype(np.float32) / 255.0
     sat = rgb.max(-1) - rgb.min(-1)
     dark = 1.0 - rgb.mean(-1)
-    score = ndi.uniform_filter(np.maximum(sat, dark), size=3)
+    # darkness counts only where there is colour (stained tissue): a grey or black scanner background,
+    # unsaturated however dark, scores as glass
+    score = ndi.uniform_filter(np.minimum(np.maximum(sat, dark), GREY_SAT_FACTOR * sat), size=3)
     if np.ptp(score) < 0.05:  # one flat colour: no tissue to tell from glass
         return np.zeros(score.shape, bool)
-    mask = score > max(threshold_otsu(score), 0.08)
+    if (score <= GLASS_SCORE).mean() < MIN_BACKGROUND:  # little or no background: no glass class to split off
+        threshold = GLASS_SCORE
+    else:
+        threshold = max(threshold_otsu(score), 0.08)
+        if not score[score > threshold].mean() >= MIN_TISSUE_SCORE:  # both classes glass-like
+            return np.zeros(score.shape, bool)
+    mask = score > threshold
     mask = ndi.binary_opening(mask, iterations=1)
     return ndi.binary_fill_holes(ndi.binary_closing(mask, iterations=2))
 
