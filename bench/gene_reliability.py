@@ -107,6 +107,20 @@ def image_rows(data: str, seed: int) -> dict:
     return rows
 
 
+def named_gene(data: str, seed: int, gene: str = "ERBB2") -> dict:
+    """The README's example: ``--genes ERBB2`` on the slide row (C2 + C3 -> C4's slide): its
+    cv_pcc and reliable flag against its held-out Pearson at C4's measured spots."""
+    train = [histosge.read_section(s, data_dir=data) for s in ("her2st:C2", "her2st:C3")]
+    tgt = histosge.read_section("her2st:C4", data_dir=data)
+    model = HisToSGE("image", genes=[gene], seed=seed).fit(train, progress=False)
+    sl = tasks.predict(model, str(Path(data) / "slides" / "her2st_C4.ome.tif"), progress=False)
+    _, idx = cKDTree(np.asarray(sl.obsm["spatial"])).query(np.asarray(tgt.obsm["spatial"], np.float64))
+    j = model.genes_.index(gene)
+    truth = pearson_per_gene(log_normalize(tgt, [gene]), np.asarray(sl.X)[idx][:, [j]])[0]
+    return {"gene": gene, "among_hvgs": j < model.n_top_genes, "cv_pcc": round(float(sl.var["cv_pcc"].iloc[j]), 4),
+            "reliable": bool(sl.var["reliable"].iloc[j]), "heldout_pcc": round(float(truth), 4)}
+
+
 def recover_rows(data: str, seed: int, sections: list[str]) -> dict:
     rows = {}
     for name in sections:
@@ -120,21 +134,43 @@ def recover_rows(data: str, seed: int, sections: list[str]) -> dict:
     return rows
 
 
+def markdown(result: dict) -> str:
+    """The README's table ("Which genes can I trust?") from a result file."""
+    lines = ["| held out | genes | mean held-out pcc | bias | error per gene | Spearman: cv_pcc | fold mean | "
+             "predicted spread | reliable | median pcc: reliable / rest |", "|" + "---|" * 10]
+    for name, r in result["rows"].items():
+        what = name.split(": ", 1)[1].replace("her2st:", "").replace("dlpfc:", "")
+        fold = r.get("spearman_fold_mean")
+        lines.append(f"| {name.split(':')[0]}: {what} | {r['n_genes']} | {r['mean_heldout_pcc']:.3f} | "
+                     f"{r['bias']:+.3f} | {r['mae']:.3f} | {r['spearman']:.3f} | "
+                     f"{'-' if fold is None else format(fold, '.3f')} | {r['spearman_spread']:.3f} | "
+                     f"{r['n_reliable']} | {r['median_heldout_pcc_reliable']:.3f} / "
+                     f"{r['median_heldout_pcc_rest']:.3f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=os.environ.get("HISTOSGE_DATA", "../shared/data"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--recover", default=",".join(RECOVER), help="sections for the neighbours-mode rows ('' none)")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--markdown", default=None, help="print the README table of this result file and stop")
     args = ap.parse_args(argv)
+    if args.markdown:
+        print(markdown(json.loads(Path(args.markdown).read_text())))
+        return 0
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         rows = image_rows(args.data, args.seed)
+        named = named_gene(args.data, args.seed)
         rows |= recover_rows(args.data, args.seed, [s for s in args.recover.split(",") if s])
     from histosge.model.reliability import RULE
 
-    result = {"rule": RULE, "seed": args.seed, "seconds": round(time.perf_counter() - t0, 1), "rows": rows}
+    result = {"rule": RULE, "seed": args.seed, "seconds": round(time.perf_counter() - t0, 1), "rows": rows,
+              "named_gene_on_the_slide_row": named}
+    print(named)
     cols = ("bias", "mae", "spearman", "spearman_fold_mean", "spearman_spread", "n_reliable",
             "median_heldout_pcc_reliable", "median_heldout_pcc_rest")
     print(f"{'':70s} " + " ".join(f"{c[:12]:>12s}" for c in ("mean truth", *cols)))
