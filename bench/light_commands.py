@@ -11,7 +11,7 @@ machine's load drifts over both; the table gives the median wall time, the peak 
 
 ``--old-commit`` is any commit of this repository (its src/ is unpacked with git archive into a temporary
 folder); the new code is this checkout's src/. Run it on a quiet machine: the numbers are wall times.
-``--section DIR`` adds an unknown --markers gene on that section (it reads the section, which is work;
+``--section DIR`` adds an unknown gene to plot on that section (it reads the section, which is work;
 e.g. ``$HISTOSGE_DATA/dlpfc/151673``). Writes the records as JSON and a Markdown table beside it.
 """
 
@@ -48,7 +48,9 @@ HARNESS = textwrap.dedent("""
 """).replace("__HEAVY__", repr(HEAVY))
 
 
-def cases(tmp: Path, section: str | None) -> dict[str, list[str]]:
+def cases(tmp: Path, section: str | None) -> dict[str, list[str] | tuple[list[str], list[str]]]:
+    """Command -> its arguments, or (old arguments, new arguments) where the option was renamed
+    (issue 25: ``--genes N`` became ``--n-top-genes N``; ``--markers`` became ``--plot GENES``)."""
     out = str(tmp / "out.h5ad")
     found = {
         "encoders": ["encoders"],
@@ -56,12 +58,14 @@ def cases(tmp: Path, section: str | None) -> dict[str, list[str]]:
         "--help": ["--help"],
         "superres --help": ["superres", "--help"],
         "path that does not exist": ["superres", str(tmp / "no" / "151673"), "-o", out],
-        "bad option (--genes 0)": ["superres", str(tmp / "no"), "-o", out, "--genes", "0"],
+        "bad option (a gene count of -1)": (["superres", str(tmp / "no"), "-o", out, "--genes", "-1"],
+                                            ["superres", str(tmp / "no"), "-o", out, "--n-top-genes", "-1"]),
         "unknown encoder": ["superres", str(tmp / "no"), "-o", out, "--encoder", "unii"],
         "unknown method": ["recover", str(tmp / "no"), "-o", out, "--method", "ridgee"],
     }
     if section:
-        found["unknown --markers gene"] = ["superres", section, "-o", out, "--plot", "--markers", "NOTAGENE"]
+        found["unknown gene to plot"] = (["superres", section, "-o", out, "--plot", "--markers", "NOTAGENE"],
+                                         ["superres", section, "-o", out, "--plot", "NOTAGENE"])
     return found
 
 
@@ -90,7 +94,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--old-commit", required=True, help="the commit to compare against (e.g. 392632d)")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--section", default=None, help="a section folder for the unknown --markers gene case")
+    ap.add_argument("--section", default=None, help="a section folder for the unknown gene to plot")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "light_commands.json")
     a = ap.parse_args()
 
@@ -100,9 +104,11 @@ def main() -> None:
         records = []
         for name, args in cases(tmp, a.section).items():
             runs: dict[str, list[dict]] = {"old": [], "new": []}
+            both = (dict(zip(("old", "new"), args, strict=True)) if isinstance(args, tuple)
+                    else {"old": args, "new": args})
             for _ in range(a.repeats):
                 for which in ("old", "new"):  # alternated: load drifts over both alike
-                    runs[which].append(run_once(srcs[which], args, tmp))
+                    runs[which].append(run_once(srcs[which], both[which], tmp))
             rec = {"command": name, "args": args}
             for which, rs in runs.items():
                 rec[which] = {"wall_s_median": statistics.median(r["wall_s"] for r in rs),

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from histosge.cli import app
 
-FAST = ["--method", "knn", "--genes", "5", "--quiet"]
+FAST = ["--method", "knn", "--n-top-genes", "5", "--quiet"]
 
 
 def stutility(her2st_root: Path, folder: Path, name: str = "MOB1", section: str = "A1") -> tuple[Path, Path, Path]:

@@ -29,7 +29,7 @@ def output(data_dir, tmp_path_factory):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         section = histosge.read_section("dlpfc:151673", data_dir=data_dir)
-    out = histosge.superres(section, method="knn", n_genes=200, progress=False)
+    out = histosge.superres(section, method="knn", n_top_genes=200, progress=False)
     return write_output(out, tmp_path_factory.mktemp("downstream") / "151673_superres.h5ad")
 
 

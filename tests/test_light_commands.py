@@ -65,7 +65,7 @@ def model_file(section, tmp_path_factory):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         adata = histosge.read_section(section)
-        model = methods.create_model("mean", n_genes=5).fit([adata], progress=False)
+        model = methods.create_model("mean", n_top_genes=5).fit([adata], progress=False)
     path = tmp_path_factory.mktemp("model") / "mean.histosge"
     model.save(path)
     return path
@@ -89,16 +89,21 @@ def _cases(section: Path, model: Path, out: Path) -> dict[str, tuple[list[str], 
         "predict --help": (["predict", "--help"], 0, "--mpp"),
         "path that does not exist": (["superres", str(out / "nope" / "151673"), "-o", o], 2,
                                      "no such file or folder"),
-        "bad option": (["superres", sec, "-o", o, "--genes", "0"], 2, "--genes"),
+        "bad option": (["superres", sec, "-o", o, "--n-top-genes", "-1"], 2, "--n-top-genes"),
         "bad device": (["superres", sec, "-o", o, "--device", "cpu:1"], 2, "--device"),
         "unknown encoder": (["superres", sec, "-o", o, "--encoder", "unii"], 2, "unknown encoder 'unii'"),
         "unknown method": (["recover", sec, "-o", o, "--method", "ridgee"], 2, "unknown method 'ridgee'"),
-        "unknown marker gene": (["superres", sec, "-o", o, "--plot", "--markers", "NOTAGENE"], 2, "NOTAGENE"),
+        "unknown gene to plot": (["superres", sec, "-o", o, "--plot", "NOTAGENE"], 2, "NOTAGENE"),
+        "unknown named gene": (["recover", sec, "-o", o, "--genes", "NOTAGENE"], 2, "NOTAGENE"),
+        "train: unknown named gene": (["train", sec, "-o", str(out / "m.histosge"), "--genes", "NOTAGENE"], 2,
+                                      "NOTAGENE"),
+        "gene count given to --genes": (["train", sec, "-o", str(out / "m.histosge"), "--genes", "3000"], 2,
+                                        "--n-top-genes 3000"),
         "train: path that does not exist": (["train", str(out / "nope.h5ad"), "-o", str(out / "m.histosge")], 2,
                                             "no such file or folder"),
         "train: unknown mode": (["train", sec, "-o", str(out / "m.histosge"), "--mode", "imagee"], 2, "--mode"),
         "predict: unknown gene": (["predict", str(model), sec, "-o", o, "--plot", "NOTAGENE"], 2,
-                                  "does not predict NOTAGENE"),
+                                  "not measured in the model's"),
     }
 
 

@@ -51,8 +51,10 @@ ENCODER_PLUGIN = textwrap.dedent('''
 
 
 def install(site: Path, dist: str, entry_points: dict[str, dict[str, str]], modules: dict[str, str]) -> Path:
-    """A distribution as pip installs it: modules + ``<dist>-0.1.dist-info`` with its entry points."""
-    info = site / f"{dist}-0.1.dist-info"
+    """A distribution as pip installs it: modules + ``<dist>-0.1.dist-info`` with its entry points
+    (the folder named as pip names it, ``-`` as ``_``: importlib.metadata reads the name from it, and
+    ``histosge-spot-rgb-0.1`` would read as a second ``histosge`` and be dropped as a duplicate)."""
+    info = site / f"{dist.replace('-', '_')}-0.1.dist-info"
     info.mkdir(parents=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text("".join(
@@ -81,7 +83,7 @@ def test_an_installed_encoder_is_listed_and_works_from_the_cli(encoder_site, mak
     assert "yes" in row and "MIT" in row
     out = tmp_path / "o.h5ad"
     res = run_cli(["superres", make_spaceranger(), "-o", out, "--encoder", "spot-rgb", "--method", "ridge",
-                   "--genes", "5", "--quiet", "--cache-dir", tmp_path / "cache"], encoder_site, tmp_path)
+                   "--n-top-genes", "5", "--quiet", "--cache-dir", tmp_path / "cache"], encoder_site, tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
     import anndata as ad
 
@@ -200,7 +202,7 @@ def test_installed_methods_and_readers_are_found(registries, monkeypatch, make_s
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         adata = histosge.read_section(tmp_path / "x.sec")
-    out = histosge.superres(adata, method="plugin-mean", n_genes=5, progress=False)
+    out = histosge.superres(adata, method="plugin-mean", n_top_genes=5, progress=False)
     assert out.n_obs > adata.n_obs and json.dumps(out.uns["histosge"]["settings"]["method"]) == '"plugin-mean"'
 
 

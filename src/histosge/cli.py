@@ -231,9 +231,10 @@ def _job(task: str, source: str | None, output: Path, image, data_dir, plot, pro
         check_source(source, data_dir=data_dir)
     adata = (read_section(source, image=image, data_dir=data_dir, check_alignment=check_alignment) if files is None
              else read_files(*files, check_alignment=check_alignment))
-    if plot:  # genes to draw are genes to predict: named, so they are predicted whatever their variance
-        from .genes import check_named
+    from .genes import check_named  # named genes the section lacks: refused before torch is imported
 
+    check_named(opts["genes"] or (), adata.var_names, what=f"{source}")
+    if plot:  # genes to draw are genes to predict: named, so they are predicted whatever their variance
         check_named(plot, adata.var_names, where="--plot", what=f"{source}")
         opts["genes"] = tuple(dict.fromkeys([*(opts["genes"] or ()), *plot]))
     from . import tasks  # heavy (torch, scanpy): only once every check that needs no work has passed
@@ -439,9 +440,10 @@ def train(
         opts = options.validate(n_top_genes=n_top_genes, seed=seed, epochs=epochs, group_size=group_size,
                                 patience=patience, patch_scale=patch_scale, batch_size=batch_size, device=device)
         _check_names(method, encoder)
-        from .genes import GeneChoice
+        from .genes import GeneChoice, check_named
 
-        GeneChoice(_gene_names(genes) or (), opts["n_top_genes"], all_genes)  # nothing to predict fails here
+        named = _gene_names(genes)
+        GeneChoice(named or (), opts["n_top_genes"], all_genes)  # nothing to predict fails here
         if image is not None and counts is None and spots is None:
             raise InputError("--image goes with --counts and --spots (a legacy-ST section as three files)",
                              where="--image", fix="give --counts FILE --spots FILE --image FILE, or drop --image")
@@ -454,21 +456,24 @@ def train(
         path = check_output(output, inputs=inputs, suffixes=(".histosge",))
         for s in names:
             check_source(s, data_dir=data_dir)
-        from . import methods, tasks  # heavy (torch): after every check that needs no work
+        _check_cache(cache_dir)
         from .read.resolve import read_files
 
-        params = dict(mode=mode, encoder=encoder, weights=weights, patch_scale=opts["patch_scale"],
-                      genes=_gene_names(genes), n_top_genes=opts["n_top_genes"], all_genes=all_genes,
-                      reliability=reliability, seed=opts["seed"], device=opts["device"], epochs=opts["epochs"],
-                      group_size=opts["group_size"], patience=opts["patience"])
-        if prior:
-            params["prior"] = prior
-        methods.create_model(method, **params)  # a bad method, mode, gene choice or option fails before any work
-        _check_cache(cache_dir)
         sections = [read_section(s, data_dir=data_dir, check_alignment=alignment_check) for s in names]
         if files is not None:
             sections.append(read_files(*files, check_alignment=alignment_check))
             names.append(Path(files[0]).name)
+        for s, a in zip(names, sections, strict=True):  # a named gene a section lacks: refused before torch
+            check_named(named or (), a.var_names, what=s)
+        from . import methods, tasks  # heavy (torch): after every check that needs no work
+
+        params = dict(mode=mode, encoder=encoder, weights=weights, patch_scale=opts["patch_scale"],
+                      genes=named, n_top_genes=opts["n_top_genes"], all_genes=all_genes,
+                      reliability=reliability, seed=opts["seed"], device=opts["device"], epochs=opts["epochs"],
+                      group_size=opts["group_size"], patience=opts["patience"])
+        if prior:
+            params["prior"] = prior
+        methods.create_model(method, **params)  # a bad method option (--epochs of a method without one) fails here
         model = tasks.train(sections, method=method, progress=not quiet, cache_dir=cache_dir,
                             batch_size=opts["batch_size"], **params)
         if stop_requested():
