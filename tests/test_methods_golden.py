@@ -3,7 +3,8 @@
 ``tests/golden/make_methods_golden.py`` wrote the reference at commit 6d784b7 with the old
 entry points (``benchmark.methods.predict``'s if-chain and the ``benchmark.baselines*``
 functions), one torch thread, deterministic kernels; inputs are stored with it. Every method
-whose behaviour did not change on purpose must give the same arrays bit for bit, through the
+whose behaviour did not change on purpose must give the same arrays bit for bit (against the
+reference of this CPU family: tests/golden_refs.py), through the
 benchmark's adapter and through its class with the same settings. HisToGene and THItoGene size
 their position tables to the training *and* query positions when the caller knows the query at
 fit time (``fit_takes_query``; the benchmark does): the ``Redge`` cases, whose query reaches past
@@ -18,6 +19,7 @@ import anndata as ad
 import numpy as np
 import pytest
 import torch
+from golden_refs import check, references
 
 from histosge.benchmark import methods as adapter
 from histosge.methods import create_method
@@ -32,6 +34,12 @@ SMALL_THITOGENE = {"caps": 4, "route_dim": 16, "heads": 4, "gat_heads": 2, "gat_
 def golden():
     with np.load(GOLDEN, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
+
+
+@pytest.fixture(scope="module")
+def refs():
+    """The golden and its other CPU families' references (tests/golden_refs.py)."""
+    return references(GOLDEN)
 
 
 @pytest.fixture(autouse=True)
@@ -50,43 +58,43 @@ def _inputs(g):
     return spots, spots.subset(tr), g["y"][tr], tr
 
 
-def _same(got, want):
+def _same(got, refs, key):
     got = np.asarray(got)
-    assert got.shape == want.shape and got.dtype == np.float32
-    assert np.array_equal(got, want), f"max abs difference {np.abs(got - want).max()}"
+    assert got.dtype == np.float32
+    check(got, GOLDEN, refs, key)  # bit for bit, against this CPU family's reference
 
 
 @pytest.mark.parametrize("method", ["mean", "knn", "ridge", "stnet", "histogene", "stage", "thitogene", "deepspace",
                                     "histosge", "histosge-paper"])
-def test_adapter_reproduces_protocol_r(golden, method):
+def test_adapter_reproduces_protocol_r(golden, refs, method):
     spots, train, y, _ = _inputs(golden)
     task = adapter.Task(train, y, spots, seed=3, quick=True, grid="square")
-    _same(adapter.predict(method, task)[0], golden[f"R/{method}"])
+    _same(adapter.predict(method, task)[0], refs, f"R/{method}")
 
 
 @pytest.mark.parametrize("method", ["histogene", "thitogene", "histosge"])
-def test_adapter_reproduces_two_training_sections(golden, method):
+def test_adapter_reproduces_two_training_sections(golden, refs, method):
     spots, train, y, tr = _inputs(golden)
     task = adapter.Task(train, y, spots, seed=3, quick=True, grid="square", train_groups=golden["groups"][tr],
                         query_groups=golden["groups"])
-    _same(adapter.predict(method, task)[0], golden[f"Rg/{method}"])
+    _same(adapter.predict(method, task)[0], refs, f"Rg/{method}")
 
 
 @pytest.mark.parametrize("method", ["histogene", "thitogene"])
-def test_adapter_reproduces_query_positions_outside_the_training_grid(golden, method):
+def test_adapter_reproduces_query_positions_outside_the_training_grid(golden, refs, method):
     spots, _, _, _ = _inputs(golden)
     inner = golden["train_inner"]
     task = adapter.Task(spots.subset(inner), golden["y"][inner], spots, seed=3, quick=True, grid="square")
-    _same(adapter.predict(method, task)[0], golden[f"Redge/{method}"])
+    _same(adapter.predict(method, task)[0], refs, f"Redge/{method}")
 
 
 @pytest.mark.parametrize("method", ["mean", "ridge", "stnet", "histogene", "thitogene", "deepspace", "histosge-paper"])
-def test_adapter_reproduces_protocol_x_position_handling(golden, method):
+def test_adapter_reproduces_protocol_x_position_handling(golden, refs, method):
     spots, train, y, tr = _inputs(golden)
     dummy = ad.AnnData(np.zeros((len(spots), 1), np.float32))
     task = adapter.Task(train, y, spots, seed=3, quick=True, train_groups=golden["groups"][tr],
                         query_groups=np.zeros(len(spots), np.int64), query_section=dummy)
-    _same(adapter.predict(method, task)[0], golden[f"X/{method}"])
+    _same(adapter.predict(method, task)[0], refs, f"X/{method}")
 
 
 CLASSES = {
@@ -102,8 +110,8 @@ CLASSES = {
 
 
 @pytest.mark.parametrize("case", sorted(CLASSES))
-def test_classes_reproduce_the_old_functions_with_their_settings(golden, case):
+def test_classes_reproduce_the_old_functions_with_their_settings(golden, refs, case):
     name, params, grouped = CLASSES[case]
     spots, train, y, tr = _inputs(golden)
     m = create_method(name, **params).fit(train, y, groups=golden["groups"][tr] if grouped else None)
-    _same(m.predict(spots, groups=golden["groups"] if grouped else None), golden[f"direct/{case}"])
+    _same(m.predict(spots, groups=golden["groups"] if grouped else None), refs, f"direct/{case}")

@@ -3,7 +3,8 @@
 ``tests/golden/make_model_golden.py`` wrote the reference with ``model.methods.fit_predict`` at
 commit 6eeda76, before ``HisToSGE`` existed; inputs are stored with it, so this test holds the
 model alone: max abs difference <= 1e-6 for protocols R, G, X and the paper's model, fitted
-fresh and after a save/load round trip (numpy's BLAS and einsum round the last bit differently
+fresh and after a save/load round trip, against the reference of this CPU family
+(tests/golden_refs.py) (numpy's BLAS and einsum round the last bit differently
 with the memory alignment of their inputs, so reloaded arrays agree to ~1e-7, not bit for bit).
 """
 
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from golden_refs import check, references
 
 from histosge.model import PAPER_CONFIG, HisToSGE, Spots
 
@@ -25,6 +27,12 @@ TOL = 1e-6
 def golden():
     with np.load(GOLDEN, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
+
+
+@pytest.fixture(scope="module")
+def refs():
+    """The golden and its other CPU families' references (tests/golden_refs.py)."""
+    return references(GOLDEN)
 
 
 @pytest.fixture(autouse=True)
@@ -59,27 +67,27 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_within_section_matches_golden(golden, case, tmp_path):
+def test_within_section_matches_golden(golden, refs, case, tmp_path):
     params, split = CASES[case]
     g = golden
     idx = g[split]
     model = _fit(HisToSGE("neighbours", **params), g, _spots(g, "C2", idx), g["C2_y"][idx])
     pred = model.predict_spots(_spots(g, "C2"))
-    assert np.abs(pred - g[f"pred_{case}"]).max() <= TOL
+    check(pred, GOLDEN, refs, f"pred_{case}", atol=TOL)
     model.save(tmp_path / "m.histosge")
     again = HisToSGE.load(tmp_path / "m.histosge").predict_spots(_spots(g, "C2"))
     # not bit-equal: BLAS and einsum round differently with the arrays' memory alignment
     assert np.abs(again - pred).max() <= TOL
 
 
-def test_paper_model_matches_golden(golden):
+def test_paper_model_matches_golden(golden, refs):
     g = golden
     idx = g["R_train"]
     model = _fit(HisToSGE.paper(network=PAPER_CONFIG.replace(epochs=15)), g, _spots(g, "C2", idx), g["C2_y"][idx])
-    assert np.abs(model.predict_spots(_spots(g, "C2")) - g["pred_paper"]).max() <= TOL
+    check(model.predict_spots(_spots(g, "C2")), GOLDEN, refs, "pred_paper", atol=TOL)
 
 
-def test_image_mode_matches_golden_through_a_file(golden, tmp_path):
+def test_image_mode_matches_golden_through_a_file(golden, refs, tmp_path):
     g = golden
     train = [_spots(g, "C2"), _spots(g, "C3")]
     both = Spots(*(np.concatenate([getattr(s, f) for s in train]) for f in ("features", "rows", "cols", "xy")))
@@ -88,4 +96,4 @@ def test_image_mode_matches_golden_through_a_file(golden, tmp_path):
     path = tmp_path / "x.histosge"
     model.save(path)
     pred = HisToSGE.load(path).predict_spots(_spots(g, "C4"))
-    assert np.abs(pred - g["pred_X"]).max() <= TOL
+    check(pred, GOLDEN, refs, "pred_X", atol=TOL)
