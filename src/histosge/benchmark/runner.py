@@ -369,6 +369,8 @@ def _clean(info: dict) -> dict:
         "n_pcs",
         "epochs_run",
         "steps_run",
+        "best_epoch",
+        "stopped",
         "initial_val_loss",
         "best_val_loss",
         "skipped",
