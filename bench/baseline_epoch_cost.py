@@ -47,7 +47,9 @@ PLAN = {
     "histosge-paper": ("network.epochs", (1, 3), 1.0),
     "histosge": ("network.epochs", (2, 6), 1.0),
     "stagate": ("n_epochs", (10, 30), 1.0),
+    "stmask": ("epochs", (5, 15), 1.0),
 }
+CLUSTERERS = ("stagate", "stmask")
 CHANGED = ("stage", "thitogene", "histogene", "deepspace", "stnet")
 
 
@@ -138,10 +140,13 @@ def _fit_predict(cls, method: str, params: dict, inp: dict) -> np.ndarray:
     return np.asarray(m.predict(inp["query"]), np.float32)
 
 
-def _stagate(inp: dict, epochs: int) -> np.ndarray:
+def _cluster(method: str, inp: dict, epochs: int) -> np.ndarray:
     from histosge.benchmark import domains as D
+    from histosge.benchmark import stmask
 
-    return D.stagate(inp["y"], inp["sec"].xy, inp["k"], 0, n_epochs=epochs)
+    if method == "stagate":
+        return D.stagate(inp["y"], inp["sec"].xy, inp["k"], 0, n_epochs=epochs)
+    return stmask.cluster(inp["y"], inp["sec"].xy, inp["k"], 0, epochs=epochs)
 
 
 def time_one(method: str, cls, inp: dict, n_threads: int, rule: bool) -> dict:
@@ -152,8 +157,8 @@ def time_one(method: str, cls, inp: dict, n_threads: int, rule: bool) -> dict:
     with threads(n_threads):
         for length in lengths:
             t = time.perf_counter()
-            if method == "stagate":
-                outs.append(_stagate(inp, length))
+            if method in CLUSTERERS:
+                outs.append(_cluster(method, inp, length))
             else:
                 outs.append(_fit_predict(cls, method, _params(method, length, inp["sec"].grid, rule, cls), inp))
             secs.append(time.perf_counter() - t)
@@ -172,11 +177,11 @@ def measure(name: str, data: str, methods: list[str], cores: int) -> list[dict]:
     for method in methods:
         rec = {"section": name, "protocol": "R", "method": method, "n_train": len(inp["y_train"]),
                "n_spots": len(inp["y"])}
-        cls = None if method == "stagate" else get_spec(method).cls
+        cls = None if method in CLUSTERERS else get_spec(method).cls
         runs = {}
         if method in CHANGED:
             runs["old_1_thread"] = time_one(method, old_class(method), inp, 1, False)
-        if method != "stagate":
+        if method not in CLUSTERERS:
             runs["new_1_thread"] = time_one(method, cls, inp, 1, False)
             runs["new_cores_stop_rule"] = time_one(method, cls, inp, cores, True)
         else:

@@ -5,15 +5,16 @@ one torch thread per core, not ``--quick``, into ``bench/results/benchmark_paper
 
     python bench/paper_comparison.py full --estimate   # the plan and its time from baseline_epoch_cost.json
     python bench/paper_comparison.py full              # every part of FULL_PLAN (each a histosge bench run)
-    python bench/paper_comparison.py full-stagate      # STAGATE on the saved predictions (FULL_STAGATE sections)
+    python bench/paper_comparison.py full-domains      # STAGATE, STMask on the saved predictions (FULL_STAGATE)
     python bench/paper_comparison.py full-merge        # results.jsonl, report.md, figure5_ari.png
 
 ``full`` runs the parts one after another and skips a part whose folder already holds a finished
 run (``run.json`` with ``seconds_total``), so it can be resumed; ``--only NAME`` runs one part.
-STAGATE is not refitted with the methods: ``full-stagate`` clusters the expression each method
-left in the first seed's saved predictions (training spots measured, held-out spots predicted,
-exactly what ``histosge bench --domains stagate`` clusters) and folds ``ari_stagate`` into the
-records. Which part runs which methods on which sections, and why, is ``FULL_PLAN``.
+STAGATE and STMask are not refitted with the methods: ``full-domains`` clusters the expression
+each method left in the first seed's saved predictions (training spots measured, held-out spots
+predicted, exactly what ``histosge bench --domains stagate,stmask`` clusters) and folds
+``ari_stagate`` and ``ari_stmask`` into the records. Which part runs which methods on which
+sections, and why, is ``FULL_PLAN``.
 
 Issue 18's runs (k-means and STAGATE on seed 0, merged below):
 
@@ -243,12 +244,14 @@ FULL_PLAN = {
     "dlpfc_stage_thitogene": {"sections": DLPFC[:1], "protocols": ("R", "G"), "methods": ("stage", "thitogene")},
     "her2st": {"sections": HER2ST, "protocols": ("R", "G"), "methods": BASELINES},
 }
-#: Sections whose saved predictions ``full-stagate`` clusters with STAGATE (one clustering per
-#: method and task, and one of the measured expression: ~1000 full-batch epochs each).
+#: Sections whose saved predictions ``full-domains`` clusters with STAGATE and STMask (one
+#: clustering per method and task, and one of the measured expression: 1000 and 500 full-batch
+#: epochs each).
 FULL_STAGATE = DLPFC[:1]
+GRAPH_CLUSTERERS = ("stagate", "stmask")
 #: Epochs each method may run (the published counts: the rule stops inside them), for the estimate.
 MAX_EPOCHS = {"stage": 10_000, "thitogene": 300, "histogene": 100, "deepspace": 50, "stnet": 100,
-              "histosge-paper": 1000, "histosge": 300, "stagate": 1000}
+              "histosge-paper": 1000, "histosge": 300, "stagate": 1000, "stmask": 500}
 
 
 def _finished(folder: Path) -> bool:
@@ -272,10 +275,11 @@ def full(only: str | None, data: str) -> list[Path]:
     return done
 
 
-def full_stagate(sections=FULL_STAGATE, threads: int | None = None) -> list[Path]:
-    """STAGATE domains of every saved first-seed task of ``sections`` in the parts: the measured
-    expression and each method's (training spots measured, held-out spots predicted); written to
-    ``parts/<part>/stagate/<section>_<protocol>_<method>.json`` and skipped when already there."""
+def full_domains(sections=FULL_STAGATE, threads: int | None = None, clusterers=GRAPH_CLUSTERERS) -> list[Path]:
+    """STAGATE and STMask domains of every saved first-seed task of ``sections`` in the parts: the
+    measured expression and each method's (training spots measured, held-out spots predicted);
+    written to ``parts/<part>/domains/<clusterer>_<section>_<protocol>_<method>.json``, skipped
+    when already there."""
     import time
 
     from histosge.benchmark import domains as D
@@ -290,28 +294,29 @@ def full_stagate(sections=FULL_STAGATE, threads: int | None = None) -> list[Path
             if s.name not in sections or s.labels is None:
                 continue
             k = D.n_domains(s.labels)
-            for method in ["measured", *s.pred]:
-                out = part / "stagate" / f"{s.name.replace('/', '_')}_{s.protocol}_{method}.json"
-                if out.exists():
-                    continue
-                expression = s.y.copy()
-                if method != "measured":
-                    expression[s.test] = s.pred[method]
-                t = time.perf_counter()
-                with _deterministic(threads or cores()):
-                    lab = D.stagate(expression, s.xy, k, s.seed)
-                out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_text(json.dumps({"section": s.name, "protocol": s.protocol, "seed": s.seed, "method": method,
-                                           "ari_stagate": D.ari(s.labels, lab), "stagate_seconds":
-                                           time.perf_counter() - t, "labels": lab.tolist()}) + "\n")
-                written.append(out)
-                print("wrote", out, flush=True)
+            for clusterer in clusterers:
+                for method in ["measured", *s.pred]:
+                    out = part / "domains" / f"{clusterer}_{s.name.replace('/', '_')}_{s.protocol}_{method}.json"
+                    if out.exists():
+                        continue
+                    expression = s.y.copy()
+                    if method != "measured":
+                        expression[s.test] = s.pred[method]
+                    t = time.perf_counter()
+                    with _deterministic(threads or cores()):
+                        lab = D.cluster(clusterer, expression, s.xy, k, s.seed)
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    out.write_text(json.dumps({"clusterer": clusterer, "section": s.name, "protocol": s.protocol,
+                                               "seed": s.seed, "method": method, "ari": D.ari(s.labels, lab),
+                                               "seconds": time.perf_counter() - t, "labels": lab.tolist()}) + "\n")
+                    written.append(out)
+                    print("wrote", out, flush=True)
     return written
 
 
 def full_merge() -> list[Path]:
-    """Every part's records, with the STAGATE results folded in, into ``FULL``: results.jsonl,
-    report.md and figure5_ari.png (``figures.ari_chart``)."""
+    """Every part's records, with the STAGATE and STMask results folded in, into ``FULL``:
+    results.jsonl, report.md and figure5_ari.png (``figures.ari_chart``)."""
     from histosge.benchmark import report, results
     from histosge.benchmark.figures import ari_chart
 
@@ -319,16 +324,17 @@ def full_merge() -> list[Path]:
     written = results.combine(parts, FULL)
     records = results.load_records(FULL)
     for part in parts:
-        for path in sorted((part / "stagate").glob("*.json")):
+        for path in sorted((part / "domains").glob("*.json")):
             one = json.loads(path.read_text())
+            c = one["clusterer"]
             for r in records:
                 if (f"{r['dataset']}/{r['section']}", r["protocol"], r["seed"]) != (one["section"], one["protocol"],
                                                                                     one["seed"]):
                     continue
                 if one["method"] == "measured":
-                    r["ari_measured_stagate"] = one["ari_stagate"]
+                    r[f"ari_measured_{c}"], r[f"{c}_measured_seconds"] = one["ari"], one["seconds"]
                 elif r["method"] == one["method"]:
-                    r["ari_stagate"], r["stagate_seconds"] = one["ari_stagate"], one["stagate_seconds"]
+                    r[f"ari_{c}"], r[f"{c}_seconds"] = one["ari"], one["seconds"]
     results.write(FULL, records)
     if ari_chart(records, FULL / "figure5_ari.png",
                  methods=[m for m in (*BASELINES, "histosge-paper", "histosge") if any(r["method"] == m
@@ -359,12 +365,13 @@ def estimate(cost_file: Path = Path("bench/results/baseline_epoch_cost.json")) -
                     secs += fixed + scale * s_epoch * MAX_EPOCHS[m]
         lines.append(f"{name}: {secs / 3600:.2f} h at most")
         total += secs
-    s_epoch, fixed = per.get(("dlpfc", "stagate"), (float("nan"), 0.0))
     n = sum(1 + sum(len(kw["methods"]) for kw in FULL_PLAN.values() if sec in kw["sections"] and p in kw["protocols"])
             for sec in FULL_STAGATE for p in ("R", "G"))  # the measured expression and each method's, per task
-    stag = n * (fixed + s_epoch * MAX_EPOCHS["stagate"])
-    lines.append(f"full-stagate ({', '.join(FULL_STAGATE)}): {n} clusterings, {stag / 3600:.2f} h")
-    total += stag
+    for c in GRAPH_CLUSTERERS:
+        s_epoch, fixed = per.get(("dlpfc", c), (float("nan"), 0.0))
+        secs = n * (fixed + s_epoch * MAX_EPOCHS[c])
+        lines.append(f"full-domains {c} ({', '.join(FULL_STAGATE)}): {n} clusterings, {secs / 3600:.2f} h")
+        total += secs
     lines.append(f"total: {total / 3600:.2f} h at most (cost file of {cost['meta']['date']}, "
                  f"{cost['meta']['cores']} cores)")
     return lines
@@ -382,8 +389,8 @@ def main(argv=None) -> int:
         for path in full(only, os.environ.get("HISTOSGE_DATA", "../shared/data")):
             print("finished", path)
         return 0
-    if argv[:1] == ["full-stagate"]:
-        full_stagate()
+    if argv[:1] == ["full-domains"]:
+        full_domains()
         return 0
     if argv[:1] == ["full-merge"]:
         for path in full_merge():
@@ -420,7 +427,7 @@ def main(argv=None) -> int:
 
         print("\n".join(comparison_table(load_records(ROOT), METHODS)))
         return 0
-    print("usage: python bench/paper_comparison.py full [--estimate] [--only PART]|full-stagate|full-merge|merge|table|"
+    print("usage: python bench/paper_comparison.py full [--estimate] [--only PART]|full-domains|full-merge|merge|table|"
           "stagate SECTION PROTOCOL SEED METHOD",
           file=sys.stderr)
     return 2

@@ -335,6 +335,19 @@ def test_benchmark_with_leiden_records_its_ari_and_draws_the_ari_chart(one_dlpfc
     assert not ari_chart([{**r, "labels": None} for r in res.records], tmp_path / "none.png")
 
 
+def test_stmask_is_deterministic_and_finds_planted_domains():
+    pytest.importorskip("torch_geometric")
+    from histosge.benchmark import stmask
+
+    y, xy, labels = _banded_section(3)
+    with _deterministic(1):
+        a = D.cluster("stmask", y, xy, 3, seed=0, quick=True)
+        b = stmask.cluster(y, xy, 3, seed=0, epochs=D.QUICK_EPOCHS)
+    assert np.array_equal(a, b) and len(np.unique(a)) == 3
+    assert D.ari(labels, a) > 0.5
+    assert stmask.embedding(y, xy, 0, epochs=2).shape == (len(y), stmask.SETTINGS["latent"])
+
+
 def test_kmeans_domains_match_evaluate_domains_ari():
     from histosge.evaluate import domains_ari
 

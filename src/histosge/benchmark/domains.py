@@ -25,6 +25,9 @@ clustered but not scored), as the HisToSGE paper's Figure 5 does on DLPFC.
   it runs on as many torch threads as the caller sets (``benchmark.run``'s ``threads``; one thread
   per core is the fastest on a machine of its own). Seeded, and identical from run to run with
   the same thread count and deterministic kernels (as ``benchmark.run`` sets them).
+- ``stmask``: STMask (the HisToSGE authors' group's dual-channel masked graph autoencoder, the
+  paper's third clusterer), built from its paper and code in ``benchmark.stmask``; needs
+  torch-geometric (the 'domains' extra). 500 full-batch epochs on 200 principal components.
 """
 
 from __future__ import annotations
@@ -33,9 +36,9 @@ import numpy as np
 
 from .. import geometry
 
-CLUSTERERS = ("kmeans", "leiden", "stagate")
+CLUSTERERS = ("kmeans", "leiden", "stagate", "stmask")
 #: How reports name them.
-NAMES = {"kmeans": "k-means", "leiden": "Leiden", "stagate": "STAGATE"}
+NAMES = {"kmeans": "k-means", "leiden": "Leiden", "stagate": "STAGATE", "stmask": "STMask"}
 #: Most Leiden clusterings the resolution search runs, and its neighbour graph.
 LEIDEN_STEPS = 30
 LEIDEN_NEIGHBOURS = 15
@@ -66,9 +69,19 @@ def leiden_missing() -> str | None:
     return None
 
 
+def stmask_missing() -> str | None:
+    """Why STMask cannot run here (one line with the fix), or None when it can."""
+    try:
+        import torch_geometric  # noqa: F401
+    except ImportError:
+        return f"STMask needs the 'domains' extra (torch_geometric is not installed): {INSTALL_HINT}"
+    return None
+
+
 def missing(clusterer: str) -> str | None:
     """Why ``clusterer`` cannot run here, or None (k-means always can)."""
-    return {"leiden": leiden_missing, "stagate": stagate_missing}.get(clusterer, lambda: None)()
+    return {"leiden": leiden_missing, "stagate": stagate_missing, "stmask": stmask_missing}.get(
+        clusterer, lambda: None)()
 
 
 def known(labels) -> np.ndarray:
@@ -180,12 +193,19 @@ def stagate(
 
 def cluster(clusterer: str, expression: np.ndarray, xy: np.ndarray, k: int, seed: int = 0, *,
             quick: bool = False) -> np.ndarray:
-    """Domain labels (0..k-1) of each spot by ``clusterer`` ('kmeans', 'leiden' or 'stagate');
-    ``quick``: STAGATE trains ``QUICK_EPOCHS`` epochs (a smoke test, not a measurement)."""
+    """Domain labels (0..k-1) of each spot by ``clusterer`` (one of ``CLUSTERERS``); ``quick``:
+    STAGATE and STMask train ``QUICK_EPOCHS`` epochs (a smoke test, not a measurement)."""
     if clusterer == "kmeans":
         return kmeans(expression, k, seed)
     if clusterer == "leiden":
         return leiden(expression, k, seed)
     if clusterer == "stagate":
         return stagate(expression, xy, k, seed, n_epochs=QUICK_EPOCHS if quick else None)
+    if clusterer == "stmask":
+        from . import stmask
+
+        reason = stmask_missing()
+        if reason:
+            raise RuntimeError(reason)
+        return stmask.cluster(expression, xy, k, seed, epochs=QUICK_EPOCHS if quick else None)
     raise ValueError(f"unknown clusterer {clusterer!r}; known: {', '.join(CLUSTERERS)}")
