@@ -567,8 +567,8 @@ def bench(
     encoder: O.Encoder = None,
     quick: bool = _o(False, "--quick", help="One section, few epochs: a smoke test in under 2 minutes."),
     domains: str = _o("kmeans", "--domains", help="Spatial-domain clusterers: kmeans, leiden (scanpy, needs "
-                      'igraph), stagate (needs pip install "histosge\\[domains]"; minutes per DLPFC clustering '
-                      'on a CPU: docs/BENCHMARK.md).'),
+                      'igraph), stagate and stmask (need pip install "histosge\\[domains]"; minutes per DLPFC '
+                      'clustering on a CPU: docs/BENCHMARK.md).'),
     debug: O.Debug = False,
 ):
     """Score every method on held-out spots under protocols R, G and X; write results.jsonl + report.md."""

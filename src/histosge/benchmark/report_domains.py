@@ -1,6 +1,7 @@
 """The report's spatial-domain section: the HisToSGE paper's Figure 5, scored on held-out spots.
 
-One table (ARI per section x protocol x method, k-means next to STAGATE, mean ± sd over seeds);
+One table (ARI per section x protocol x method, a column per clusterer that ran: k-means,
+Leiden, STAGATE, STMask; mean ± sd over seeds);
 its domain maps are drawn by ``figures.domain_maps``. Only sections with manual annotation
 (DLPFC) are shown: her2st's labels are clusters of expression.
 """
@@ -113,7 +114,9 @@ def section(records: list[dict], meta: dict | None, order=method_order) -> list[
         "`ari` field (top 30 PCs). Leiden (where run): `ari_leiden`, scanpy's pca -> neighbors -> leiden at "
         "the resolution that gives k clusters. STAGATE: `ari_stagate`, its graph-attention autoencoder "
         "(stagate-modern, package defaults, 1000 epochs) then a tied-covariance Gaussian mixture "
-        "(mclust EEE's model) with k = the number of layers (`benchmark.domains`). The paper scored "
+        "(mclust EEE's model) with k = the number of layers (`benchmark.domains`). STMask (where run): "
+        "`ari_stmask`, the authors' group's dual-channel masked graph autoencoder (`benchmark.stmask`). "
+        "The paper scored "
         "its Figure 5 on spots that include the ones each model trained on; here a held-out spot "
         "is always a prediction.",
         "",
