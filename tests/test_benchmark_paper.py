@@ -330,6 +330,7 @@ def test_benchmark_with_leiden_records_its_ari_and_draws_the_ari_chart(one_dlpfc
         assert math.isfinite(r["ari_leiden"]) and math.isfinite(r["ari_measured_leiden"]) and "ari_stagate" not in r
     text = (tmp_path / "a" / "report.md").read_text()
     assert "| section | protocol | method | seeds | ARI k-means | ARI Leiden | ARI STAGATE |" in text
+    assert "## Spatial domains: k-means, Leiden and STAGATE" in text and "Leiden: `ari_leiden`" in text
     assert ari_chart(res.records, tmp_path / "chart.png", protocols=("R",))
     assert (tmp_path / "chart.png").stat().st_size > 1000
     assert not ari_chart([{**r, "labels": None} for r in res.records], tmp_path / "none.png")
@@ -367,7 +368,7 @@ def test_benchmark_with_stagate_reports_both_clusterers_and_is_repeatable(one_dl
     assert [r["ari_stagate"] for r in a.records] == [r["ari_stagate"] for r in b.records]
     assert next(r for r in a.records if r["method"] == "mean")["ari"] is not None
     text = (tmp_path / "a" / "report.md").read_text()
-    assert "## Spatial domains: k-means, Leiden and STAGATE" in text and "| dlpfc/s1 | R | knn | 1 |" in text
+    assert "## Spatial domains: k-means and STAGATE" in text and "| dlpfc/s1 | R | knn | 1 |" in text
     assert (tmp_path / "a" / "figure5_dlpfc_s1_R.png").exists()
     assert "then Leiden and STAGATE where they ran" in text
 

@@ -103,20 +103,23 @@ def section(records: list[dict], meta: dict | None, order=method_order) -> list[
     if not rows:
         return []
     note = stagate_note(records, meta)
+    clusterers = clusterers_in(records)
+    names = [D.NAMES[c] for c in clusterers]
+    leiden = ("Leiden: `ari_leiden`, scanpy's pca -> neighbors -> leiden at the resolution that gives k "
+              "clusters. ") if "leiden" in clusterers else ""
+    stmask = ("STMask: `ari_stmask`, the authors' group's dual-channel masked graph autoencoder "
+              "(`benchmark.stmask`). ") if "stmask" in clusterers else ""
     return [
         "",
-        "## Spatial domains: k-means, Leiden and STAGATE (the paper's Figure 5, held-out)",
+        f"## Spatial domains: {', '.join(names[:-1])} and {names[-1]} (the paper's Figure 5, held-out)",
         "",
         "ARI against the manual DLPFC layers of the domains found on each method's expression (protocols R, "
         "G and X; G9 and G16 have their k-means ARI in the tables above): training "
         "spots measured + held-out spots predicted (X: every spot predicted), mean ± sd over seeds. "
         "'(measured expression)' clusters the measured values of every spot: the ceiling. k-means: the "
-        "`ari` field (top 30 PCs). Leiden (where run): `ari_leiden`, scanpy's pca -> neighbors -> leiden at "
-        "the resolution that gives k clusters. STAGATE: `ari_stagate`, its graph-attention autoencoder "
+        f"`ari` field (top 30 PCs). {leiden}STAGATE: `ari_stagate`, its graph-attention autoencoder "
         "(stagate-modern, package defaults, 1000 epochs) then a tied-covariance Gaussian mixture "
-        "(mclust EEE's model) with k = the number of layers (`benchmark.domains`). STMask (where run): "
-        "`ari_stmask`, the authors' group's dual-channel masked graph autoencoder (`benchmark.stmask`). "
-        "The paper scored "
+        f"(mclust EEE's model) with k = the number of layers (`benchmark.domains`). {stmask}The paper scored "
         "its Figure 5 on spots that include the ones each model trained on; here a held-out spot "
         "is always a prediction.",
         "",

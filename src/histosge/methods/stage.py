@@ -43,7 +43,7 @@ from torch import nn
 from ..errors import InputError
 from ..model import Spots
 from ._registry import register_method
-from ._torch import MIN_DELTA, PATIENCE, EarlyStopping, adam, load_net, mse, net_state, seed_all, validation_split
+from ._torch import MIN_DELTA, PATIENCE, EarlyStopping, load_net, mse, net_state, seed_all, validation_split
 from .base import Method, check_fit_inputs
 
 #: The authors' schedule (tutorials T1 and T4: train_epoch=10000, batch_size=512, lr 1e-3).
@@ -161,8 +161,8 @@ class STAGE(Method):
         c_val = torch.from_numpy(c_train[val_idx] / scale)
 
         net = STAGENet(yt.shape[1], relu=self.relu)
-        enc_opt = adam(net.encoder.parameters(), lr=self.lr)
-        dec_opt = adam(net.decoder.parameters(), lr=self.lr)
+        enc_opt = torch.optim.Adam(net.encoder.parameters(), lr=self.lr)
+        dec_opt = torch.optim.Adam(net.decoder.parameters(), lr=self.lr)
         l1, mse_loss = nn.L1Loss(), nn.MSELoss()
 
         def val_loss() -> float:
