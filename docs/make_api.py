@@ -41,7 +41,9 @@ PAGES: list[tuple[str, list[str]]] = [
                          "known_names", "default_device", "extract"]),
     ("histosge.cohort", ["predict_cohort", "CohortResult"]),
     ("histosge.evaluate", ["score", "pearson_per_gene", "domains_ari"]),
-    ("histosge.plot", ["markers", "heatmaps", "pick_markers", "dot_size"]),
+    ("histosge.genes", ["GeneChoice", "choose_genes", "parse_gene_names", "check_named"]),
+    ("histosge.model.reliability", ["estimate", "Reliability", "gene_table"]),
+    ("histosge.plot", ["gene_maps", "default_genes", "dot_size"]),
 ]
 
 #: Sections whose body is a list of ``name : type`` entries with indented descriptions.

@@ -27,7 +27,7 @@ def model_file(make_legacy_st, tmp_path_factory, *, seed: int = 0) -> Path:
             a = histosge.read_section("her2st:A1", data_dir=make_legacy_st("A1", seed=0).parent)
             b = histosge.read_section("her2st:A2", data_dir=make_legacy_st("A2", seed=1).parent)
         folder = tmp_path_factory.mktemp(f"cohort-model-{key}")
-        model = HisToSGE("image", n_genes=6, seed=seed, network={"epochs": 2, "dim": 32, "mlp_dim": 32}).fit(
+        model = HisToSGE("image", n_top_genes=6, seed=seed, network={"epochs": 2, "dim": 32, "mlp_dim": 32}).fit(
             [a, b], cache_dir=str(folder / "cache"), progress=False)
         model.save(folder / "m.histosge")
         _MODELS[key] = folder / "m.histosge"

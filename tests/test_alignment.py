@@ -134,14 +134,14 @@ def test_cli_override(tmp_path):
     folder = build(tmp_path / "sec")
     _replace_image(folder, WRONG["flipped left-right"])
     runner = CliRunner()
-    args = ["recover", str(folder), "-o", str(tmp_path / "x.h5ad"), "--markers", "NOT_A_GENE", "--quiet"]
+    args = ["recover", str(folder), "-o", str(tmp_path / "x.h5ad"), "--genes", "NOT_A_GENE", "--quiet"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         refused = runner.invoke(app, args)
         overridden = runner.invoke(app, [*args, "--no-alignment-check"])
     assert refused.exit_code == 2 and "does not fit the spot positions" in refused.output
-    # with the check off the section is read, and the run stops at the next check (the markers)
-    assert overridden.exit_code == 2 and "--markers" in overridden.output
+    # with the check off the section is read, and the run stops at the next check (the named genes)
+    assert overridden.exit_code == 2 and "--genes" in overridden.output and "NOT_A_GENE" in overridden.output
     assert not (tmp_path / "x.h5ad").exists()
 
 

@@ -930,7 +930,19 @@ def test_resolve_unknown_name(tmp_path, make_legacy_st):
         "read_section",
         "unknown dataset name",
         lambda: read_section("dlpfc:151999", data_dir=tmp_path),
-        "unknown section",
+        "no section 'dlpfc:151999'",
+        tmp_path,
+    )
+
+
+def test_resolve_path_that_does_not_exist(tmp_path, make_legacy_st):
+    make_legacy_st("B1")
+    (tmp_path / "dlpfc" / "151673").mkdir(parents=True)
+    expect_error(
+        "read_section",
+        "a path that does not exist",
+        lambda: read_section(str(tmp_path / "dlpfc" / "15167"), data_dir=tmp_path),
+        "no such file or folder -> did you mean",
         tmp_path,
     )
 

@@ -374,3 +374,29 @@ def test_a_run_stopped_before_its_first_record_still_renders(tmp_path):
     (tmp_path / "run.json").write_text(json.dumps({"encoder": "x", "seeds": [0]}))
     text = report.render(tmp_path)[0].read_text()
     assert "Wall time: not recorded (the run did not finish)" in text and "## Summary" in text
+
+
+def test_quick_lists_only_the_methods_it_runs(tmp_path, make_legacy_st, capsys):
+    make_legacy_st("C2", seed=3, n_x=10, n_y=9)
+    out = tmp_path / "out"
+    run(tmp_path, out, methods="mean,ridge+pooled,stnet+pooled", quick=True, cache_dir=tmp_path / "cache",
+        progress=True)  # --quick: one section, protocols R and G: the pooled methods need R+ or G+
+    log = capsys.readouterr().out
+    head = next(line for line in log.splitlines() if line.startswith("bench: 1 sections"))
+    assert "methods mean, seeds" in head and "ridge+pooled" not in head
+    assert "not run under R,G: ridge+pooled, stnet+pooled" in log
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["methods"] == ["mean"] and meta["methods_not_run"] == ["ridge+pooled", "stnet+pooled"]
+
+
+def test_bench_cli_takes_a_cache_dir(tmp_path, make_legacy_st):
+    from typer.testing import CliRunner
+
+    from histosge.cli import app
+
+    make_legacy_st("C2", seed=3, n_x=10, n_y=9)
+    cache = tmp_path / "features"
+    res = CliRunner().invoke(app, ["bench", "--data", str(tmp_path), "--out", str(tmp_path / "out"), "--quick",
+                                   "--methods", "ridge", "--protocols", "R", "--cache-dir", str(cache)])
+    assert res.exit_code == 0, res.output
+    assert any(p.is_file() for p in cache.rglob("*"))  # the features went where --cache-dir says

@@ -18,10 +18,10 @@ def run(*args):
 
 def test_recover_cli_end_to_end(data_dir, tmp_path):
     out = tmp_path / "rec.h5ad"
-    res = run("recover", "her2st:C2", "--data-dir", data_dir, "-o", out, "--epochs", "2", "--genes", "100",
+    res = run("recover", "her2st:C2", "--data-dir", data_dir, "-o", out, "--epochs", "2", "--n-top-genes", "100",
               "--cache-dir", tmp_path / "cache", "--quiet", "--plot")
     assert res.exit_code == 0, res.output
-    assert out.exists() and (tmp_path / "rec_markers.png").exists()
+    assert out.exists() and (tmp_path / "rec_genes.png").exists()
     assert "held-out score" in res.output and "pcc" in res.output
 
 

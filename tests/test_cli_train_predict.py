@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from histosge.cli import app
 
 runner = CliRunner()
-FAST = ["--epochs", "2", "--genes", "6", "--quiet"]
+FAST = ["--epochs", "2", "--n-top-genes", "6", "--quiet"]
 
 
 def run(*args):
@@ -80,11 +80,17 @@ def test_neighbours_model_predicts_its_section_4x(legacy, tmp_path):
     assert (pred.obs["spot_type"] == "generated").sum() > 0
 
 
-def _edit(path, fn):
+def _edit(path, fn, *, reseal=False):
+    """Edit a model file's description; ``reseal``: recompute its checksum, as the histosge (or
+    plugin) that wrote such a file would have."""
+    from histosge.model.persist import description_sha256
+
     with safe_open(str(path), "np") as fh:
         meta = json.loads(fh.metadata()["histosge"])
         arrays = {k: fh.get_tensor(k) for k in fh.keys()}
     fn(meta)
+    if reseal:
+        meta["integrity"]["sha256"] = description_sha256(meta)
     save_file(arrays, str(path), metadata={"histosge": json.dumps(meta)})
 
 
@@ -93,6 +99,7 @@ def _edit(path, fn):
     ("garbage", "not a histosge model"),
     ("schema", "upgrade histosge"),
     ("encoder", "no-such-encoder"),
+    ("edited", "changed after it was written (its description"),
 ])
 def test_bad_model_files(image_model, legacy, tmp_path, damage, needle):
     if damage == "truncate":
@@ -101,8 +108,10 @@ def test_bad_model_files(image_model, legacy, tmp_path, damage, needle):
         image_model.write_bytes(b"definitely not a model")
     elif damage == "schema":
         _edit(image_model, lambda m: m.update(schema_version=99))
+    elif damage == "encoder":
+        _edit(image_model, lambda m: m["encoder"].update(encoder="no-such-encoder"), reseal=True)
     else:
-        _edit(image_model, lambda m: m["encoder"].update(encoder="no-such-encoder"))
+        _edit(image_model, lambda m: m.update(novelty_scale=1e9))
     out = tmp_path / "x.h5ad"
     res = run("predict", image_model, _slide(tmp_path / "s.ome.tif", legacy), "-o", out, "--quiet")
     assert res.exit_code == 2 and needle in res.output and "Traceback" not in res.output, res.output

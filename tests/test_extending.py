@@ -74,7 +74,7 @@ def test_a_method_is_one_file(c2, data_dir, tmp_path):
 
     load("linear_method.py")
     assert methods.list_methods()[-1] == "linear" and "linear" in bench_methods.ALL_METHODS
-    rec = histosge.recover(c2, method="linear", progress=False, cache_dir=str(tmp_path), n_genes=100)
+    rec = histosge.recover(c2, method="linear", progress=False, cache_dir=str(tmp_path), n_top_genes=100)
     assert np.isfinite(rec.layers["predicted"]).all() and rec.uns["histosge"]["metrics"]["pcc"] > 0.02
     # the benchmark runs it
     rng = np.random.default_rng(0)
@@ -85,7 +85,7 @@ def test_a_method_is_one_file(c2, data_dir, tmp_path):
     assert pred.shape == (60, 4) and info == {"alpha": 10.0} and np.abs(pred[40:] - y[40:]).mean() < 0.5
     # saved and loaded through the CLI, then listed
     model = tmp_path / "linear.histosge"
-    res = cli("train", "her2st:C2", "-o", model, "--method", "linear", "--genes", "50", "--data-dir", data_dir,
+    res = cli("train", "her2st:C2", "-o", model, "--method", "linear", "--n-top-genes", "50", "--data-dir", data_dir,
               "--cache-dir", tmp_path / "cache", "--quiet")
     assert res.exit_code == 0, res.output
     res = cli("predict", model, "her2st:C3", "-o", tmp_path / "c3.h5ad", "--data-dir", data_dir, "--cache-dir",
@@ -100,7 +100,7 @@ def test_an_encoder_is_one_file(c2, tmp_path):
     load("rgb_moments_encoder.py")
     assert "rgb-moments" in [e["name"] for e in encode.list_encoders() if e["available"]]
     rec = histosge.recover(c2, method="ridge", encoder="rgb-moments", progress=False, cache_dir=str(tmp_path),
-                           n_genes=100)
+                           n_top_genes=100)
     assert rec.obsm["features"].shape == (c2.n_obs, 6) and rec.uns["histosge"]["features"]["encoder"] == "rgb-moments"
     assert np.isfinite(rec.layers["predicted"]).all()
 
@@ -114,7 +114,7 @@ def test_a_reader_is_one_file(data_dir, tmp_path):
         warnings.simplefilter("ignore")
         section = histosge.read_section(packed)
     assert section.n_obs == 49 and section.uns["histosge"]["source"] == str(packed)
-    res = cli("recover", packed, "-o", tmp_path / "out.h5ad", "--method", "knn", "--genes", "50", "--quiet")
+    res = cli("recover", packed, "-o", tmp_path / "out.h5ad", "--method", "knn", "--n-top-genes", "50", "--quiet")
     assert res.exit_code == 0, res.output
 
 
@@ -126,5 +126,5 @@ def test_a_dataset_is_one_file(data_dir, tmp_path):
         section = histosge.read_section("mousebrain:crop", data_dir=data_dir)
     assert section.n_obs == 49
     res = cli("recover", "mousebrain:crop", "--data-dir", data_dir, "-o", tmp_path / "out.h5ad", "--method", "mean",
-              "--genes", "50", "--quiet")
+              "--n-top-genes", "50", "--quiet")
     assert res.exit_code == 0, res.output

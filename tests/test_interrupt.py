@@ -19,7 +19,7 @@ def test_interrupt_during_training_then_rerun_reuses_cache(data_dir, tmp_path, s
     out = tmp_path / "rec.h5ad"
     cache = tmp_path / "cache"
     cmd = [sys.executable, "-m", "histosge.cli", "recover", "her2st:C2", "--data-dir", str(data_dir), "-o", str(out),
-           "--cache-dir", str(cache), "--genes", "100"]
+           "--cache-dir", str(cache), "--n-top-genes", "100"]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     # A shell that starts jobs in the background hands them SIGINT ignored, and Python then never
     # raises KeyboardInterrupt: give the child the default disposition, as a terminal would.

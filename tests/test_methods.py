@@ -79,7 +79,7 @@ SMALL = {"stnet": {"epochs": 2}, "histogene": {"epochs": 1}, "stage": {"epochs":
 
 @pytest.mark.parametrize("name", ["mean", "knn", "ridge", "stnet", "histogene", "stage", "deepspace"])
 def test_any_method_saves_and_loads_to_the_same_predictions(c2, tmp_path, name):
-    model = methods.create_model(name, n_genes=40, **SMALL.get(name, {}))
+    model = methods.create_model(name, n_top_genes=40, **SMALL.get(name, {}))
     model.fit(c2, cache_dir=tmp_path, progress=False)
     before = model.predict(c2, cache_dir=tmp_path, progress=False)
     path = tmp_path / f"{name}.histosge"
@@ -94,7 +94,7 @@ def test_any_method_saves_and_loads_to_the_same_predictions(c2, tmp_path, name):
 
 
 def test_a_method_reading_measured_spots_predicts_another_section_only_with_them(c2, data_dir):
-    knn = methods.create_model("knn", n_genes=30).fit(c2, progress=False)
+    knn = methods.create_model("knn", n_top_genes=30).fit(c2, progress=False)
     c3 = histosge.read_section("her2st:C3", data_dir=data_dir)
     elsewhere = c3.copy()
     elsewhere.obsm["spatial"] = c3.obsm["spatial"] + 1e5  # spots far from the training section
@@ -112,7 +112,7 @@ def _run(*args):
 
 def test_cli_recover_with_a_baseline_and_a_refused_one(data_dir, tmp_path):
     out = tmp_path / "knn.h5ad"
-    res = _run("recover", "her2st:C2", "--data-dir", data_dir, "-o", out, "--method", "knn", "--genes", "50",
+    res = _run("recover", "her2st:C2", "--data-dir", data_dir, "-o", out, "--method", "knn", "--n-top-genes", "50",
                "--quiet")
     assert res.exit_code == 0, res.output
     assert "knn" in res.output and "none (the method reads no image)" in res.output and out.exists()
@@ -124,7 +124,7 @@ def test_cli_recover_with_a_baseline_and_a_refused_one(data_dir, tmp_path):
 
 def test_cli_train_and_predict_a_baseline(data_dir, tmp_path):
     model = tmp_path / "ridge.histosge"
-    res = _run("train", "her2st:C2", "-o", model, "--method", "ridge", "--genes", "50", "--data-dir", data_dir,
+    res = _run("train", "her2st:C2", "-o", model, "--method", "ridge", "--n-top-genes", "50", "--data-dir", data_dir,
                "--cache-dir", tmp_path / "cache", "--quiet")
     assert res.exit_code == 0, res.output
     assert "ridge (image mode)" in res.output and model.exists()

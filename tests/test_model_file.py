@@ -28,7 +28,7 @@ def two_sections(make_legacy_st, tmp_path):
 
 
 def _fit(mode, sections, tmp_path, **kw):
-    return HisToSGE(mode, n_genes=6, network=SMALL, **kw).fit(sections, cache_dir=str(tmp_path / "cache"),
+    return HisToSGE(mode, n_top_genes=6, network=SMALL, **kw).fit(sections, cache_dir=str(tmp_path / "cache"),
                                                               progress=False)
 
 
@@ -120,12 +120,21 @@ def test_edited_arrays_fail_the_checksum(saved):
 
 def test_edited_description_is_one_clear_error(saved):
     _rewrite(saved, edit_meta=lambda m: m.pop("genes"))
-    with pytest.raises(InputError, match="incomplete or inconsistent"):
+    with pytest.raises(InputError, match="changed after it was written \\(its description"):
+        HisToSGE.load(saved)
+    _rewrite(saved, edit_meta=_reseal)  # as a histosge that wrote it would have sealed it
+    with pytest.raises(InputError, match="description is inconsistent: genes"):
         HisToSGE.load(saved)
 
 
+def _reseal(meta):
+    from histosge.model.persist import description_sha256
+
+    meta["integrity"]["sha256"] = description_sha256(meta)
+
+
 def test_unknown_encoder_names_it(saved):
-    _rewrite(saved, edit_meta=lambda m: m["encoder"].update(encoder="no-such-encoder"))
+    _rewrite(saved, edit_meta=lambda m: (m["encoder"].update(encoder="no-such-encoder"), _reseal(m)))
     with pytest.raises(InputError, match="no-such-encoder"):
         HisToSGE.load(saved)
 

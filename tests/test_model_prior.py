@@ -31,12 +31,12 @@ def cohort(make_legacy_st):
 
 
 def _prior(sections, tmp_path, **kw):
-    return HisToSGE("image", n_genes=6, network=SMALL, **kw).fit(sections, cache_dir=str(tmp_path / "cache"),
+    return HisToSGE("image", n_top_genes=6, network=SMALL, **kw).fit(sections, cache_dir=str(tmp_path / "cache"),
                                                                    progress=False)
 
 
 def _target(prior, **kw):
-    return HisToSGE("neighbours", n_genes=6, network=SMALL, prior=prior, **kw)
+    return HisToSGE("neighbours", n_top_genes=6, network=SMALL, prior=prior, **kw)
 
 
 def _fit(model, section, tmp_path, **kw):
@@ -66,7 +66,7 @@ def test_a_prior_must_be_an_image_model_reading_the_same_features(cohort, tmp_pa
     (s, _) = cohort
     with pytest.raises(InputError, match=r"reads 100 um patches .*this section's model 200 um"):
         _fit(_target(_prior([s["A2"], s["B1"]], tmp_path, patch_scale=1.0)), s["A1"], tmp_path)
-    neighbours = _fit(HisToSGE("neighbours", n_genes=6, network=SMALL), s["A2"], tmp_path)
+    neighbours = _fit(HisToSGE("neighbours", n_top_genes=6, network=SMALL), s["A2"], tmp_path)
     with pytest.raises(InputError, match="a neighbours-mode model is not a prior"):
         _fit(_target(neighbours), s["A1"], tmp_path)
     with pytest.raises(InputError, match="takes no prior"):
@@ -131,7 +131,7 @@ def test_cli_prior_for_recover_and_superres(cohort, tmp_path):
     (s, root) = cohort
     runner = CliRunner()
     common = ["--data-dir", str(root.parent), "--cache-dir", str(tmp_path / "cache"), "--quiet"]
-    fast = ["--epochs", "2", "--genes", "6"]
+    fast = ["--epochs", "2", "--n-top-genes", "6"]
 
     def cli(*args):
         with warnings.catch_warnings():
@@ -158,3 +158,33 @@ def test_cli_prior_for_recover_and_superres(cohort, tmp_path):
     assert res.exit_code == 2 and "model file not found" in res.output
     res = cli("recover", "her2st:A1", "-o", prior, "--prior", prior, *common, *fast)  # never overwrite the prior
     assert res.exit_code == 2 and file_sha256(prior) == info["model"]["prior"]["sha256"]
+
+
+def _with_gene(section, name="EXTRA"):
+    import anndata as ad
+    import scipy.sparse as sp
+
+    extra = ad.AnnData(X=sp.csr_matrix(np.random.default_rng(5).poisson(3.0, (section.n_obs, 1)).astype(np.float32)),
+                       obs=section.obs[[]])
+    extra.var_names = [name]
+    out = ad.concat([section, extra], axis=1, merge="same", uns_merge="first")
+    out.obsm["spatial"] = section.obsm["spatial"]
+    return out
+
+
+@pytest.mark.parametrize("change", ["one gene more", "one gene fewer"])
+def test_a_section_resaved_with_a_gene_more_or_less_is_still_recognised(cohort, tmp_path, change):
+    """The hostile user's case (issue 27): the section the prior was fitted on, re-saved with one
+    gene column more (or fewer), passed as unseen (its spots' hashes cover every gene)."""
+    (s, _) = cohort
+    a1 = s["A1"]
+    copy = _with_gene(a1) if change == "one gene more" else a1[:, list(a1.var_names[1:])].copy()
+    assert copy.n_vars == a1.n_vars + (1 if change == "one gene more" else -1)
+    path = tmp_path / "prior.histosge"
+    _prior([a1, s["A2"]], tmp_path).save(path)
+    # 9 genes in all here: a spot with under 3 non-empty gene groups left is not recognised, the rest are
+    with pytest.raises(InputError, match=f"fitted on [1-9][0-9] of this section's {a1.n_obs} spots"):
+        _fit(_target(HisToSGE.load(path)), copy, tmp_path)
+    fine = _fit(_target(str(path)), s["B1"], tmp_path)  # another section: still accepted
+    with pytest.raises(InputError, match="context section: the prior was fitted on"):
+        fine.predict(s["B1"], context=copy, cache_dir=str(tmp_path / "cache"), progress=False)

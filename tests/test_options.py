@@ -19,8 +19,8 @@ runner = CliRunner()
 
 #: (CLI flag, Python keyword, bad value, task) for every validated option.
 BAD = [
-    ("--genes", "n_genes", -5, "superres"),
-    ("--genes", "n_genes", 0, "recover"),
+    ("--n-top-genes", "n_top_genes", -5, "superres"),
+    ("--n-top-genes", "n_top_genes", -1, "recover"),
     ("--seed", "seed", -1, "recover"),
     ("--group-size", "group_size", 0, "superres"),
     ("--epochs", "epochs", 0, "superres"),
@@ -101,16 +101,16 @@ def test_rule_accepts_exactly_its_range(name, value):
 def test_optional_and_type_rules():
     assert options.check("epochs", None) is None
     with pytest.raises(InputError, match="whole number"):
-        options.check("n_genes", 10.5)
+        options.check("n_top_genes", 10.5)
     with pytest.raises(InputError):
-        options.check("n_genes", True)  # a bool is not a count
+        options.check("n_top_genes", True)  # a bool is not a count
     with pytest.raises(InputError):
         options.check("seed", None)
-    assert options.check("n_genes", 10.0) == 10
+    assert options.check("n_top_genes", 10.0) == 10
     import numpy as np
 
     assert type(options.check("seed", np.int64(3))) is int
-    assert options.validate(n_genes=5, encoder="uni", cache_dir=None) == {"n_genes": 5, "encoder": "uni",
+    assert options.validate(n_top_genes=5, encoder="uni", cache_dir=None) == {"n_top_genes": 5, "encoder": "uni",
                                                                            "cache_dir": None}
 
 
@@ -160,4 +160,4 @@ def test_every_option_has_a_help_text(command):
 def test_help_states_the_enforced_range():
     params = {p.name: p for p in _commands()["superres"].params}
     assert options.RULES["patch_scale"].describe() in params["patch_scale"].help
-    assert options.RULES["n_genes"].describe() in params["genes"].help
+    assert options.RULES["n_top_genes"].describe() in params["n_top_genes"].help

@@ -80,3 +80,37 @@ def test_extraction_in_a_log_writes_few_lines(tmp_path):
     assert "\r" not in res.stderr
     assert 1 <= len(lines) <= 20, res.stderr  # 200 batches; at most one line a second plus the last
     assert lines[-1].startswith("encode he-stats: 800 spots in ")
+
+
+def test_rates_below_one_per_second_are_shown_per_item():
+    out, clock = io.StringIO(), _Clock()
+    bar = LogProgress(total=10, desc="cohort", unit="slide", file=out, interval=5.0, clock=clock)
+    for _ in range(3):
+        clock.t += 4.1
+        bar.update(1)
+    bar.close()
+    text = out.getvalue()
+    assert "4.1 s/slide" in text and "0 slide/s" not in text and "0.24 slide/s" not in text
+
+
+def test_training_time_left_knows_about_early_stopping():
+    from histosge._progress import early_stop
+
+    out, clock = io.StringIO(), _Clock()
+    bar = LogProgress(total=300, desc="training", unit="epoch", file=out, interval=0.0, clock=clock)
+    clock.t += 16.6
+    bar.update(1)  # no early stop in sight yet: all 299 epochs left
+    early_stop(bar, 4)  # stops after 4 more epochs unless the validation loss improves
+    clock.t += 16.6
+    bar.update(1)
+    first, second = out.getvalue().splitlines()[:2]
+    assert "~1 h 22 min left" in first
+    assert "~66 s left if it stops early" in second and "~1 h 22 min at most" in second
+
+
+def test_training_loop_reports_when_early_stopping_will_end_it():
+    from histosge.model.train import TrainConfig, _stop_within
+
+    cfg = TrainConfig(epochs=300, patience=20, give_up=5)
+    assert _stop_within(cfg, since_best=4, epochs_done=4, improved=False) == 1  # give_up at epoch 5
+    assert _stop_within(cfg, since_best=3, epochs_done=40, improved=True) == 17

@@ -33,6 +33,9 @@ def test_synthetic_section(make_legacy_st):
         "source": str(root / "ST-cnts" / "A1.tsv.gz"),
         "raw_counts": True,
         "spot_diameter_um": 100.0,
+        # counted on reading, for the summaries (the fixture's 2 unselected and 1 uncounted spots)
+        "dropped": {"not in the spot table": 0, "not selected (selected = 0)": 2, "selected but without counts": 1,
+                    "zero counts": 0},
     }
     # a full rectangle of spots: no off-tissue spot to compare against, so no score (and no refusal)
     assert alignment["status"].startswith("not scored") and alignment["n_off"] == 2

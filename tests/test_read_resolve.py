@@ -56,7 +56,7 @@ def test_no_data_dir(monkeypatch):
 
 
 def test_her2st_root_folder_asks_for_a_section(data_root):
-    with pytest.raises(InputError, match="her2st:<section>"):
+    with pytest.raises(InputError, match=r"give one section as her2st:\w+ --data-dir .* or its files: --counts"):
         read_section(data_root / "her2st")
 
 

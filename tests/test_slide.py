@@ -127,7 +127,7 @@ def image_model(make_legacy_st, tmp_path):
         warnings.simplefilter("ignore")
         a = histosge.read_section("her2st:A1", data_dir=make_legacy_st("A1", seed=0).parent)
         b = histosge.read_section("her2st:A2", data_dir=make_legacy_st("A2", seed=1).parent)
-    return HisToSGE("image", n_genes=6, network={"epochs": 2, "dim": 32, "mlp_dim": 32}).fit(
+    return HisToSGE("image", n_top_genes=6, network={"epochs": 2, "dim": 32, "mlp_dim": 32}).fit(
         [a, b], cache_dir=str(tmp_path / "cache"), progress=False), a
 
 
@@ -153,7 +153,7 @@ def test_a_neighbours_model_refuses_a_slide(make_legacy_st, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         a = histosge.read_section("her2st:A1", data_dir=make_legacy_st("A1", seed=0).parent)
-    model = HisToSGE(n_genes=6, network={"epochs": 2, "dim": 32, "mlp_dim": 32}).fit(
+    model = HisToSGE(n_top_genes=6, network={"epochs": 2, "dim": 32, "mlp_dim": 32}).fit(
         a, cache_dir=str(tmp_path / "cache"), progress=False)
     img, _ = _tissue()
     with pytest.raises(InputError, match="needs measured spots"):

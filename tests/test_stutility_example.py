@@ -52,7 +52,7 @@ def test_checkerboard_superres_from_the_command_line(data_dir, tmp_path):
     result = tmp_path / "mob_superres.h5ad"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = CliRunner().invoke(app, ["superres", str(tmp_path / "mob"), "-o", str(result), "--genes", "50",
+        res = CliRunner().invoke(app, ["superres", str(tmp_path / "mob"), "-o", str(result), "--n-top-genes", "50",
                                        "--epochs", "2", "--quiet", "--cache-dir", str(tmp_path / "cache")])
     assert res.exit_code == 0, res.output
     import anndata as ad

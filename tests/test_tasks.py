@@ -16,7 +16,7 @@ def c2(data_dir):
         return histosge.read_section("her2st:C2", data_dir=data_dir)
 
 
-FAST = dict(epochs=3, n_genes=200)
+FAST = dict(epochs=3, n_top_genes=200)
 
 
 def test_superres_legacy_st_geometry_and_output(c2, tmp_path):
@@ -68,7 +68,7 @@ def test_superres_output_writes_and_plots(c2, tmp_path):
     back = ad.read_h5ad(path)
     assert back.n_obs == out.n_obs and list(back.obs["spot_type"].cat.categories) == ["measured", "generated"]
     sc.pl.spatial(back, color=back.var_names[0], img_key="hires", show=False)
-    genes = plot.markers(back, tmp_path / "m.png", genes=["ERBB2"] if "ERBB2" in back.var_names else None)
+    genes = plot.gene_maps(back, tmp_path / "m.png", genes=["ERBB2"] if "ERBB2" in back.var_names else None)
     assert (tmp_path / "m.png").stat().st_size > 10_000 and 1 <= len(genes) <= 4
     assert not list(tmp_path.glob("*.part"))
 

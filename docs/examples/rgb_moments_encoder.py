@@ -3,7 +3,8 @@
 A template for a new encoder: the builder returns an ``Encoder`` whose ``forward`` maps the
 preprocessed patches (n, 3, input_size, input_size; here RGB in [0, 1], since mean is 0 and
 std 1) to (n, dim) features. What preprocessing needs travels in the registration, and
-``weights_id`` names the weights in the feature cache's key (bump it when ``forward`` changes).
+``weights_id`` names the weights in the feature cache's key; an encoder registered from outside
+histosge is keyed on its code too, so editing ``forward`` never reuses stale features.
 """
 
 from __future__ import annotations

@@ -80,7 +80,10 @@ def superres(adata, image=None, **options):
         - ``encoder``, ``weights``: image encoder (default ``encode.DEFAULT_ENCODER``) and a
           local weights file.
         - ``patch_scale`` (2.0): patch side in spot diameters.
-        - ``n_genes`` (1000): HVGs predicted.
+        - ``genes`` (names, or a text file with one per line): genes always predicted, besides
+          ``n_top_genes`` (1000) HVGs of the training spots (0: only the named ones), or every
+          gene detected in >= 1% of them with ``all_genes=True``.
+        - ``reliability`` (True): estimate each gene's held-out Pearson (``var['cv_pcc']``).
         - ``epochs``, ``group_size``, ``patience``: the network's schedule (default the model's;
           a method without one refuses them).
         - ``prior``: an image-mode model file fitted on other sections (``HisToSGE(prior=...)``).
@@ -94,7 +97,9 @@ def superres(adata, image=None, **options):
 
         - ``X``: log1p(normalize_total(1e4)) of the HVGs, measured values for measured spots,
           predictions for generated ones; ``var``: the genes (with the input's string
-          annotations such as ``gene_ids``).
+          annotations such as ``gene_ids``), ``var['cv_pcc']`` (the Pearson each gene's
+          prediction is expected to have at spots the model never saw; NaN when not estimated)
+          and ``var['reliable']`` (``histosge.model.reliability.RULE``).
         - ``layers['predicted']``: the model's output for every spot (in-sample on measured ones).
         - ``obs['spot_type']`` ('measured' or 'generated'), ``obs['array_row']``,
           ``obs['array_col']`` (fractional grid positions for generated spots),
@@ -110,15 +115,16 @@ def superres(adata, image=None, **options):
           grid to pixels), ``settings`` (the options), ``input`` (the reader's record:
           source, grid, alignment, spot size), ``features`` (encoder record), ``model``,
           ``training_scores`` (the model's out-of-sample scores on its training spots),
+          ``gene_choice`` (named genes, ``n_top_genes``, ``all_genes``, HVG flavour, the
+          training datasets), ``reliability`` (the rule, how cv_pcc was estimated, the number of
+          reliable genes and the top five),
           ``seconds`` (features, fit_predict, total) and ``note``.
 
     Raises
     ------
     InputError
-        A bad option, a section without grid or image, or no two measured spots that are grid
-        neighbours.
-    TypeError
-        An option this function does not know.
+        A bad or unknown option, a named gene the section does not measure (with close names), a
+        section without grid or image, or no two measured spots that are grid neighbours.
     """
     from .tasks import superres as _superres
 
@@ -140,15 +146,16 @@ def recover(adata, image=None, **options):
     **options
         ``holdout`` (fraction held out, default 0.5) and ``progress`` (True), and the model
         options of :func:`superres` (``method``, ``encoder``, ``weights``, ``patch_scale``,
-        ``n_genes``, ``epochs``, ``group_size``, ``patience``, ``prior``, ``seed``, ``device``,
-        ``cache_dir``, ``batch_size``).
+        ``genes``, ``n_top_genes``, ``all_genes``, ``reliability``, ``epochs``, ``group_size``,
+        ``patience``, ``prior``, ``seed``, ``device``, ``cache_dir``, ``batch_size``).
 
     Returns
     -------
     AnnData
         Every spot of the section:
 
-        - ``X``: measured log1p(normalize_total(1e4)) of the HVGs; ``var``: the genes.
+        - ``X``: measured log1p(normalize_total(1e4)) of the predicted genes; ``var``: the genes,
+          with ``cv_pcc`` and ``reliable`` (as :func:`superres`).
         - ``layers['predicted']``: the prediction (out-of-sample on held-out spots).
         - ``obs['split']`` ('train' or 'held-out'), ``obs['array_row']``, ``obs['array_col']``,
           ``obs['annotation']`` (when the input has it), ``obs['novelty']``, ``obs['novel']``
@@ -160,14 +167,13 @@ def recover(adata, image=None, **options):
           ``n_train``, ``n_test``, ``holdout``, ``metrics`` (held-out spots only: ``pcc``,
           ``pcc_top50``, ``mse``, ``mae``, ``n_genes``, ``n_spots``; see
           :func:`histosge.evaluate.score`), ``metrics_scope``, ``input``, ``settings``,
-          ``features``, ``model``, ``seconds``.
+          ``features``, ``model``, ``gene_choice``, ``reliability``, ``seconds``.
 
     Raises
     ------
     InputError
-        A bad option, or a section without grid or image.
-    TypeError
-        An option this function does not know.
+        A bad or unknown option, a named gene the section does not measure, or a section
+        without grid or image.
     """
     from .tasks import recover as _recover
 
@@ -198,9 +204,11 @@ def predict(model, source, **options):
     Returns
     -------
     AnnData
-        What the model's ``predict`` returns (``X``, ``obs['array_row']``, ``obs['array_col']``,
-        ``obsm['spatial']``, ``uns['spatial']``, ``uns['histosge']``; ``obsm['features']`` for
-        methods that read the image; ``obs['novelty']``, ``obs['novel']`` for HisToSGE), and:
+        What the model's ``predict`` returns (``X``, ``var`` with ``cv_pcc`` and ``reliable``
+        from the model file, ``obs['array_row']``, ``obs['array_col']``, ``obsm['spatial']``,
+        ``uns['spatial']``, ``uns['histosge']`` with ``reliability`` and ``gene_choice``;
+        ``obsm['features']`` for methods that read the image; ``obs['novelty']``,
+        ``obs['novel']`` for HisToSGE), and:
 
         - a slide: ``uns['histosge']`` gains ``input`` ('slide'), ``source``, ``pitch_um``,
           ``slide`` (width, height, levels, tissue_fraction, mpp_source) and ``seconds``;

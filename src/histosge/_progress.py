@@ -39,6 +39,27 @@ def _is_terminal(stream: TextIO) -> bool:
         return False
 
 
+def rate_text(n: float, elapsed: float, unit: str) -> str:
+    """A rate as people read it: ``412 spots/s`` at one or more per second, ``4.1 s/slide`` below
+    (never ``0 slide/s``)."""
+    if elapsed <= 0 or n <= 0:
+        return f"0 {unit}/s"
+    rate = n / elapsed
+    if rate >= 1:
+        return f"{rate:.0f} {unit}/s"
+    per = elapsed / n
+    return f"{per:.1f} s/{unit}" if per < 90 else f"{_seconds(per)}/{unit}"
+
+
+def early_stop(bar: Any, within: int | None) -> None:
+    """Tell ``bar`` the loop stops within ``within`` more steps unless it improves (early stopping),
+    so its time left is not only the time to the last step; None: no early stop in sight."""
+    bar.stop_within = None if within is None else max(0, int(within))
+    if not isinstance(bar, LogProgress) and within is not None and hasattr(bar, "set_postfix_str"):
+        postfix = getattr(bar, "postfix", "") or ""
+        bar.set_postfix_str(", ".join(x for x in (postfix, f"stops in <= {within} unless better") if x))
+
+
 def _seconds(s: float) -> str:
     s = round(max(0.0, s))
     if s < 90:
@@ -81,6 +102,7 @@ class LogProgress:
         self._last = self._start
         self._closed = False
         self.lines = 0  # lines written so far
+        self.stop_within: int | None = None  # early stopping: steps left at most unless it improves
 
     # -- what tqdm offers ----------------------------------------------------------------------
     def __iter__(self) -> Iterator:
@@ -123,7 +145,7 @@ class LogProgress:
         self._closed = True
         elapsed = self._clock() - self._start
         if self.n or self.total:
-            rate = f" ({self.n / elapsed:.0f} {self.unit}/s)" if elapsed > 0 and self.n else ""
+            rate = f" ({rate_text(self.n, elapsed, self.unit)})" if elapsed > 0 and self.n else ""
             tail = f", {self.postfix}" if self.postfix else ""
             self._write(f"{self.desc}: {self.n} {self.unit}s in {_seconds(elapsed)}{rate}{tail}")
 
@@ -135,10 +157,15 @@ class LogProgress:
         parts = [f"{self.desc}: {done}"]
         if self.total:
             parts[0] += f" ({100.0 * self.n / self.total:.0f}%)"
-        parts.append(f"{rate:.0f} {self.unit}/s" if rate >= 1 else f"{rate:.2f} {self.unit}/s")
+        parts.append(rate_text(self.n, elapsed, self.unit))
         parts.append(f"{_seconds(elapsed)} elapsed")
         if self.total and rate > 0:
-            parts.append(f"~{_seconds((self.total - self.n) / rate)} left")
+            last = max(0, self.total - self.n)
+            if self.stop_within is not None and self.stop_within < last:
+                parts.append(f"~{_seconds(self.stop_within / rate)} left if it stops early (no better result in "
+                             f"{self.stop_within} {self.unit}s), ~{_seconds(last / rate)} at most")
+            else:
+                parts.append(f"~{_seconds(last / rate)} left")
         if self.postfix:
             parts.append(self.postfix)
         return ", ".join(parts)

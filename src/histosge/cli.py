@@ -9,6 +9,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import typer
@@ -23,24 +24,52 @@ from .errors import HistosgeError, InputError
 def ray_option_value(args: list[str]) -> list[str]:
     """``--ray`` takes an optional address: ``--ray`` followed by nothing, by another option or by
     anything that is not an address (``host:port``, ``ray://host:port``, ``auto``, ``local``)
-    becomes ``--ray=`` (no address: $RAY_ADDRESS, else a local instance)."""
-    from .cohort.on_ray import is_address
+    becomes ``--ray=`` (no address: $RAY_ADDRESS, else a local instance). A value meant as an
+    address but malformed (``'not a host:abc'``: a colon, no such file, no slide suffix) stays the
+    address, to be refused as one rather than read as a slide."""
+    from .cohort.on_ray import is_address, meant_as_address
 
     out = list(args)
     for i, a in enumerate(out):
         if a == "--":
             break
-        if a == "--ray" and (i + 1 == len(out) or out[i + 1].startswith("-") or not is_address(out[i + 1])):
+        if a == "--ray" and (i + 1 == len(out) or out[i + 1].startswith("-")
+                             or not (is_address(out[i + 1]) or meant_as_address(out[i + 1]))):
             out[i] = "--ray="
+    return out
+
+
+#: What follows ``--plot`` is a path or another argument, not genes, when it ends like a file.
+_FILE_ENDINGS = (".h5ad", ".zarr", ".histosge", ".tif", ".tiff", ".svs", ".ndpi", ".mrxs", ".scn", ".png", ".jpg",
+                 ".jpeg", ".csv", ".txt", ".tsv", ".h5", ".json")
+
+
+def plot_option_value(args: list[str]) -> list[str]:
+    """``--plot`` takes an optional gene list: ``--plot`` followed by nothing, by another option or
+    by anything that is not a gene list (a path, a dataset name, a file) becomes ``--plot=`` (the
+    default genes); ``--plot ERBB2,GRB7`` and ``--plot=ERBB2`` name genes."""
+    import os
+
+    def genes_like(text: str) -> bool:
+        return not (text.startswith("-") or "/" in text or os.sep in text or ":" in text
+                    or text.lower().endswith(_FILE_ENDINGS) or os.path.exists(text))
+
+    out = list(args)
+    for i, a in enumerate(out):
+        if a == "--":
+            break
+        if a == "--plot" and (i + 1 == len(out) or not genes_like(out[i + 1])):
+            out[i] = "--plot="
     return out
 
 
 class _Commands(TyperGroup):
     def parse_args(self, ctx, args):
-        return super().parse_args(ctx, ray_option_value(args))
+        return super().parse_args(ctx, plot_option_value(ray_option_value(args)))
 
 
 app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
+                  rich_markup_mode=None,  # click's plain help: wrapped to any width, never an option name cut
                   help="Predict high-resolution spatial gene expression from H&E histology (HisToSGE).")
 err = Console(stderr=True)
 out = Console()
@@ -73,61 +102,149 @@ def _run(debug: bool, fn, *args, output: Path | None = None, interrupted: str | 
     return result
 
 
-def _common_options(encoder, weights, patch_scale, genes, method, epochs, group_size, patience, seed, device,
-                    cache_dir, batch_size, prior=None) -> dict:
-    return dict(encoder=encoder, weights=weights, patch_scale=patch_scale, n_genes=genes, method=method,
-                epochs=epochs, group_size=group_size, patience=patience, seed=seed, device=device,
-                cache_dir=cache_dir, batch_size=batch_size, prior=prior)
+def _common_options(encoder, weights, patch_scale, genes, n_top_genes, all_genes, reliability, method, epochs,
+                    group_size, patience, seed, device, cache_dir, batch_size, prior=None) -> dict:
+    return dict(encoder=encoder, weights=weights, patch_scale=patch_scale, genes=genes, n_top_genes=n_top_genes,
+                all_genes=all_genes, reliability=reliability, method=method, epochs=epochs, group_size=group_size,
+                patience=patience, seed=seed, device=device, cache_dir=cache_dir, batch_size=batch_size, prior=prior)
 
 
 def _summary(title: str, rows: list[tuple[str, str]]) -> None:
     table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")  # paths and numbers wrap, never cut with an ellipsis
     for k, v in rows:
         table.add_row(k, v)
     out.print(table)
 
 
-def _markers(requested: list[str] | None, adata, result) -> list[str] | None:
-    """The --markers genes the prediction has; a warning names those skipped (None: defaults)."""
-    if not requested:
+def _gene_names(genes: str | None) -> tuple[str, ...] | None:
+    """--genes NAMES (a comma list or a file), checked before any work; duplicates kept once, said."""
+    from .genes import parse_gene_names
+
+    if genes is None:
         return None
-    drawn = [g for g in requested if g in result.var_names]
-    skipped = [g for g in requested if g not in result.var_names]
-    if skipped:
-        err.print(f"warning: --markers {', '.join(skipped)} not among the {result.n_vars} predicted genes; "
-                  f"{'skipped' if drawn else 'known markers drawn instead'} (raise --genes to include them)",
-                  highlight=False)
-    return drawn or None
+    names, dups = parse_gene_names(genes, where="--genes")
+    if dups:
+        err.print(f"warning: --genes: {', '.join(dups)} listed more than once; kept once", highlight=False)
+    return tuple(names)
 
 
-def _job(task: str, source: str, output: Path, image, data_dir, plot, markers, progress, opts, extra,
-         check_alignment: bool = True, storage: dict | None = None):
-    from . import options, tasks
-    from . import plot as plot_mod
+def _plot_names(plot: str | None) -> list[str] | None:
+    """--plot: None (no plot), [] (--plot alone: the default genes) or the genes named."""
+    if plot is None:
+        return None
+    return [g.strip() for g in plot.split(",") if g.strip()]
+
+
+def _reliability_row(summary: dict) -> tuple[str, str]:
+    """The summary line on per-gene reliability (uns['histosge']['reliability'] of an output)."""
+    from .model.reliability import RELIABLE_PCC
+
+    if not summary.get("estimated"):
+        return ("reliable genes", str(summary.get("why", "not estimated")))
+    top = ", ".join(f"{g} {v:.2f}" for g, v in summary["top"].items())
+    return ("reliable genes", f"{summary['n_reliable']} of {summary['n_genes']} (cv_pcc >= {RELIABLE_PCC:g}: the "
+                              f"held-out Pearson estimated at training); top: {top}")
+
+
+def _files(source, counts, spots, image) -> tuple[str, str, str] | None:
+    """None for a SOURCE; (counts, spots, image) for a legacy-ST section given as three files."""
+    if counts is None and spots is None:
+        if source is None:
+            raise InputError("no section given", where="SOURCE",
+                             fix="give a section (a folder, an .h5ad, dataset:section) or a legacy-ST section's "
+                                 "files as --counts FILE --spots FILE --image FILE")
+        return None
+    if source is not None:
+        raise InputError(f"both a SOURCE ({source}) and --counts/--spots were given", where="--counts",
+                         fix="give one section: SOURCE, or --counts FILE --spots FILE --image FILE")
+    missing = [flag for flag, v in (("--counts", counts), ("--spots", spots), ("--image", image)) if v is None]
+    if missing:
+        raise InputError(f"{' and '.join(missing)} missing: a legacy-ST section is given as three files",
+                         where=missing[0], fix="give --counts FILE (the count table) --spots FILE (the spot "
+                                               "table: x, y, pixel_x, pixel_y, selected) --image FILE (the H&E)")
+    from .read.resolve import check_source
+
+    for v in (counts, spots, image):
+        check_source(v)
+    return str(counts), str(spots), str(image)
+
+
+def _dropped_row(adata) -> list[tuple[str, str]]:
+    """The summary row counting the spots the reader left out (selected = 0, off tissue, no counts)."""
+    dropped = adata.uns.get("histosge", {}).get("dropped")
+    if dropped is None:
+        return []
+    from .read.checks import dropped_text
+
+    return [("dropped on reading", f"{dropped_text(dropped)} (kept {adata.n_obs} spots)")]
+
+
+def _correction_row(info: dict, method: str) -> list[tuple[str, str]]:
+    """Whether HisToSGE's correction network was used, and why not."""
+    history = (info.get("model") or {}).get("history")
+    mode = (info.get("model") or {}).get("mode") or info.get("mode")
+    if history is None:
+        return [("correction network", f"none (the {method} method has none)")]
+    if mode == "paper" or method == "histosge-paper":
+        return [("correction network", "none (paper mode: the network is the whole model, "
+                                       f"{history.get('epochs_run', '?')} epochs)")]
+    if "skipped" in history:
+        return [("correction network", f"not used: {history['skipped']}")]
+    if "initial_val_loss" in history and "best_epoch" not in history:
+        return [("correction network", "not used: it never beat the measured neighbours' context on the validation "
+                                       f"spots ({history.get('outcome', '')})")]
+    return [("correction network", f"used: {history.get('outcome', 'trained')}")]
+
+
+def _job(task: str, source: str | None, output: Path, image, data_dir, plot, progress, opts, extra,
+         check_alignment: bool = True, storage: dict | None = None, counts=None, spots=None):
+    from . import options
     from ._atomic import check_output, write_output
-    from .read import read_section
-    from .read.resolve import input_paths
 
     t0 = time.perf_counter()
     opts = options.validate(**opts)  # the same rules and messages as the Python API
     extra = options.validate(**extra)
-    inputs = input_paths(source, image=image, data_dir=data_dir)
+    opts["genes"] = _gene_names(opts["genes"])
+    from .genes import GeneChoice
+
+    GeneChoice(opts["genes"] or (), opts["n_top_genes"], opts["all_genes"])  # nothing to predict fails here
+    _check_names(opts.get("method"), opts.get("encoder"))
+    from .read import read_section
+    from .read.resolve import check_source, input_paths, read_files
+
+    files = _files(source, counts, spots, image)
+    if files is None:
+        inputs = input_paths(source, image=image, data_dir=data_dir)
+    else:
+        inputs = [Path(f).expanduser() for f in files]
+        source = f"{Path(files[0]).name} + {Path(files[1]).name} + {Path(files[2]).name}"
     if opts.get("prior"):
         inputs = [*inputs, Path(opts["prior"])]
-    output = check_output(output, inputs=inputs)
+    output = check_output(output, inputs=inputs)  # the outputs first: a bad -o is refused before the input is read
     _check_cache(opts.get("cache_dir"))
-    png = output.with_name(output.stem + "_markers.png") if plot else None
+    png = output.with_name(output.stem + "_genes.png") if plot is not None else None
     if png is not None:
         check_output(png, inputs=inputs, suffixes=(".png",), option="--plot")
-    adata = read_section(source, image=image, data_dir=data_dir, check_alignment=check_alignment)
-    if markers:
-        absent = [g for g in markers if g not in adata.var_names]
-        if absent:
-            raise InputError(f"{len(absent)} of {len(markers)} genes are not in the section: {', '.join(absent)}",
-                             where="--markers", fix="give gene names as in the counts (case matters) or drop them")
+    if files is None:
+        check_source(source, data_dir=data_dir)
+    adata = (read_section(source, image=image, data_dir=data_dir, check_alignment=check_alignment) if files is None
+             else read_files(*files, check_alignment=check_alignment))
+    if plot:  # genes to draw are genes to predict: named, so they are predicted whatever their variance
+        from .genes import check_named
+
+        check_named(plot, adata.var_names, where="--plot", what=f"{source}")
+        opts["genes"] = tuple(dict.fromkeys([*(opts["genes"] or ()), *plot]))
+    from . import tasks  # heavy (torch, scanpy): only once every check that needs no work has passed
+
     fn = tasks.superres if task == "superres" else tasks.recover
     result = fn(adata, image=image, progress=progress, **opts, **extra)
-    drawn = plot_mod.markers(result, png, genes=_markers(markers, adata, result)) if png else []
+    drawn = []
+    if png:
+        from . import plot as plot_mod
+
+        drawn = plot_mod.gene_maps(result, png, genes=plot or None)
     try:
         write_output(result, output, **(storage or {}))  # published last: an interrupt before this leaves no output
     except BaseException:
@@ -135,10 +252,16 @@ def _job(task: str, source: str, output: Path, image, data_dir, plot, markers, p
             png.unlink(missing_ok=True)
         raise
     info = result.uns["histosge"]
+    g = info["gene_choice"]
+    named = f" + {len(g['named'])} named" if g.get("named") else ""
+    chosen = "all detected in >= 1% of the training spots" if g.get("all_genes") else \
+        f"{g['n_top_genes']} HVGs ({info['hvg_flavour']})"
     rows = [("section", f"{source} ({adata.n_obs} spots x {adata.n_vars} genes)"),
-            ("genes predicted", f"{result.n_vars} HVGs ({info['hvg_flavour']})"),
+            ("genes predicted", f"{result.n_vars}: {chosen}{named}"),
+            _reliability_row(info["reliability"]),
             ("encoder", str(info["settings"]["encoder"] or "none (the method reads no image)")),
             ("method", opts["method"])]
+    rows += _dropped_row(adata) + _correction_row(info, opts["method"])
     if "prior" in info.get("model", {}):
         p = info["model"]["prior"]
         rows.append(("prior", f"{opts['prior']} (sha256 {p['sha256'][:16]}...; predicts {p['genes_covered']} of "
@@ -163,6 +286,22 @@ def _job(task: str, source: str, output: Path, image, data_dir, plot, markers, p
     _summary(f"histosge {task}", rows)
 
 
+def _check_names(method: str | None, encoder: str | None) -> None:
+    """An unknown --method or --encoder fails at once: the registries are read without importing a
+    method's or an encoder's code (nor torch)."""
+    if method is not None:
+        from .methods import get_spec
+
+        get_spec(method)
+    if encoder is not None:
+        from .encode import get_spec as encoder_spec
+
+        try:
+            encoder_spec(encoder)
+        except HistosgeError as e:
+            raise InputError(e.what, where="--encoder", fix=e.fix) from None
+
+
 def _check_cache(cache_dir) -> None:
     """An explicit --cache-dir that cannot be used fails before any work (a default one that
     cannot be written only warns, later, and the run goes on without a cache)."""
@@ -172,21 +311,22 @@ def _check_cache(cache_dir) -> None:
         check_cache_dir(cache_dir)
 
 
-def _split_markers(markers: str | None) -> list[str] | None:
-    return [g.strip() for g in markers.split(",") if g.strip()] if markers else None
-
-
 @app.command()
 def superres(
-    source: O.Source,
-    output: O.Output,
+    source: O.Source = None,
+    output: O.Output = ...,
     factor: O.Factor = 4,
     image: O.Image = None,
+    counts: O.Counts = None,
+    spots: O.Spots = None,
     data_dir: O.DataDir = None,
     encoder: O.Encoder = None,
     weights: O.Weights = None,
     patch_scale: O.PatchScale = 2.0,
-    genes: O.Genes = 1000,
+    genes: O.Genes = None,
+    n_top_genes: O.NTopGenes = 1000,
+    all_genes: O.AllGenes = False,
+    reliability: O.Reliability = True,
     method: O.Method = "histosge",
     epochs: O.Epochs = None,
     group_size: O.GroupSize = None,
@@ -196,8 +336,7 @@ def superres(
     device: O.Device = None,
     cache_dir: O.CacheDir = None,
     prior: O.Prior = None,
-    plot: O.Plot = False,
-    markers: O.Markers = None,
+    plot: O.Plot = None,
     alignment_check: O.AlignmentCheck = True,
     keep_features: O.KeepFeatures = False,
     lossless: O.Lossless = False,
@@ -205,24 +344,29 @@ def superres(
     debug: O.Debug = False,
 ):
     """Predict expression at 4x (or 9x, 16x) denser spots placed between the measured ones."""
-    opts = _common_options(encoder, weights, patch_scale, genes, method, epochs, group_size, patience, seed,
-                           device, cache_dir, batch_size, prior)
-    _run(debug, _job, "superres", source, output, image, data_dir, plot, _split_markers(markers), not quiet, opts,
+    opts = _common_options(encoder, weights, patch_scale, genes, n_top_genes, all_genes, reliability, method, epochs,
+                           group_size, patience, seed, device, cache_dir, batch_size, prior)
+    _run(debug, _job, "superres", source, output, image, data_dir, _plot_names(plot), not quiet, opts,
          {"factor": factor}, check_alignment=alignment_check, output=output,
-         storage={"features": keep_features, "lossless": lossless})
+         storage={"features": keep_features, "lossless": lossless}, counts=counts, spots=spots)
 
 
 @app.command()
 def recover(
-    source: O.Source,
-    output: O.Output,
+    source: O.Source = None,
+    output: O.Output = ...,
     holdout: O.Holdout = 0.5,
     image: O.Image = None,
+    counts: O.Counts = None,
+    spots: O.Spots = None,
     data_dir: O.DataDir = None,
     encoder: O.Encoder = None,
     weights: O.Weights = None,
     patch_scale: O.PatchScale = 2.0,
-    genes: O.Genes = 1000,
+    genes: O.Genes = None,
+    n_top_genes: O.NTopGenes = 1000,
+    all_genes: O.AllGenes = False,
+    reliability: O.Reliability = True,
     method: O.Method = "histosge",
     epochs: O.Epochs = None,
     group_size: O.GroupSize = None,
@@ -232,8 +376,7 @@ def recover(
     device: O.Device = None,
     cache_dir: O.CacheDir = None,
     prior: O.Prior = None,
-    plot: O.Plot = False,
-    markers: O.Markers = None,
+    plot: O.Plot = None,
     alignment_check: O.AlignmentCheck = True,
     keep_features: O.KeepFeatures = False,
     lossless: O.Lossless = False,
@@ -241,24 +384,30 @@ def recover(
     debug: O.Debug = False,
 ):
     """Hold out spots, predict them, and score against their measured values (held-out only)."""
-    opts = _common_options(encoder, weights, patch_scale, genes, method, epochs, group_size, patience, seed,
-                           device, cache_dir, batch_size, prior)
-    _run(debug, _job, "recover", source, output, image, data_dir, plot, _split_markers(markers), not quiet, opts,
+    opts = _common_options(encoder, weights, patch_scale, genes, n_top_genes, all_genes, reliability, method, epochs,
+                           group_size, patience, seed, device, cache_dir, batch_size, prior)
+    _run(debug, _job, "recover", source, output, image, data_dir, _plot_names(plot), not quiet, opts,
          {"holdout": holdout}, check_alignment=alignment_check, output=output,
-         storage={"features": keep_features, "lossless": lossless})
+         storage={"features": keep_features, "lossless": lossless}, counts=counts, spots=spots)
 
 
 @app.command()
 def train(
-    sources: O.Sources,
-    output: O.ModelOutput,
+    sources: O.Sources = None,
+    output: O.ModelOutput = ...,
     method: O.TrainMethod = "histosge",
     mode: O.Mode = None,
     data_dir: O.DataDir = None,
+    counts: O.Counts = None,
+    spots: O.Spots = None,
+    image: O.Image = None,
     encoder: O.Encoder = None,
     weights: O.Weights = None,
     patch_scale: O.PatchScale = 2.0,
-    genes: O.Genes = 1000,
+    genes: O.Genes = None,
+    n_top_genes: O.NTopGenes = 1000,
+    all_genes: O.AllGenes = False,
+    reliability: O.Reliability = True,
     epochs: O.Epochs = None,
     group_size: O.GroupSize = None,
     patience: O.Patience = None,
@@ -277,27 +426,49 @@ def train(
     file then holds the prior too."""
 
     def job():
-        from . import methods, options, tasks
+        from . import options
         from ._atomic import check_output, stop_requested
-        from .model.estimator import MODES
+        from .model.reliability import summary
+        from .options import MODES
         from .read import read_section
-        from .read.resolve import input_paths
+        from .read.resolve import check_source, input_paths
 
         t0 = time.perf_counter()
         if mode is not None and mode not in MODES:
             raise InputError(f"unknown mode {mode!r}", where="--mode", fix=f"use one of {', '.join(MODES)}")
-        opts = options.validate(n_genes=genes, seed=seed, epochs=epochs, group_size=group_size, patience=patience,
-                                patch_scale=patch_scale, batch_size=batch_size, device=device)
+        opts = options.validate(n_top_genes=n_top_genes, seed=seed, epochs=epochs, group_size=group_size,
+                                patience=patience, patch_scale=patch_scale, batch_size=batch_size, device=device)
+        _check_names(method, encoder)
+        from .genes import GeneChoice
+
+        GeneChoice(_gene_names(genes) or (), opts["n_top_genes"], all_genes)  # nothing to predict fails here
+        if image is not None and counts is None and spots is None:
+            raise InputError("--image goes with --counts and --spots (a legacy-ST section as three files)",
+                             where="--image", fix="give --counts FILE --spots FILE --image FILE, or drop --image")
+        files = _files(None, counts, spots, image) if (counts or spots) else None
+        if not sources and files is None:
+            _files(None, None, None, None)  # the 'no section given' error
+        names = list(sources or [])
+        inputs = [p for s in names for p in input_paths(s, data_dir=data_dir)] + ([Path(prior)] if prior else [])
+        inputs += [Path(f).expanduser() for f in files or ()]
+        path = check_output(output, inputs=inputs, suffixes=(".histosge",))
+        for s in names:
+            check_source(s, data_dir=data_dir)
+        from . import methods, tasks  # heavy (torch): after every check that needs no work
+        from .read.resolve import read_files
+
         params = dict(mode=mode, encoder=encoder, weights=weights, patch_scale=opts["patch_scale"],
-                      n_genes=opts["n_genes"], seed=opts["seed"], device=opts["device"], epochs=opts["epochs"],
+                      genes=_gene_names(genes), n_top_genes=opts["n_top_genes"], all_genes=all_genes,
+                      reliability=reliability, seed=opts["seed"], device=opts["device"], epochs=opts["epochs"],
                       group_size=opts["group_size"], patience=opts["patience"])
         if prior:
             params["prior"] = prior
-        methods.create_model(method, **params)  # a bad method, mode or option fails before any work
-        inputs = [p for s in sources for p in input_paths(s, data_dir=data_dir)] + ([Path(prior)] if prior else [])
-        path = check_output(output, inputs=inputs, suffixes=(".histosge",))
+        methods.create_model(method, **params)  # a bad method, mode, gene choice or option fails before any work
         _check_cache(cache_dir)
-        sections = [read_section(s, data_dir=data_dir, check_alignment=alignment_check) for s in sources]
+        sections = [read_section(s, data_dir=data_dir, check_alignment=alignment_check) for s in names]
+        if files is not None:
+            sections.append(read_files(*files, check_alignment=alignment_check))
+            names.append(Path(files[0]).name)
         model = tasks.train(sections, method=method, progress=not quiet, cache_dir=cache_dir,
                             batch_size=opts["batch_size"], **params)
         if stop_requested():
@@ -307,20 +478,42 @@ def train(
         score = (f"pcc {sc['pcc']:.3f}, pcc_top50 {sc['pcc_top50']:.3f}, mse {sc['mse']:.4f} ({sc['scope']})"
                  if "pcc" in sc else sc.get("scope", "-"))
         enc = model.encoder_
+        choice = model.gene_choice()
+        named = f" + {len(choice.named)} named" if choice.named else ""
+        chosen = "all detected in >= 1% of the training spots" if choice.all_genes else \
+            f"{choice.n_top} HVGs ({model.training_['hvg_flavour']})"
         _summary("histosge train", [
-            ("sections", ", ".join(f"{s} ({a.n_obs} spots)" for s, a in zip(sources, sections, strict=True))),
+            ("sections", ", ".join(f"{s} ({a.n_obs} spots)" for s, a in zip(names, sections, strict=True))),
+            *[("dropped on reading", f"{s}: {row[1]}") for s, a in zip(names, sections, strict=True)
+              for row in _dropped_row(a)],
             ("method", f"{method} ({model.mode} mode)"),
-            ("genes", f"{len(model.genes_)} ({model.training_['hvg_flavour']})"),
+            ("genes", f"{len(model.genes_)}: {chosen}{named}"),
+            _reliability_row(summary(model)),
             ("encoder", f"{enc['encoder']} ({enc['weights_id']})" if enc.get("encoder") else
              "none (the method reads no image)"),
             ("patch", f"{model.patch_um_:g} um ({model.patch_scale:g} spot diameters of "
                       f"{model.spot_diameter_um_:g} um)"),
             ("training score", score),
+            *_correction_row({"model": {"history": getattr(getattr(model, "network_", None), "history", None),
+                                        "mode": model.mode}}, method),
             ("time", f"{time.perf_counter() - t0:.1f} s"),
             ("model", f"{path} (sha256 {sha[:16]}...)"),
         ])
 
     _run(debug, job, output=output)
+
+
+def _check_model_genes(known: list[str], genes: list[str], where: str) -> None:
+    """Genes the model must predict (--plot; ``known``: the model's): the missing ones, with close
+    names, in one line."""
+    from .genes import check_named
+
+    try:
+        check_named(genes, known, where=where, what=f"the model's {len(known)} genes")
+    except InputError as e:
+        raise InputError(e.what, where=where, fix="plot genes the model predicts (`histosge genes MODEL` lists them), "
+                                                  "or train a model that names them: histosge train ... --genes "
+                                                  + ",".join(genes)) from None
 
 
 @app.command()
@@ -354,9 +547,9 @@ def predict(
     storage = {"features": keep_features, "lossless": lossless}
     if out_dir is not None:
         _run(debug, _cohort, model_path, sources, out_dir, output=None, mpp=mpp, factor=factor, pitch_um=pitch_um,
-             extra={"--plot": plot, "--image": image, "-o": output}, batch_size=batch_size, device=device,
-             cache_dir=cache_dir, storage=storage, ray=ray, workers=workers, gpus_per_worker=gpus_per_worker,
-             cpus_per_worker=cpus_per_worker, retries=retries, quiet=quiet,
+             extra={"--plot": plot is not None, "--image": image, "-o": output}, batch_size=batch_size,
+             device=device, cache_dir=cache_dir, storage=storage, ray=ray, workers=workers,
+             gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker, retries=retries, quiet=quiet,
              interrupted=f"slides finished so far are kept in {out_dir} (manifest.csv); rerun the same command to "
                          "do the rest")
         return
@@ -375,12 +568,10 @@ def predict(
     source = sources[0]
 
     def job():
-        from . import options, tasks
-        from . import plot as plot_mod
+        from . import options
         from ._atomic import check_output, write_output
-        from .methods import load_model
         from .read import read_section
-        from .read.resolve import input_paths
+        from .read.resolve import check_source, input_paths, is_slide
         from .read.slide import check_mpp
 
         t0 = time.perf_counter()
@@ -392,30 +583,36 @@ def predict(
         if pitch_um is not None and not pitch_um > 0:
             raise InputError(f"spot pitch {pitch_um:g} um is not positive", where="--pitch-um",
                              fix="e.g. --pitch-um 100")
-        slide = tasks.is_slide(source)
+        slide = is_slide(source)
+        if not slide:
+            check_source(source, data_dir=data_dir)
         section_inputs = [Path(source)] if slide else input_paths(source, image=image, data_dir=data_dir)
         inputs = [Path(model_path), *section_inputs]
         path = check_output(output, inputs=inputs)
         _check_cache(cache_dir)
-        genes = [g.strip() for g in plot.split(",") if g.strip()] if plot else None
-        png = path.with_name(path.stem + "_genes.png") if genes else None
+        genes = _plot_names(plot)
+        png = path.with_name(path.stem + "_genes.png") if genes is not None else None
         if png is not None:
             check_output(png, inputs=inputs, suffixes=(".png",), option="--plot")
+        if genes:  # read from the file's description: no torch before this check
+            from .model.persist import read_description
+
+            _check_model_genes(list(read_description(model_path).get("genes", [])), genes, "--plot")
+        from . import tasks
+        from .methods import load_model
+
         model = load_model(model_path, device=opts["device"])
-        if genes:
-            missing = [g for g in genes if g not in model.genes_]
-            if missing:
-                raise InputError(f"the model does not predict {', '.join(missing)}", where="--plot",
-                                 fix=f"choose among its {len(model.genes_)} genes "
-                                     f"(e.g. {', '.join(model.genes_[:4])})")
         target = source if slide else read_section(source, image=image, data_dir=data_dir,
                                                    check_alignment=alignment_check)
         result = tasks.predict(model, target, mpp=mpp, factor=factor, pitch_um=pitch_um, cache_dir=cache_dir,
                                batch_size=opts["batch_size"], progress=not quiet)
         if not slide:
             result.uns["histosge"]["source"] = str(source)
+        drawn = []
         if png is not None:
-            plot_mod.heatmaps(result, png, genes)
+            from . import plot as plot_mod
+
+            drawn = plot_mod.gene_maps(result, png, genes=genes or None, measured=None if slide else target)
         try:
             write_output(result, path, **storage)
         except BaseException:
@@ -426,6 +623,7 @@ def predict(
         kind = f"H&E slide, {info['units']['mpp']:g} um/px" if slide else "section"
         rows = [("model", f"{model_path} ({getattr(model, 'method', 'histosge')}, {model.mode} mode, "
                           f"{len(model.genes_)} genes)"),
+                _reliability_row(info["reliability"]),
                 ("input", f"{source} ({kind})")]
         if slide:
             rows.append(("spots", f"{result.n_obs} virtual spots on tissue, hexagonal, {info['pitch_um']:g} um apart"))
@@ -437,7 +635,7 @@ def predict(
                                     "images (obs['novel'])"))
         rows += [("time", f"{time.perf_counter() - t0:.1f} s"), ("output", str(path))]
         if png is not None:
-            rows.append(("plot", str(png)))
+            rows.append(("plot", f"{png} ({', '.join(drawn)})"))
         _summary("histosge predict", rows)
 
     _run(debug, job, output=output)
@@ -482,6 +680,71 @@ def _cohort(model_path, sources, out_dir, *, mpp, factor, pitch_um, extra, batch
 
 
 @app.command()
+def genes(
+    model_path: O.ModelInput,
+    top: int = _o(50, "--top", help="Genes listed (the most reliable first)."),
+    all_: bool = _o(False, "--all", help="List every gene."),
+    as_json: bool = _o(False, "--json", help="Print every gene as JSON (gene, cv_pcc, fold mean, reliable, named)."),
+    debug: O.Debug = False,
+):
+    """List a model's genes ranked by cv_pcc: the Pearson each gene's prediction is expected to have
+    at spots the model never saw, and whether it counts as reliable."""
+
+    def show():
+        import json
+
+        from .model.persist import read_description
+        from .model.reliability import RELIABLE_PCC, RULE
+
+        if top < 1:
+            raise InputError(f"must be a whole number >= 1, got {top}", where="--top", fix="e.g. --top 50")
+        meta = read_description(model_path)  # the JSON description alone: no arrays, no torch
+        names = [str(g) for g in meta.get("genes", [])]
+        named = set((meta.get("hyperparameters") or {}).get("genes") or [])
+        rel = meta.get("reliability") or {}
+        if "cv_pcc" in rel and len(rel["cv_pcc"]) == len(names):
+            sparse = set(rel.get("sparse", []))
+            rows = [{"gene": g, "cv_pcc": rel["cv_pcc"][i], "fold_mean_pcc": rel["raw_pcc"][i],
+                     "reliable": bool(rel["cv_pcc"][i] >= RELIABLE_PCC and i not in sparse),
+                     "named": g in named, "too_sparse": i in sparse} for i, g in enumerate(names)]
+            rows.sort(key=lambda r: -r["cv_pcc"])
+            why = None
+        else:
+            rows = [{"gene": g, "cv_pcc": None, "fold_mean_pcc": None, "reliable": False, "named": g in named,
+                     "too_sparse": False} for g in names]
+            why = rel.get("why") or (f"not estimated: the model file predates per-gene reliability (schema "
+                                     f"{meta.get('schema_version')}); re-train it with this histosge to get cv_pcc")
+        if as_json:
+            print(json.dumps({"model": str(model_path), "rule": rel.get("rule", RULE), "scope": rel.get("scope"),
+                              "note": why, "genes": rows}, indent=1))
+            return
+        n_rel = sum(r["reliable"] for r in rows)
+        if why:
+            out.print(f"{model_path}: {len(rows)} genes; {why}", markup=False, highlight=False, soft_wrap=True)
+        else:
+            out.print(f"{model_path}: {len(rows)} genes, {n_rel} reliable ({rel.get('rule', RULE)}); cv_pcc: "
+                      f"{rel.get('scope', '')}, shrunk toward genes of the same predicted spread", markup=False,
+                      highlight=False, soft_wrap=True)
+        shown = rows if all_ else rows[:top]
+        table = Table(show_header=True)
+        for col in ("rank", "gene", "cv_pcc", "fold mean", "reliable", "named"):
+            table.add_column(col)
+        def fmt(v):
+            return "-" if v is None else f"{v:.3f}"
+
+        for i, r in enumerate(shown, 1):
+            table.add_row(str(i), r["gene"], fmt(r["cv_pcc"]), fmt(r["fold_mean_pcc"]),
+                          "yes" if r["reliable"] else ("no (too few spots)" if r["too_sparse"] else "no"),
+                          "yes" if r["named"] else "")
+        out.print(table)
+        if len(shown) < len(rows):
+            out.print(f"... {len(rows) - len(shown)} more (--all lists every gene, --json prints them as JSON)",
+                      markup=False, highlight=False)
+
+    _run(debug, show)
+
+
+@app.command()
 def encoders(debug: O.Debug = False):
     """List image encoders: name, output dim, input size, licence, and whether each can run now."""
     from .encode import DEFAULT_ENCODER, list_encoders
@@ -517,13 +780,13 @@ def methods_(debug: O.Debug = False):
     def show():
         from rich.markup import escape
 
-        from .methods import create_model, specs
+        from .methods import specs  # the registrations only: no method class (nor torch) is imported
 
         def _predicts(spec) -> str:
-            """What its saved model predicts: read from the model ``create_model`` makes."""
+            """What its saved model predicts (the mode of the model ``create_model`` makes)."""
             if spec.needs_other_sections:
                 return "bench R+/G+"
-            mode = create_model(spec.name).mode
+            mode = spec.mode
             text = "any H&E" if mode == "image" else "a section"
             return text + ("; any H&E with --mode image" if spec.cross_section else "")
 
@@ -565,9 +828,13 @@ def bench(
                       "ridge+pooled, stnet+pooled, histosge+prior."),
     seeds: str = _o("0", "--seeds", help="Comma-separated seeds."),
     encoder: O.Encoder = None,
+    genes: O.Genes = None,
+    n_top_genes: O.NTopGenes = 1000,
+    all_genes: O.AllGenes = False,
+    cache_dir: O.CacheDir = None,
     quick: bool = _o(False, "--quick", help="One section, few epochs: a smoke test in under 2 minutes."),
     domains: str = _o("kmeans", "--domains", help="Spatial-domain clusterers: kmeans, leiden (scanpy, needs "
-                      'igraph), stagate and stmask (need pip install "histosge\\[domains]"; minutes per DLPFC '
+                      'igraph), stagate and stmask (need pip install "histosge[domains]"; minutes per DLPFC '
                       'clustering on a CPU: docs/BENCHMARK.md).'),
     debug: O.Debug = False,
 ):
@@ -586,8 +853,15 @@ def bench(
         except ValueError:
             raise InputError(f"seeds must be integers, got {seeds!r}", where="--seeds",
                              fix="e.g. --seeds 0,1,2") from None
+        _check_cache(cache_dir)
+        from .genes import GeneChoice
+        from .options import check
+
+        named = _gene_names(genes)
+        choice = GeneChoice(named or (), check("n_top_genes", n_top_genes), all_genes)
+        n_genes = choice.n_top if not (named or all_genes) else choice  # the default: a number, as before
         options = {"sections": split(sections), "protocols": split(protocols), "methods": split(methods),
-                   "encoder": encoder, "domains": split(domains)}
+                   "encoder": encoder, "domains": split(domains), "cache_dir": cache_dir, "n_genes": n_genes}
         result = benchmark.run(data, out_dir, seeds=seed_list, quick=quick,
                                **{k: v for k, v in options.items() if v is not None})
         _summary("histosge bench", [("records", str(len(result.records))),
@@ -604,7 +878,20 @@ def _terminate(signum, frame):  # kill: unwind like Ctrl-C so temporary files ar
     raise KeyboardInterrupt
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """histosge's own warnings (input repaired, a named gene too sparse to learn) as one line each;
+    other libraries' warnings as Python shows them."""
+    if category.__name__ == "InputWarning":
+        err.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
+_python_showwarning = warnings.showwarning
+
+
 def main() -> None:
+    warnings.showwarning = _show_warning
     signal.signal(signal.SIGTERM, _terminate)
     try:
         app()

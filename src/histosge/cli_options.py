@@ -22,7 +22,17 @@ def _ruled(name: str, text: str) -> str:
 SOURCE_HELP = ("A Space Ranger folder, an .h5ad file, or a dataset name such as her2st:C2 or dlpfc:151673 "
                "resolved in --data-dir (default: $HISTOSGE_DATA).")
 
-Source = Annotated[str, typer.Argument(help=SOURCE_HELP, show_default=False)]
+Source = Annotated[str | None, typer.Argument(
+    help=SOURCE_HELP + " Or leave it out and give a legacy-ST section as --counts, --spots and --image.",
+    show_default=False)]
+Counts = Annotated[str | None, typer.Option(
+    "--counts", show_default=False,
+    help="Legacy ST, a section as three files: the count table (STUtility's MOB1.tsv, genes x spots; her2st's "
+         "ST-cnts/C2.tsv.gz, spots x genes), with --spots and --image, instead of SOURCE.")]
+Spots = Annotated[str | None, typer.Option(
+    "--spots", show_default=False,
+    help="Legacy ST: the spot detector's table (STUtility's alignment_table_MOB1.tsv, her2st's "
+         "ST-spotfiles/C2_selection.tsv): x, y, pixel_x, pixel_y and selected (1 under tissue).")]
 Output = Annotated[Path, typer.Option(
     "-o", "--output", show_default=False,
     help="Output file: .h5ad, or .zarr for a zarr store. Written atomically; it may not be (or replace a "
@@ -35,8 +45,21 @@ Encoder = Annotated[str | None, typer.Option("--encoder", help="Image encoder (s
 Weights = Annotated[str | None, typer.Option("--weights", help="Local weights file or folder for the encoder.")]
 PatchScale = Annotated[float, typer.Option(
     "--patch-scale", help=_ruled("patch_scale", "Patch side as a multiple of the spot diameter."))]
-Genes = Annotated[int, typer.Option(
-    "--genes", help=_ruled("n_genes", "Number of highly variable genes to predict."))]
+Genes = Annotated[str | None, typer.Option(
+    "--genes", metavar="NAMES", show_default=False,
+    help="Genes always predicted, whatever their variance (e.g. ERBB2 in a HER2+ tumour): a comma-separated list "
+         "(ERBB2,GRB7) or a text file with one name per line. Predicted in addition to the --n-top-genes HVGs.")]
+NTopGenes = Annotated[int, typer.Option(
+    "--n-top-genes", help=_ruled("n_top_genes", "Highly variable genes of the training spots predicted besides "
+                                                "--genes (0: only the genes named with --genes)."))]
+AllGenes = Annotated[bool, typer.Option(
+    "--all-genes", help="Predict every gene detected in at least 1% of the training spots (the whole transcriptome) "
+                        "instead of the --n-top-genes HVGs; --genes are added either way.")]
+Reliability = Annotated[bool, typer.Option(
+    "--reliability/--no-reliability",
+    help="Estimate each gene's held-out Pearson (var['cv_pcc'] and var['reliable'] of the output; `histosge genes "
+         "MODEL` ranks them). Free for histosge's neighbours and image modes; the paper's model and the baselines "
+         "refit once per fold.")]
 Method = Annotated[str, typer.Option("--method", help="Any method of `histosge methods` that runs on one section: "
                                                       "histosge (default), histosge-paper, knn, ridge, stnet, ...")]
 TrainMethod = Annotated[str, typer.Option(
@@ -47,7 +70,7 @@ Epochs = Annotated[int | None, typer.Option(
 GroupSize = Annotated[int | None, typer.Option(
     "--group-size", help=_ruled("group_size", "Spots per attention group (default 50)."))]
 Patience = Annotated[int | None, typer.Option(
-    "--patience", help=_ruled("patience", "Early-stopping patience in epochs (default 30)."))]
+    "--patience", help=_ruled("patience", "Early-stopping patience in epochs (default 20; none in paper mode)."))]
 Seed = Annotated[int, typer.Option(
     "--seed", help=_ruled("seed", "Seeds the model (and the held-out split of recover)."))]
 BatchSize = Annotated[int, typer.Option(
@@ -60,11 +83,11 @@ Factor = Annotated[int, typer.Option(
     "--factor", help=_ruled("factor", "Spot density relative to the measured grid: 4 (midpoints), 9 or 16."))]
 Holdout = Annotated[float, typer.Option(
     "--holdout", help=_ruled("holdout", "Fraction of spots held out and scored."))]
-Plot = Annotated[bool, typer.Option(
-    "--plot", help="Also write <output>_markers.png: marker genes, measured next to predicted.")]
-Markers = Annotated[str | None, typer.Option(
-    "--markers", help="Comma-separated genes for --plot (default: known markers). Genes the section lacks "
-                      "are an error before any work; genes not among the predicted ones are skipped.")]
+PLOT_HELP = ("Also write <output>_genes.png: each gene's map, measured next to predicted where measured spots exist, "
+             "titled with its cv_pcc, coloured over the values' 1st-99th percentile. --plot alone: the genes named "
+             "with --genes, else the reliable markers of the tissue, else the most reliable genes; --plot ERBB2,GRB7: "
+             "these.")
+Plot = Annotated[str | None, typer.Option("--plot", metavar="[GENES]", show_default=False, help=PLOT_HELP)]
 AlignmentCheck = Annotated[bool, typer.Option(
     "--alignment-check/--no-alignment-check",
     help="Refuse an image that does not fit the spot positions (flipped, rotated, shifted, rescaled, "
@@ -77,8 +100,9 @@ Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")]
 
 # -- train / predict ------------------------------------------------------------------------------
-Sources = Annotated[list[str], typer.Argument(
-    help="Sections to train on (" + SOURCE_HELP[0].lower() + SOURCE_HELP[1:] + ")", show_default=False)]
+Sources = Annotated[list[str] | None, typer.Argument(
+    help="Sections to train on (" + SOURCE_HELP[0].lower() + SOURCE_HELP[1:] + "); a legacy-ST section may "
+         "also be given as --counts, --spots and --image.", show_default=False)]
 ModelOutput = Annotated[Path, typer.Option(
     "-o", "--output", show_default=False,
     help="Model file to write (.histosge): JSON description + safetensors arrays, no pickle.")]
@@ -98,8 +122,7 @@ PredictFactor = Annotated[int | None, typer.Option(
 PitchUm = Annotated[float | None, typer.Option(
     "--pitch-um", help="Distance between virtual spots on a slide, in micrometres (default: the training "
                        "platform's, e.g. Visium 100, legacy ST 200).")]
-PlotGenes = Annotated[str | None, typer.Option(
-    "--plot", help="Comma-separated genes: also write <output>_genes.png with their predicted maps.")]
+PlotGenes = Plot
 
 # -- cohorts (predict --out-dir) -------------------------------------------------------------------
 PredictSources = Annotated[list[str], typer.Argument(

@@ -34,3 +34,27 @@ class EncoderError(HistosgeError, RuntimeError):
 
 class OutputError(HistosgeError):
     """The output path cannot be written."""
+
+
+def broken_link(path) -> str | None:
+    """What is wrong with ``path`` when it is a symbolic link that cannot be followed (one that
+    loops, or points at nothing), else None: said as that, not as a file that is missing or a
+    name that is unknown."""
+    import os
+
+    path = os.fspath(path)
+    if not os.path.islink(path):
+        return None
+    chain, seen, here = [path], {os.path.abspath(path)}, path
+    while os.path.islink(here) and len(chain) < 40:
+        target = os.readlink(here)
+        here = os.path.join(os.path.dirname(here), target)
+        if os.path.abspath(here) in seen:
+            return f"a symbolic link that loops ({' -> '.join([*chain, target])})"
+        seen.add(os.path.abspath(here))
+        chain.append(target)
+    if os.path.exists(here):
+        return None
+    if len(chain) >= 40:
+        return "a symbolic link that loops (too many levels)"
+    return f"a symbolic link to {here}, which does not exist"

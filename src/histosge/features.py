@@ -19,6 +19,20 @@ def record(encoder, patch_um: float) -> dict:
     return {"encoder": encoder.name, "weights_id": str(encoder.weights_id), "patch_um": float(patch_um)}
 
 
+def check_encoder(encoder, want: dict) -> None:
+    """The encoder about to make a model's features must be the one its record names, weights
+    included: other weights under the same name make other features without a word otherwise."""
+    if not want.get("encoder"):
+        return
+    have = record(encoder, float(want.get("patch_um", 0.0)))
+    if have["encoder"] != want["encoder"] or have["weights_id"] != str(want.get("weights_id")):
+        raise InputError(f"the model was fitted on features of encoder {want['encoder']} (weights "
+                         f"{want.get('weights_id')}); this run's encoder is {have['encoder']} (weights "
+                         f"{have['weights_id']})", where="encoder",
+                         fix="give the weights the model was trained with (--weights), or re-train the model with "
+                             "these")
+
+
 def stored(adata, want: dict) -> np.ndarray | None:
     """``obsm['features']`` if it was made as ``want`` says; None when absent. Features of another
     encoder are an error rather than silently wrong numbers."""
@@ -49,7 +63,9 @@ def encode_spots(adata, encoder, patch_um: float, *, xy: np.ndarray | None = Non
     xy = np.asarray(adata.obsm[keys.SPATIAL] if xy is None else xy, np.float64)
     side_fullres = float(patch_um) / keys.mpp(adata)  # patch side in full-resolution pixels
     return np.asarray(encode.extract(source, xy, scale, side_fullres, encoder=encoder, patch_scale=1.0,
-                                     batch_size=batch_size, cache_dir=cache_dir, progress=progress), np.float32)
+                                     batch_size=batch_size, cache_dir=cache_dir, progress=progress,
+                                     mpp=keys.mpp(adata), spot_diameter_um=keys.spot_diameter_um(adata)),
+                      np.float32)
 
 
 def for_model(adata, model, encoder=None, given: np.ndarray | None = None, **kw) -> np.ndarray:
@@ -59,7 +75,9 @@ def for_model(adata, model, encoder=None, given: np.ndarray | None = None, **kw)
     float32, one row per spot."""
     feats = given if given is not None else stored(adata, model.encoder_)
     if feats is None:
-        feats = encode_spots(adata, encoder or model._encoder(), model.patch_um_, **kw)
+        encoder = encoder or model._encoder()
+        check_encoder(encoder, model.encoder_)
+        feats = encode_spots(adata, encoder, model.patch_um_, **kw)
     feats = np.asarray(feats, np.float32)
     if feats.shape[0] != adata.n_obs:
         raise InputError(f"{feats.shape[0]} feature rows for {adata.n_obs} spots", where="features",

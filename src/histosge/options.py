@@ -1,12 +1,12 @@
 """The rules for every numeric or choice option, in one place for the CLI and the Python API.
 
-``validate(n_genes=..., seed=..., ...)`` checks the options it knows and returns them
+``validate(n_top_genes=..., seed=..., ...)`` checks the options it knows and returns them
 normalised (numpy integers become ``int``, ``--device`` is parsed); anything else passes
 through untouched. ``histosge.tasks`` calls it at the top of ``superres``/``recover`` and the
-CLI calls it before reading anything, so ``--genes -5`` and ``superres(adata, n_genes=-5)``
-fail with the same line::
+CLI calls it before reading anything, so ``--n-top-genes -5`` and ``superres(adata,
+n_top_genes=-5)`` fail with the same line::
 
-    --genes (n_genes): must be a whole number >= 1, got -5 -> e.g. --genes 1000
+    --n-top-genes (n_top_genes): must be a whole number >= 0 (...), got -5 -> e.g. --n-top-genes 1000
 
 ``RULES`` also feeds the CLI help (``histosge.cli_options``), so the range a user reads in
 ``--help`` is the range that is enforced.
@@ -98,7 +98,8 @@ class Rule:
 RULES: dict[str, Rule] = {
     r.name: r
     for r in (
-        Rule("n_genes", "--genes", int, low=1, example="1000"),
+        Rule("n_top_genes", "--n-top-genes", int, low=0, example="1000",
+             why="highly variable genes predicted besides the named ones; 0: only the genes named with --genes"),
         Rule("seed", "--seed", int, low=0, high=2**32 - 1, example="0"),
         Rule("epochs", "--epochs", int, low=1, high=1_000_000, optional=True, example="300",
              why="0 epochs would write an untrained network's output as a prediction"),
@@ -111,6 +112,9 @@ RULES: dict[str, Rule] = {
         Rule("factor", "--factor", int, choices=(4, 9, 16), example="4"),
     )
 }
+
+#: The modes of the HisToSGE model (``HisToSGE(mode=...)``, ``histosge train --mode``).
+MODES = ("neighbours", "image", "paper")
 
 _DEVICE = re.compile(r"^(cpu|mps|cuda)(?::(\d+))?$")
 
@@ -128,9 +132,11 @@ def parse_device(value: str | None) -> str | None:
         raise InputError(
             f"unknown device {value!r}", where="--device", fix="use cpu, cuda, cuda:N (N = GPU number) or mps"
         )
+    kind, index = m[1], m[2]
+    if kind == "cpu":
+        return text  # no torch needed to know that (an error found before work imports nothing heavy)
     import torch
 
-    kind, index = m[1], m[2]
     if kind == "cuda":
         if not torch.cuda.is_available():
             raise InputError(

@@ -22,6 +22,8 @@ from .errors import InputError
 from .evaluate import score
 from .genes import log_normalize
 from .model import HisToSGE
+from .model.reliability import gene_table
+from .model.reliability import summary as reliability_summary
 
 
 @dataclass
@@ -31,7 +33,10 @@ class Options:
     encoder: str | None = None  # None: histosge.encode.DEFAULT_ENCODER
     weights: str | None = None
     patch_scale: float = 2.0  # patch side as a multiple of the spot diameter
-    n_genes: int = 1000
+    genes: tuple[str, ...] | None = None  # always predicted, besides the HVGs
+    n_top_genes: int = 1000  # HVGs of the training spots (0: only the named genes)
+    all_genes: bool = False  # every gene detected in >= 1% of the training spots instead of the HVGs
+    reliability: bool = True  # estimate each gene's held-out Pearson (var['cv_pcc'])
     method: str = "histosge"
     epochs: int | None = None
     group_size: int | None = None
@@ -50,12 +55,35 @@ def make_model(opts: Options):
     run on one section, or an option it does not take, is one ``InputError``."""
     from . import methods
 
-    params = dict(encoder=opts.encoder, weights=opts.weights, patch_scale=opts.patch_scale, n_genes=opts.n_genes,
+    params = dict(encoder=opts.encoder, weights=opts.weights, patch_scale=opts.patch_scale, genes=opts.genes,
+                  n_top_genes=opts.n_top_genes, all_genes=opts.all_genes, reliability=opts.reliability,
                   seed=opts.seed, device=opts.device)
     if opts.prior is not None:
         params["prior"] = opts.prior
     return methods.create_model(opts.method, epochs=opts.epochs, patience=opts.patience, group_size=opts.group_size,
                                 **params)
+
+
+def _task_options(options: dict) -> Options:
+    """``Options`` from keyword arguments, checked (``options.RULES``) before any work."""
+    if "n_genes" in options:
+        raise InputError("n_genes is now n_top_genes (and genes= names genes always predicted)", where="n_genes",
+                         fix=f"use n_top_genes={options['n_genes']!r}")
+    unknown = sorted(set(options) - set(Options.__dataclass_fields__))
+    if unknown:
+        raise InputError(f"unknown option {', '.join(unknown)}", where=unknown[0],
+                         fix=f"use the options of histosge.tasks.Options: {', '.join(Options.__dataclass_fields__)}")
+    return Options(**_options.validate(**options))
+
+
+def check_named_genes(model, sections: list[ad.AnnData]) -> None:
+    """Named genes every training section must measure: refused (with close names) before any
+    image is encoded."""
+    from .genes import check_named
+
+    named = getattr(model, "genes", ())
+    for s in sections:
+        check_named(named, s.var_names, what=str(keys.info(s).get("library_id") or "the section"))
 
 
 def _grid(adata: ad.AnnData) -> tuple[np.ndarray, np.ndarray, str]:
@@ -100,12 +128,13 @@ def _input_record(adata: ad.AnnData) -> dict:
     """What the reader recorded about the input that an output should keep (its source, the
     alignment check's score, the spot size and where it came from)."""
     info = keys.info(adata)
-    return {k: info[k] for k in ("source", "grid", "alignment", "spot_diameter_um", "spot_diameter_um_source")
-            if k in info}
+    return {k: info[k] for k in ("source", "dataset", "grid", "alignment", "spot_diameter_um",
+                                 "spot_diameter_um_source") if k in info}
 
 
 def _settings(opts: Options, encoder: str) -> dict:
-    return {**{k: v for k, v in vars(opts).items() if v is not None}, "encoder": encoder}
+    return {**{k: list(v) if isinstance(v, tuple) else v for k, v in vars(opts).items() if v is not None},
+            "encoder": encoder}
 
 
 def superres(adata: ad.AnnData, image: str | None = None, *, factor: int = 4, progress: bool = True,
@@ -128,8 +157,9 @@ def superres(adata: ad.AnnData, image: str | None = None, *, factor: int = 4, pr
     progress : bool
         Progress bars on a terminal, a line every few seconds in a log.
     **options
-        The fields of ``Options`` (method, encoder, weights, patch_scale, n_genes, epochs,
-        group_size, patience, seed, device, cache_dir, batch_size, prior).
+        The fields of ``Options`` (method, encoder, weights, patch_scale, genes, n_top_genes,
+        all_genes, reliability, epochs, group_size, patience, seed, device, cache_dir, batch_size,
+        prior).
 
     Returns
     -------
@@ -137,8 +167,9 @@ def superres(adata: ad.AnnData, image: str | None = None, *, factor: int = 4, pr
         Measured + generated spots; every key written is listed under :func:`histosge.superres`.
     """
     factor = _options.check("factor", factor)  # bad options fail before any work (options.RULES)
-    opts = Options(**_options.validate(**options))
+    opts = _task_options(options)
     model = make_model(opts)  # an unknown method or option fails before any work
+    check_named_genes(model, [adata])
     t0 = time.perf_counter()
     rows, cols, grid = _grid(adata)
     xy = np.asarray(adata.obsm[keys.SPATIAL], np.float64)
@@ -166,7 +197,7 @@ def superres(adata: ad.AnnData, image: str | None = None, *, factor: int = 4, pr
         obs["annotation"] = pd.Categorical(list(adata.obs["annotation"].astype(object)) + [np.nan] * len(points))
     _novelty(obs, predicted)
     pred = np.asarray(predicted.X, np.float32)
-    out = ad.AnnData(X=np.vstack([y, pred[n:]]).astype(np.float32), obs=obs, var=model.var_.copy())
+    out = ad.AnnData(X=np.vstack([y, pred[n:]]).astype(np.float32), obs=obs, var=gene_table(model))
     out.layers["predicted"] = pred
     out.obsm[keys.SPATIAL] = both.obsm[keys.SPATIAL]
     if feats is not None:
@@ -177,6 +208,7 @@ def superres(adata: ad.AnnData, image: str | None = None, *, factor: int = 4, pr
         "n_measured": int(n), "n_generated": int(len(points)), "hvg_flavour": model.training_["hvg_flavour"],
         "array_to_pixel_rms_px": fit_rms, "settings": _settings(opts, enc_name), "input": _input_record(adata),
         "features": model.encoder_, "model": _jsonable(model.info_), "training_scores": model.scores_,
+        "gene_choice": _genes_record(model), "reliability": _jsonable(reliability_summary(model)),
         "seconds": {"features": t_feat - t0, "fit_predict": t_fit - t_feat, "total": time.perf_counter() - t0},
         "note": "X: measured log1p for measured spots, predicted for generated spots; "
                 "layers['predicted']: model output everywhere (in-sample on measured spots).",
@@ -213,8 +245,9 @@ def recover(adata: ad.AnnData, image: str | None = None, *, holdout: float = 0.5
         :func:`histosge.recover`.
     """
     holdout = _options.check("holdout", holdout)  # bad options fail before any work (options.RULES)
-    opts = Options(**_options.validate(**options))
+    opts = _task_options(options)
     model = make_model(opts)  # an unknown method or option fails before any work
+    check_named_genes(model, [adata])
     t0 = time.perf_counter()
     rows, cols, grid = _grid(adata)
     train, test = geometry.random_split(adata.n_obs, holdout, opts.seed)
@@ -236,7 +269,7 @@ def recover(adata: ad.AnnData, image: str | None = None, *, holdout: float = 0.5
     if "annotation" in adata.obs:
         obs["annotation"] = adata.obs["annotation"].to_numpy()
     _novelty(obs, predicted)
-    out = ad.AnnData(X=y, obs=obs, var=model.var_.copy())
+    out = ad.AnnData(X=y, obs=obs, var=gene_table(model))
     out.layers["predicted"] = pred
     out.obsm[keys.SPATIAL] = np.asarray(adata.obsm[keys.SPATIAL], np.float64)
     if feats is not None:
@@ -248,9 +281,17 @@ def recover(adata: ad.AnnData, image: str | None = None, *, holdout: float = 0.5
         "n_train": int(len(train)), "n_test": int(len(test)), "holdout": holdout,
         "metrics": metrics, "metrics_scope": "held-out spots only", "input": _input_record(adata),
         "settings": _settings(opts, enc_name), "features": model.encoder_, "model": _jsonable(model.info_),
+        "gene_choice": _genes_record(model), "reliability": _jsonable(reliability_summary(model)),
         "seconds": {"features": t_feat - t0, "fit_predict": t_fit - t_feat, "total": time.perf_counter() - t0},
     }
     return out
+
+
+def _genes_record(model) -> dict:
+    """How the predicted genes were chosen, for ``uns['histosge']['genes']``."""
+    from .model.output import genes_record
+
+    return _jsonable(genes_record(model))
 
 
 def _novelty(obs: pd.DataFrame, predicted: ad.AnnData) -> None:
@@ -298,7 +339,8 @@ def train(sources, *, method: str = "histosge", mode: str | None = None, data_di
     progress : bool
         Progress bars on a terminal, a line every few seconds in a log.
     **params
-        The model's constructor arguments (``encoder``, ``weights``, ``n_genes``, ``seed``,
+        The model's constructor arguments (``encoder``, ``weights``, ``genes``, ``n_top_genes``,
+        ``all_genes``, ``seed``,
         ``network``, ``prior`` ...; see ``HisToSGE``), the method's own, and ``epochs`` /
         ``patience`` / ``group_size``.
 
@@ -316,23 +358,20 @@ def train(sources, *, method: str = "histosge", mode: str | None = None, data_di
     from . import methods
     from .read import read_section
 
+    if "n_genes" in params:
+        _task_options(params)  # the one message for the old name
     model = methods.create_model(method, mode=mode, **params)  # a bad method or option fails before reading
     sources = [sources] if isinstance(sources, (str, ad.AnnData)) else list(sources)
     sections = [s if isinstance(s, ad.AnnData) else read_section(s, data_dir=data_dir) for s in sources]
+    check_named_genes(model, sections)
     return model.fit(sections, cache_dir=cache_dir, batch_size=batch_size, progress=progress)
 
 
 def is_slide(source) -> bool:
     """A file that is an image (a slide), not a section (.h5ad, Space Ranger folder, dataset name)."""
-    from pathlib import Path
+    from .read.resolve import is_slide as _is_slide
 
-    from .read.image import SLIDE_SUFFIXES, TIFF_SUFFIXES
-
-    if isinstance(source, ad.AnnData):
-        return False
-    path = Path(str(source))
-    name = path.name.lower()
-    return path.is_file() and name.endswith((*TIFF_SUFFIXES, *SLIDE_SUFFIXES, ".jpg", ".jpeg", ".png"))
+    return _is_slide(source)
 
 
 def predict(model: HisToSGE | str, source, *, mpp: float | None = None, factor: int | None = None,
@@ -387,7 +426,8 @@ def predict(model: HisToSGE | str, source, *, mpp: float | None = None, factor: 
     t0 = time.perf_counter()
     if is_slide(source):
         pitch = slide_pitch(model, source, factor=factor, pitch_um=pitch_um)
-        slide = read_slide(source, pitch_um=pitch, spot_diameter_um=model.spot_diameter_um_, mpp=mpp)
+        slide = read_slide(source, pitch_um=pitch, spot_diameter_um=model.spot_diameter_um_, mpp=mpp,
+                           bytes_per_spot=bytes_per_spot(model))
         out = predict_slide(model, slide, source, pitch, cache_dir=cache_dir, batch_size=batch_size,
                             progress=progress)
     else:
@@ -405,6 +445,12 @@ def predict(model: HisToSGE | str, source, *, mpp: float | None = None, factor: 
     return out
 
 
+def bytes_per_spot(model) -> float:
+    """What predicting one spot of a slide costs in memory, roughly: its features (twice: each spot
+    and its ring), their standardised copy, and three copies of its predicted genes."""
+    return 4.0 * (3 * int(getattr(model, "n_features_in_", 0)) + 3 * len(getattr(model, "genes_", [])))
+
+
 def slide_pitch(model: HisToSGE, source, *, factor: int | None = None, pitch_um: float | None = None) -> float:
     """The distance between virtual spots on a slide, in micrometres: ``pitch_um``, else the
     model's training pitch ``factor`` (4, 9, 16) times denser. Refuses a model that cannot
@@ -415,10 +461,16 @@ def slide_pitch(model: HisToSGE, source, *, factor: int | None = None, pitch_um:
     if factor is not None and pitch_um is not None:
         raise InputError("--factor and --pitch-um both set the spot pitch", where="--pitch-um",
                          fix="give one of them")
-    pitch = pitch_um or model.pitch_um_ / (geometry.steps_of(factor) if factor else 1)
-    if not np.isfinite(pitch):
-        raise InputError("the model does not record its training pitch", where="model", fix="give --pitch-um")
-    return float(pitch)
+    if pitch_um is not None:
+        return float(pitch_um)
+    own = float(model.pitch_um_)
+    if not np.isfinite(own):
+        raise InputError("the model does not record its training pitch", where="model",
+                         fix="give --pitch-um")
+    if not own > 0:  # never blamed on a --pitch-um nobody gave
+        raise InputError(f"the model records a spot pitch of {own:g} um", where="model",
+                         fix="use an intact model file written by histosge train, or give --pitch-um")
+    return own / (geometry.steps_of(factor) if factor else 1)
 
 
 def predict_slide(model: HisToSGE, slide: ad.AnnData, source, pitch_um: float, *, cache_dir=None,

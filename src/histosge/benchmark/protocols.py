@@ -30,7 +30,7 @@ import anndata as ad
 import numpy as np
 
 from .. import geometry
-from ..genes import log_normalize, select_hvgs
+from ..genes import choose_genes, log_normalize
 
 PROTOCOLS = ("R", "G", "X", "G9", "G16", "R+", "G+")
 #: Protocols with a cohort, and the within-section protocol each extends.
@@ -72,25 +72,26 @@ def split_g(rows: np.ndarray, cols: np.ndarray, grid: str, factor: int = 4) -> S
 
 
 def within_section_genes(
-    adata: ad.AnnData, train: np.ndarray, n_genes: int = N_GENES
+    adata: ad.AnnData, train: np.ndarray, n_genes=N_GENES
 ) -> tuple[list[str], str, np.ndarray]:
-    """(genes, HVG flavour, log1p expression of every spot) with HVGs picked on ``train`` only."""
+    """(genes, HVG flavour, log1p expression of every spot) with HVGs picked on ``train`` only;
+    ``n_genes``: a number of HVGs or a ``genes.GeneChoice`` (named genes, ``--all-genes``)."""
     mask = np.zeros(adata.n_obs, bool)
     mask[train] = True
-    genes, flavour = select_hvgs(adata, n_genes, train_mask=mask)
+    genes, flavour = choose_genes(adata, n_genes, train_mask=mask)
     return genes, flavour, log_normalize(adata, genes)
 
 
 def cross_section_genes(
-    train_sections: list[ad.AnnData], target: ad.AnnData, n_genes: int = N_GENES
+    train_sections: list[ad.AnnData], target: ad.AnnData, n_genes=N_GENES
 ) -> tuple[list[str], str]:
     """HVGs of the pooled training sections, among genes every training section and the target have.
 
     Only the target's gene *list* is consulted (which genes its panel measures), never its counts.
     """
-    from ..model.training_data import pooled_hvgs
+    from ..model.training_data import pooled_genes
 
-    return pooled_hvgs(train_sections, n_genes, among=list(target.var_names))
+    return pooled_genes(train_sections, n_genes, among=list(target.var_names))
 
 
 def cross_groups(names: list[str]) -> dict[str, list[str]]:

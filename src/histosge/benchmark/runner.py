@@ -113,7 +113,7 @@ def run(
     encoder: str | None = None,
     quick: bool = False,
     cache_dir: str | os.PathLike | None = None,
-    n_genes: int = P.N_GENES,
+    n_genes=P.N_GENES,
     threads: int | None = 1,
     report: bool = True,
     progress: bool = True,
@@ -131,6 +131,9 @@ def run(
     - ``quick``: few epochs, and unless ``sections`` are named only one small section (the first
       her2st one): a smoke test in < 2 minutes, not a measurement.
     - ``cache_dir``: feature cache (default: the encoder module's, ``~/.cache/histosge/features``).
+    - ``n_genes``: the HVGs of each task's training spots, or a ``genes.GeneChoice`` (genes
+      named to be predicted in every task besides the HVGs, ``all_genes``); named genes every
+      section must measure (checked before any fit).
     - ``threads``: torch CPU threads while fitting (default 1: on a shared 2-core machine two
       threads ran small models ~10x slower than one; None keeps torch's setting).
     - ``domains``: clusterers of the spatial domains, 'kmeans' (always run: the ``ari`` field),
@@ -164,6 +167,12 @@ def run(
     if quick and not sections:  # one small section: a legacy-ST (her2st) one has a few hundred spots
         names = sorted(names, key=lambda n: not n.startswith("her2st/"))[:1]
         protocols = [p for p in protocols if p != "X"] or ["R"]
+    not_run = [m for m in methods if not any(M.valid_for(m, p) for p in protocols)]
+    methods = [m for m in methods if m not in not_run]  # listed and recorded: only what this run runs
+    if not methods:
+        raise InputError(f"none of the methods runs under protocols {','.join(protocols)} "
+                         f"({', '.join(not_run)} need R+ or G+)", where="--methods",
+                         fix="add --protocols R+,G+ or choose other methods")
     from ..encode import DEFAULT_ENCODER
 
     meta = {
@@ -171,9 +180,10 @@ def run(
         "sections": names,
         "protocols": protocols,
         "methods": methods,
+        **({"methods_not_run": not_run} if not_run else {}),
         "seeds": seeds,
         "encoder": encoder or DEFAULT_ENCODER,
-        "n_genes": n_genes,
+        "n_genes": n_genes if isinstance(n_genes, int) else n_genes.record(),
         "torch_threads": threads or torch.get_num_threads(),
         "environment": environment(),  # package versions, CPU, BLAS: what the numbers depend on
         "domains": ["kmeans", *extra],
@@ -186,8 +196,12 @@ def run(
         f"bench: {len(names)} sections, protocols {','.join(protocols)}, methods {','.join(methods)}, "
         f"seeds {','.join(map(str, seeds))}{' (quick)' if quick else ''}",
     )
+    if not_run:
+        _log(progress, f"bench: not run under {','.join(protocols)}: {', '.join(not_run)} (they read the other "
+                       "sections: protocols R+ and G+)")
     t0 = time.perf_counter()
-    secs = S.load(names, data_dir, encoder=encoder, cache_dir=cache_dir, progress=progress)
+    secs = S.load(names, data_dir, encoder=encoder, cache_dir=cache_dir, progress=progress,
+                  named_genes=getattr(n_genes, "named", ()))
     feature_seconds = time.perf_counter() - t0
     _log(progress, f"features ready ({feature_seconds:.0f} s)")
 
@@ -440,7 +454,7 @@ def fit_prior(sources: list[S.Section], genes: list[str] | None, seed: int, quic
 
     t = time.perf_counter()
     network = {"epochs": M.QUICK_EPOCHS["histosge"]} if quick else None
-    model = HisToSGE("image", network=network, seed=seed, n_genes=n_genes)
+    model = HisToSGE("image", network=network, seed=seed, n_top_genes=n_genes)
     model.fit([s.adata for s in sources], genes=genes, features=[s.features for s in sources], progress=False)
     with tempfile.TemporaryDirectory(prefix="histosge-prior-") as tmp:
         path = Path(tmp) / "prior.histosge"

@@ -104,15 +104,20 @@ def load(
     encoder: str | None = None,
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    named_genes: tuple[str, ...] = (),
 ) -> dict[str, Section]:
-    """Read every section and extract features of all its spots with one encoder (cached on disk)."""
+    """Read every section and extract features of all its spots with one encoder (cached on disk).
+    ``named_genes`` every section must measure: checked when all are read, before any encoding."""
     from .. import encode
+    from ..genes import check_named
     from ..read.image import image_for
 
     enc = encode.create(encoder or encode.DEFAULT_ENCODER)
     out = {}
-    for name in names:
-        adata = read(name, data_dir)
+    read_ = {name: read(name, data_dir) for name in names}
+    for name, adata in read_.items():
+        check_named(named_genes, adata.var_names, what=name)
+    for name, adata in read_.items():
         source, scale = image_for(adata)
         diameter = keys.spot_diameter_px(adata)
         feats = encode.extract(

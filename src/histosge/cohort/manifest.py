@@ -115,6 +115,26 @@ def read_manifest(out_dir: str | os.PathLike):
     return pd.read_csv(path, keep_default_na=False, dtype={"error": str, "slide": str})
 
 
+def check_no_input_overwritten(out_dir: str | os.PathLike, slides, inputs) -> None:
+    """Refuse, before anything is written, an output folder where an output would replace an input:
+    ``manifest.csv``, a slide's ``<name>.h5ad`` or anything under ``.histosge/`` that is a slide,
+    a slide list or the model (``inputs``), whatever its name. Paths are compared resolved (links
+    followed) and without case (a case-insensitive file system would make them one file)."""
+    out = Path(out_dir).expanduser().resolve()
+    outputs = {_key(out / MANIFEST): MANIFEST} | {_key(out / f"{s.name}.h5ad"): f"{s.name}.h5ad" for s in slides}
+    state = _key(out / STATE)
+    for what, path in [*(("the slide", s.path) for s in slides), *(("the input", p) for p in inputs)]:
+        key = _key(Path(path).expanduser().resolve())
+        clash = outputs.get(key) or (f"{STATE}/..." if key == state or key.startswith(state + os.sep) else None)
+        if clash:
+            raise OutputError(f"the output {clash} would replace {what} {path}", where=str(out),
+                              fix="choose another --out-dir (outputs never replace an input)")
+
+
+def _key(path: Path) -> str:
+    return os.path.normcase(str(path)).lower()
+
+
 def check_out_dir(out_dir: str | os.PathLike) -> Path:
     """The output folder, created if absent, or one ``OutputError`` before any work: a file in
     its place, a folder that cannot be created or written."""

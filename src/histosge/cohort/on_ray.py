@@ -25,7 +25,7 @@ import re
 import time
 from collections import deque
 
-from ..errors import InputError
+from ..errors import HistosgeError, InputError
 from . import manifest
 from .work import Context, Job, Prepared, finish, prepare, worker_id
 
@@ -46,6 +46,44 @@ def import_ray():
 def is_address(text: str) -> bool:
     """``auto``, ``local``, ``host:port`` or ``ray://host:port``."""
     return bool(_ADDRESS.match(str(text)))
+
+
+def meant_as_address(text: str) -> bool:
+    """A word after ``--ray`` that is no file and no slide but holds a colon: an address typed
+    wrong (``head:63x79``, ``'not a host:abc'``), refused by ``check_address``."""
+    from pathlib import Path
+
+    from .slides import LIST_SUFFIXES, SLIDE_SUFFIXES
+
+    text = str(text)
+    return ":" in text and not text.lower().endswith(SLIDE_SUFFIXES + LIST_SUFFIXES) and not Path(text).exists()
+
+
+#: Seconds to wait for a Ray address to accept a connection before giving up.
+CONNECT_TIMEOUT_S = 5.0
+
+
+def check_address(ray_arg) -> str | None:
+    """The address a run will join (``_address``), checked before anything is written or Ray is
+    imported: a malformed one, or a host:port where nothing accepts a connection within
+    ``CONNECT_TIMEOUT_S``, is one line (Ray itself would retry for minutes)."""
+    import socket
+
+    address = _address(ray_arg)
+    if address is None or address == "auto":
+        return address
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    host = host.strip("[]")
+    where = f"--ray {address}" if isinstance(ray_arg, str) and ray_arg not in ("", "local") else "RAY_ADDRESS"
+    try:
+        with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except (OSError, ValueError) as err:
+        reason = "timed out" if isinstance(err, TimeoutError) else (getattr(err, "strerror", None) or str(err))
+        raise InputError(f"nothing answers at {host}:{port} ({reason})", where=where,
+                         fix="check the address and that the Ray head is running there (ray status on the head "
+                             "node), or --ray alone for a local instance") from None
+    return address
 
 
 def _address(ray_arg) -> str | None:
@@ -198,6 +236,8 @@ def run_on_ray(jobs: list[Job], ctx: Context, model_bytes: bytes, *, address, wo
                 try:
                     summary = ray.get(ref)
                 except ray.exceptions.RayError as err:
+                    if isinstance(getattr(err, "cause", None), HistosgeError):  # a full disk ends the run
+                        raise err.cause from None
                     on_result(job, "failed", _driver_fail(ctx, job, f"the reading task failed: {_first(err)}"))
                     continue
                 timings["slides"].setdefault(job.name, {})["prepare_overhead_s"] = round(wall - summary["seconds"], 3)
@@ -224,6 +264,8 @@ def run_on_ray(jobs: list[Job], ctx: Context, model_bytes: bytes, *, address, wo
                                   f"{_first(err)}"))
                 continue
             except ray.exceptions.RayError as err:
+                if isinstance(getattr(err, "cause", None), HistosgeError):  # a full disk ends the run
+                    raise err.cause from None
                 idle.append(actor)
                 on_result(job, "failed", _driver_fail(ctx, job, f"the worker failed: {_first(err)}"))
                 continue

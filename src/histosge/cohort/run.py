@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -9,10 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import options as _options
-from ..errors import InputError
+from ..errors import InputError, OutputError
 from . import manifest
 from .slides import resolve_slides
-from .work import Context, Job, finish, output_path, prepare, stat_signature
+from .work import Context, Job, fingerprint, finish, output_path, prepare
 
 #: The manifest is rewritten at most this often while a run goes on (and always at its end).
 MANIFEST_EVERY_S = 5.0
@@ -126,7 +127,8 @@ class _Reporter:
         now = time.monotonic()
         if now - self._last_manifest >= MANIFEST_EVERY_S:
             self._last_manifest = now
-            manifest.write_manifest(self.out_dir, self.records, running="running")
+            with contextlib.suppress(OSError):  # the run's end writes it again, and says if it cannot
+                manifest.write_manifest(self.out_dir, self.records, running="running")
 
     def close(self) -> None:
         if self.bar is not None:
@@ -147,8 +149,9 @@ def predict_cohort(model_path: str | os.PathLike, slides, out_dir: str | os.Path
     slide's row goes to ``out_dir/manifest.csv`` (``cohort.manifest.COLUMNS``).
 
     Rerun with the same arguments to resume: slides already done here with this model file and
-    identical bytes (SHA-256; file size and time when unchanged since) are skipped, failed or
-    interrupted ones are done again. A slide that fails (unreadable, no tissue, no pixel size
+    identical bytes are skipped (each slide's bytes are read and their SHA-256 compared on every
+    rerun, never trusted from the file's size and time), failed or interrupted ones are done
+    again. A slide that fails (unreadable, no tissue, no pixel size
     ...) is recorded as failed and the others go on.
 
     Parameters
@@ -208,20 +211,23 @@ def predict_cohort(model_path: str | os.PathLike, slides, out_dir: str | os.Path
     """
     from ..methods import load_model
     from ..provenance import file_sha256
-    from ..tasks import slide_pitch
+    from ..tasks import bytes_per_spot, slide_pitch
 
     t_start = time.perf_counter()
     _check_options(mpp, pitch_um, batch_size, factor, workers, gpus_per_worker, cpus_per_worker, retries)
     use_ray = ray not in (None, False)
     if use_ray:
-        from .on_ray import import_ray
+        from .on_ray import check_address, import_ray
 
+        check_address(ray)
         import_ray()
     device = _options.check("device", device)
     jobs_all = resolve_slides(slides)
-    out_dir = manifest.check_out_dir(out_dir)
     model_path = Path(model_path)
     model = load_model(model_path, device=device)
+    check_model(model, model_path)
+    manifest.check_no_input_overwritten(out_dir, jobs_all, [model_path, *_lists(slides)])
+    out_dir = manifest.check_out_dir(out_dir)
     model_bytes = model_path.read_bytes() if use_ray else None
     if model_bytes is not None:
         import hashlib
@@ -237,7 +243,8 @@ def predict_cohort(model_path: str | os.PathLike, slides, out_dir: str | os.Path
         manifest.bind(out_dir, model_sha256=sha, model_path=str(model_path), settings=settings, records=records)
         ctx = Context(out_dir=str(out_dir), model_sha256=sha, settings=settings, pitch_um=float(pitch),
                       spot_diameter_um=float(model.spot_diameter_um_), mpp=mpp, features=bool(features),
-                      lossless=bool(lossless), cache_dir=cache_dir, batch_size=int(batch_size))
+                      lossless=bool(lossless), cache_dir=cache_dir, batch_size=int(batch_size),
+                      bytes_per_spot=bytes_per_spot(model))
         outcomes: dict[str, str] = {}
         todo: list[Job] = []
         for s in jobs_all:
@@ -245,8 +252,8 @@ def predict_cohort(model_path: str | os.PathLike, slides, out_dir: str | os.Path
             done = rec is not None and rec.get("status") == "done" and _intact(out_dir, rec)
             if done:
                 ctx.reuse.setdefault(rec["slide_sha256"], s.name)
-            if done and rec.get("path") == str(s.path) and rec.get("stat") == _stat(s.path):
-                outcomes[s.name] = "skipped"
+            if done and rec.get("path") == str(s.path) and rec.get("slide_sha256") == _sha256(s.path):
+                outcomes[s.name] = "skipped"  # the same bytes, read again: never trusted from size and time
             else:
                 todo.append(Job(name=s.name, path=str(s.path), previous=rec if done else None))
         for name, rec in records.items():  # finished outputs of slides not in this run can be reused too
@@ -261,6 +268,7 @@ def predict_cohort(model_path: str | os.PathLike, slides, out_dir: str | os.Path
             outcomes[job.name] = outcome
             reporter.result(job.name, outcome, rec)
 
+        ended = False
         try:
             if todo and use_ray:
                 from .on_ray import run_on_ray
@@ -270,14 +278,36 @@ def predict_cohort(model_path: str | os.PathLike, slides, out_dir: str | os.Path
                                      retries=retries, device=device, on_result=on_result)
             elif todo:
                 _run_local(model, todo, ctx, on_result, inner=reporter.terminal)
+            ended = True
         finally:
             reporter.close()
             records = manifest.read_records(out_dir)  # the workers' records are the truth
-            path = manifest.write_manifest(out_dir, records)
+            try:
+                path = manifest.write_manifest(out_dir, records)
+            except OSError as err:
+                if ended:  # else the error that ended the run says what happened; the records stay
+                    raise OutputError(f"cannot write {manifest.MANIFEST} ({err.strerror or err}); every slide's "
+                                      f"record is kept in {manifest.STATE}/records", where=str(out_dir),
+                                      fix="free space (or make the folder writable) and rerun the same command: "
+                                          "it rewrites the manifest") from None
     names = [s.name for s in jobs_all]
     return CohortResult(out_dir=out_dir, manifest=path, slides=names, outcomes=outcomes,
                         records={n: records[n] for n in names if n in records}, seconds=time.perf_counter() - t_start,
                         backend="ray" if use_ray else "local", timings=timings)
+
+
+def check_model(model, model_path: Path) -> None:
+    """A cohort predicts slides, images alone: a model that reads measured spots cannot."""
+    if model.mode != "image":
+        raise InputError(f"a {model.mode}-mode model predicts only a section with measured spots (its own, or a "
+                         "context), and a cohort is slides: images alone", where=str(model_path),
+                         fix="train an image-mode model for slides: histosge train SECTIONS --mode image")
+
+
+def _lists(slides) -> list[Path]:
+    """The .txt/.csv slide lists among what the user gave (inputs an output must never replace)."""
+    items = [slides] if isinstance(slides, (str, os.PathLike)) else list(slides or [])
+    return [Path(i).expanduser() for i in items if str(i).lower().endswith((".txt", ".csv"))]
 
 
 def _intact(out_dir: Path, rec: dict) -> bool:
@@ -288,9 +318,9 @@ def _intact(out_dir: Path, rec: dict) -> bool:
         return False
 
 
-def _stat(path) -> str | None:
+def _sha256(path) -> str | None:
     try:
-        return stat_signature(path)
+        return fingerprint(path)[0]
     except OSError:
         return None
 

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import InputError, broken_link
 
 #: Files a cohort reads as slides (tifffile, OpenSlide, or plain images given with --mpp).
 SLIDE_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".svs", ".btf", ".tf8", ".qptiff", ".ndpi", ".mrxs",
@@ -127,7 +127,10 @@ def resolve_slides(items, *, where: str = "SLIDES") -> list[Slide]:
                     entries.append((p, name, str(path)))
         else:
             entries.append((path, None, where))
-    for p, _, _src in entries:
+    for p, _, src in entries:
+        link = broken_link(p)
+        if link:
+            raise InputError(link, where=str(p), fix=f"point the link at a slide, or drop it from {src}")
         if not p.exists():
             missing.append(str(p))
         elif not p.is_file():

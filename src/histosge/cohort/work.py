@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import HistosgeError
+from ..errors import HistosgeError, OutputError
 from . import manifest
 
 #: Bytes read at a time while fingerprinting a slide.
@@ -43,15 +43,17 @@ class Context:
     lossless: bool = False
     cache_dir: str | None = None
     batch_size: int = 64
+    #: memory each spot's prediction takes (a lattice that cannot fit is refused before it is laid)
+    bytes_per_spot: float = 0.0
     #: slide SHA-256 -> name of a finished output here made from identical bytes
     reuse: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
 class Job:
-    """One slide to handle; ``previous``: its finished record, when the driver could not tell from
-    the file's size and time alone whether the slide is still the one predicted (then
-    ``prepare`` compares the bytes)."""
+    """One slide to handle; ``previous``: its finished record when the driver found it under another
+    path or with other bytes (``prepare`` hashes the bytes and skips the slide if they are the
+    recorded ones)."""
 
     name: str
     path: str
@@ -79,17 +81,6 @@ def _companions(path: Path) -> list[Path]:
         return []
     folder = path.with_suffix("")
     return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
-
-
-def stat_signature(path: str | os.PathLike) -> str:
-    """Size and modification time of the slide's files: when equal to a record's, the bytes are
-    taken as unchanged without reading them again."""
-    path = Path(path)
-    parts = []
-    for p in [path, *_companions(path)]:
-        st = p.stat()
-        parts.append(f"{st.st_size}:{st.st_mtime_ns}")
-    return "|".join(parts)
 
 
 def fingerprint(path: str | os.PathLike) -> tuple[str, int]:
@@ -162,6 +153,28 @@ def _error_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}"[:500]
 
 
+def disk_full(err: BaseException) -> bool:
+    """No space (or quota) left where outputs go, raised as such or as the ``OutputError`` of an
+    atomic write: every slide after this one would fail the same way."""
+    from .._atomic import _disk_full
+
+    return isinstance(err, Exception) and _disk_full(err)
+
+
+@contextlib.contextmanager
+def stop_when_disk_full(ctx: Context, name: str):
+    """A full disk ends the run in one line (not one failed record per slide, which could not be
+    written either): the slide being written stays unfinished, so the same command resumes."""
+    try:
+        yield
+    except Exception as err:
+        if not disk_full(err):
+            raise
+        raise OutputError(f"no space left on the device while handling slide {name}; the slides finished so far are "
+                          "kept", where=str(ctx.out_dir),
+                          fix="free space (or give another --out-dir) and rerun the same command to resume") from None
+
+
 def new_record(job: Job, ctx: Context) -> dict:
     return {"slide": job.name, "status": "running", "path": job.path, "model_sha256": ctx.model_sha256,
             "settings": json.dumps(ctx.settings, sort_keys=True), "worker": worker_id(), "started": _now(),
@@ -190,6 +203,11 @@ def prepare(job: Job, ctx: Context) -> Prepared | dict:
 
     A returned dict carries ``outcome``: ``skipped`` (the same bytes were predicted here under
     this name), ``reused`` (under another name: that output is copied), ``failed``."""
+    with stop_when_disk_full(ctx, job.name):
+        return _prepare(job, ctx)
+
+
+def _prepare(job: Job, ctx: Context) -> Prepared | dict:
     from ..read.slide import read_slide
 
     t0 = time.perf_counter()
@@ -199,19 +217,22 @@ def prepare(job: Job, ctx: Context) -> Prepared | dict:
     with PeakMemory() as mem:
         try:
             sha, size = fingerprint(job.path)
-            rec.update(slide_sha256=sha, slide_bytes=size, stat=stat_signature(job.path))
+            rec.update(slide_sha256=sha, slide_bytes=size)
             prev = job.previous
             if prev and prev.get("slide_sha256") == sha and _output_intact(ctx, prev):
-                done = {**prev, "path": job.path, "stat": rec["stat"]}
+                done = {**prev, "path": job.path}
                 manifest.write_record(out_dir, done)
                 return {"outcome": "skipped", "record": done}
             source = ctx.reuse.get(sha)
             if source and source != job.name and output_path(ctx.out_dir, source).is_file():
                 return {"outcome": "reused", "record": _copy_output(job, ctx, rec, source, t0)}
-            slide = read_slide(job.path, pitch_um=ctx.pitch_um, spot_diameter_um=ctx.spot_diameter_um, mpp=ctx.mpp)
+            slide = read_slide(job.path, pitch_um=ctx.pitch_um, spot_diameter_um=ctx.spot_diameter_um, mpp=ctx.mpp,
+                               bytes_per_spot=ctx.bytes_per_spot)
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as err:  # noqa: BLE001 - one bad slide must not end the cohort
+            if disk_full(err):
+                raise
             mem.__exit__()
             return {"outcome": "failed", "record": _fail(rec, ctx, err, time.perf_counter() - t0, mem.peak_mb)}
     return Prepared(record=rec, slide=slide, seconds=time.perf_counter() - t0, peak_mb=mem.peak_mb)
@@ -234,6 +255,11 @@ def _copy_output(job: Job, ctx: Context, rec: dict, source: str, t0: float) -> d
 
 def finish(model, prep: Prepared, ctx: Context, *, progress: bool = False) -> dict:
     """Step 2: encode, predict and write the slide's output, then its record (returned)."""
+    with stop_when_disk_full(ctx, prep.record["slide"]):
+        return _finish(model, prep, ctx, progress=progress)
+
+
+def _finish(model, prep: Prepared, ctx: Context, *, progress: bool) -> dict:
     from .. import keys
     from .._atomic import write_output
     from ..tasks import predict_slide
@@ -256,6 +282,8 @@ def finish(model, prep: Prepared, ctx: Context, *, progress: bool = False) -> di
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as err:  # noqa: BLE001 - one bad slide must not end the cohort
+            if disk_full(err):
+                raise
             mem.__exit__()
             seconds = prep.seconds + time.perf_counter() - t0
             return _fail(rec, ctx, err, seconds, _peak(prep.peak_mb, mem.peak_mb) or None)

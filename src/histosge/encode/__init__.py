@@ -7,16 +7,46 @@
 
 ``DEFAULT_ENCODER`` was chosen by measurement (bench/bench_encoders.py,
 bench/results/encoders_choice.md) among the encoders that run on a fresh machine without network.
+Importing this package, listing encoders and checking a name import no torch: the encoders' code
+(and torch, timm) is imported by the first ``create`` or ``extract``.
 """
 
+import sys
+import types
+
 from ._api import availability, create, default_device, list_encoders
-from ._build import RANDOM
-from ._registry import EncoderSpec, get_spec, known_names, register_encoder
-from .base import Encoder
-from .extract import DEFAULT_BATCH_SIZE, DEFAULT_PATCH_SCALE, encode_patches, extract
+from ._registry import RANDOM, EncoderSpec, get_spec, known_names, register_encoder
 
 # Chosen by bench/bench_encoders.py on her2st + DLPFC; see bench/results/encoders_choice.md.
 DEFAULT_ENCODER = "he-stats"
+
+# heavy names, imported on first use (PEP 562)
+_LAZY = {"Encoder": ".base", "DEFAULT_BATCH_SIZE": ".extract", "DEFAULT_PATCH_SCALE": ".extract",
+         "encode_patches": ".extract", "extract": ".extract", "PatchGeometry": ".base"}
+
+
+class _Package(types.ModuleType):
+    """``encode.extract`` is the function, also once its module ``encode/extract.py`` is imported
+    (the import system sets a package's attribute to each submodule it loads)."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name == "extract" and isinstance(value, types.ModuleType):
+            value = value.extract
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -25,6 +55,7 @@ __all__ = [
     "RANDOM",
     "Encoder",
     "EncoderSpec",
+    "PatchGeometry",
     "availability",
     "create",
     "default_device",

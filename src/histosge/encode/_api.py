@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import os
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ..errors import EncoderError
-from . import cnn, handcrafted, hf_models, vit  # noqa: F401 - importing registers the encoders
-from ._build import RANDOM
-from ._registry import _REGISTRY, EncoderSpec, get_spec, missing_requirements
-from .base import Encoder
+from . import _builtin  # noqa: F401 - registers the built-in encoders (their code is imported on create)
+from ._registry import _REGISTRY, RANDOM, EncoderSpec, _load_plugins, get_spec, missing_requirements
 from .weights import cached_hub_file, not_cached_fix
+
+if TYPE_CHECKING:
+    import torch
+
+    from .base import Encoder
+
 
 
 def default_device() -> str:
@@ -23,6 +25,8 @@ def default_device() -> str:
     str
         ``"cuda"`` or ``"cpu"``.
     """
+    import torch
+
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -65,12 +69,14 @@ def create(
         An unknown name, a missing optional dependency, weights not cached or not found,
         weights that do not fit, or CUDA asked for where there is none.
     """
+    import torch
+
     spec = get_spec(name)
     dev = torch.device(device or default_device())
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise EncoderError("CUDA was asked for but is not available", where="device", fix="use --device cpu")
     weights_arg = None if weights is None else (RANDOM if str(weights) == RANDOM else os.fspath(weights))
-    encoder = spec.builder(spec, weights_arg, dev, arch_overrides)
+    encoder = spec.load_builder()(spec, weights_arg, dev, arch_overrides)
     if encoder.dim != spec.dim:
         raise AssertionError(f"{spec.name}: built dim {encoder.dim} != registered {spec.dim}")
     encoder = encoder.to(dev)
@@ -98,10 +104,13 @@ def availability(spec: EncoderSpec) -> tuple[bool, str]:
     if spec.offline:
         return True, "runs offline (no download needed)"
     if spec.name == "resnet50":
-        from .cnn import _torch_hub_resnet50
+        from .weights import torch_hub_resnet50
 
-        if _torch_hub_resnet50() is not None:
+        if torch_hub_resnet50() is not None:
             return True, "weights in the torch hub cache"
+    if spec.hub_id is None:  # no weights to download: the registration only lacks offline=True
+        return False, ("registered with neither a hub_id nor offline=True: if it downloads nothing, set offline=True "
+                       "in its register_encoder(...) (docs/EXTENDING.md); else give its hub_id, or pass --weights PATH")
     if cached_hub_file(spec) is not None:
         return True, "weights in the Hugging Face cache"
     return False, f"weights not cached; {not_cached_fix(spec)}"
@@ -118,6 +127,7 @@ def list_encoders() -> list[dict[str, Any]]:
         ``precision``, ``offline``, ``available``, ``reason``, ``description``.
     """
     rows = []
+    _load_plugins()
     for name in sorted(_REGISTRY):
         spec = _REGISTRY[name]
         ok, reason = availability(spec)
@@ -133,7 +143,7 @@ def list_encoders() -> list[dict[str, Any]]:
                 "mean": spec.mean,
                 "std": spec.std,
                 "interpolation": spec.interpolation,
-                "precision": str(spec.precision).removeprefix("torch."),
+                "precision": spec.precision,
                 "offline": spec.offline,
                 "available": ok,
                 "reason": reason,

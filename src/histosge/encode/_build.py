@@ -8,10 +8,8 @@ from pathlib import Path
 
 import torch
 
-from ._registry import EncoderSpec
+from ._registry import RANDOM, EncoderSpec
 from .weights import fetch_from_hub, find_weights_file, weights_identity
-
-RANDOM = "random"  # weights="random": untrained weights, for speed measurements and tests only
 
 
 def resolve_weights(spec: EncoderSpec, weights: str | None) -> tuple[Path | None, str]:

@@ -4,6 +4,10 @@ Like timm's ``register_model``: a builder function is registered under a name to
 :class:`EncoderSpec` that carries everything preprocessing and bookkeeping need (hub id, input size,
 mean/std, interpolation, licence, output dim, precision). ``create(name)`` is the one door in, so
 the transform travels with the weights instead of being re-typed at call sites.
+
+This module imports no torch: the built-in encoders are registered by ``_builtin`` with their
+builders named as ``"module:function"`` and imported on first ``create``, so that listing encoders
+or checking a name stays light. docs/EXTENDING.md documents every field of :class:`EncoderSpec`.
 """
 
 from __future__ import annotations
@@ -13,10 +17,9 @@ import importlib.util
 from collections.abc import Callable
 from typing import Any
 
-import torch
-
 from ..errors import EncoderError
 
+RANDOM = "random"  # weights="random": untrained weights, for speed measurements and tests only
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -25,11 +28,13 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class EncoderSpec:
     """What an encoder is, independent of whether its weights are here.
 
-    ``builder(spec, weights, device, arch_overrides)`` returns a ready :class:`~.base.Encoder`.
+    ``builder(spec, weights, device, arch_overrides)`` returns a ready :class:`~.base.Encoder`;
+    it may be given as ``"module:function"``, imported on first use (:meth:`load_builder`). Every
+    field is described in docs/EXTENDING.md.
     """
 
     name: str
-    builder: Callable[..., Any]
+    builder: Callable[..., Any] | str
     dim: int
     input_size: int
     mean: tuple[float, float, float]
@@ -38,7 +43,7 @@ class EncoderSpec:
     hub_id: str | None = None
     architecture: str = ""
     interpolation: str = "bicubic"
-    precision: torch.dtype = torch.float32  # autocast dtype on CUDA; CPU always runs float32
+    precision: Any = "float32"  # autocast dtype on CUDA ("bfloat16", "float16" or a torch dtype); CPU runs float32
     hub_files: tuple[str, ...] = ("model.safetensors", "pytorch_model.bin")
     gated: bool = False
     requires: tuple[str, ...] = ()  # importable modules needed (optional dependencies)
@@ -47,9 +52,69 @@ class EncoderSpec:
     channels_last: bool = False  # conv nets run faster in channels_last on CUDA
     description: str = ""
     notes: str = ""
+    #: Where the code that computes the features lives, for the feature cache's key: "builtin" (histosge's
+    #: own, versioned by ``weights_id``); None (an encoder registered from outside): the cache is keyed on
+    #: the source of its builder and Encoder class too (``encode.cache.code_fingerprint``).
+    code: str | None = None
+
+    def __post_init__(self):
+        p = self.precision
+        object.__setattr__(self, "precision", str(p).removeprefix("torch.") if not isinstance(p, str) else p)
+
+    @property
+    def dtype(self):
+        """``precision`` as a torch dtype (imports torch)."""
+        import torch
+
+        return getattr(torch, self.precision)
+
+    def load_builder(self) -> Callable[..., Any]:
+        """The builder function, imported from ``"module:function"`` on first use."""
+        builder = self.builder
+        if isinstance(builder, str):
+            module, _, attr = builder.partition(":")
+            builder = getattr(importlib.import_module(module), attr)
+            object.__setattr__(self, "builder", builder)
+        return builder
 
 
 _REGISTRY: dict[str, EncoderSpec] = {}
+#: Entry-point group an installed package registers encoders under (docs/EXTENDING.md).
+ENTRY_POINT_GROUP = "histosge.encoders"
+
+
+def _load_plugins() -> None:
+    """Import the installed plugins of ``histosge.encoders``: a module registers its encoders when
+    imported; an entry point naming an :class:`EncoderSpec` is registered here."""
+    from .._plugins import load_entry_points
+
+    for obj in load_entry_points(ENTRY_POINT_GROUP).values():
+        if isinstance(obj, EncoderSpec) and obj.name not in _REGISTRY:
+            _REGISTRY[obj.name] = obj
+
+
+def register_spec(spec: EncoderSpec) -> EncoderSpec:
+    """Register a whole :class:`EncoderSpec` (its ``builder`` may be ``"module:function"``).
+
+    Parameters
+    ----------
+    spec : EncoderSpec
+        The registration.
+
+    Returns
+    -------
+    EncoderSpec
+        ``spec``.
+
+    Raises
+    ------
+    ValueError
+        A name registered twice.
+    """
+    if spec.name in _REGISTRY:
+        raise ValueError(f"encoder {spec.name!r} registered twice")
+    _REGISTRY[spec.name] = spec
+    return spec
 
 
 def register_encoder(**spec_kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -76,10 +141,7 @@ def register_encoder(**spec_kwargs: Any) -> Callable[[Callable[..., Any]], Calla
     """
 
     def deco(builder: Callable[..., Any]) -> Callable[..., Any]:
-        spec = EncoderSpec(builder=builder, **spec_kwargs)
-        if spec.name in _REGISTRY:
-            raise ValueError(f"encoder {spec.name!r} registered twice")
-        _REGISTRY[spec.name] = spec
+        register_spec(EncoderSpec(builder=builder, **spec_kwargs))
         return builder
 
     return deco
@@ -93,6 +155,7 @@ def known_names() -> list[str]:
     list of str
         What :func:`create` accepts.
     """
+    _load_plugins()
     return sorted(_REGISTRY)
 
 
@@ -115,6 +178,8 @@ def get_spec(name: str) -> EncoderSpec:
         An unknown name.
     """
     key = name.strip().lower()
+    if key not in _REGISTRY:
+        _load_plugins()
     if key not in _REGISTRY:
         raise EncoderError(
             f"unknown encoder {name!r}",

@@ -8,6 +8,7 @@ whatever device the patches are on, so on a GPU the CPU only decodes and crops.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,16 +19,58 @@ from torch import nn
 from ._registry import EncoderSpec
 
 
+@dataclasses.dataclass(frozen=True)
+class PatchGeometry:
+    """What the patches handed to an encoder cover, in micrometres and pixels.
+
+    ``extract`` sets it as ``encoder.geometry`` before encoding, and passes it as
+    ``forward(x, geometry=...)`` to an encoder whose ``forward`` takes a ``geometry`` argument, so an
+    encoder can crop what it needs (the spot disc inside a patch of 2 spot diameters, say).
+
+    Attributes
+    ----------
+    patch_px : int
+        Patch side in pixels of the image the patches are cut from (its level 0), before any resize.
+    input_size : int
+        Patch side in pixels as the encoder receives it (after ``preprocess``).
+    spot_diameter_px : float
+        The spot diameter in those pixels.
+    um_per_px : float or None
+        Micrometres per pixel of that image (None when the caller does not know it).
+    patch_um : float or None
+        Patch side in micrometres.
+    spot_diameter_um : float or None
+        The spot diameter in micrometres (Visium 55, legacy ST 100).
+    um_per_input_px : float or None
+        Micrometres per pixel of the encoder's input (``patch_um / input_size``).
+    """
+
+    patch_px: int
+    input_size: int
+    spot_diameter_px: float
+    um_per_px: float | None = None
+    patch_um: float | None = None
+    spot_diameter_um: float | None = None
+    um_per_input_px: float | None = None
+
+    @property
+    def spot_fraction(self) -> float:
+        """The spot diameter as a fraction of the patch side (0.5 at the default patch scale of 2)."""
+        return float(self.spot_diameter_px) / float(self.patch_px)
+
+
 class Encoder(nn.Module):
     """An image encoder in eval mode: ``forward(preprocess(patches)) -> (n, dim)``.
 
     Attributes: ``name``, ``dim``, ``input_size``, ``mean``, ``std``, ``interpolation``,
     ``precision`` (the autocast dtype used on CUDA), ``licence``, ``hub_id`` and ``weights_id``
     (what identifies the weights, part of the feature-cache key); ``torch_threads``: the torch
-    threads ``extract`` gives it on a CPU (None: every core).
+    threads ``extract`` gives it on a CPU (None: every core); ``geometry``: the
+    :class:`PatchGeometry` of the patches being encoded (set by ``extract``; None outside it).
     """
 
     torch_threads: int | None = None
+    geometry: PatchGeometry | None = None
 
     def __init__(self, spec: EncoderSpec, model: nn.Module | None, *, weights_id: str):
         super().__init__()
@@ -38,7 +81,7 @@ class Encoder(nn.Module):
         self.mean = tuple(float(v) for v in spec.mean)
         self.std = tuple(float(v) for v in spec.std)
         self.interpolation = spec.interpolation
-        self.precision = spec.precision
+        self.precision = spec.dtype  # a torch dtype (the spec holds its name)
         self.licence = spec.licence
         self.hub_id = spec.hub_id
         self.weights_id = weights_id

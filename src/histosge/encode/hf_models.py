@@ -15,7 +15,7 @@ from torch import nn
 
 from ..errors import EncoderError
 from ._build import RANDOM, seeded
-from ._registry import IMAGENET_MEAN, IMAGENET_STD, EncoderSpec, register_encoder, require
+from ._registry import EncoderSpec, require
 from .base import Encoder
 from .weights import (
     fetch_from_hub,
@@ -186,41 +186,9 @@ def _phikon_builder(kind: str, default_config: dict[str, Any]):
     return build
 
 
-_OWKIN = "Owkin non-commercial licence (model card: 'other'); not gated"
 
-register_encoder(
-    name="phikon",
-    dim=768,
-    input_size=224,
-    mean=IMAGENET_MEAN,
-    std=IMAGENET_STD,
-    interpolation="bilinear",
-    licence=_OWKIN,
-    hub_id="owkin/phikon",
-    architecture="ViT-B/16 (transformers ViTModel, iBOT)",
-    hub_files=("model.safetensors", "pytorch_model.bin"),
-    requires=("transformers",),
-    install_hint="pip install 'histosge[phikon]' (transformers)",
-    description="Phikon (Owkin 2023); class token, 768-d",
-)(_phikon_builder("vit", PHIKON_CONFIG))
-
-register_encoder(
-    name="phikon-v2",
-    dim=1024,
-    input_size=224,
-    mean=IMAGENET_MEAN,
-    std=IMAGENET_STD,
-    interpolation="bilinear",
-    licence=_OWKIN,
-    hub_id="owkin/phikon-v2",
-    architecture="ViT-L/16 (transformers Dinov2Model)",
-    hub_files=("model.safetensors", "pytorch_model.bin"),
-    requires=("transformers",),
-    install_hint="pip install 'histosge[phikon]' (transformers)",
-    description="Phikon-v2 (Owkin 2024, DINOv2); class token, 1024-d",
-)(_phikon_builder("dinov2", PHIKON_V2_CONFIG))
-
-
+build_phikon = _phikon_builder("vit", PHIKON_CONFIG)
+build_phikon_v2 = _phikon_builder("dinov2", PHIKON_V2_CONFIG)
 # ---------------------------------------------------------------------------------------------
 # CONCH v1 (vision tower only). Needs MahmoodLab's `conch` package, which is not on PyPI under
 # that name; untested here.
@@ -230,22 +198,6 @@ class ConchEncoder(Encoder):
         return self.model.encode_image(x, proj_contrast=False, normalize=False)
 
 
-@register_encoder(
-    name="conch",
-    dim=512,
-    input_size=448,
-    mean=(0.48145466, 0.4578275, 0.40821073),
-    std=(0.26862954, 0.26130258, 0.27577711),
-    interpolation="bicubic",
-    licence="CC-BY-NC-ND-4.0 (gated; research use)",
-    hub_id="MahmoodLab/CONCH",
-    architecture="conch_ViT-B-16 (CoCa vision tower, attentional pooling)",
-    hub_files=("pytorch_model.bin",),
-    gated=True,
-    requires=("conch",),
-    install_hint="pip install git+https://github.com/Mahmoodlab/CONCH.git",
-    description="CONCH v1 image tower (MahmoodLab 2024), 512-d; only where the conch package is installed",
-)
 def _build_conch(spec: EncoderSpec, weights: str | None, device: torch.device, arch_overrides: dict | None):
     require(spec)
     from conch.open_clip_custom import create_model_from_pretrained  # type: ignore[import-not-found]

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ._build import resolve_weights, seeded
-from ._registry import IMAGENET_MEAN, IMAGENET_STD, EncoderSpec, register_encoder
+from ._registry import EncoderSpec
 from .base import ClsMeanEncoder, TimmEncoder
 from .weights import load_weights, read_state_dict
 
@@ -139,84 +139,6 @@ def _builder(encoder_cls: type):
     return build
 
 
-_NC_ND = "CC-BY-NC-ND-4.0 (gated; research use)"
 
-register_encoder(
-    name="uni",
-    dim=1024,
-    input_size=224,
-    mean=IMAGENET_MEAN,
-    std=IMAGENET_STD,
-    interpolation="bilinear",
-    licence=_NC_ND,
-    hub_id="MahmoodLab/UNI",
-    architecture="vit_large_patch16_224 (ViT-L/16, layer scale 1e-5)",
-    precision=torch.bfloat16,
-    hub_files=("pytorch_model.bin",),
-    gated=True,
-    description="UNI (Chen et al. 2024), the encoder of the HisToSGE paper; class token, 1024-d",
-)(_builder(TimmEncoder))
-
-register_encoder(
-    name="uni2-h",
-    dim=1536,
-    input_size=224,
-    mean=IMAGENET_MEAN,
-    std=IMAGENET_STD,
-    interpolation="bilinear",
-    licence=_NC_ND,
-    hub_id="MahmoodLab/UNI2-h",
-    architecture="ViT-H/14, 8 register tokens, SwiGLU (timm vit_giant_patch14_224 + kwargs)",
-    precision=torch.bfloat16,
-    hub_files=("pytorch_model.bin",),
-    gated=True,
-    description="UNI2-h (MahmoodLab 2025); class token, 1536-d",
-)(_builder(TimmEncoder))
-
-register_encoder(
-    name="virchow2",
-    dim=2560,
-    input_size=224,
-    mean=IMAGENET_MEAN,
-    std=IMAGENET_STD,
-    interpolation="bicubic",
-    licence=_NC_ND,
-    hub_id="paige-ai/Virchow2",
-    architecture="vit_huge_patch14_224, SwiGLU, 4 register tokens",
-    precision=torch.bfloat16,
-    hub_files=("model.safetensors", "pytorch_model.bin"),
-    gated=True,
-    description="Virchow2 (Paige 2024); concat(class token, mean patch token), 2560-d",
-)(_builder(ClsMeanEncoder))
-
-register_encoder(
-    name="h-optimus-0",
-    dim=1536,
-    input_size=224,
-    mean=(0.707223, 0.578729, 0.703617),
-    std=(0.211883, 0.230117, 0.177517),
-    interpolation="bilinear",
-    licence="Apache-2.0 (gated on the hub)",
-    hub_id="bioptimus/H-optimus-0",
-    architecture="vit_giant_patch14_reg4_dinov2 (ViT-g/14, 4 register tokens)",
-    precision=torch.bfloat16,
-    hub_files=("pytorch_model.bin",),
-    gated=True,
-    description="H-optimus-0 (Bioptimus 2024); class token, 1536-d",
-)(_builder(TimmEncoder))
-
-register_encoder(
-    name="gigapath",
-    dim=1536,
-    input_size=224,
-    mean=IMAGENET_MEAN,
-    std=IMAGENET_STD,
-    interpolation="bicubic",
-    licence="Prov-GigaPath licence (Apache-2.0 terms, research use only; gated)",
-    hub_id="prov-gigapath/prov-gigapath",
-    architecture="vit_giant_patch14_dinov2 with patch 16 at 224 px (tile encoder)",
-    precision=torch.bfloat16,
-    hub_files=("pytorch_model.bin",),
-    gated=True,
-    description="Prov-GigaPath tile encoder (Xu et al. 2024); class token, 1536-d",
-)(_builder(TimmEncoder))
+build_timm = _builder(TimmEncoder)
+build_cls_mean = _builder(ClsMeanEncoder)

@@ -19,12 +19,14 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ..errors import EncoderError
 from ._registry import EncoderSpec
+
+if TYPE_CHECKING:  # torch is imported where weights are read, not to list or check encoders
+    import torch
+    from torch import nn
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".ckpt")
 _CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "teacher", "student", "module", "tile_model")
@@ -63,6 +65,16 @@ def hub_reachable(timeout: float = 3.0) -> bool:
             return True
     except OSError:
         return False
+
+
+def torch_hub_resnet50() -> Path | None:
+    """torchvision's own ResNet-50 download, if this machine ever made one (torch.hub's
+    ``$TORCH_HOME/hub/checkpoints``, default ``~/.cache/torch``), found without importing torch."""
+    home = os.environ.get("TORCH_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "torch")
+    hub_dir = Path(home) / "hub" / "checkpoints"
+    hits = sorted(hub_dir.glob("resnet50-*.pth")) if hub_dir.is_dir() else []
+    return hits[0] if hits else None
 
 
 def hub_url(repo_id: str) -> str:
@@ -186,6 +198,8 @@ def find_weights_file(path: Path, spec: EncoderSpec) -> Path:
 
 def read_state_dict(path: str | os.PathLike, *, where: str | None = None) -> dict[str, torch.Tensor]:
     """Tensors of a checkpoint file, unwrapped from the usual containers (no code is unpickled)."""
+    import torch
+
     path = Path(path)
     where = where or str(path)
     try:
@@ -206,6 +220,8 @@ def read_state_dict(path: str | os.PathLike, *, where: str | None = None) -> dic
 
 
 def unwrap_state_dict(obj: object, *, where: str) -> dict[str, torch.Tensor]:
+    import torch
+
     for _ in range(3):
         if isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
             break
@@ -270,6 +286,8 @@ def load_weights(
     keys to drop (classifier heads). ``convert`` (e.g. timm's ``checkpoint_filter_fn``) is tried only
     when the keys do not already match, so a correct checkpoint is loaded untouched.
     """
+    import torch
+
     with torch.device("meta"):
         model = build()
     target = model.state_dict()

@@ -7,21 +7,30 @@
 >>> model = methods.create_model("knn").fit(section)          # sections: AnnData in, AnnData out
 >>> model.save("knn.histosge"); methods.load_model("knn.histosge").predict(section)
 
-Like the encoder registry: each method is one file with a class registered under a name
-(``register_method``) together with a :class:`MethodSpec` saying what it needs; ``create_method``
-is the one door in. docs/EXTENDING.md shows how to add one.
+Like the encoder registry: each method is a class registered under a name (``register_method``)
+together with a :class:`MethodSpec` saying what it needs; ``create_method`` is the one door in.
+docs/EXTENDING.md shows how to add one, in your code or as an installed plugin (entry-point group
+``histosge.methods``). The built-in methods are registered by ``_builtin`` with their classes named
+as ``"module:Class"`` and imported on first use, so listing or checking a name imports no torch.
 """
 
-# isort: off
-# Importing registers the built-in methods, in the order of the benchmark's tables.
-from . import mean, knn, ridge, stnet, histogene, stage, thitogene, deepspace  # noqa: F401
-from . import histosge, histosge_paper  # noqa: F401
-from . import ridge_pooled, stnet_pooled, histosge_prior  # noqa: F401  (protocols R+ and G+ only)
-# isort: on
-from ._cohort import Cohort
+from . import _builtin  # noqa: F401 - registers the built-in methods (no class imported yet)
 from ._registry import MethodSpec, get_spec, list_methods, register_method, specs
-from .base import Method, check_fit_inputs
-from .section import MethodModel, create_method, create_model, load_model
+
+# heavy names, imported on first use (PEP 562)
+_LAZY = {"Cohort": "._cohort", "Method": ".base", "check_fit_inputs": ".base", "MethodModel": ".section",
+         "create_method": ".section", "create_model": ".section", "load_model": ".section"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["Cohort", "Method", "MethodModel", "MethodSpec", "check_fit_inputs", "create_method", "create_model",
            "get_spec", "list_methods", "load_model", "register_method", "specs"]

@@ -27,8 +27,9 @@ class MethodSpec:
     ----------
     name : str
         The name ``create_method``, ``--method`` and ``--methods`` take.
-    cls : type
-        The method's class (a :class:`~histosge.methods.Method`).
+    target : type or str
+        The method's class (a :class:`~histosge.methods.Method`), or where it lives as
+        ``"module:Class"``, imported on first use (``cls``): listing methods imports no torch.
     description : str
         One line: what the method does, and the paper it reproduces.
     quick_epochs : int or None
@@ -57,10 +58,14 @@ class MethodSpec:
         Protocol X through the method's section-level model, saved to a file and loaded back, with
         these extra parameters (``histosge``: ``{"mode": "image"}``); None: fitted on the pooled
         training spots of the other sections.
+    model_mode : str or None
+        The mode of its section-level model (``create_model(name).mode``) when not the one
+        ``needs_target_expression`` implies ('neighbours' when it reads the measured spots, else
+        'image'): ``histosge`` is 'neighbours' by default, ``histosge-paper`` 'paper'.
     """
 
     name: str
-    cls: type
+    target: type | str
     description: str
     quick_epochs: int | None = None
     needs_target_expression: bool = False
@@ -70,6 +75,27 @@ class MethodSpec:
     section_params: tuple[str, ...] = ()
     fit_takes_query: bool = False
     cross_section: dict[str, Any] | None = None
+    model_mode: str | None = None
+
+    @property
+    def cls(self) -> type:
+        """The method's class, imported on first use when registered as ``"module:Class"``."""
+        target = self.target
+        if isinstance(target, str):
+            import importlib
+
+            module, _, attr = target.partition(":")
+            target = getattr(importlib.import_module(module), attr)
+            object.__setattr__(self, "target", target)
+        if getattr(target, "spec", None) is not self:
+            target.spec = self
+        return target
+
+    @property
+    def mode(self) -> str:
+        """The mode of the method's section-level model (what it predicts: 'image' any H&E,
+        'neighbours' a measured section, 'paper' the authors' model), known without importing it."""
+        return self.model_mode or ("neighbours" if self.needs_target_expression else "image")
 
     @property
     def needs_other_sections(self) -> bool:
@@ -79,8 +105,10 @@ class MethodSpec:
 
 _REGISTRY: dict[str, MethodSpec] = {}
 
-#: The names of ``MethodSpec`` a registration may set (all but ``name`` and ``cls``).
-SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(MethodSpec) if f.name not in ("name", "cls"))
+#: The names of ``MethodSpec`` a registration may set (all but ``name`` and ``target``).
+SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(MethodSpec) if f.name not in ("name", "target"))
+#: Entry-point group an installed package registers methods under (docs/EXTENDING.md).
+ENTRY_POINT_GROUP = "histosge.methods"
 
 
 def register_method(name: str, **spec: Any) -> Callable[[type], type]:
@@ -118,12 +146,59 @@ def register_method(name: str, **spec: Any) -> Callable[[type], type]:
     def deco(cls: type) -> type:
         if name in _REGISTRY:
             raise ValueError(f"method {name!r} registered twice")
-        entry = MethodSpec(name=name, cls=cls, **spec)
+        entry = MethodSpec(name=name, target=cls, **spec)
         cls.spec = entry
         _REGISTRY[name] = entry
         return cls
 
     return deco
+
+
+def register_lazy(name: str, target: str, **spec: Any) -> MethodSpec:
+    """Register method ``name`` whose class is ``target`` (``"module:Class"``), imported on first
+    use: what the built-in methods do (``methods/_builtin.py``), so that listing them or checking a
+    name imports no torch. The class itself carries no decorator; ``spec.cls`` binds it.
+
+    Parameters
+    ----------
+    name : str
+        The method's name.
+    target : str
+        ``"package.module:Class"``.
+    **spec
+        The other fields of :class:`MethodSpec`.
+
+    Returns
+    -------
+    MethodSpec
+        The registration.
+    """
+    unknown = sorted(set(spec) - set(SPEC_FIELDS))
+    if unknown:
+        raise TypeError(f"register_lazy({name!r}): unknown spec field(s) {', '.join(unknown)}")
+    if name in _REGISTRY:
+        raise ValueError(f"method {name!r} registered twice")
+    entry = MethodSpec(name=name, target=target, **spec)
+    _REGISTRY[name] = entry
+    return entry
+
+
+def builtin(name: str) -> Callable[[type], type]:
+    """Class decorator binding a built-in method's class to its lazy registration (``_builtin.py``)."""
+
+    def deco(cls: type) -> type:
+        entry = _REGISTRY[name]
+        object.__setattr__(entry, "target", cls)
+        cls.spec = entry
+        return cls
+
+    return deco
+
+
+def _load_plugins() -> None:
+    from .._plugins import load_entry_points
+
+    load_entry_points(ENTRY_POINT_GROUP)
 
 
 def list_methods() -> list[str]:
@@ -137,6 +212,7 @@ def list_methods() -> list[str]:
     list of str
         The names ``create_method`` and ``--method`` take.
     """
+    _load_plugins()
     return list(_REGISTRY)
 
 
@@ -162,6 +238,8 @@ def get_spec(name: str, *, where: str = "--method") -> MethodSpec:
     """
     key = str(name).strip()
     if key not in _REGISTRY:
+        _load_plugins()
+    if key not in _REGISTRY:
         raise InputError(f"unknown method {name!r}", where=where, fix=f"use one of {', '.join(list_methods())}")
     return _REGISTRY[key]
 
@@ -174,4 +252,5 @@ def specs() -> list[MethodSpec]:
     list of MethodSpec
         One per name of ``list_methods()``, in that order.
     """
+    _load_plugins()
     return list(_REGISTRY.values())

@@ -42,7 +42,7 @@ from ..evaluate import pearson_per_gene
 from ..model import Spots
 from ..model.parts import nest, sub
 from ..model.scaling import FeatureScaler
-from ._registry import register_method
+from ._registry import builtin
 from ._torch import MIN_DELTA, PATIENCE, EarlyStopping, adam, load_net, mse, net_state, seed_all, validation_split
 from .base import Method, check_fit_inputs
 
@@ -81,8 +81,7 @@ def validation_fold(n: int, seed: int, n_folds: int = N_FOLDS) -> tuple[np.ndarr
     return train, val
 
 
-@register_method("deepspace", description="DeepSpaCE (Monjo et al., Sci Rep 2022): VGG16's classifier on frozen "
-                                          "image features, each gene min-max scaled", quick_epochs=3)
+@builtin("deepspace")  # its spec: methods/_builtin.py
 class DeepSpaCE(Method):
     """At most ``epochs`` epochs, stopping after ``early_stop`` epochs in a row without a lower
     validation loss than the epoch before; ``hidden`` and ``dropout`` of the two hidden layers;

@@ -31,7 +31,7 @@ from torch import nn
 from ..model import Spots
 from ..model.parts import nest, sub
 from ..model.scaling import FeatureScaler
-from ._registry import register_method
+from ._registry import builtin
 from ._torch import (
     MIN_DELTA,
     PATIENCE,
@@ -92,9 +92,7 @@ def tiles(xy: np.ndarray, max_tokens: int, seed: int = 0) -> list[np.ndarray]:
     return [np.flatnonzero(lab == i) for i in range(k) if (lab == i).any()]
 
 
-@register_method("histogene", description="HisToGene (Pang et al., bioRxiv 2021): a ViT over the spots of a "
-                                          "section, image features + grid-position embeddings",
-                 quick_epochs=15, reads_positions=True, fit_takes_query=True, default=True)
+@builtin("histogene")  # its spec: methods/_builtin.py
 class HisToGene(Method):
     """See the module docstring; ``steps`` optimiser steps at most, ``lr`` Adam's rate;
     ``stop_rule``: the benchmark's early-stop rule instead of ``eval_every``, ``patience`` and

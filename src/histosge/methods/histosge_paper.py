@@ -10,13 +10,11 @@ from typing import Any
 
 from ..errors import InputError
 from ..model import HisToSGE
-from ._registry import register_method
+from ._registry import builtin
 from .histosge import HisToSGEMethod
 
 
-@register_method("histosge-paper", description="HisToSGE as the authors published it (Shi et al. 2024): image "
-                                               "features + grid positions, 1000 fixed epochs",
-                 quick_epochs=10, reads_positions=True)
+@builtin("histosge-paper")  # its spec: methods/_builtin.py
 class HisToSGEPaper(HisToSGEMethod):
     """``HisToSGE("paper")``; the parameters are ``HisToSGEMethod``'s (``mode`` is always "paper")."""
 

@@ -19,14 +19,12 @@ import numpy as np
 from ..errors import InputError
 from ..model import HisToSGE, Spots
 from ._cohort import Cohort, check_cohort
-from ._registry import register_method
+from ._registry import builtin
 from .base import check_fit_inputs
 from .histosge import HisToSGEMethod
 
 
-@register_method("histosge+prior", description="HisToSGE with a prior fitted on the other sections of the "
-                                               "dataset (protocols R+ and G+)", quick_epochs=10,
-                 reads_positions=True, default=True, section_params=("cohort",))
+@builtin("histosge+prior")  # its spec: methods/_builtin.py
 class HisToSGEPrior(HisToSGEMethod):
     """``cohort``: the other sections and the prior fitted on them; the rest as ``HisToSGEMethod``."""
 

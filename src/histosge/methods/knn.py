@@ -12,13 +12,11 @@ import numpy as np
 
 from ..model import Spots
 from ..model.neighbours import choose_k, idw
-from ._registry import register_method
+from ._registry import builtin
 from .base import Method, check_fit_inputs
 
 
-@register_method("knn", description="inverse-distance-weighted mean of the k nearest measured spots (k by "
-                                    "leave-one-out CV); no image", reads_image=False,
-                 needs_target_expression=True, default=True)
+@builtin("knn")  # its spec: methods/_builtin.py
 class KNN(Method):
     """``choices``: the k searched (default ``model.neighbours.K_CHOICES``). ``seed`` is unused."""
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 import numpy as np
 
 from ..model import Spots
-from ._registry import register_method
+from ._registry import builtin
 from .base import Method, check_fit_inputs
 
 
-@register_method("mean", description="the training spots' mean of each gene, everywhere (the floor of MSE/MAE)",
-                 reads_image=False, default=True)
+@builtin("mean")  # its spec: methods/_builtin.py
 class Mean(Method):
     """Training mean of each gene. ``seed`` is accepted and unused (nothing is random)."""
 

@@ -12,12 +12,11 @@ import numpy as np
 
 from ..model import Spots
 from ..model.parts import Projector, RidgeHead, nest, sub
-from ._registry import register_method
+from ._registry import builtin
 from .base import Method, check_fit_inputs
 
 
-@register_method("ridge", description="HEST-Benchmark's linear probe: standardise -> PCA 256 -> ridge "
-                                      "(Jaume et al., NeurIPS 2024)", default=True)
+@builtin("ridge")  # its spec: methods/_builtin.py
 class Ridge(Method):
     """``n_pcs``: principal components of the features kept. ``seed`` is unused."""
 

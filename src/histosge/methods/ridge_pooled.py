@@ -4,10 +4,9 @@ training spots (benchmark protocols R+ and G+; ``_cohort.Pooled`` says how)."""
 from __future__ import annotations
 
 from ._cohort import Pooled
-from ._registry import register_method
+from ._registry import builtin
 
 
-@register_method("ridge+pooled", description="ridge fitted on the other sections' spots pooled with the section's "
-                                             "(protocols R+ and G+)", default=True, section_params=("cohort",))
+@builtin("ridge+pooled")  # its spec: methods/_builtin.py
 class RidgePooled(Pooled):
     BASE = "ridge"

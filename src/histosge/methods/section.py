@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import inspect
-import json
 import os
 import time
 from pathlib import Path
@@ -40,7 +39,8 @@ from ..model.training_data import section_spots
 from ._registry import MethodSpec, get_spec
 
 #: Parameters of the section-level model (the rest go to the method's constructor).
-MODEL_PARAMS = ("encoder", "weights", "patch_scale", "n_genes", "seed", "device")
+MODEL_PARAMS = ("encoder", "weights", "patch_scale", "genes", "n_top_genes", "all_genes", "reliability", "seed",
+                "device")
 
 
 def create_method(name: str, **params: Any):
@@ -89,7 +89,8 @@ def create_model(name: str, *, epochs: int | None = None, patience: int | None =
         The training schedule (``--epochs`` ...), mapped onto the method's own parameters by its
         class; a method without one refuses it.
     **params
-        ``encoder``, ``weights``, ``patch_scale``, ``n_genes``, ``seed``, ``device``, ``mode``
+        ``encoder``, ``weights``, ``patch_scale``, ``genes``, ``n_top_genes``, ``all_genes``,
+        ``reliability``, ``seed``, ``device``, ``mode``
         and ``prior`` (HisToSGE only), and any parameter of the method's constructor.
 
     Returns
@@ -150,8 +151,15 @@ class MethodModel:
         methods that read no image.
     patch_scale : float
         Patch side in spot diameters; recorded in micrometres at fit time.
-    n_genes : int
-        Highly variable genes predicted.
+    genes, n_top_genes, all_genes
+        The genes predicted: ``genes`` always, plus the ``n_top_genes`` HVGs of the training
+        spots, or every gene detected in >= 1% of them (``all_genes``); as ``HisToSGE``.
+    reliability : bool
+        Estimate each gene's held-out Pearson (``reliability_``, ``var['cv_pcc']``) by refitting
+        the method on folds: one per training section when several train, else
+        ``model.reliability.REFIT_FOLDS`` random folds (methods that read grid positions or the
+        measured spots predict within a section) or spatial blocks (methods that read the image
+        alone). Each fold is a whole fit.
     seed : int
         Seeds the method.
     device : str, optional
@@ -161,12 +169,18 @@ class MethodModel:
     """
 
     def __init__(self, method: str, *, encoder: str | None = None, weights: str | None = None,
-                 patch_scale: float = 2.0, n_genes: int = 1000, seed: int = 0, device: str | None = None,
+                 patch_scale: float = 2.0, genes=None, n_top_genes: int = 1000, all_genes: bool = False,
+                 reliability: bool = True, seed: int = 0, device: str | None = None,
                  params: dict[str, Any] | None = None):
         self.method = method
         self.spec: MethodSpec = get_spec(method)
         self.encoder, self.weights = encoder, weights
-        self.patch_scale, self.n_genes, self.seed, self.device = float(patch_scale), int(n_genes), int(seed), device
+        from ..genes import parse_gene_names
+
+        self.patch_scale, self.seed, self.device = float(patch_scale), int(seed), device
+        self.genes = tuple(parse_gene_names(genes, where="genes")[0]) if genes not in (None, [], ()) else ()
+        self.n_top_genes, self.all_genes, self.reliability = n_top_genes, bool(all_genes), bool(reliability)
+        self.gene_choice()  # bad choices fail here, before any work
         self.params = dict(params or {})
         create_method(method, **self._method_args({}))  # unknown parameters fail here, before any work
 
@@ -188,8 +202,15 @@ class MethodModel:
         from .base import _plain
 
         return {"method": self.method, "encoder": self.encoder, "weights": self.weights,
-                "patch_scale": self.patch_scale, "n_genes": self.n_genes, "seed": self.seed,
+                "patch_scale": self.patch_scale, "genes": list(self.genes), "n_top_genes": self.n_top_genes,
+                "all_genes": self.all_genes, "reliability": self.reliability, "seed": self.seed,
                 "params": _plain(self.params)}
+
+    def gene_choice(self):
+        """The genes to predict, as ``genes.GeneChoice`` (named + HVGs, or all detected)."""
+        from ..genes import GeneChoice
+
+        return GeneChoice(self.genes, self.n_top_genes, self.all_genes)
 
     def __repr__(self) -> str:
         fitted = f", {len(self.genes_)} genes, fitted on {len(self.training_['sections'])} section(s)" \
@@ -249,10 +270,39 @@ class MethodModel:
         self.extent_ = np.concatenate([data.spots.xy.min(0), data.spots.xy.max(0)]).astype(np.float64)
         self.info_ = dict(method.info)
         self.scores_ = {"scope": f"none: method {self.method!r} keeps no training spot out of its fit"}
+        self.reliability_, self.reliability_note_ = None, "not estimated (reliability=False)"
+        if self.reliability:
+            self.reliability_, self.reliability_note_ = self._estimate_reliability(data), None
         self.spot_hashes_ = np.concatenate(data.hashes)
         self.training_ = T.training_record(sections, data, flavour,
                                            {"features": t_feat - t0, "fit": time.perf_counter() - t_feat})
         return self
+
+    def _estimate_reliability(self, data):
+        """Refit the method on folds of the training spots and score what each fit predicts for the
+        spots it did not see (see the class docstring for the folds)."""
+        from ..model.contexts import spatial_blocks
+        from ..model.reliability import REFIT_FOLDS, SCORE_FOLDS, estimate, random_folds, sparse_genes
+
+        n_sections = len(np.unique(data.groups))
+        if n_sections >= 2:  # fitted without a section, scored on it
+            folds = scored = data.groups
+            scope = f"each of {n_sections} training sections predicted by a fit without it, scored per section"
+        elif self.spec.reads_positions or self.spec.needs_target_expression:  # spots held out among the others
+            folds = scored = random_folds(len(data.y), REFIT_FOLDS, self.seed)
+            scope = f"{REFIT_FOLDS} random folds of the training spots, each predicted by a fit without it"
+        else:  # blocks stand in for sections; each fold's Pearson spans the whole section
+            folds = spatial_blocks(data.spots.xy, REFIT_FOLDS, self.seed)
+            scored = random_folds(len(data.y), SCORE_FOLDS, self.seed)
+            scope = (f"{REFIT_FOLDS} spatial blocks of the section, each predicted by a fit without it, scored in "
+                     f"{SCORE_FOLDS} random folds of the section")
+        oof = np.zeros_like(data.y)
+        for f in np.unique(folds):
+            out = folds == f
+            method = create_method(self.method, **self._method_args({"grid": self.grid_}))
+            method.fit(data.spots.subset(~out), data.y[~out], groups=data.groups[~out])
+            oof[out] = np.asarray(method.predict(data.spots.subset(out)), np.float32)
+        return estimate(data.y, oof, scored, sparse=sparse_genes(data.y), scope=scope)
 
     # -- predict ------------------------------------------------------------------------------------
     def predict(self, adata: ad.AnnData, context: ad.AnnData | None = None, *, features: np.ndarray | None = None,
@@ -306,8 +356,8 @@ class MethodModel:
 
         missing = [g for g in self.genes_ if g not in set(context.var_names)]
         if missing:
-            raise InputError(f"the context section lacks {len(missing)} of the model's {len(self.genes_)} genes "
-                             f"(e.g. {', '.join(missing[:3])})", where="context",
+            raise InputError(f"the context section lacks {len(missing)} of the model's {len(self.genes_)} genes: "
+                             f"{', '.join(missing[:20])}{' ...' if len(missing) > 20 else ''}", where="context",
                              fix="give a context section measured on the same gene panel")
         return section_spots(context, np.zeros((context.n_obs, 0), np.float32)), log_normalize(context, self.genes_)
 
@@ -344,7 +394,7 @@ class MethodModel:
     def describe(self) -> dict:
         """The JSON description written with the arrays (what ``read_description`` shows)."""
         from .. import __version__
-        from ..model.persist import FORMAT, SCHEMA_VERSION, _jsonable
+        from ..model.persist import FORMAT, SCHEMA_VERSION, _jsonable, reliability_description
 
         _, method_meta = self.method_.state()
         return {
@@ -358,34 +408,24 @@ class MethodModel:
             "geometry": {"patch_um": self.patch_um_, "patch_scale": self.patch_scale,
                          "spot_diameter_um": self.spot_diameter_um_, "pitch_um": self.pitch_um_, "grid": self.grid_},
             "training": self.training_, "scores": self.scores_, "info": _jsonable(self.info_),
-            "n_features_in": self.n_features_in_,
+            "n_features_in": self.n_features_in_, "reliability": reliability_description(self),
         }
 
     def save(self, path: str | os.PathLike) -> str:
         """Write the model to one file (JSON description + safetensors arrays; no pickle), atomically.
         Returns the file's SHA-256."""
-        from safetensors.numpy import save_file
-
-        from .._atomic import atomic_path
-        from ..model.persist import arrays_sha256
-        from ..provenance import file_sha256
+        from ..model.persist import write
 
         self._check_fitted()
         arrays, _ = self.method_.state()
-        arrays = {k: np.ascontiguousarray(v) for k, v in (nest("method", arrays) | {
-            "training.spot_hashes": self.spot_hashes_, "extent": self.extent_}).items()}
-        meta = self.describe()
-        meta["arrays"] = {"count": len(arrays), "sha256": arrays_sha256(arrays)}
-        path = Path(path)
-        with atomic_path(path) as tmp:
-            save_file(arrays, str(tmp), metadata={"histosge": json.dumps(meta, allow_nan=True)})
-        self.file_sha256_ = file_sha256(path)
+        arrays = nest("method", arrays) | {"training.spot_hashes": self.spot_hashes_, "extent": self.extent_}
+        self.file_sha256_ = write(Path(path), self.describe(), arrays)
         return self.file_sha256_
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str | None = None) -> MethodModel:
         """Read a file written by ``save``; every way it can be unusable is one clear error."""
-        from ..model.persist import _check_encoder, open_file
+        from ..model.persist import _check_encoder, integrity, open_file, set_reliability, upgrade_params
         from ..provenance import file_sha256
 
         meta, arrays = open_file(path, arrays=True)
@@ -400,7 +440,7 @@ class MethodModel:
                              where=where, fix=f"install the histosge version or plugin that provides it ({err.fix})"
                              ) from None
         try:
-            params = dict(meta["hyperparameters"])
+            params = upgrade_params(meta["hyperparameters"])
             params.pop("method", None)
             self = cls(spec.name, **params, device=device)
             self.method_ = spec.cls.from_state(meta["method_params"], sub(arrays, "method"), meta["method_state"],
@@ -414,6 +454,7 @@ class MethodModel:
             self.training_, self.scores_, self.info_ = meta["training"], meta.get("scores", {}), meta.get("info", {})
             self.n_features_in_ = int(meta["n_features_in"])
             self.spot_hashes_, self.extent_ = arrays["training.spot_hashes"], arrays["extent"]
+            set_reliability(self, meta)
         except InputError:
             raise
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
@@ -421,5 +462,28 @@ class MethodModel:
                              where=where, fix="use an intact model file written by histosge train") from None
         if self.encoder_.get("encoder"):
             _check_encoder(self.encoder_["encoder"], where)
+        self._check_predicts(where)
         self.file_sha256_ = file_sha256(path)
+        self.integrity_ = integrity(meta)
         return self
+
+    def _check_predicts(self, where: str) -> None:
+        """The method's arrays must predict the description's genes from its feature width: three
+        spots at the training extent's centre are predicted before any work (a gene list one
+        longer than the arrays, or an edited ``n_features_in``, is refused here, not after
+        encoding a slide)."""
+        from threadpoolctl import threadpool_limits
+
+        centre = (np.asarray(self.extent_[:2], np.float64) + np.asarray(self.extent_[2:], np.float64)) / 2
+        query = Spots(np.zeros((3, self.n_features_in_), np.float32), np.array([0.0, 0.0, 1.0]),
+                      np.array([0.0, 2.0, 1.0]), centre + np.array([[0.0, 0.0], [1.0, 0.0], [0.5, 0.8]]))
+        try:
+            with threadpool_limits(limits=1, user_api="blas"):
+                shape = np.shape(self.method_.predict(query))
+        except (ValueError, RuntimeError, IndexError, KeyError, TypeError) as err:
+            shape = f"an error ({type(err).__name__}: {' '.join(str(err).split())[:200]})"
+        if shape != (3, len(self.genes_)):
+            raise InputError(f"the model description is inconsistent: {len(self.genes_)} genes and "
+                             f"n_features_in {self.n_features_in_}, but method {self.method!r} predicts {shape} from "
+                             "3 spots", where=where,
+                             fix="use an intact model file written by histosge train (re-copy or re-train it)")

@@ -42,7 +42,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..model import Spots
-from ._registry import register_method
+from ._registry import builtin
 from ._torch import MIN_DELTA, PATIENCE, EarlyStopping, load_net, mse, net_state, seed_all, validation_split
 from .base import Method, check_fit_inputs
 
@@ -116,10 +116,7 @@ def fingerprint(spots: Spots, y: np.ndarray) -> str:
     return h.hexdigest()
 
 
-@register_method("stage", description="STAGE (Li et al., Nucleic Acids Res 2024): an autoencoder whose 2-d code is "
-                                      "pulled onto the array coordinates; decodes a spot's coordinates; no image",
-                 quick_epochs=20, needs_target_expression=True, reads_positions=True, reads_image=False,
-                 section_params=("grid",))
+@builtin("stage")  # its spec: methods/_builtin.py
 class STAGE(Method):
     """``grid``: 'hex' (Visium) or 'square' (legacy ST), which picks the coordinate scale unless
     ``coord_scale`` is given. Loss weights ``w_recon``, ``w_w`` (sliced Wasserstein) and ``w_l1``

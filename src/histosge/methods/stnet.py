@@ -20,7 +20,7 @@ from torch import nn
 from ..model import Spots
 from ..model.parts import nest, sub
 from ..model.scaling import FeatureScaler
-from ._registry import register_method
+from ._registry import builtin
 from ._torch import MIN_DELTA, PATIENCE, VAL_FRACTION, EarlyStopping, adam, load_net, net_state, seed_all, val_split
 from .base import Method, check_fit_inputs
 
@@ -29,8 +29,7 @@ def _net(feature_dim: int, hidden: int, n_genes: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(feature_dim, hidden), nn.ReLU(), nn.Dropout(0.2), nn.Linear(hidden, n_genes))
 
 
-@register_method("stnet", description="ST-Net (He et al., Nat Biomed Eng 2020): an MLP head on frozen image "
-                                      "features, each spot on its own", quick_epochs=15, default=True)
+@builtin("stnet")  # its spec: methods/_builtin.py
 class STNet(Method):
     """Adam (``lr``, ``weight_decay``), batches of ``batch_size``, at most ``epochs`` epochs, early
     stopping after ``patience`` epochs without a lower loss on ``val_fraction`` of the training

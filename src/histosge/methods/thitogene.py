@@ -46,7 +46,7 @@ from ..errors import InputError
 from ..model import Spots
 from ..model.parts import nest, sub
 from ..model.scaling import FeatureScaler
-from ._registry import register_method
+from ._registry import builtin
 from ._torch import MIN_DELTA, PATIENCE, EarlyStopping, load_net, mse, net_state, seed_all, span, validation_split
 from .base import Method, check_fit_inputs
 
@@ -176,9 +176,7 @@ def _grid_xy(spots: Spots, idx: np.ndarray) -> np.ndarray:
     return np.column_stack([spots.cols[idx], spots.rows[idx]])
 
 
-@register_method("thitogene", description="THItoGene (Jia et al., Brief Bioinform 2024): capsule routing of image "
-                                          "features, array x/y embeddings, a ViT and graph attention over a section",
-                 quick_epochs=3, reads_positions=True, fit_takes_query=True)
+@builtin("thitogene")  # its spec: methods/_builtin.py
 class THItoGene(Method):
     """One training section per step (``groups``), ``epochs`` passes, Adam at ``lr``; ``depth``
     transformer layers; ``arch``: other ``THItoGeneNet`` sizes (tests use a small network; the

@@ -16,9 +16,12 @@ A neighbours-mode model can take a *prior* (``prior=``): an image-mode model fit
 sections of the same tissue (``model.prior``). Its prediction at every spot is stacked with the
 neighbours' and the image probe's component scores, and anchors the gene-wise image term.
 
-Expression targets are log1p(normalize_total(1e4)) of the top ``n_genes`` HVGs (seurat_v3 on
-the training spots' raw counts). Patches are cut at ``patch_scale`` spot diameters, recorded in
-micrometres at fit time, so a model cuts the same tissue area on any slide.
+Expression targets are log1p(normalize_total(1e4)) of the genes a user names plus the top
+``n_top_genes`` HVGs (seurat_v3 on the training spots' raw counts). Every fit estimates each
+gene's held-out Pearson (``reliability_``: ``model.reliability``), carried into the model file and
+every output as ``var['cv_pcc']`` and ``var['reliable']``. Patches are cut at ``patch_scale``
+spot diameters, recorded in micrometres at fit time, so a model cuts the same tissue area on any
+slide.
 """
 
 from __future__ import annotations
@@ -34,14 +37,13 @@ import pandas as pd
 from .. import keys
 from ..errors import InputError
 from ..evaluate import pearson_per_gene, score
+from ..options import MODES  # defined where the CLI checks --mode without importing torch
 from .contexts import ImageContext, Measured, NeighbourContext, Spots, spatial_blocks, with_ring
 from .neighbours import K_CHOICES
 from .parts import LinearPCA, Projector, RidgeHead, nest, sub
 from .prior import DEFAULT_USES as PRIOR_DEFAULT_USES
 from .prior import USES as PRIOR_USES
 from .train import PAPER_CONFIG, TrainConfig, Trained, fit
-
-MODES = ("neighbours", "image", "paper")
 
 #: Our default network schedule and size (docs/MODEL_NOTES.md says what each choice bought).
 DEFAULT_NETWORK = TrainConfig(epochs=300, patience=20, val_fraction=0.2, group_size=50, groups_per_step=8,
@@ -72,8 +74,15 @@ class HisToSGE:
     patch_scale
         Patch side in spot diameters (2: the spot and a ring of its surroundings); recorded in
         micrometres (``patch_um_``) from the training sections' spot size.
-    n_genes
-        Highly variable genes predicted (seurat_v3 on the training spots' raw counts).
+    genes
+        Genes always predicted, whatever their variance (a HER2 model must predict ERBB2), in
+        addition to the ``n_top_genes`` HVGs; each must be measured in every training section.
+    n_top_genes
+        Highly variable genes predicted besides ``genes`` (seurat_v3 on the training spots' raw
+        counts); 0: only ``genes``.
+    all_genes
+        Predict every gene detected in at least 1% of the training spots (the whole
+        transcriptome) instead of the ``n_top_genes`` HVGs.
     n_components
         Principal components of expression the contexts and the network work in.
     outside_weight
@@ -112,6 +121,10 @@ class HisToSGE:
         ``w`` of ``"stack"``; None (default): the weight of ``prior.STACK_WEIGHTS`` with the
         best mean Pearson on the training spots, the model's side predicted there as at a new
         spot (leave-one-out neighbours, out-of-fold image probe; the correction network left out).
+    reliability
+        Estimate each gene's held-out Pearson (``reliability_``, ``var['cv_pcc']`` of every
+        output). Free in neighbours and image modes (their out-of-sample predictions are made
+        anyway); the paper's model refits its network on ``reliability.REFIT_FOLDS`` folds.
     device
         Where the network trains and predicts (``cpu``, ``cuda``...; default CUDA if present).
         Not saved with the model.
@@ -134,6 +147,10 @@ class HisToSGE:
     scores_ : dict
         Out-of-sample scores on the training spots (``pcc``, ``pcc_top50``, ``mse``, ``mae``) and
         their ``scope``.
+    reliability_ : Reliability or None
+        Per-gene ``cv_pcc`` (the Pearson each gene's prediction is expected to have at spots the
+        model never saw) and the ``reliable`` flag (``model.reliability``); None when not
+        estimated (``reliability_note_`` says why).
     info_ : dict
         What fitting chose (neighbour counts, components, the network's history, the prior's share).
     file_sha256_ : str
@@ -146,12 +163,13 @@ class HisToSGE:
     """
 
     def __init__(self, mode: str = "neighbours", *, encoder: str | None = None, weights: str | None = None,
-                 patch_scale: float = 2.0, n_genes: int = 1000, n_components: int = 8,
+                 patch_scale: float = 2.0, genes: list[str] | tuple[str, ...] | str | None = None,
+                 n_top_genes: int = 1000, all_genes: bool = False, n_components: int = 8,
                  outside_weight: float = 0.5, stack_image: bool = True, image_blend: float = 0.25,
                  ring: int = 7, cv_blocks: int = 5, k_choices: tuple[int, ...] = K_CHOICES, oof_folds: int = 5,
                  network: TrainConfig | dict | None = None, seed: int = 0, prior=None,
                  prior_use: tuple[str, ...] = PRIOR_DEFAULT_USES, prior_weight: float | None = None,
-                 device: str | None = None):
+                 reliability: bool = True, device: str | None = None):
         if mode not in MODES:
             raise InputError(f"unknown mode {mode!r}", where="mode", fix=f"use one of {', '.join(MODES)}")
         if prior is not None and mode != "neighbours":
@@ -168,7 +186,12 @@ class HisToSGE:
         self.encoder = encoder
         self.weights = weights
         self.patch_scale = float(patch_scale)
-        self.n_genes = int(n_genes)
+        from ..genes import parse_gene_names
+
+        self.genes = tuple(parse_gene_names(genes, where="genes")[0]) if genes not in (None, [], ()) else ()
+        self.n_top_genes = n_top_genes
+        self.all_genes = bool(all_genes)
+        self.gene_choice()  # bad choices fail here, before any work
         self.n_components = int(n_components)
         self.outside_weight = float(outside_weight)
         self.stack_image = bool(stack_image)
@@ -185,6 +208,7 @@ class HisToSGE:
             raise InputError(f"prior weight {prior_weight!r} is not in [0, 1]", where="prior_weight",
                              fix="e.g. prior_weight=0.5, or None to choose it on the training spots")
         self.prior_weight = None if prior_weight is None else float(prior_weight)
+        self.reliability = bool(reliability)
         self.device = device
 
     @classmethod
@@ -197,7 +221,7 @@ class HisToSGE:
         Parameters
         ----------
         **params
-            Constructor arguments other than ``mode`` (``encoder``, ``n_genes``, ``network``...).
+            Constructor arguments other than ``mode`` (``encoder``, ``n_top_genes``, ``network``...).
 
         Returns
         -------
@@ -219,12 +243,20 @@ class HisToSGE:
             Argument name -> value, JSON-ready (``network`` as a dict without seed and device).
         """
         return {"mode": self.mode, "encoder": self.encoder, "weights": self.weights,
-                "patch_scale": self.patch_scale, "n_genes": self.n_genes, "n_components": self.n_components,
+                "patch_scale": self.patch_scale, "genes": list(self.genes), "n_top_genes": self.n_top_genes,
+                "all_genes": self.all_genes, "n_components": self.n_components,
                 "outside_weight": self.outside_weight, "stack_image": self.stack_image,
                 "image_blend": self.image_blend, "ring": self.ring, "cv_blocks": self.cv_blocks,
                 "k_choices": list(self.k_choices), "oof_folds": self.oof_folds,
                 "network": {k: v for k, v in self.network.to_dict().items() if k not in ("seed", "device")},
-                "seed": self.seed, "prior_use": list(self.prior_use), "prior_weight": self.prior_weight}
+                "seed": self.seed, "prior_use": list(self.prior_use), "prior_weight": self.prior_weight,
+                "reliability": self.reliability}
+
+    def gene_choice(self):
+        """The genes to predict, as ``genes.GeneChoice`` (named + HVGs, or all detected)."""
+        from ..genes import GeneChoice
+
+        return GeneChoice(self.genes, self.n_top_genes, self.all_genes)
 
     def __repr__(self) -> str:
         fitted = f", {len(self.genes_)} genes, fitted on {len(self.training_['sections'])} section(s)" \
@@ -255,7 +287,8 @@ class HisToSGE:
             Sections as ``histosge.read_section`` returns them (raw counts). Neighbours and paper
             modes take exactly one; image mode learns from several.
         genes : list of str, optional
-            Predict these instead of the ``n_genes`` HVGs of the training spots.
+            Predict exactly these (overrides the constructor's ``genes`` / ``n_top_genes``; the
+            benchmark passes each protocol's genes this way).
         features : ndarray or list of ndarray, optional
             The spots' image features made by this model's encoder at its patch size, one array
             per section; default ``obsm['features']`` when its record matches, else the section's
@@ -298,16 +331,22 @@ class HisToSGE:
             progress=progress))
         t_feat = time.perf_counter()
         hashes = np.concatenate(data.hashes)
+        from ..provenance import spot_identity
+
+        ids = [spot_identity(s) for s in sections]
+        identity = (np.concatenate([i[0] for i in ids]), np.concatenate([i[1] for i in ids]))
         self.fit_spots(data.spots, data.y, groups=data.groups, progress=progress, mpp=keys.mpp(sections[0]),
-                       spot_hashes=hashes,
+                       spot_hashes=hashes, spot_identity=identity,
                        where=str(keys.info(sections[0]).get("source") or keys.library_id(sections[0])))
         self.spot_hashes_ = hashes
+        self.spot_positions_, self.spot_groups_ = identity
         self.training_ = T.training_record(sections, data, flavour,
                                            {"features": t_feat - t0, "fit": time.perf_counter() - t_feat})
         return self
 
     def fit_spots(self, train: Spots, y: np.ndarray, *, groups: np.ndarray | None = None,
                   progress: bool = True, mpp: float | None = None, spot_hashes: np.ndarray | None = None,
+                  spot_identity: tuple[np.ndarray, np.ndarray] | None = None,
                   where: str = "training spots") -> HisToSGE:
         """Fit on arrays (features already made): where ``fit`` ends, and what the benchmark calls.
 
@@ -327,6 +366,9 @@ class HisToSGE:
             ``provenance.spot_hashes`` of every spot of the section known to the caller: proves a
             prior never saw them (required with a prior; ``encoder_`` and ``patch_um_`` must be
             set too).
+        spot_identity : tuple of ndarray, optional
+            ``provenance.spot_identity`` of the same spots: recognises them also when the section
+            was re-saved with a gene column more or less (what ``fit`` passes).
         where : str
             How an error names these spots.
 
@@ -359,12 +401,16 @@ class HisToSGE:
             raise InputError(f"only {len(y)} training spots", where="training spots", fix="use more spots")
         self.n_features_in_ = int(train.features.shape[1])
         self.info_: dict[str, Any] = {}
-        prior_train = self._fit_prior(train, mpp, spot_hashes, where)
+        prior_train = self._fit_prior(train, mpp, spot_hashes, where, spot_identity)
+        self.reliability_ = None
+        self.reliability_note_ = None if self.reliability else "not estimated (reliability=False)"
         if self.mode == "paper":
             self.network_ = fit(train.features, train.rows, train.cols, y, self._config(), progress=progress)
             self.probe_ = Projector.fit(train.features)
             self._fit_novelty(train.features)
             self._scores_from(None, y)
+            if self.reliability:
+                self._paper_reliability(train, y, progress)
             return self
         n_comp = max(1, min(self.n_components, len(y) - 1, y.shape[1]))
         self.pca_ = LinearPCA.fit(y, n_comp, seed=self.seed)
@@ -376,8 +422,25 @@ class HisToSGE:
         self.info_.update({"n_components": n_comp, "history": _short(self.network_.history)})
         return self
 
-    def _fit_prior(self, train: Spots, mpp: float | None, hashes: np.ndarray | None, where: str
-                   ) -> np.ndarray | None:
+    def _paper_reliability(self, train: Spots, y: np.ndarray, progress: bool) -> None:
+        """The paper's model keeps no spot out of its fit: refit the network on random folds of
+        the training spots (held out as ``recover`` holds them out) and score what it predicts
+        for the spots it did not see."""
+        from .reliability import REFIT_FOLDS, estimate, random_folds, sparse_genes
+
+        folds = random_folds(len(y), REFIT_FOLDS, self.seed)
+        oof = np.zeros_like(y)
+        for f in np.unique(folds):
+            out = folds == f
+            net = fit(train.features[~out], train.rows[~out], train.cols[~out], y[~out], self._config(),
+                      progress=progress)
+            oof[out] = net.predict(train.features[out], train.rows[out], train.cols[out])
+        self.reliability_ = estimate(y, np.maximum(oof, 0), folds, sparse=sparse_genes(y),
+                                     scope=f"the network refitted on {REFIT_FOLDS} random folds of the training "
+                                           "spots, each fold predicted by the fit without it")
+
+    def _fit_prior(self, train: Spots, mpp: float | None, hashes: np.ndarray | None, where: str,
+                   identity: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray | None:
         """Check the prior (features, never saw these spots) and return its prediction of this
         model's genes at the training spots (NaN where it does not predict a gene); None without one."""
         from .prior import Prior, resolve
@@ -392,7 +455,7 @@ class HisToSGE:
             raise InputError("a prior needs the hashes of the section's spots to show it never saw them",
                              where="fit_spots", fix="pass spot_hashes=histosge.provenance.spot_hashes(section), "
                                                     "or use fit(sections)")
-        prior.check_unseen(hashes, where=where)
+        prior.check_unseen(hashes, where=where, identity=identity)
         self.prior_ = prior
         self.prior_mpp_ = float(mpp) if mpp else float("nan")
         return prior.genes(train, mpp)
@@ -440,7 +503,8 @@ class HisToSGE:
         if self.prior_weight is not None:
             self.stack_ = {"weight": self.prior_weight, "offset": offset, "chosen_on": "given"}
             return
-        own = self._own_at_training_spots(train, y, ctx_train, anchor)
+        own = self._own_ if getattr(self, "_own_", None) is not None else \
+            self._own_at_training_spots(train, y, ctx_train, anchor)
         yc, own, pri = y[:, covered], own[:, covered], prior_train[:, covered] + offset[covered]
         grid = list(STACK_WEIGHTS)
         scores = [float(np.nan_to_num(pearson_per_gene(yc, (1 - w) * own + w * pri)).mean()) for w in grid]
@@ -478,8 +542,14 @@ class HisToSGE:
         target = y if anchor is None else y - anchor
         self.gene_head_ = RidgeHead.fit_cv(probe(train.features), target) if self.image_blend else None
         self.stack_ = None
-        if self.prior_ is not None and "stack" in self.prior_use:
+        stacked = self.prior_ is not None and "stack" in self.prior_use
+        self._own_ = self._own_at_training_spots(train, y, ctx_train, anchor) if self.reliability or stacked \
+            else None
+        if stacked:
             self._fit_stack(train, y, ctx_train, prior_train, anchor)
+        if self.reliability:
+            self._neighbour_reliability(train, y, prior_train)
+        self._own_ = None
         self.extent_ = _extent(train.xy)
         self.info_.update({"k": self.context_.k, "k_genes": self.context_.k_genes})
         if self.image_blend:
@@ -488,6 +558,21 @@ class HisToSGE:
             self.info_["prior"] = self._prior_info()
         self._fit_novelty(train.features)
         self._scores_from(self.pca_.inverse_transform(ctx_train), y)
+
+    def _neighbour_reliability(self, train: Spots, y: np.ndarray, prior_train: np.ndarray | None) -> None:
+        """Each training spot predicted as a new spot would be (leave-one-out neighbours, out-of-fold
+        image term, the prior mixed in as at prediction), scored per spatial block."""
+        from .reliability import SCORE_FOLDS, estimate, random_folds, sparse_genes
+
+        own = self._own_.copy()
+        if self.stack_ is not None:
+            cov, w = self.prior_.covered, self.stack_["weight"]
+            own[:, cov] = (1 - w) * own[:, cov] + w * (prior_train[:, cov] + self.stack_["offset"][cov])
+        folds = random_folds(len(y), SCORE_FOLDS, self.seed)
+        self.reliability_ = estimate(
+            y, np.maximum(own, 0), folds, sparse=sparse_genes(y),
+            scope=f"each training spot predicted without itself (leave-one-out neighbours, out-of-fold image "
+                  f"term), scored in {SCORE_FOLDS} random folds")
 
     def _fit_image(self, train: Spots, y: np.ndarray, z: np.ndarray, groups, progress: bool) -> None:
         groups = None if groups is None else np.asarray(groups)
@@ -506,6 +591,18 @@ class HisToSGE:
         oof_pcc = float(np.nan_to_num(pearson_per_gene(y, oof)).mean())  # constant genes count 0
         self.info_.update({"alpha": self.context_.alpha, "oof_pcc": round(oof_pcc, 4)})
         self.probe_ = self.context_.probe
+        if self.reliability:
+            from .reliability import SCORE_FOLDS, estimate, random_folds, sparse_genes
+
+            n_folds = len(np.unique(cv_groups))
+            if groups is not None and len(np.unique(groups)) >= 2:
+                scored, scope = cv_groups, (f"each of {n_folds} training sections predicted by the image context "
+                                            "fitted without it, scored per section")
+            else:
+                scored = random_folds(len(y), SCORE_FOLDS, self.seed)
+                scope = (f"each of {n_folds} spatial blocks of the training section predicted by the image context "
+                         f"fitted without it, scored in {SCORE_FOLDS} random folds of the section")
+            self.reliability_ = estimate(y, np.maximum(oof, 0), scored, sparse=sparse_genes(y), scope=scope)
         self._fit_novelty(f_train)
         self._scores_from(oof, y, scope="each training section predicted by a model fitted without it "
                                         "(spatial blocks when one section trains)")
@@ -615,11 +712,11 @@ class HisToSGE:
         if self.mode == "neighbours" and context is None:
             self._check_within_training(query.xy)
         if getattr(self, "prior_", None) is not None:
-            from ..provenance import spot_hashes
+            from ..provenance import spot_hashes, spot_identity
 
             for section, what in ((adata, "the spots predicted"), (context, "the context section")):
                 if section is not None and section.n_vars and section.X is not None:
-                    self.prior_.check_unseen(spot_hashes(section), where=what)
+                    self.prior_.check_unseen(spot_hashes(section), where=what, identity=spot_identity(section))
         measured = self._measured(context) if context is not None else None
         from threadpoolctl import threadpool_limits
 
@@ -725,8 +822,8 @@ class HisToSGE:
                              fix="drop context, or fit a neighbours-mode model")
         missing = [g for g in self.genes_ if g not in set(context.var_names)]
         if missing:
-            raise InputError(f"the context section lacks {len(missing)} of the model's {len(self.genes_)} genes "
-                             f"(e.g. {', '.join(missing[:3])})", where="context",
+            raise InputError(f"the context section lacks {len(missing)} of the model's {len(self.genes_)} genes: "
+                             f"{', '.join(missing[:20])}{' ...' if len(missing) > 20 else ''}", where="context",
                              fix="give a context section measured on the same gene panel")
         y = log_normalize(context, self.genes_)
         return Measured(np.asarray(context.obsm[keys.SPATIAL], np.float64),
@@ -826,6 +923,8 @@ class HisToSGE:
         out = nest("network", self.network_.state()) | {"novelty.reference": self.novelty_["reference"]}
         if hasattr(self, "spot_hashes_"):
             out["training.spot_hashes"] = self.spot_hashes_
+        if hasattr(self, "spot_groups_"):
+            out |= {"training.spot_positions": self.spot_positions_, "training.spot_groups": self.spot_groups_}
         if getattr(self, "prior_", None) is not None:
             out |= nest("prior", self.prior_.model.state())
         if getattr(self, "stack_", None) is not None:
@@ -856,6 +955,8 @@ class HisToSGE:
         self.novelty_ = {"reference": arrays["novelty.reference"], "scale": float(meta["novelty_scale"])}
         if "training.spot_hashes" in arrays:
             self.spot_hashes_ = arrays["training.spot_hashes"]
+        if "training.spot_groups" in arrays:
+            self.spot_positions_, self.spot_groups_ = arrays["training.spot_positions"], arrays["training.spot_groups"]
         if self.mode != "image":
             self.probe_ = Projector.from_state(sub(arrays, "probe"))
         if self.mode != "paper":

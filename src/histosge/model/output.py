@@ -1,6 +1,7 @@
 """The AnnData a prediction is returned as: one layout for ``HisToSGE`` and every other method.
 
-``X`` the predicted log1p expression (spots x the model's genes), ``obs`` the input's grid
+``X`` the predicted log1p expression (spots x the model's genes), ``var`` the genes with their
+``cv_pcc`` and ``reliable`` flag (``model.reliability``), ``obs`` the input's grid
 positions (and in_tissue / spot_type when present), ``obsm['spatial']`` in full-resolution
 pixels, ``obsm['features']`` the image features (written to disk only when asked,
 ``histosge.storage``), ``uns['spatial']`` the input's image entry, and ``uns['histosge']`` the
@@ -30,7 +31,9 @@ def prediction_anndata(model, adata: ad.AnnData, query: Spots, pred: np.ndarray,
             frame[col] = adata.obs[col].to_numpy()
     for col, values in (obs or {}).items():
         frame[col] = values
-    out = ad.AnnData(X=pred, obs=frame, var=model.var_.copy())
+    from .reliability import gene_table, summary
+
+    out = ad.AnnData(X=pred, obs=frame, var=gene_table(model))
     out.obsm[keys.SPATIAL] = query.xy
     if features:
         out.obsm[keys.FEATURES] = query.features
@@ -44,6 +47,15 @@ def prediction_anndata(model, adata: ad.AnnData, query: Spots, pred: np.ndarray,
                   "full-resolution (level-0) pixels", "mpp": float(keys.mpp(adata)),
                   "patch_um": float(model.patch_um_)},
         "encoder": dict(model.encoder_), "features": dict(model.encoder_), "model": model.provenance(),
-        **(uns or {}),
+        "reliability": summary(model), "gene_choice": genes_record(model), **(uns or {}),
     }
     return out
+
+
+def genes_record(model) -> dict:
+    """How the model's genes were chosen (named, HVGs or all detected, the HVG flavour) and the
+    datasets it was trained on (whose markers a plot draws first)."""
+    training = getattr(model, "training_", {}) or {}
+    datasets = sorted({s["dataset"] for s in training.get("sections", []) if s.get("dataset")})
+    return {**model.gene_choice().record(), "n_genes": len(model.genes_),
+            "hvg_flavour": training.get("hvg_flavour"), "datasets": datasets}

@@ -10,7 +10,9 @@ docs/MODEL_NOTES.md section 17 what each use bought).
 
 Its prediction at the section's training spots is out-of-sample by construction: the prior
 never saw them. That is checked, never assumed (``check_unseen``: by the hashes of the spots'
-counts, so a renamed, re-read or subset copy of a training section is caught), as are the
+counts, so a renamed, re-read or subset copy of a training section is caught, and by their
+positions and per-gene-group hashes, so a copy re-saved with a gene column more or less is
+too: ``provenance.spot_identity``), as are the
 encoder and the physical patch size (``check_encoder``). Genes of the section the prior does
 not predict are marked (``covered``) and left to the section's own data.
 """
@@ -115,17 +117,26 @@ class Prior:
             raise InputError(f"the prior reads {self.model.n_features_in_} features per spot, this section "
                              f"has {n_features}", where=self.where, fix="encode with the prior's encoder")
 
-    def check_unseen(self, hashes: np.ndarray, where: str) -> None:
+    def check_unseen(self, hashes: np.ndarray, where: str,
+                     identity: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         """Refuse a prior that was fitted on any spot of this section (``hashes``: its spots'
-        ``provenance.spot_hashes``; all-zero spots, identical everywhere, are ignored)."""
+        ``provenance.spot_hashes``; all-zero spots, identical everywhere, are ignored;
+        ``identity``: their ``provenance.spot_identity``, checked against a prior that records
+        its own, so a gene column added or dropped does not hide a spot)."""
         seen = getattr(self.model, "spot_hashes_", None)
         if seen is None:
             raise InputError("the prior does not record which spots it was fitted on, so it cannot be shown "
                              "never to have seen this section", where=self.where,
                              fix="re-train the prior with this histosge (histosge train ... --mode image)")
         hashes = np.asarray(hashes, np.uint64)
-        hashes = hashes[hashes != _EMPTY]
+        counted = hashes != _EMPTY
         shared = np.isin(hashes, np.asarray(seen, np.uint64))
+        known = getattr(self.model, "spot_groups_", None)
+        if identity is not None and known is not None:
+            from ..provenance import same_spots
+
+            shared |= same_spots(identity, (self.model.spot_positions_, known))
+        hashes, shared = hashes[counted], shared[counted]
         if shared.any():
             names = ", ".join(s.get("name", "?") for s in self.model.training_.get("sections", []))
             raise InputError(

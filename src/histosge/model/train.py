@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import torch
 
+from .._progress import early_stop
 from .._progress import progress as progress_bar
 from .early_stop import EarlyStopping
 from .network import HisToSGENet
@@ -256,6 +257,7 @@ def fit(features: np.ndarray, rows: np.ndarray, cols: np.ndarray, targets: np.nd
             if done:
                 history["stopped"] = stop.stopped
                 break
+            early_stop(bar, _stop_within(cfg, stop.since, stop.epochs, bool(stop.best_epoch)))
         else:
             bar.set_postfix(train=f"{history['train_loss'][-1]:.4f}")
     stop.restore(net)
@@ -266,6 +268,14 @@ def fit(features: np.ndarray, rows: np.ndarray, cols: np.ndarray, targets: np.nd
     if progress:
         print(f"training: {history['outcome']}", file=sys.stderr, flush=True)
     return Trained(net, scaler, frame, cfg, history, arch)
+
+
+def _stop_within(cfg: TrainConfig, since_best: int, epochs_done: int, improved: bool) -> int:
+    """Epochs after which early stopping ends the run unless the validation loss improves."""
+    left = cfg.patience - since_best
+    if cfg.give_up and not improved:
+        left = min(left, cfg.give_up - epochs_done)
+    return left
 
 
 def outcome(history: dict, epochs: int) -> str:

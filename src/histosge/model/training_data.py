@@ -43,15 +43,35 @@ def set_geometry(model, sections: list[ad.AnnData]) -> None:
 
 
 def set_genes(model, sections: list[ad.AnnData], genes: list[str] | None) -> str:
-    """``genes_`` (the given ones, else the ``n_genes`` HVGs of the training spots) and ``var_``
-    (their annotations); returns how they were chosen (the HVG flavour, or 'given')."""
+    """``genes_`` (the given ones, else the model's ``gene_choice()`` on the training spots: named
+    genes plus HVGs, pooled over sections) and ``var_`` (their annotations); returns how they were
+    chosen (the HVG flavour, or 'given'). Named genes detected in too few training spots to learn
+    are predicted, with a warning that names them."""
     if genes is None:
-        genes, flavour = pooled_hvgs(sections, model.n_genes)
+        choice = model.gene_choice()
+        genes, flavour = pooled_genes(sections, choice)
+        warn_sparse(sections, choice.named)
     else:
         genes, flavour = [str(g) for g in genes], "given"
     model.genes_ = list(genes)
     model.var_ = var_columns(sections[0], model.genes_)
     return flavour
+
+
+def warn_sparse(sections: list[ad.AnnData], named) -> list[str]:
+    """Warn (one line) about named genes detected in too few training spots to learn; returns them."""
+    if not named:
+        return []
+    from ..genes import detected_counts, too_sparse
+    from ..read.checks import warn
+
+    det = sum(detected_counts(s[:, list(named)]) for s in sections)
+    sparse = [g for g, bad in zip(named, too_sparse(det, sum(s.n_obs for s in sections)), strict=True) if bad]
+    if sparse:
+        shown = ", ".join(f"{g} ({int(det[list(named).index(g)])} spots)" for g in sparse[:10])
+        warn(f"--genes: {len(sparse)} named gene{'s are' if len(sparse) != 1 else ' is'} detected in too few "
+             f"training spots to learn ({shown}); predicted, but never marked reliable")
+    return sparse
 
 
 @dataclass
@@ -103,13 +123,14 @@ def section_spots(adata: ad.AnnData, feats: np.ndarray) -> Spots:
     return Spots(feats, rows, cols, np.asarray(adata.obsm[keys.SPATIAL], np.float64))
 
 
-def pooled_hvgs(sections: list[ad.AnnData], n_genes: int, among: list[str] | None = None) -> tuple[list[str], str]:
-    """(HVGs of the training spots, flavour); several sections are pooled on the genes all of them
-    have (``among``: only these, in this order; default the first section's order)."""
-    from ..genes import select_hvgs
+def pooled_genes(sections: list[ad.AnnData], choice, among: list[str] | None = None) -> tuple[list[str], str]:
+    """(genes, how the HVGs were chosen) of ``choice`` (a ``genes.GeneChoice``, or a number of HVGs)
+    on the training spots; several sections are pooled on the genes all of them have (``among``:
+    only these, in this order; default the first section's order)."""
+    from ..genes import check_named, choose_genes
 
     if len(sections) == 1 and among is None:
-        return select_hvgs(sections[0], n_genes)
+        return choose_genes(sections[0], choice)
     import scipy.sparse as sp
 
     common = set(sections[0].var_names)
@@ -118,11 +139,19 @@ def pooled_hvgs(sections: list[ad.AnnData], n_genes: int, among: list[str] | Non
     genes = [g for g in (sections[0].var_names if among is None else among) if g in common]
     if not genes:
         raise InputError("the training sections share no gene", where="sections", fix="fit sections of one panel")
+    named = getattr(choice, "named", ())
+    if named:
+        check_named(named, genes, what="every training section" + (" and the target" if among is not None else ""))
     pooled = ad.AnnData(X=sp.vstack([sp.csr_matrix(s[:, genes].X) for s in sections]).tocsr().astype(np.float32))
     pooled.var_names = genes
     pooled.obs_names = [str(i) for i in range(pooled.n_obs)]
     pooled.uns["histosge"] = {"raw_counts": all(keys.info(s).get("raw_counts", True) for s in sections)}
-    return select_hvgs(pooled, n_genes)
+    return choose_genes(pooled, choice)
+
+
+def pooled_hvgs(sections: list[ad.AnnData], n_genes: int, among: list[str] | None = None) -> tuple[list[str], str]:
+    """The ``n_genes`` HVGs of the training spots, pooled (:func:`pooled_genes` with no named gene)."""
+    return pooled_genes(sections, n_genes, among)
 
 
 def var_columns(adata: ad.AnnData, genes: list[str]) -> pd.DataFrame:
@@ -142,7 +171,8 @@ def section_record(adata: ad.AnnData, hashes: np.ndarray) -> dict:
     info = keys.info(adata)
     return {"name": str(info.get("library_id", keys.library_id(adata))), "source": str(info.get("source", "")),
             "n_spots": int(adata.n_obs), "fingerprint": hashlib.sha256(np.sort(hashes).tobytes()).hexdigest(),
-            "mpp": round(float(keys.mpp(adata)), 6), "grid": info.get("grid")}
+            "mpp": round(float(keys.mpp(adata)), 6), "grid": info.get("grid"),
+            **({"dataset": str(info["dataset"])} if info.get("dataset") else {})}
 
 
 def measured_pitch_um(sections: list[ad.AnnData]) -> float:

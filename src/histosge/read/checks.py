@@ -143,7 +143,17 @@ def drop_empty_spots(adata, *, where: str):
             f"({_examples(adata.obs_names[empty])})"
         )
         adata = adata[~empty].copy()
+    info = adata.uns.get("histosge")
+    if isinstance(info, dict) and "dropped" in info:
+        info["dropped"]["zero counts"] = int(empty.sum())
     return adata
+
+
+def dropped_text(dropped: dict | None) -> str:
+    """The spots a reader left out, for a summary: ``"12 not selected (selected = 0), 2 with zero
+    counts"``, or ``"none"``."""
+    parts = [f"{n} {why}" for why, n in (dropped or {}).items() if n]
+    return ", ".join(parts) if parts else "none"
 
 
 # -- coordinates ----------------------------------------------------------------------------------

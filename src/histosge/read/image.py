@@ -28,10 +28,17 @@ The kinds:
 - an in-memory array (an ``uns['spatial']`` image): used as it is; one level.
 
 ``mpp`` comes from, in this order: an explicit ``ImageSource(path, mpp=...)``; OME-XML
-``PhysicalSizeX`` (with its unit); an Aperio SVS description's ``MPP = x``; OpenSlide's
-``openslide.mpp-x``; the TIFF ``XResolution`` / ``ResolutionUnit`` tags (inch or centimetre) when
-they give 0.01-20 um/px (72-600 dpi, the defaults image software writes, give 42-353 um/px and
-are ignored).
+``PhysicalSizeX`` (with its unit, any OME length unit); an Aperio SVS description's ``MPP = x``;
+OpenSlide's ``openslide.mpp-x``; the TIFF ``XResolution`` / ``ResolutionUnit`` tags (inch or
+centimetre) when they give 0.01-20 um/px (72-600 dpi, the defaults image software writes, give
+42-353 um/px and are ignored). ``mpp_y`` is the pixel height the same source gives (slides with
+non-square pixels are refused by ``read.slide``), ``mpp_problem`` why a size that is there is
+unusable (zero, an unknown unit), so it is named rather than called missing.
+
+TIFF samples become RGB as what they are: CMYK is converted, integer samples are scaled by the
+image's white (12-bit data in 16-bit samples: 4095), empty (0-byte) tiles are glass, and an image
+with no colour to read (greyscale, MinIsWhite, palette, Lab) is refused naming its
+PhotometricInterpretation; a file cut short is refused as truncated.
 
 ``image_for(adata)`` picks the highest-resolution image a section has and the factor that maps
 full-resolution pixel coordinates (``obsm['spatial']``) onto it.
@@ -39,6 +46,7 @@ full-resolution pixel coordinates (``obsm['spatial']``) onto it.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -51,7 +59,7 @@ import numpy as np
 from PIL import Image
 
 from .. import keys
-from ..errors import InputError
+from ..errors import InputError, broken_link
 from .checks import InputWarning
 
 # Whole-slide JPEG/PNG exports are far above PIL's decompression-bomb default (~89 Mpx). Allow
@@ -71,10 +79,15 @@ MPP_FROM_TAGS_RANGE = (0.01, 20.0)
 DOWNSAMPLE_SLACK = 2e-3
 _FIX_IMAGE = "give a readable, complete H&E image (re-export or re-download it)"
 _SLIDES_FIX = "pip install 'histosge[slides]' (OpenSlide reads NDPI, MRXS, SCN and other vendor formats)"
+#: OME ``UnitsLength`` (and common spellings) in micrometres.
 _UNIT_UM = {
-    "m": 1e6, "cm": 1e4, "mm": 1e3, "µm": 1.0, "μm": 1.0, "um": 1.0, "micron": 1.0, "micrometer": 1.0,
-    "nm": 1e-3, "pm": 1e-6, "å": 1e-4, "angstrom": 1e-4,
+    "m": 1e6, "dm": 1e5, "cm": 1e4, "mm": 1e3, "µm": 1.0, "μm": 1.0, "um": 1.0, "micron": 1.0, "micrometer": 1.0,
+    "nm": 1e-3, "pm": 1e-6, "å": 1e-4, "angstrom": 1e-4, "in": 25400.0, "inch": 25400.0, "thou": 25.4,
+    "mil": 25.4, "li": 2116.67, "pt": 25400.0 / 72, "ft": 304800.0, "yd": 914400.0,
 }
+#: Pixels whose height and width differ by more than this (relative) are refused: spots and
+#: patches laid in micrometres along x would be stretched along y.
+ANISOTROPY_TOLERANCE = 0.01
 
 
 def _to_uint8_rgb(arr: np.ndarray, where: str) -> np.ndarray:
@@ -131,25 +144,39 @@ def _positive_mpp(value, where: str) -> float:
     return mpp
 
 
-def _mpp_from_ome(xml: str | None) -> float | None:
-    """``PhysicalSizeX`` of the first image in OME-XML, in micrometres (unit default: um)."""
+def _mpp_from_ome(xml: str | None) -> tuple[float | None, float | None, str | None]:
+    """(``PhysicalSizeX``, ``PhysicalSizeY``, what is wrong with them) of the first image in
+    OME-XML, in micrometres (unit default: um); a size that is there but unusable (zero, not a
+    number, an unknown or non-length unit) is None with the reason, never read as absent."""
     if not xml:
-        return None
+        return None, None, None
     import xml.etree.ElementTree as ET
 
     try:
         root = ET.fromstring(xml)
-    except ET.ParseError:
-        return None
+    except ET.ParseError as err:
+        return None, None, f"its OME-XML cannot be parsed ({err})"
     for el in root.iter():
-        if el.tag.rsplit("}", 1)[-1] == "Pixels" and el.get("PhysicalSizeX"):
-            factor = _UNIT_UM.get((el.get("PhysicalSizeXUnit") or "µm").strip().lower())
+        if el.tag.rsplit("}", 1)[-1] != "Pixels":
+            continue
+        sizes, problems = [], []
+        for axis in "XY":
+            raw, unit = el.get(f"PhysicalSize{axis}"), (el.get(f"PhysicalSize{axis}Unit") or "µm").strip()
+            if raw is None:
+                sizes.append(None)
+                continue
+            factor = _UNIT_UM.get(unit.lower())
             try:
-                value = float(el.get("PhysicalSizeX")) * factor if factor else None
+                value = float(raw)
             except ValueError:
-                return None
-            return value if value and math.isfinite(value) and value > 0 else None
-    return None
+                value = float("nan")
+            if factor is None:
+                problems.append(f'PhysicalSize{axis}Unit="{unit}" is not a length unit histosge knows')
+            elif not (math.isfinite(value) and value > 0):
+                problems.append(f'PhysicalSize{axis}="{raw}" is not a pixel size')
+            sizes.append(value * factor if factor and math.isfinite(value) and value > 0 else None)
+        return sizes[0], sizes[1], "; ".join(problems) or None
+    return None, None, None
 
 
 def _mpp_from_svs(description: str | None) -> float | None:
@@ -164,24 +191,46 @@ def _mpp_from_svs(description: str | None) -> float | None:
     return value if math.isfinite(value) and value > 0 else None
 
 
-def _mpp_from_tags(page) -> float | None:
-    """XResolution / ResolutionUnit (inch or centimetre), within ``MPP_FROM_TAGS_RANGE``."""
+def _mpp_from_tags(page) -> tuple[float | None, float | None]:
+    """(x, y) from XResolution / YResolution / ResolutionUnit (inch or centimetre), each within
+    ``MPP_FROM_TAGS_RANGE``."""
     tags = page.tags
-    xres, unit = tags.get("XResolution"), tags.get("ResolutionUnit")
-    if xres is None or unit is None:
-        return None
+    unit = tags.get("ResolutionUnit")
     try:
-        num, den = xres.value
-        per_unit = num / den
-        unit = int(unit.value)
-    except (TypeError, ValueError, ZeroDivisionError):
-        return None
-    um_per_unit = {2: 25400.0, 3: 10000.0}.get(unit)
-    if not um_per_unit or not per_unit or per_unit <= 0:
-        return None
-    mpp = um_per_unit / per_unit
-    lo, hi = MPP_FROM_TAGS_RANGE
-    return mpp if lo <= mpp <= hi else None
+        um_per_unit = {2: 25400.0, 3: 10000.0}.get(int(unit.value)) if unit is not None else None
+    except (TypeError, ValueError):
+        um_per_unit = None
+    if not um_per_unit:
+        return None, None
+    out = []
+    for name in ("XResolution", "YResolution"):
+        res = tags.get(name)
+        try:
+            num, den = res.value
+            per_unit = num / den
+        except (AttributeError, TypeError, ValueError, ZeroDivisionError):
+            per_unit = 0
+        mpp = um_per_unit / per_unit if per_unit and per_unit > 0 else None
+        lo, hi = MPP_FROM_TAGS_RANGE
+        out.append(mpp if mpp is not None and lo <= mpp <= hi else None)
+    return out[0], out[1] if out[0] is not None else None
+
+
+class _Said(logging.Handler):
+    """What tifffile logged while a file was opened (checked for truncation, never printed)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record) -> None:
+        self.lines.append(record.getMessage())
+
+
+def _glass(dtype) -> float:
+    """The sample value of white glass in ``dtype`` (what an empty tile stands for)."""
+    dtype = np.dtype(dtype)
+    return float(np.iinfo(dtype).max) if dtype.kind in "ui" else 1.0
 
 
 class _TileCache:
@@ -243,7 +292,8 @@ class _TiffLevel:
         self.width, self.height = int(shape[self.axes.index("X")]), int(shape[self.axes.index("Y")])
         page = level.keyframe
         pages = getattr(level, "pages", [page])
-        self.page = page
+        self.page, self.pages, self.shape = page, [p for p in pages if p is not None], tuple(shape)
+        self.fillvalue: float | None = None  # what an empty tile reads as through zarr (glass)
         self.direct = (
             len(pages) == 1
             and self.axes in ("YXS", "YX")
@@ -267,7 +317,7 @@ class _TiffLevel:
         if self._zarr is None:
             import zarr
 
-            z = zarr.open(self._series.aszarr(level=self.index), mode="r")
+            z = zarr.open(self._series.aszarr(level=self.index, fillvalue=self.fillvalue), mode="r")
             self._zarr = z if hasattr(z, "shape") else z[str(self.index)]
         return self._zarr
 
@@ -297,6 +347,14 @@ class ImageSource:
         self._tiles = _TileCache(TILE_CACHE_BYTES)
         self._mpp_override = None if mpp is None else _positive_mpp(mpp, "mpp")
         self.mpp: float | None = self._mpp_override
+        #: the pixel height (um) the file gives, when it gives one; ``mpp`` is the width
+        self.mpp_y: float | None = None
+        #: where ``mpp`` came from (None: given, or unknown), and why metadata gave none
+        self.mpp_source: str | None = None
+        self.mpp_problem: str | None = None
+        #: integer samples are scaled by 255 / white (12-bit data in 16-bit samples: 4095)
+        self._white: float | None = None
+        self._cmyk = False
         if isinstance(image, np.ndarray):
             self.path = None
             self.kind = "array"
@@ -308,7 +366,8 @@ class ImageSource:
         self.path = Path(image)
         self.where = where or str(self.path)
         if not self.path.exists():
-            raise InputError("image file not found", where=str(self.path), fix="check the path")
+            raise InputError(broken_link(self.path) or "image file not found", where=str(self.path),
+                             fix="check the path")
         if self.path.is_dir():
             raise InputError("image path is a folder", where=str(self.path), fix="give the image file")
         name = self.path.name.lower()
@@ -363,27 +422,151 @@ class ImageSource:
     def _open_tiff(self) -> None:
         import tifffile
 
+        log, said = logging.getLogger("tifffile"), _Said()
+        log.addHandler(said)
+        propagate, log.propagate = log.propagate, False  # tifffile's own lines would stray onto stderr
         try:
             self._tiff = tifffile.TiffFile(self.path)
             series = self._tiff.series[0]
             n_levels = max(1, len(series.levels))
             self._levels = [_TiffLevel(self._tiff, series, i) for i in range(n_levels)]
+            self._check_complete(said.lines)
             if any(lv.direct for lv in self._levels):
                 self._fd = os.open(self.path, os.O_RDONLY)
+            first_open = not getattr(self, "_checked", False)
+            if first_open:
+                self._check_colour()
+                self._checked = True
+            for lv in self._levels:
+                lv.fillvalue = 0 if self._cmyk else _glass(lv.page.dtype)
             if self._mpp_override is None:
-                self.mpp = (
-                    _mpp_from_ome(self._tiff.ome_metadata if self._tiff.is_ome else None)
-                    or (_mpp_from_svs(self._tiff.pages[0].description) if self._tiff.is_svs else None)
-                    or _mpp_from_tags(series.levels[0].keyframe if series.levels else series.keyframe)
-                )
+                self._pixel_size_from_tiff(series)
         except InputError:
+            self.close()
             raise
         except Exception as err:  # tifffile raises many types for broken files
             self.close()
             raise InputError(f"cannot read TIFF ({err})", where=str(self.path), fix=_FIX_IMAGE) from None
+        finally:
+            log.removeHandler(said)
+            log.propagate = propagate
+        if first_open:
+            self._warn_empty_tiles()
         base = self._levels[0]
         self.width, self.height = base.width, base.height
         self.level_dimensions = [(lv.width, lv.height) for lv in self._levels]
+
+    def _check_complete(self, said: list[str]) -> None:
+        """A file cut short is refused as that, not read as one without metadata or with holes:
+        image data past the end of the file, or tags tifffile found pointing past it."""
+        size = os.path.getsize(self.path)
+        end = 0
+        for lv in self._levels:
+            for page in lv.pages:
+                offsets = np.asarray(getattr(page, "dataoffsets", ()), np.int64)
+                counts = np.asarray(getattr(page, "databytecounts", ()), np.int64)
+                if len(offsets) == len(counts) and len(counts):
+                    end = max(end, int((offsets + counts)[counts > 0].max(initial=0)))
+        if end > size:
+            raise InputError(f"the TIFF file is truncated: it is {size:,} bytes and its image data runs to byte "
+                             f"{end:,}", where=str(self.path), fix=_FIX_IMAGE)
+        broken = [line for line in said if re.search(r"invalid value offset|corrupted|truncated|beyond", line, re.I)]
+        if broken:
+            m = re.search(r"TiffTag (\d+)\b.*invalid value offset (\d+)", broken[0])
+            why = (f"tag {m[1]}'s values at byte {int(m[2]):,} run past the end of the {size:,}-byte file" if m
+                   else re.sub(r"<[^>]*>\s*", "", broken[0]).strip()[:200])
+            raise InputError(f"the TIFF file is truncated or damaged ({why})", where=str(self.path), fix=_FIX_IMAGE)
+
+    def _check_colour(self) -> None:
+        """H&E is read as RGB: CMYK is converted, integer samples are scaled by their real white
+        (12-bit data in 16-bit samples: 4095), and what has no colour to read (greyscale,
+        MinIsWhite, palette, Lab ...) is refused in one line naming the property."""
+        import tifffile
+
+        lv = self._levels[0]
+        page = lv.page
+        channels = next((lv.shape[lv.axes.index(a)] for a in "SC" if a in lv.axes), 1)
+        try:
+            name = tifffile.PHOTOMETRIC(page.photometric).name
+        except ValueError:
+            name = str(page.photometric)
+        photometric = {"MINISBLACK": "MinIsBlack", "MINISWHITE": "MinIsWhite", "SEPARATED": "Separated (CMYK)",
+                       "PALETTE": "Palette"}.get(name, name)
+        fix = "give the slide's colour (RGB) scan, or convert it to an RGB TIFF"
+        if name in ("MINISBLACK", "MINISWHITE") and channels < 3:
+            raise InputError(f"a greyscale image (PhotometricInterpretation {photometric}, {channels} sample per "
+                             "pixel): it holds no H&E colour to read", where=str(self.path), fix=fix)
+        if name == "SEPARATED":
+            inkset = page.tags.get("InkSet")
+            if channels < 4 or (inkset is not None and int(inkset.value) != 1):
+                raise InputError(f"separated colour with {channels} inks (PhotometricInterpretation Separated, "
+                                 "not CMYK): it cannot be read as RGB", where=str(self.path), fix=fix)
+            self._cmyk = True
+        elif name not in ("RGB", "YCBCR", "MINISBLACK"):
+            raise InputError(f"PhotometricInterpretation {photometric}: histosge reads RGB (and converts CMYK)",
+                             where=str(self.path), fix=fix)
+        dtype = np.dtype(page.dtype)
+        if dtype.kind in "ui" and dtype.itemsize > 1:
+            self._white = self._white_level(lv, dtype)
+
+    def _white_level(self, lv: _TiffLevel, dtype: np.dtype) -> float:
+        """The sample value of white: the MaxSampleValue tag, else BitsPerSample below the sample
+        size, else the smallest 2^bits - 1 (8, 10, 12, 14 or 16 bits) above the brightest
+        sample of the coarsest level (glass is near white on every H&E slide)."""
+        top = float(np.iinfo(dtype).max)
+        tag = lv.page.tags.get("MaxSampleValue")
+        if tag is not None:
+            value = float(np.max(np.atleast_1d(tag.value)))
+            if 0 < value < top:
+                return value
+        bits = int(lv.page.bitspersample)
+        if bits < 8 * dtype.itemsize:
+            white = float(2**bits - 1)
+        else:
+            brightest = self._brightest(self._levels[-1])
+            white = next((float(2**b - 1) for b in (8, 10, 12, 14, 16) if brightest <= 2**b - 1), top)
+        if white < top:
+            warnings.warn(f"{self.path}: {dtype.itemsize * 8}-bit samples that reach at most {white:g} "
+                          f"({int(np.log2(white + 1))}-bit data); read with {white:g} as white", InputWarning,
+                          stacklevel=4)
+        return white
+
+    def _brightest(self, lv: _TiffLevel) -> float:
+        """The largest sample in up to 64 tiles spread over a level (raw values, not converted)."""
+        if lv.direct:
+            n = lv.n_rows * lv.n_cols
+            best = 0.0
+            for index in np.unique(np.linspace(0, n - 1, min(n, 64)).astype(int)):
+                seg = self._raw_segment(lv, int(index))
+                if seg is not None and seg.size:
+                    best = max(best, float(seg.max()))
+            return best
+        step_y, step_x = max(1, lv.height // 8), max(1, lv.width // 8)
+        return max(float(np.max(self._zarr_block(lv, x, y, min(x + 256, lv.width), min(y + 256, lv.height))))
+                   for y in range(0, lv.height, step_y) for x in range(0, lv.width, step_x))
+
+    def _warn_empty_tiles(self) -> None:
+        lv = self._levels[0]
+        counts = np.asarray(getattr(lv.page, "databytecounts", ()), np.int64)
+        empty = int((counts == 0).sum())
+        if empty:
+            warnings.warn(f"{self.path}: {empty} of {len(counts)} tiles at full resolution are empty (0 bytes); read "
+                          "as glass (white), as a sparse TIFF's skipped background", InputWarning, stacklevel=4)
+
+    def _pixel_size_from_tiff(self, series) -> None:
+        """``mpp`` and ``mpp_y`` from OME-XML, else an SVS description, else the resolution tags;
+        ``mpp_source`` names where they came from, ``mpp_problem`` why metadata that is there
+        gives none."""
+        x, y, problem = _mpp_from_ome(self._tiff.ome_metadata if self._tiff.is_ome else None)
+        source = "OME PhysicalSizeX/PhysicalSizeY"
+        if x is None and problem is None and self._tiff.is_svs:
+            x = _mpp_from_svs(self._tiff.pages[0].description)
+            y, source = x, "the SVS description's MPP"
+        if x is None and problem is None:
+            x, y = _mpp_from_tags(series.levels[0].keyframe if series.levels else series.keyframe)
+            source = "the TIFF tags XResolution/YResolution"
+        self.mpp, self.mpp_y, self.mpp_problem = x, (y if x is not None else None), problem
+        self.mpp_source = source if x is not None else None
 
     def _decode_error(self, err: Exception) -> InputError:
         msg = str(err)
@@ -398,34 +581,51 @@ class ImageSource:
         tile = self._tiles.get(key)
         if tile is not None:
             return tile
-        page = lv.page
         row, col = divmod(index, lv.n_cols)
         h = min(lv.seg_h, lv.height - row * lv.seg_h)
         w = min(lv.seg_w, lv.width - col * lv.seg_w)
+        seg = self._raw_segment(lv, index)
+        if seg is None:  # an empty (sparse) tile: glass
+            tile = np.full((h, w, 3), 255, np.uint8)
+        else:
+            tile = self._to_rgb(seg[:h, :w])
+        tile = np.ascontiguousarray(tile)
+        tile.flags.writeable = False
+        self._tiles.put(key, tile)
+        return tile
+
+    def _raw_segment(self, lv: _TiffLevel, index: int) -> np.ndarray | None:
+        """Segment ``index`` of a direct level as stored, (h, w, samples); None for an empty tile."""
+        page = lv.page
         try:
             count = int(page.databytecounts[index])
             data = os.pread(self._fd, count, int(page.dataoffsets[index])) if count else None
             if count and len(data) != count:
                 raise ValueError(f"file ends inside tile {index}")
-            seg = None
-            if data is not None:
-                seg, _, _ = page.decode(
-                    data, index, jpegtables=page.jpegtables, jpegheader=getattr(page, "jpegheader", None)
-                )
+            if data is None:
+                return None
+            seg, _, _ = page.decode(data, index, jpegtables=page.jpegtables,
+                                    jpegheader=getattr(page, "jpegheader", None))
         except InputError:
             raise
         except Exception as err:
             raise self._decode_error(err) from None
-        if seg is None:  # an empty (sparse) tile: glass
-            tile = np.full((h, w, 3), 255, np.uint8)
-        else:
-            seg = np.asarray(seg)
-            seg = seg.reshape(seg.shape[-3:])  # (depth 1, length, width, samples) -> (h, w, s)
-            tile = _to_uint8_rgb(seg[:h, :w], str(self.path))
-        tile = np.ascontiguousarray(tile)
-        tile.flags.writeable = False
-        self._tiles.put(key, tile)
-        return tile
+        if seg is None:
+            return None
+        seg = np.asarray(seg)
+        return seg.reshape(seg.shape[-3:])  # (depth 1, length, width, samples) -> (h, w, s)
+
+    def _to_rgb(self, arr: np.ndarray) -> np.ndarray:
+        """Samples as stored -> uint8 RGB: scaled by the image's white, CMYK converted."""
+        arr = np.asarray(arr)
+        if self._white is not None and arr.dtype.kind in "ui":
+            arr = (arr.astype(np.float32) * np.float32(255.0 / self._white)).round().clip(0, 255).astype(np.uint8)
+        if self._cmyk and arr.ndim == 3 and arr.shape[2] >= 4:
+            scale = 255.0 if arr.dtype == np.uint8 else float(np.iinfo(arr.dtype).max) if arr.dtype.kind in "ui" \
+                else 1.0
+            ink = arr[:, :, :4].astype(np.float32) / np.float32(scale)
+            arr = ((1.0 - ink[:, :, :3]) * (1.0 - ink[:, :, 3:4]) * 255.0).round().clip(0, 255).astype(np.uint8)
+        return _to_uint8_rgb(arr, str(self.path))
 
     def _read_tiff(self, lv: _TiffLevel, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
         """Pixels [y0, y1) x [x0, x1) (inside the level) of one TIFF level as uint8 RGB."""
@@ -443,6 +643,10 @@ class ImageSource:
         return out
 
     def _read_zarr(self, lv: _TiffLevel, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        return self._to_rgb(self._zarr_block(lv, x0, y0, x1, y1))
+
+    def _zarr_block(self, lv: _TiffLevel, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        """Pixels [y0, y1) x [x0, x1) of a level through tifffile's zarr store, (h, w[, colour]) as stored."""
         axes = lv.axes
         colour = next((c for c in "SC" if c in axes), None)
         index = tuple(
@@ -455,7 +659,7 @@ class ImageSource:
             raise self._decode_error(err) from None
         kept = [ax for ax in axes if ax in ("Y", "X", colour)]
         order = [kept.index("Y"), kept.index("X")] + ([kept.index(colour)] if colour else [])
-        return _to_uint8_rgb(np.transpose(block, order), str(self.path))
+        return np.transpose(block, order)
 
     # -- vendor formats through OpenSlide -------------------------------------------------------
     def _open_slide(self) -> None:
@@ -474,12 +678,16 @@ class ImageSource:
         self.width, self.height = (int(v) for v in self._slide.dimensions)
         self.level_dimensions = [(int(w), int(h)) for w, h in self._slide.level_dimensions]
         if self._mpp_override is None:
-            value = self._slide.properties.get("openslide.mpp-x")
-            try:
-                mpp = float(value) if value is not None else None
-            except ValueError:
-                mpp = None
-            self.mpp = mpp if mpp is not None and math.isfinite(mpp) and mpp > 0 else None
+            sizes = []
+            for key in ("openslide.mpp-x", "openslide.mpp-y"):
+                value = self._slide.properties.get(key)
+                try:
+                    mpp = float(value) if value is not None else None
+                except ValueError:
+                    mpp = None
+                sizes.append(mpp if mpp is not None and math.isfinite(mpp) and mpp > 0 else None)
+            self.mpp, self.mpp_y = sizes[0], sizes[1] if sizes[0] is not None else None
+            self.mpp_source = "OpenSlide's mpp-x/mpp-y" if self.mpp is not None else None
 
     def _read_slide(self, level: int, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
         ds = self.level_downsamples[level]

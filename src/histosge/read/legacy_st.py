@@ -271,7 +271,9 @@ def read_legacy_st(
         - ``uns['histosge']``: ``grid``, ``library_id``, ``source``, ``raw_counts``,
           ``spot_diameter_um``, ``alignment`` (the alignment check's record: ``status`` and scores,
           ``histosge.read.alignment``) (``grid`` 'square', 'checkerboard' or 'hex';
-          ``spot_diameter_um`` 100, legacy ST).
+          ``spot_diameter_um`` 100, legacy ST), ``dropped`` (spots left out on reading, by reason:
+          'not in the spot table', 'not selected (selected = 0)', 'selected but without counts',
+          'zero counts').
         - ``obs['annotation']`` (categorical, when ``labels`` is given).
         - ``uns['spatial'][library_id]['images']['hires']``: the image downsampled to a
           longest side of 2000 px, so ``sc.pl.spatial`` can draw it; the full image is
@@ -294,8 +296,11 @@ def read_legacy_st(
             where=str(spots),
             fix="mark spots under tissue with selected = 1 (the ST spot detector output)",
         )
-    keep = checks.match_ids(df.index, sel.index, counts_where=str(counts), pos_where=str(spots))
-    keep = keep[keep.isin(chosen.index)]
+    matched = checks.match_ids(df.index, sel.index, counts_where=str(counts), pos_where=str(spots))
+    keep = matched[matched.isin(chosen.index)]
+    dropped = {"not in the spot table": int(len(df.index) - len(matched)),
+               "not selected (selected = 0)": int(len(matched) - len(keep)),
+               "selected but without counts": int((~chosen.index.isin(df.index)).sum())}
     if len(keep) == 0:
         raise InputError(
             "none of the counted spots is selected (under tissue)",
@@ -350,6 +355,7 @@ def read_legacy_st(
         "raw_counts": raw,
         "spot_diameter_um": LEGACY_SPOT_UM,
         "alignment": alignment,
+        "dropped": dropped,
     }
     adata = checks.drop_empty_spots(adata, where=str(counts))
     checks.check_section(adata, where=str(counts))

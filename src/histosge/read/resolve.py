@@ -20,7 +20,7 @@ from pathlib import Path
 import anndata as ad
 
 from .. import datasets
-from ..errors import InputError
+from ..errors import InputError, broken_link
 from .h5ad import read_h5ad
 from .legacy_st import her2st_sections, read_legacy_st
 from .spaceranger import COUNTS_FILE, read_spaceranger
@@ -49,22 +49,100 @@ _TABLE = (".tsv", ".tsv.gz", ".csv", ".csv.gz", ".txt", ".txt.gz")
 
 def _named(folder: Path, words: tuple[str, ...]) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(_TABLE)
-                  and any(w in p.name.lower() for w in words))
+                  and (not words or any(w in p.name.lower() for w in words)))
+
+
+_SPOT_WORDS = ("spot", "selection", "alignment")
+_AFFIXES = ("alignment_table", "alignment", "selection", "spot_data", "spots", "spot", "counts", "count", "cnt",
+            "stdata", "he")
+
+
+def _stem(name: str) -> str:
+    """The section a file belongs to, by name: ``alignment_table_MOB1.tsv``, ``MOB1.tsv`` and
+    ``MOB1.jpg`` (STUtility), ``C2_selection.tsv`` and ``C2.tsv.gz`` (her2st) give ``mob1``, ``c2``."""
+    n = name.lower()
+    for suffix in sorted((*_TABLE, *IMAGE_SUFFIXES), key=len, reverse=True):
+        if n.endswith(suffix):
+            n = n[: -len(suffix)]
+            break
+    parts = [p for p in re.split(r"[_\-. ]+", n) if p]
+    while parts and parts[0] in _AFFIXES or (len(parts) > 1 and parts[0] == "table"):
+        parts = parts[1:]
+    while parts and parts[-1] in _AFFIXES:
+        parts = parts[:-1]
+    return "_".join(parts)
+
+
+def legacy_sections(folder: str | os.PathLike) -> dict[str, tuple[Path, Path, Path | None]]:
+    """The legacy-ST sections of a folder, by name: (counts, spot table, image or None).
+
+    A spot table is a table whose name holds 'spot', 'selection' or 'alignment'; its counts are
+    the other table of the same section name (``alignment_table_MOB1.tsv`` and ``MOB1.tsv``, as
+    STUtility names them), its image the image of that name (or the folder's only image).
+
+    Parameters
+    ----------
+    folder : str or path
+        A folder of count tables, spot tables and H&E images.
+
+    Returns
+    -------
+    dict
+        Section name -> (counts, spots, image); sections without a count table are left out.
+    """
+    folder = Path(folder)
+    spots = _named(folder, _SPOT_WORDS)
+    others = [p for p in _named(folder, ()) if p not in spots]
+    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    found = {}
+    for table in spots:
+        stem = _stem(table.name)
+        if not stem:  # 'spots.tsv': names no section, so it pairs with nothing by name
+            continue
+        counts = [p for p in others if _stem(p.name) == stem]
+        if len(counts) != 1:
+            continue
+        img = [p for p in images if _stem(p.name) == stem]
+        found[stem] = (counts[0], table, img[0] if len(img) == 1 else
+                                     (images[0] if len(images) == 1 else None))
+    return found
+
+
+def _pick_one(folder: Path, names: list[str], example: tuple[Path, Path, Path | None]) -> str:
+    c, s, i = example
+    return (f"this folder holds {len(names)} sections ({', '.join(names)}): give one with --counts FILE --spots FILE "
+            f"--image FILE, e.g. --counts {c} --spots {s} --image {i or '<its H&E image>'} (Python: "
+            "histosge.read.read_legacy_st(counts, spots, image, library_id=...))")
 
 
 def _legacy_files(folder: Path, image=None) -> tuple[Path, Path, Path] | None:
     """(counts, spot table, image) of a legacy-ST folder in STUtility's layout, or None.
 
-    The folder holds one count table (name containing 'count' or 'cnt'), one spot table (name
-    containing 'spot', 'selection' or 'alignment') and one image, unless ``image`` names it.
+    The folder holds one count table (name containing 'count' or 'cnt', or the section name of
+    the spot table, as STUtility's ``MOB1.tsv`` beside ``alignment_table_MOB1.tsv``), one spot
+    table (name containing 'spot', 'selection' or 'alignment') and one image, unless ``image``
+    names it. A folder of several sections is an error that lists them and how to pick one.
     """
     counts = _named(folder, ("count", "cnt"))
-    spots = [p for p in _named(folder, ("spot", "selection", "alignment")) if p not in counts]
+    spots = [p for p in _named(folder, _SPOT_WORDS) if p not in counts]
     if not counts and not spots:
         return None
     where = str(folder)
-    fix = ("a legacy-ST folder holds one count table (*count*.tsv[.gz]), one spot table "
-           "(*spot*/*selection*/*alignment*.tsv or .csv) and one H&E image")
+    fix = ("a legacy-ST folder holds one count table (*count*.tsv[.gz], or <section>.tsv beside "
+           "alignment_table_<section>.tsv), one spot table (*spot*/*selection*/*alignment*.tsv or .csv) "
+           "and one H&E image")
+    if len(counts) != 1 or len(spots) != 1:
+        sections = legacy_sections(folder)
+        if len(sections) > 1:
+            names = sorted(sections)
+            raise InputError(f"{len(sections)} legacy-ST sections in one folder", where=where,
+                             fix=_pick_one(folder, names, sections[names[0]]))
+        if len(sections) == 1:
+            c, s, img = next(iter(sections.values()))
+            img = Path(image) if image is not None else img
+            if img is None:
+                raise InputError("no single H&E image next to the count and spot tables", where=where, fix=fix)
+            return c, s, img
     for what, found in (("count table", counts), ("spot table", spots)):
         if len(found) != 1:
             raise InputError(f"{len(found)} {what}s ({', '.join(p.name for p in found) or 'none'})",
@@ -93,9 +171,50 @@ def _is_spaceranger(path: Path) -> bool:
 
 
 def _her2st_root(path: Path, image, check: bool) -> ad.AnnData:
-    raise InputError("this is a her2st folder holding several sections", where=str(path),
-                     fix=f"name one section: her2st:<section> with data_dir={path.parent}, "
-                         f"one of {', '.join(her2st_sections(path)) or 'none found'}")
+    names = her2st_sections(path)
+    first = names[0] if names else "C2"
+    raise InputError(f"this is a her2st folder holding {len(names)} sections ({', '.join(names) or 'none found'})",
+                     where=str(path),
+                     fix=f"give one section as her2st:{first} --data-dir {path.parent} (Python: "
+                         f"read_section('her2st:{first}', data_dir=...)), or its files: --counts "
+                         f"{path / 'ST-cnts' / (first + '.tsv.gz')} --spots "
+                         f"{path / 'ST-spotfiles' / (first + '_selection.tsv')} --image "
+                         f"{path / 'ST-imgs' / first[:1] / first}/<its image>")
+
+
+def read_files(counts: str | os.PathLike, spots: str | os.PathLike, image: str | os.PathLike, *,
+               library_id: str | None = None, check_alignment: bool = True) -> ad.AnnData:
+    """A legacy-ST section given as its three files (the CLI's ``--counts --spots --image``).
+
+    STUtility's layout (``MOB1.tsv``, ``alignment_table_MOB1.tsv`` with ``selected``,
+    ``MOB1.jpg``) and her2st's (``ST-cnts/C2.tsv.gz``, ``ST-spotfiles/C2_selection.tsv``, the
+    JPEG) alike; :func:`read_legacy_st` reads them.
+
+    Parameters
+    ----------
+    counts, spots, image : str or path
+        The count table, the spot detector's table and the full-resolution H&E.
+    library_id : str, optional
+        Default: the section name of the count table (``MOB1``, ``C2``).
+    check_alignment : bool
+        False reads an image that fails the alignment check with a warning.
+
+    Returns
+    -------
+    AnnData
+        The section as :func:`read_legacy_st` returns it.
+
+    Raises
+    ------
+    InputError
+        A file that does not exist, or any error of :func:`read_legacy_st`.
+    """
+    paths = [Path(p).expanduser() for p in (counts, spots, image)]
+    for p in paths:
+        if not p.exists():
+            raise _missing_path(p)
+    name = library_id or paths[0].name.split(".")[0]
+    return read_legacy_st(*paths, library_id=name, check_alignment=check_alignment)
 
 
 def _read_legacy_folder(path: Path, image, check: bool) -> ad.AnnData:
@@ -130,7 +249,22 @@ def register_reader(reader: Reader, *, first: bool = True) -> Reader:
     return reader
 
 
+#: Entry-point group an installed package registers section readers under (docs/EXTENDING.md).
+ENTRY_POINT_GROUP = "histosge.readers"
+
+
+def _load_plugins() -> None:
+    """Import the installed plugins of ``histosge.readers``: a module registers its readers when
+    imported; an entry point naming a :class:`Reader` is registered here (tried first)."""
+    from .._plugins import load_entry_points
+
+    for obj in load_entry_points(ENTRY_POINT_GROUP).values():
+        if isinstance(obj, Reader) and obj not in READERS:
+            register_reader(obj)
+
+
 def _read_path(path: Path, image, check: bool = True) -> ad.AnnData:
+    _load_plugins()
     for reader in READERS:
         if reader.sniff(path):
             return reader.read(path, image, check)
@@ -178,6 +312,90 @@ def input_paths(
     if image is not None:
         found.append(Path(image).expanduser())
     return [p for p in found if p.exists()]
+
+
+def _looks_like_path(text: str) -> bool:
+    """A source written as a path (absolute, ./ ~/ ../, several folders, or a file suffix), never
+    as a ``dataset:section`` name."""
+    path = Path(text)
+    return (path.is_absolute() or text.startswith((".", "~")) or len(path.parts) > 2
+            or (len(path.parts) == 2 and _NAME.match(text) is None)
+            or text.lower().endswith((".h5ad", ".h5", ".zarr", ".tsv", ".tsv.gz", ".csv", *IMAGE_SUFFIXES)))
+
+
+def _missing_path(path: Path) -> InputError:
+    """'no such file or folder', with what the nearest existing folder holds that looks like it."""
+    import difflib
+
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    near = []
+    if parent.is_dir():
+        try:
+            names = [p.name for p in parent.iterdir()]
+        except OSError:
+            names = []
+        near = difflib.get_close_matches(path.name, names, n=3, cutoff=0.6)
+    fix = (f"did you mean {' or '.join(str(parent / n) for n in near)}?" if near
+           else f"check the path ({parent} exists)" if parent.exists() and parent != path.parent
+           else "check the path")
+    return InputError("no such file or folder", where=str(path), fix=fix)
+
+
+def is_slide(source) -> bool:
+    """A file that is an image (a slide), not a section (.h5ad, Space Ranger folder, dataset name)."""
+    from .image import SLIDE_SUFFIXES, TIFF_SUFFIXES
+
+    if isinstance(source, ad.AnnData):
+        return False
+    path = Path(str(source))
+    name = path.name.lower()
+    return path.is_file() and name.endswith((*TIFF_SUFFIXES, *SLIDE_SUFFIXES, ".jpg", ".jpeg", ".png"))
+
+
+def check_source(source: str | os.PathLike, *, data_dir: str | os.PathLike | None = None) -> None:
+    """Fail at once, without reading anything, when ``source`` names nothing ``read_section`` can
+    find: a path that does not exist says so; an unknown name lists the known ones.
+
+    Parameters
+    ----------
+    source : str or path
+        What ``read_section`` would be given.
+    data_dir : str or path, optional
+        The folder names are looked up in; default ``$HISTOSGE_DATA``.
+
+    Raises
+    ------
+    InputError
+        The same error ``read_section`` would raise for a source that is not there.
+    """
+    text = str(source)
+    path = Path(text).expanduser()
+    if path.exists():
+        return
+    if _looks_like_path(text):
+        raise _missing_path(path)
+    root = datasets.data_dir(data_dir, text)
+    m = _NAME.match(text)
+    if m:
+        dataset = datasets.get_dataset(m["dataset"])
+        if dataset is not None and (m["section"] in dataset.find_sections(root) or dataset.name == "her2st"):
+            return  # her2st: its reader names the sections it has
+    elif (root / text).is_dir():
+        return
+    raise _unknown(text, root)
+
+
+def _unknown(source: str, root: Path) -> InputError:
+    known = known_sections(root)
+    return InputError(
+        f"no such file or folder, and no section {source!r} in the data folder",
+        where=str(root),
+        fix=f"give a path that exists, or one of: {', '.join(known)}"
+        if known
+        else "give a path that exists; this data folder has no known datasets",
+    )
 
 
 def read_section(
@@ -236,21 +454,20 @@ def read_section(
     path = Path(source).expanduser()
     if path.exists():
         return _read_path(path, image, check_alignment)
+    link = broken_link(path)
+    if link:
+        raise InputError(link, where=str(path), fix="point the link at the section, or give the section's path")
+    if _looks_like_path(source):
+        raise _missing_path(path)
     root = datasets.data_dir(data_dir, source)
     m = _NAME.match(source)
     if m:
         dataset = datasets.get_dataset(m["dataset"])
-        if dataset is not None and m["section"] in dataset.find_sections(root):
-            return dataset.read(root, m["section"], image=image, check_alignment=check_alignment)
-        if dataset is not None and dataset.name == "her2st":  # the reader names the sections it has
-            return dataset.read(root, m["section"], image=image, check_alignment=check_alignment)
+        if dataset is not None and (m["section"] in dataset.find_sections(root)
+                                    or dataset.name == "her2st"):  # the her2st reader names the sections it has
+            adata = dataset.read(root, m["section"], image=image, check_alignment=check_alignment)
+            adata.uns.setdefault("histosge", {})["dataset"] = dataset.name  # its tissue's markers, for plots
+            return adata
     elif (root / source).is_dir():
         return _read_path(root / source, image, check_alignment)
-    known = known_sections(root)
-    raise InputError(
-        f"unknown section {source!r}",
-        where=str(root),
-        fix=f"use a path or one of: {', '.join(known)}"
-        if known
-        else "use a path; this data folder has no known datasets",
-    )
+    raise _unknown(source, root)

