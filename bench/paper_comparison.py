@@ -1,4 +1,22 @@
-"""The HisToSGE paper's comparison on DLPFC, held-out (issue 18): merge the runs, check, summarise.
+"""The HisToSGE paper's comparison on DLPFC and her2st, held-out (issues 18 and 29).
+
+Issue 29, the whole comparison trained by the one early-stop rule (``histosge.model.early_stop``),
+one torch thread per core, not ``--quick``, into ``bench/results/benchmark_paper_full/``:
+
+    python bench/paper_comparison.py full --estimate   # the plan and its time from baseline_epoch_cost.json
+    python bench/paper_comparison.py full              # every part of FULL_PLAN (each a histosge bench run)
+    python bench/paper_comparison.py full-domains      # STAGATE, STMask on the saved predictions (FULL_STAGATE)
+    python bench/paper_comparison.py full-merge        # results.jsonl, report.md, figure5_ari.png
+
+``full`` runs the parts one after another and skips a part whose folder already holds a finished
+run (``run.json`` with ``seconds_total``), so it can be resumed; ``--only NAME`` runs one part.
+STAGATE and STMask are not refitted with the methods: ``full-domains`` clusters the expression
+each method left in the first seed's saved predictions (training spots measured, held-out spots
+predicted, exactly what ``histosge bench --domains stagate,stmask`` clusters) and folds
+``ari_stagate`` and ``ari_stmask`` into the records. Which part runs which methods on which
+sections, and why, is ``FULL_PLAN``.
+
+Issue 18's runs (k-means and STAGATE on seed 0, merged below):
 
 The runs (each a plain ``histosge bench``; parts because STAGATE is slow on a CPU):
 
@@ -213,8 +231,173 @@ def comparison_table(records: list[dict], methods, protocols=("R", "G")) -> list
     return lines + ["| " + " | ".join(r) + " |" for r in rows]
 
 
+FULL = Path("bench/results/benchmark_paper_full")
+DLPFC = ("dlpfc/151673", "dlpfc/151676")
+HER2ST = ("her2st/B4", "her2st/C2", "her2st/C3", "her2st/C4")
+BASELINES = ("stage", "thitogene", "histogene", "deepspace", "stnet")
+#: The parts of the issue-29 comparison: name -> histosge bench arguments. STAGE and THItoGene
+#: run on one DLPFC section: on a 2-core CPU their published schedules (10,000 and 300 epochs) do
+#: not fit the 2-hour budget twice (docs/BENCHMARK.md, "The paper's comparison, trained").
+FULL_PLAN = {
+    "dlpfc": {"sections": DLPFC, "protocols": ("R", "G"),
+              "methods": ("histogene", "deepspace", "stnet", "histosge-paper", "histosge")},
+    "dlpfc_stage_thitogene": {"sections": DLPFC[:1], "protocols": ("R", "G"), "methods": ("stage", "thitogene")},
+    "her2st": {"sections": HER2ST, "protocols": ("R", "G"), "methods": BASELINES},
+}
+#: Sections whose saved predictions ``full-domains`` clusters with STAGATE and STMask (one
+#: clustering per method and task, and one of the measured expression: 1000 and 500 full-batch
+#: epochs each).
+FULL_STAGATE = DLPFC[:1]
+GRAPH_CLUSTERERS = ("stagate", "stmask")
+#: Epochs each method may run (the published counts: the rule stops inside them), for the estimate.
+MAX_EPOCHS = {"stage": 10_000, "thitogene": 300, "histogene": 100, "deepspace": 50, "stnet": 100,
+              "histosge-paper": 1000, "histosge": 300, "stagate": 1000, "stmask": 500}
+
+
+def _finished(folder: Path) -> bool:
+    meta = folder / "run.json"
+    return meta.exists() and "seconds_total" in json.loads(meta.read_text())
+
+
+def full(only: str | None, data: str) -> list[Path]:
+    """Run the parts of ``FULL_PLAN`` (``only``: one of them) that have not finished."""
+    from histosge.benchmark import run
+    from histosge.methods._torch import cores
+
+    done = []
+    for name, kw in FULL_PLAN.items():
+        folder = FULL / "parts" / name
+        if (only and name != only) or _finished(folder):
+            continue
+        run(data, folder, sections=list(kw["sections"]), protocols=list(kw["protocols"]), methods=list(kw["methods"]),
+            seeds=[0], domains=["kmeans", "leiden"], threads=cores())
+        done.append(folder)
+    return done
+
+
+def full_domains(sections=FULL_STAGATE, threads: int | None = None, clusterers=GRAPH_CLUSTERERS) -> list[Path]:
+    """STAGATE and STMask domains of every saved first-seed task of ``sections`` in the parts: the
+    measured expression and each method's (training spots measured, held-out spots predicted);
+    written to ``parts/<part>/domains/<clusterer>_<section>_<protocol>_<method>.json``, skipped
+    when already there."""
+    import time
+
+    from histosge.benchmark import domains as D
+    from histosge.benchmark import predictions as PR
+    from histosge.benchmark.runner import _deterministic
+    from histosge.methods._torch import cores
+
+    written = []
+    for part in sorted((FULL / "parts").iterdir()) if (FULL / "parts").exists() else []:
+        for entry in PR.index(part) if PR.exists(part) else []:
+            s = PR.load(entry["path"])
+            if s.name not in sections or s.labels is None:
+                continue
+            k = D.n_domains(s.labels)
+            for clusterer in clusterers:
+                for method in ["measured", *s.pred]:
+                    out = part / "domains" / f"{clusterer}_{s.name.replace('/', '_')}_{s.protocol}_{method}.json"
+                    if out.exists():
+                        continue
+                    expression = s.y.copy()
+                    if method != "measured":
+                        expression[s.test] = s.pred[method]
+                    t = time.perf_counter()
+                    with _deterministic(threads or cores()):
+                        lab = D.cluster(clusterer, expression, s.xy, k, s.seed)
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    out.write_text(json.dumps({"clusterer": clusterer, "section": s.name, "protocol": s.protocol,
+                                               "seed": s.seed, "method": method, "ari": D.ari(s.labels, lab),
+                                               "seconds": time.perf_counter() - t, "labels": lab.tolist()}) + "\n")
+                    written.append(out)
+                    print("wrote", out, flush=True)
+    return written
+
+
+def full_merge() -> list[Path]:
+    """Every part's records, with the STAGATE and STMask results folded in, into ``FULL``:
+    results.jsonl, report.md and figure5_ari.png (``figures.ari_chart``)."""
+    from histosge.benchmark import report, results
+    from histosge.benchmark.figures import ari_chart
+
+    parts = [p for p in sorted((FULL / "parts").glob("*")) if results.path_of(p).exists()]
+    written = results.combine(parts, FULL)
+    records = results.load_records(FULL)
+    for part in parts:
+        for path in sorted((part / "domains").glob("*.json")):
+            one = json.loads(path.read_text())
+            c = one["clusterer"]
+            for r in records:
+                if (f"{r['dataset']}/{r['section']}", r["protocol"], r["seed"]) != (one["section"], one["protocol"],
+                                                                                    one["seed"]):
+                    continue
+                if one["method"] == "measured":
+                    r[f"ari_measured_{c}"], r[f"{c}_measured_seconds"] = one["ari"], one["seconds"]
+                elif r["method"] == one["method"]:
+                    r[f"ari_{c}"], r[f"{c}_seconds"] = one["ari"], one["seconds"]
+    results.write(FULL, records)
+    if ari_chart(records, FULL / "figure5_ari.png",
+                 methods=[m for m in (*BASELINES, "histosge-paper", "histosge") if any(r["method"] == m
+                                                                                     for r in records)]):
+        written.append(FULL / "figure5_ari.png")
+    return [*written, *report.render(FULL)]
+
+
+def estimate(cost_file: Path = Path("bench/results/baseline_epoch_cost.json")) -> list[str]:
+    """The plan's time, each method at its published number of epochs (an upper bound: the rule
+    stops earlier), from the measured seconds per epoch (one thread per core, the rule's validation
+    included) of ``bench/baseline_epoch_cost.py``, scaled by training spots (DLPFC R: x1, G: x0.5;
+    her2st from her2st/C2)."""
+    cost = json.loads(cost_file.read_text())
+    per: dict = {}
+    for r in cost["records"]:
+        run = r["runs"].get("new_cores_stop_rule") or r["runs"].get("cores")
+        # a slope below 0 is timing noise (or a network that stops at once whatever the length: histosge's
+        # correction on a small section): no cost per epoch
+        per[(r["section"].split("/")[0], r["method"])] = (max(0.0, run["seconds_per_epoch"]), run["seconds_fixed"])
+    lines, total = [], 0.0
+    for name, kw in FULL_PLAN.items():
+        secs = 0.0
+        for section in kw["sections"]:
+            dataset = section.split("/")[0]
+            for protocol in kw["protocols"]:
+                scale = 1.0 if protocol == "R" else 0.5
+                for m in kw["methods"]:
+                    s_epoch, fixed = per.get((dataset, m), (float("nan"), 0.0))
+                    secs += fixed + scale * s_epoch * MAX_EPOCHS[m]
+        lines.append(f"{name}: {secs / 3600:.2f} h at most")
+        total += secs
+    n = sum(1 + sum(len(kw["methods"]) for kw in FULL_PLAN.values() if sec in kw["sections"] and p in kw["protocols"])
+            for sec in FULL_STAGATE for p in ("R", "G"))  # the measured expression and each method's, per task
+    for c in GRAPH_CLUSTERERS:
+        s_epoch, fixed = per.get(("dlpfc", c), (float("nan"), 0.0))
+        secs = n * (fixed + s_epoch * MAX_EPOCHS[c])
+        lines.append(f"full-domains {c} ({', '.join(FULL_STAGATE)}): {n} clusterings, {secs / 3600:.2f} h")
+        total += secs
+    lines.append(f"total: {total / 3600:.2f} h at most (cost file of {cost['meta']['date']}, "
+                 f"{cost['meta']['cores']} cores)")
+    return lines
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["full"]:
+        import os
+
+        if "--estimate" in argv:
+            print("\n".join(estimate()))
+            return 0
+        only = argv[argv.index("--only") + 1] if "--only" in argv else None
+        for path in full(only, os.environ.get("HISTOSGE_DATA", "../shared/data")):
+            print("finished", path)
+        return 0
+    if argv[:1] == ["full-domains"]:
+        full_domains()
+        return 0
+    if argv[:1] == ["full-merge"]:
+        for path in full_merge():
+            print("wrote", path)
+        return 0
     if argv[:1] == ["merge"]:
         from histosge.benchmark import report, results
 
@@ -246,7 +429,8 @@ def main(argv=None) -> int:
 
         print("\n".join(comparison_table(load_records(ROOT), METHODS)))
         return 0
-    print("usage: python bench/paper_comparison.py merge|table|stagate SECTION PROTOCOL SEED METHOD",
+    print("usage: python bench/paper_comparison.py full [--estimate] [--only PART]|full-domains|full-merge|merge|table|"
+          "stagate SECTION PROTOCOL SEED METHOD",
           file=sys.stderr)
     return 2
 

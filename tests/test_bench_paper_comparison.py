@@ -77,3 +77,26 @@ def test_comparison_table_averages_sections_and_seeds_and_says_not_run(pc):
     assert "| histosge | 0.050 | 0.200 | not run | not run | not run | not run |" in lines
     assert "| stage | not run | not run | not run | not run | not run | not run |" in lines
     assert lines[2].startswith("| (measured expression) | - | 0.404 | 0.500 |")
+
+
+def test_full_estimate_is_each_method_at_its_published_epochs_from_the_measured_cost(pc, tmp_path):
+    def rec(section, method, per_epoch, fixed=0.0):
+        run = {"seconds_per_epoch": per_epoch, "seconds_fixed": fixed}
+        return {"section": section, "method": method,
+                "runs": {"cores" if method in ("stagate", "stmask") else "new_cores_stop_rule": run}}
+
+    methods = {m for kw in pc.FULL_PLAN.values() for m in kw["methods"]}
+    records = [rec("dlpfc/151673", m, 1.0) for m in methods] + [rec("her2st/C2", m, 0.1) for m in methods]
+    records.append(rec("dlpfc/151673", "stagate", 0.5, fixed=10.0))
+    records.append(rec("dlpfc/151673", "stmask", 0.2))
+    cost = tmp_path / "cost.json"
+    cost.write_text(json.dumps({"meta": {"date": "d", "cores": 2}, "records": records}))
+    lines = pc.estimate(cost)
+    e = pc.MAX_EPOCHS
+    dlpfc = sum(e[m] for m in pc.FULL_PLAN["dlpfc"]["methods"]) * 1.5 * 2  # R (x1) + G (x0.5), two sections
+    assert lines[0] == f"dlpfc: {dlpfc / 3600:.2f} h at most"
+    her2st = sum(e[m] for m in pc.BASELINES) * 0.1 * 1.5 * 4
+    assert lines[2] == f"her2st: {her2st / 3600:.2f} h at most"
+    n = 2 * (1 + 5 + 2)  # 151673 R and G: the measured expression, five methods, STAGE and THItoGene
+    assert lines[3] == f"full-domains stagate (dlpfc/151673): {n} clusterings, {n * (10 + 500) / 3600:.2f} h"
+    assert lines[4] == f"full-domains stmask (dlpfc/151673): {n} clusterings, {n * 100 / 3600:.2f} h"

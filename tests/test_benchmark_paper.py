@@ -287,7 +287,7 @@ def test_benchmark_skips_stagate_with_its_reason_when_the_extra_is_missing(one_d
 
 def test_unknown_clusterer_is_a_one_line_input_error(tmp_path):
     with pytest.raises(InputError, match="domain"):
-        run(tmp_path, tmp_path / "o", sections="dlpfc/x", domains="kmeans,leiden", progress=False)
+        run(tmp_path, tmp_path / "o", sections="dlpfc/x", domains="kmeans,louvain", progress=False)
 
 
 def _banded_section(seed: int = 0):
@@ -311,6 +311,44 @@ def test_stagate_is_deterministic_and_finds_planted_domains():
     assert D.ari(labels, a) == D.ari(labels, b) > 0.5
 
 
+def test_leiden_finds_k_planted_domains_at_the_searched_resolution_and_is_repeatable():
+    pytest.importorskip("igraph")
+    y, _, labels = _banded_section(2)
+    a, b = D.leiden(y, 3, seed=0), D.leiden(y, 3, seed=0)
+    assert np.array_equal(a, b) and len(np.unique(a)) == 3
+    assert D.ari(labels, a) > 0.5
+    assert len(np.unique(D.leiden(y, 6, seed=0))) == 6  # a finer resolution for more domains
+
+
+def test_benchmark_with_leiden_records_its_ari_and_draws_the_ari_chart(one_dlpfc, tmp_path):
+    pytest.importorskip("igraph")
+    from histosge.benchmark.figures import ari_chart
+
+    res = run(one_dlpfc, tmp_path / "a", sections="dlpfc/s1", protocols="R", methods="mean,knn", quick=True,
+              domains="kmeans,leiden", cache_dir=tmp_path / "cache", progress=False)
+    for r in res.records:
+        assert math.isfinite(r["ari_leiden"]) and math.isfinite(r["ari_measured_leiden"]) and "ari_stagate" not in r
+    text = (tmp_path / "a" / "report.md").read_text()
+    assert "| section | protocol | method | seeds | ARI k-means | ARI Leiden | ARI STAGATE |" in text
+    assert "## Spatial domains: k-means, Leiden and STAGATE" in text and "Leiden: `ari_leiden`" in text
+    assert ari_chart(res.records, tmp_path / "chart.png", protocols=("R",))
+    assert (tmp_path / "chart.png").stat().st_size > 1000
+    assert not ari_chart([{**r, "labels": None} for r in res.records], tmp_path / "none.png")
+
+
+def test_stmask_is_deterministic_and_finds_planted_domains():
+    pytest.importorskip("torch_geometric")
+    from histosge.benchmark import stmask
+
+    y, xy, labels = _banded_section(3)
+    with _deterministic(1):
+        a = D.cluster("stmask", y, xy, 3, seed=0, quick=True)
+        b = stmask.cluster(y, xy, 3, seed=0, epochs=D.QUICK_EPOCHS)
+    assert np.array_equal(a, b) and len(np.unique(a)) == 3
+    assert D.ari(labels, a) > 0.5
+    assert stmask.embedding(y, xy, 0, epochs=2).shape == (len(y), stmask.SETTINGS["latent"])
+
+
 def test_kmeans_domains_match_evaluate_domains_ari():
     from histosge.evaluate import domains_ari
 
@@ -332,7 +370,7 @@ def test_benchmark_with_stagate_reports_both_clusterers_and_is_repeatable(one_dl
     text = (tmp_path / "a" / "report.md").read_text()
     assert "## Spatial domains: k-means and STAGATE" in text and "| dlpfc/s1 | R | knn | 1 |" in text
     assert (tmp_path / "a" / "figure5_dlpfc_s1_R.png").exists()
-    assert "STAGATE (bottom row)" in text
+    assert "then Leiden and STAGATE where they ran" in text
 
 
 # -- report ---------------------------------------------------------------------------------------

@@ -9,6 +9,14 @@ benchmark's adapter and through its class with the same settings. HisToGene and 
 their position tables to the training *and* query positions when the caller knows the query at
 fit time (``fit_takes_query``; the benchmark does): the ``Redge`` cases, whose query reaches past
 the training grid, hold them to that.
+
+Issue 29 gave ST-Net, HisToGene and DeepSpaCE PyTorch's fused Adam kernel: the same update, its
+last bit rounded differently. Against the code before it (392632d, the reference of this CPU
+family, one thread) their predictions on these inputs moved by at most 1.7e-6
+(``bench/baseline_epoch_cost.py`` reports the same on real sections), so those three are held to
+``FUSED_ADAM_ATOL`` = 1e-5; every other method bit for bit (STAGE's and THItoGene's did not take
+the fused kernel: through BatchNorm and THItoGene's 1,408-wide layers the last bit grew to 0.04
+and 2e-4 within the quick schedules).
 """
 
 from __future__ import annotations
@@ -26,6 +34,9 @@ from histosge.methods import create_method
 from histosge.model import Spots
 
 GOLDEN = Path(__file__).parent / "golden" / "methods_golden.npz"
+#: Methods on the fused Adam kernel (issue 29), and how far their predictions may move.
+FUSED_ADAM = {"stnet", "histogene", "deepspace"}
+FUSED_ADAM_ATOL = 1e-5
 SMALL_THITOGENE = {"caps": 4, "route_dim": 16, "heads": 4, "gat_heads": 2, "gat_hidden": 32, "gat_out": 32,
                    "dim": 32}
 
@@ -61,7 +72,9 @@ def _inputs(g):
 def _same(got, refs, key):
     got = np.asarray(got)
     assert got.dtype == np.float32
-    check(got, GOLDEN, refs, key)  # bit for bit, against this CPU family's reference
+    method = key.split("/", 1)[1].split("_", 1)[0]  # "R/stnet", "direct/stage_hex" ...
+    # bit for bit against this CPU family's reference; the fused-Adam methods within FUSED_ADAM_ATOL
+    check(got, GOLDEN, refs, key, atol=FUSED_ADAM_ATOL if method in FUSED_ADAM else 0.0)
 
 
 @pytest.mark.parametrize("method", ["mean", "knn", "ridge", "stnet", "histogene", "stage", "thitogene", "deepspace",

@@ -838,9 +838,9 @@ def bench(
     all_genes: O.AllGenes = False,
     cache_dir: O.CacheDir = None,
     quick: bool = _o(False, "--quick", help="One section, few epochs: a smoke test in under 2 minutes."),
-    domains: str = _o("kmeans", "--domains", help="Spatial-domain clusterers: kmeans, stagate (needs "
-                      'pip install "histosge[domains]"; about 2 hours per DLPFC clustering measured on a '
-                      'busy 2-core CPU: docs/BENCHMARK.md).'),
+    domains: str = _o("kmeans", "--domains", help="Spatial-domain clusterers: kmeans, leiden (scanpy, needs "
+                      'igraph), stagate and stmask (need pip install "histosge[domains]"; minutes per DLPFC '
+                      'clustering on a CPU: docs/BENCHMARK.md).'),
     debug: O.Debug = False,
 ):
     """Score every method on held-out spots under protocols R, G and X; write results.jsonl + report.md."""

@@ -2,7 +2,8 @@
 
 Marker genes (measured vs each method, held-out spots), spatial domains (k-means of training spots
 measured + held-out spots predicted, next to the manual layers), and, where STAGATE ran, the
-paper's Figure 5 (k-means and STAGATE domain maps side by side). PNGs are kept small: they are
+paper's Figure 5 (k-means, Leiden and STAGATE domain maps side by side; ``ari_chart``: its bar
+chart of ARIs per clusterer and method). PNGs are kept small: they are
 committed next to the report.
 """
 
@@ -25,7 +26,9 @@ MARKERS = {"dlpfc": ("MOBP", "PCP4", "SNAP25"), "her2st": ("ERBB2",)}
 MAX_PNG_BYTES = 290_000
 _KINDS = ("markers", "domains", "figure5")
 _PROTOCOLS = ("R", "G", "G9", "G16", "X")
-_NAMES = {"kmeans": "k-means", "stagate": "STAGATE"}
+_NAMES = D.NAMES
+#: Clusterers beyond k-means whose domains a task may have saved (figure 5 needs one of them).
+_EXTRA = tuple(c for c in D.CLUSTERERS if c != "kmeans")
 
 
 def _plt():
@@ -180,14 +183,16 @@ def _match(clusters: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def domain_maps(s: PR.Saved, path: Path) -> bool:
-    """The paper's Figure 5 for one task: rows k-means and STAGATE, columns manual layers, measured,
-    each method (k-means of seed ``s.seed``); False where STAGATE did not run."""
+    """The paper's Figure 5 for one task: rows k-means, then Leiden and STAGATE where they ran;
+    columns manual layers, measured, each method (k-means of seed ``s.seed``); False where
+    neither Leiden nor STAGATE ran."""
     found = s.domains
     labels = s.labels
-    if "stagate" not in found or labels is None:
+    extra = [c for c in _EXTRA if c in found]
+    if not extra or labels is None:
         return False
     k = D.n_domains(labels)
-    columns = ["measured", *[m for m in method_order(s.pred) if m in found["stagate"]]]
+    columns = ["measured", *[m for m in method_order(s.pred) if all(m in found[c] for c in extra)]]
 
     def kmeans_of(key):
         if key == "measured":
@@ -197,7 +202,7 @@ def domain_maps(s: PR.Saved, path: Path) -> bool:
             return np.zeros(s.n, np.int64)
         return D.kmeans(mixed, k, s.seed)
 
-    grids = {"kmeans": {c: kmeans_of(c) for c in columns}, "stagate": {c: found["stagate"][c] for c in columns}}
+    grids = {"kmeans": {c: kmeans_of(c) for c in columns}, **{x: {c: found[x][c] for c in columns} for x in extra}}
     what = ("training spots measured + held-out spots predicted" if s.protocol != "X"
             else "every spot predicted from other sections")
     draw_maps(s.xy, labels, grids, f"{s.name}, protocol {s.protocol}, seed {s.seed}: spatial domains "
@@ -288,7 +293,7 @@ def draw(folder: Path, seeds: list[int]) -> list[Path]:
         if domains_figure(s, folder / f"domains_{stem}.png"):
             written.append(folder / f"domains_{stem}.png")
     for e in sorted(entries, key=lambda e: (e["name"], _PROTOCOLS.index(e["protocol"]))):
-        if "stagate" not in e["clusterers"] or e["dataset"] == "her2st":
+        if not set(e["clusterers"]) & set(_EXTRA) or e["dataset"] == "her2st":
             continue
         s = PR.load(e["path"])
         path = folder / f"figure5_{s.name.replace('/', '_')}_{s.protocol}.png"
@@ -321,9 +326,10 @@ def caption(png: Path) -> str:
     name, protocol = rest.rsplit("_", 1)
     section = name.replace("_", "/", 1)
     if kind == "figure5":
-        return (f"Spatial domains on {section}, protocol {protocol} (first seed): k-means (top row) and STAGATE "
-                "(bottom row) on the measured expression and on each method's training spots (measured) + held-out "
-                "spots (predicted); colours matched to the manual layers they overlap most.")
+        return (f"Spatial domains on {section}, protocol {protocol} (first seed): one row per clusterer (k-means on "
+                "top, then Leiden and STAGATE where they ran) on the measured expression and on each method's training "
+                "spots (measured) + held-out spots (predicted); colours matched to the manual layers they overlap "
+                "most.")
     if kind == "markers":
         return (
             f"Marker genes on {section}, protocol {protocol}, held-out spots: measured (left), each "
@@ -333,3 +339,54 @@ def caption(png: Path) -> str:
         f"Spatial domains on {section}, protocol {protocol}: manual layers, k-means on the measured "
         "expression, and k-means on training spots (measured) + held-out spots (predicted) for each method."
     )
+
+
+def ari_chart(records: list[dict], path: Path, *, protocols=("R", "G"), methods=None) -> bool:
+    """The paper's Figure 5 as a bar chart: one panel per clusterer (k-means, Leiden, STAGATE, those
+    with any ARI), one group of bars per method with one bar per protocol, each the mean ARI over
+    the sections (manual labels only) and seeds that have it; the first group, "measured", is the
+    raw data (every spot measured), the reference. False when no record has manual labels."""
+    from .report_domains import MANUAL, clusterers_in, fields
+
+    recs = [r for r in records if r.get("labels") == MANUAL and r.get("protocol") in protocols]
+    if not recs:
+        return False
+    clusterers = [c for c in clusterers_in(recs) if any(fields(c)[0] in r for r in recs)]
+    methods = list(methods or method_order({r["method"] for r in recs}))
+    groups = ["measured", *methods]
+
+    def mean(field: str, protocol: str, method: str | None) -> float:
+        rows = [r for r in recs if r["protocol"] == protocol and (method is None or r["method"] == method)]
+        if method is None:  # the measured ARI repeats on every record of a task: one per task
+            rows = list({(r["dataset"], r["section"], r["seed"]): r for r in rows}.values())
+        vals = [float(r[field]) for r in rows if r.get(field) is not None and np.isfinite(r[field])]
+        return float(np.mean(vals)) if vals else np.nan
+
+    plt = _plt()
+    fig, axes = plt.subplots(len(clusterers), 1, figsize=(max(6.0, 0.75 * len(groups) + 1.5), 2.3 * len(clusterers)),
+                             squeeze=False)
+    width = 0.8 / len(protocols)
+    colours = plt.get_cmap("tab10")
+    for ax, c in zip(axes[:, 0], clusterers, strict=True):
+        field, measured_field = fields(c)
+        for j, p in enumerate(protocols):
+            vals = [mean(measured_field, p, None), *(mean(field, p, m) for m in methods)]
+            x = np.arange(len(groups)) + (j - (len(protocols) - 1) / 2) * width
+            ax.bar(x, np.nan_to_num(vals), width, color=colours(j), label=f"protocol {p}")
+            for xi, v in zip(x, vals, strict=True):
+                ax.text(xi, (0 if np.isnan(v) else max(v, 0)) + 0.01, "n/a" if np.isnan(v) else f"{v:.2f}",
+                        ha="center", va="bottom", fontsize=6, rotation=90)
+        ax.axvspan(-0.5, 0.5, color="0.9", zorder=0)
+        ax.set_xticks(np.arange(len(groups)), groups, fontsize=7, rotation=20)
+        ax.set_xlim(-0.5, len(groups) - 0.5)
+        ax.set_ylabel(f"ARI, {D.NAMES[c]}", fontsize=8)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.set_ylim(min(0.0, ax.get_ylim()[0]), max(0.1, ax.get_ylim()[1] * 1.2))
+    axes[0, 0].legend(fontsize=7, loc="upper right")
+    sections = sorted({f"{r['dataset']}/{r['section']}" for r in recs})
+    axes[0, 0].set_title(f"Spatial domains (ARI against the manual layers), mean over {', '.join(sections)}; "
+                         "'measured' = the raw data", fontsize=8)
+    fig.tight_layout()
+    _save_png(fig, path)
+    plt.close(fig)
+    return True

@@ -104,10 +104,14 @@ def _no_positions(spots: Spots) -> Spots:
 
 def params_for(spec: registry.MethodSpec, task: Task) -> dict:
     """The constructor arguments the benchmark gives ``spec``'s method for ``task``: the seed, the
-    ``--quick`` schedule, and what the spec asks of the data (``grid``; ``cohort`` in R+ and G+)."""
+    ``--quick`` schedule or else the one early-stop rule (``histosge.model.early_stop``: every
+    method that trains a network stops by it, inside its published epochs), and what the spec asks
+    of the data (``grid``; ``cohort`` in R+ and G+)."""
     params: dict = {"seed": task.seed}
     if task.quick and spec.quick_epochs:
         params |= spec.cls.schedule(epochs=spec.quick_epochs)
+    elif not task.quick:
+        params |= spec.cls.stop_rule_params()
     for key in spec.section_params:
         params[key] = getattr(task, key)
     return params

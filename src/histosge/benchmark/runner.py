@@ -136,10 +136,11 @@ def run(
       section must measure (checked before any fit).
     - ``threads``: torch CPU threads while fitting (default 1: on a shared 2-core machine two
       threads ran small models ~10x slower than one; None keeps torch's setting).
-    - ``domains``: clusterers of the spatial domains, 'kmeans' (always run: the ``ari`` field)
-      and 'stagate' (``benchmark.domains``; fields ``ari_stagate`` and ``ari_measured_stagate``
-      on sections with labels; minutes per clustering on a CPU, so not in the default). Without
-      the 'domains' extra installed, STAGATE is skipped and run.json and the report say why.
+    - ``domains``: clusterers of the spatial domains, 'kmeans' (always run: the ``ari`` field),
+      'leiden' and 'stagate' (``benchmark.domains``; fields ``ari_<clusterer>`` and
+      ``ari_measured_<clusterer>`` on sections with labels; STAGATE takes minutes per clustering
+      on a CPU, so neither is in the default). Without igraph (Leiden) or the 'domains' extra
+      (STAGATE) that clusterer is skipped and run.json (``<clusterer>_skipped``) says why.
 
     Writes ``out/run.json`` (the settings and machine, at the start; the times, at the end),
     ``out/results.jsonl`` (one record per section x protocol x seed x method, appended as each
@@ -153,10 +154,11 @@ def run(
     protocols = _parse(protocols, P.PROTOCOLS, "protocol")
     methods = _parse(methods, M.ALL_METHODS, "method")
     clusterers = _parse(domains, D.CLUSTERERS, "domain")
-    stagate_skipped = D.stagate_missing() if "stagate" in clusterers else None
-    if stagate_skipped:
-        _log(progress, f"bench: STAGATE skipped: {stagate_skipped}")
-    extra = [c for c in clusterers if c == "stagate" and not stagate_skipped]
+    why_not = {c: D.missing(c) for c in clusterers if c != "kmeans"}
+    for c, reason in why_not.items():
+        if reason:
+            _log(progress, f"bench: {c} skipped: {reason}")
+    extra = [c for c in D.CLUSTERERS if c in clusterers and c != "kmeans" and not why_not[c]]
     try:
         seeds = [int(s) for s in _parse(seeds, None, "seed")]
     except ValueError as err:
@@ -185,7 +187,7 @@ def run(
         "torch_threads": threads or torch.get_num_threads(),
         "environment": environment(),  # package versions, CPU, BLAS: what the numbers depend on
         "domains": ["kmeans", *extra],
-        **({"stagate_skipped": stagate_skipped} if stagate_skipped else {}),
+        **{f"{c}_skipped": reason for c, reason in why_not.items() if reason},
         "predictions": PR.FOLDER,  # the first seed's, for the figures (not committed: large)
     }
     _start(out, meta)
@@ -329,7 +331,7 @@ def _run_task(t: BenchTask, secs: dict[str, S.Section], methods: list[str], quic
         where = f"X<-{'+'.join(secs[s].section for s in t.sources)}" if t.protocol == "X" else t.protocol
         _log(progress, f"  {sec.name} {where} seed {seed} {method:15s} pcc {rec['pcc']:.3f} "
              f"top50 {rec['pcc_top50']:.3f} mse {rec['mse']:.4f} ({seconds:.0f} s)"
-             + (f" ARI k-means {rec['ari']:.3f} STAGATE {rec['ari_stagate']:.3f}" if "ari_stagate" in rec else ""))
+             + "".join(f" ARI {D.NAMES[c]} {rec[f'ari_{c}']:.3f}" for c in clusterers if f"ari_{c}" in rec))
     if not with_cohort:
         if save_to is not None and alone:
             _save(save_to, t, inp, {r["method"]: p for r, p in alone}, found)
@@ -383,6 +385,8 @@ def _clean(info: dict) -> dict:
         "n_pcs",
         "epochs_run",
         "steps_run",
+        "best_epoch",
+        "stopped",
         "initial_val_loss",
         "best_val_loss",
         "skipped",

@@ -72,6 +72,11 @@ class Pooled(Method):
         """The baseline's own schedule (``--epochs`` ...)."""
         return get_spec(cls.BASE).cls.schedule(**schedule)
 
+    @classmethod
+    def stop_rule_params(cls) -> dict[str, Any]:
+        """The baseline's early-stop rule parameters."""
+        return get_spec(cls.BASE).cls.stop_rule_params()
+
     def _base(self) -> Method:
         from .section import create_method
 

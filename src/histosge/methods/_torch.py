@@ -1,16 +1,20 @@
-"""What the neural methods share: seeding, a validation split, early stopping, position tables,
-and a network's weights as named numpy arrays (``state_dict`` through safetensors, no pickle)."""
+"""What the neural methods share: seeding, torch threads, the optimiser, the benchmark's early-stop
+rule (``histosge.model.early_stop``, re-exported here), position tables, and a network's weights
+as named numpy arrays (``state_dict`` through safetensors, no pickle)."""
 
 from __future__ import annotations
 
-import copy
-import math
+import os
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..model import Spots
+from ..model.early_stop import MIN_DELTA, PATIENCE, VAL_FRACTION, EarlyStopping, mse, validation_split
+
+__all__ = ["MIN_DELTA", "PATIENCE", "VAL_FRACTION", "EarlyStopping", "adam", "cores", "load_net", "mse", "net_state",
+           "seed_all", "span", "val_split", "validation_split"]
 
 
 def seed_all(seed: int) -> None:
@@ -19,30 +23,28 @@ def seed_all(seed: int) -> None:
     np.random.seed(seed % (2**32))
 
 
+def cores() -> int:
+    """CPU cores this process may run on (its affinity; ``os.cpu_count()`` where there is none):
+    the torch thread count of a benchmark run on a machine of its own."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def adam(params, *, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
+    """``torch.optim.Adam`` with its fused kernel: one pass over each parameter instead of six
+    (``_single_tensor_adam``'s lerp, mul, addcmul, sqrt, div and addcdiv; the weight-decay add
+    allocates a copy of the gradient besides). Same update; the fused kernel rounds the last bit
+    differently (ST-Net, HisToGene and DeepSpaCE use it: their predictions moved by at most 1.7e-6,
+    tests/test_methods_golden.py; STAGE and THItoGene do not, where the last bit grew)."""
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+
+
 def val_split(n: int, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(training, validation) indices: a seeded ``fraction`` of ``n`` spots validates (at least
-    one, and never all)."""
-    perm = rng.permutation(n)
-    n_val = min(max(1, int(round(n * fraction))), n - 1) if n > 1 else 0
-    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
-
-
-class EarlyStop:
-    """Keeps the best weights by validation loss; ``step`` returns True when patience runs out."""
-
-    def __init__(self, patience: int):
-        self.patience, self.best, self.state, self.since = patience, math.inf, None, 0
-
-    def step(self, loss: float, net: nn.Module) -> bool:
-        if loss < self.best - 1e-6:
-            self.best, self.since, self.state = loss, 0, copy.deepcopy(net.state_dict())
-            return False
-        self.since += 1
-        return self.since >= self.patience
-
-    def restore(self, net: nn.Module) -> None:
-        if self.state is not None:
-            net.load_state_dict(self.state)
+    one, and never all); ``early_stop.validation_split`` with the arguments in this order."""
+    return validation_split(n, rng, fraction)
 
 
 def net_state(net: nn.Module, prefix: str = "net") -> dict[str, np.ndarray]:

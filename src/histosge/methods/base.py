@@ -88,6 +88,14 @@ class Method(abc.ABC):
         return out
 
     @classmethod
+    def stop_rule_params(cls) -> dict[str, Any]:
+        """Constructor parameters that train the method under the benchmark's one early-stop rule
+        (``histosge.model.early_stop``), inside its published number of epochs: what ``histosge
+        bench`` gives every method that trains a network (not under ``--quick``). By default none:
+        the method trains no network."""
+        return {}
+
+    @classmethod
     def section_model(cls, **params: Any):
         """The section-level model (``fit(sections)`` -> ``predict(adata)`` -> ``save``) that
         ``create_model`` returns for this method: a ``MethodModel`` (``HisToSGE`` overrides it).

@@ -22,6 +22,11 @@ is mostly background, their ``quantileRGB``); (4) the validation correlation is 
 Pearson over all validation spots at once, where the authors average it batch by batch;
 (5) predictions are mapped back from [0, 1] to log1p expression with the training spots' per-gene
 minimum and maximum, so that MSE and MAE are comparable with the other methods.
+
+``stop_rule=True`` (what ``histosge bench`` trains) replaces the authors' validation and stop by
+the benchmark's shared rule (``model.early_stop``) inside their 50 epochs: its validation spots
+instead of the first fold, the mean squared error of the predictions mapped back to log1p as the
+validation loss, and the weights of the epoch with the lowest loss kept (not the best correlation).
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from ..model import Spots
 from ..model.parts import nest, sub
 from ..model.scaling import FeatureScaler
 from ._registry import builtin
-from ._torch import load_net, net_state, seed_all
+from ._torch import MIN_DELTA, PATIENCE, EarlyStopping, adam, load_net, mse, net_state, seed_all, validation_split
 from .base import Method, check_fit_inputs
 
 #: The authors' schedule (run_DeepSpaCE_GridSearch.py and DeepSpaCE.py defaults).
@@ -81,12 +86,18 @@ class DeepSpaCE(Method):
     """At most ``epochs`` epochs, stopping after ``early_stop`` epochs in a row without a lower
     validation loss than the epoch before; ``hidden`` and ``dropout`` of the two hidden layers;
     Adam (``lr``, ``weight_decay``), batches of ``batch_size``. ``info``: ``epochs_run``,
-    ``best_epoch`` (0 = the untrained network) and ``best_val_pcc``."""
+    ``best_epoch`` (0 = the untrained network) and ``best_val_pcc``; ``stop_rule``: the
+    benchmark's early stop instead (module docstring; ``info`` has ``best_val_loss`` then)."""
+
+    @classmethod
+    def stop_rule_params(cls) -> dict:
+        return {"stop_rule": True}
 
     def __init__(self, *, epochs: int = EPOCHS, early_stop: int = EARLY_STOP, hidden: int = 4096,
                  dropout: float = 0.5, lr: float = 1e-4, weight_decay: float = 1e-4, batch_size: int = 128,
-                 seed: int = 0):
+                 stop_rule: bool = False, seed: int = 0):
         super().__init__(seed=seed)
+        self.stop_rule = bool(stop_rule)
         self.epochs, self.early_stop, self.hidden, self.dropout = int(epochs), int(early_stop), int(hidden), \
             float(dropout)
         self.lr, self.weight_decay, self.batch_size = float(lr), float(weight_decay), int(batch_size)
@@ -106,42 +117,58 @@ class DeepSpaCE(Method):
         self.low_, high = y.min(0), y.max(0)
         self.span_ = np.where(high - self.low_ > 0, high - self.low_, 1.0).astype(np.float32)
         target = (y - self.low_) / self.span_  # each gene min-max scaled to [0, 1] over the training spots
-        tr, va = validation_fold(len(x_train), self.seed)
+        if self.stop_rule:
+            tr, va = validation_split(len(x_train), rng)
+        else:
+            tr, va = validation_fold(len(x_train), self.seed)
 
         net = DeepSpaCEHead(x_train.shape[1], y.shape[1], hidden=self.hidden, dropout=self.dropout)
-        opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        opt = adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         xt, yt = torch.from_numpy(x_train), torch.from_numpy(np.ascontiguousarray(target))
+        x_val, t_val = xt[va], yt[va]
 
         def validate() -> tuple[float, float]:
             net.eval()
             with torch.no_grad():
-                out = net(xt[va])
-                loss = float(nn.functional.smooth_l1_loss(out, yt[va]))
+                out = net(x_val)
+            if self.stop_rule:  # the rule's loss: MSE of the predictions mapped back to log1p
+                return mse(out.numpy() * self.span_ + self.low_, y[va]), float("nan")
+            loss = float(nn.functional.smooth_l1_loss(out, t_val))
             return loss, float(np.nan_to_num(pearson_per_gene(target[va], out.numpy()), nan=0.0).mean())
 
+        stop = EarlyStopping(PATIENCE, min_delta=MIN_DELTA)
         loss_prev, stale = float("inf"), 0
         best_pcc, best_epoch, best_state = -float("inf"), 0, None
         epoch = 0
         for epoch in range(self.epochs + 1):  # epoch 0 evaluates the untrained network, as the authors' loop does
             if epoch > 0:
                 net.train()
-                order = rng.permutation(tr)
-                for s in range(0, len(order), self.batch_size):
-                    b = torch.from_numpy(order[s : s + self.batch_size])
+                order = torch.from_numpy(rng.permutation(tr))
+                for b in order.split(self.batch_size):
                     loss = nn.functional.smooth_l1_loss(net(xt[b]), yt[b])
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
             val_loss, val_pcc = validate()
+            if self.stop_rule:
+                if epoch == 0:
+                    stop.start(val_loss, net)
+                elif stop.step(val_loss, net):
+                    break
+                continue
             if val_pcc > best_pcc:
                 best_pcc, best_epoch, best_state = val_pcc, epoch, copy.deepcopy(net.state_dict())
             stale = 0 if val_loss < loss_prev else stale + 1
             if stale == self.early_stop:
                 break
             loss_prev = val_loss
-        net.load_state_dict(best_state)
+        if self.stop_rule:
+            stop.restore(net)
+            self.info = {"epochs_run": epoch, **stop.record()}
+        else:
+            net.load_state_dict(best_state)
+            self.info = {"epochs_run": epoch, "best_epoch": best_epoch, "best_val_pcc": best_pcc}
         self.net_ = net.eval()
-        self.info = {"epochs_run": epoch, "best_epoch": best_epoch, "best_val_pcc": best_pcc}
         return self
 
     def predict(self, query: Spots, *, groups: np.ndarray | None = None) -> np.ndarray:

@@ -16,7 +16,10 @@ of one section (a whole her2st section fits in one); prediction runs spatially c
 the same size (k-means on positions), each as one sequence. 10% of the training spots stay in
 the sequences but are left out of the loss and decide early stopping (every ``eval_every``
 steps, ``patience`` evaluations). Positions no training spot occupied keep their random
-initial embedding, as in the original.
+initial embedding, as in the original. ``stop_rule=True`` (what ``histosge bench`` trains) takes
+the benchmark's shared rule instead (``model.early_stop``): an epoch is ``STEPS_PER_EPOCH`` steps
+(as ``--epochs`` counts them), the default 200 steps are the paper's 100 epochs, and the
+validation spots are evaluated before training and after every epoch.
 """
 
 from __future__ import annotations
@@ -29,8 +32,22 @@ from ..model import Spots
 from ..model.parts import nest, sub
 from ..model.scaling import FeatureScaler
 from ._registry import builtin
-from ._torch import EarlyStop, load_net, net_state, seed_all, span, val_split
+from ._torch import (
+    MIN_DELTA,
+    PATIENCE,
+    VAL_FRACTION,
+    EarlyStopping,
+    adam,
+    load_net,
+    net_state,
+    seed_all,
+    span,
+    val_split,
+)
 from .base import Method, check_fit_inputs
+
+#: Optimiser steps per epoch (``--epochs E`` is ``STEPS_PER_EPOCH * E`` steps); the paper trained 100 epochs.
+STEPS_PER_EPOCH = 2
 
 
 class HisToGeneNet(nn.Module):
@@ -77,21 +94,28 @@ def tiles(xy: np.ndarray, max_tokens: int, seed: int = 0) -> list[np.ndarray]:
 
 @builtin("histogene")  # its spec: methods/_builtin.py
 class HisToGene(Method):
-    """See the module docstring; ``steps`` optimiser steps at most, ``lr`` Adam's rate."""
+    """See the module docstring; ``steps`` optimiser steps at most, ``lr`` Adam's rate;
+    ``stop_rule``: the benchmark's early-stop rule instead of ``eval_every``, ``patience`` and
+    ``val_fraction``."""
 
     def __init__(self, *, steps: int = 200, eval_every: int = 20, patience: int = 5, max_tokens: int = 256,
                  lr: float = 5e-4, dim: int = 128, depth: int = 2, heads: int = 4, val_fraction: float = 0.1,
-                 seed: int = 0):
+                 stop_rule: bool = False, seed: int = 0):
         super().__init__(seed=seed)
         self.steps, self.eval_every, self.patience = int(steps), int(eval_every), int(patience)
         self.max_tokens, self.lr = int(max_tokens), float(lr)
         self.dim, self.depth, self.heads, self.val_fraction = int(dim), int(depth), int(heads), float(val_fraction)
+        self.stop_rule = bool(stop_rule)
 
     @classmethod
     def schedule(cls, *, epochs=None, patience=None, group_size=None) -> dict:
-        """``--epochs E`` is 2E steps (one step is one sequence, not a pass over every spot)."""
+        """``--epochs E`` is ``STEPS_PER_EPOCH`` x E steps (one step is one sequence, not a pass over every spot)."""
         out = super().schedule(patience=patience, group_size=group_size)
-        return out | ({"steps": 2 * int(epochs)} if epochs is not None else {})
+        return out | ({"steps": STEPS_PER_EPOCH * int(epochs)} if epochs is not None else {})
+
+    @classmethod
+    def stop_rule_params(cls) -> dict:
+        return {"stop_rule": True}
 
     def _net(self, feature_dim: int, n_genes: int) -> HisToGeneNet:
         return HisToGeneNet(feature_dim, n_genes, self.n_rows_, self.n_cols_, dim=self.dim, depth=self.depth,
@@ -116,18 +140,30 @@ class HisToGene(Method):
         tr_r, tr_c = positions(rows - self.row0_, self.n_rows_), positions(cols - self.col0_, self.n_cols_)
 
         self.net_ = net = self._net(x_train.shape[1], y.shape[1])
-        opt = torch.optim.Adam(net.parameters(), lr=self.lr)
-        _, va = val_split(len(x_train), self.val_fraction, rng)
+        opt = adam(net.parameters(), lr=self.lr)
+        _, va = val_split(len(x_train), VAL_FRACTION if self.stop_rule else self.val_fraction, rng)
         is_val = np.zeros(len(x_train), bool)
         is_val[va] = True
         sections = [np.flatnonzero(tg == g) for g in np.unique(tg)]
         trees = [cKDTree(train_xy[idx]) for idx in sections]
         weights = np.array([len(idx) for idx in sections], float)
         val_tiles = [idx[t] for idx in sections for t in tiles(train_xy[idx], self.max_tokens, self.seed)]
-        val_tiles = [t for t in val_tiles if is_val[t].any()]
+        val_tiles = [(torch.from_numpy(t), torch.from_numpy(is_val[t])) for t in val_tiles if is_val[t].any()]
         xt, yt = torch.from_numpy(x_train), torch.from_numpy(y)
+        fit_masks = {}  # sequence -> which of its spots train (the whole-section sequences recur every step)
 
-        stop = EarlyStop(self.patience)
+        def val_loss() -> float:
+            net.eval()
+            with torch.no_grad():
+                err = sum(float(((self._run(t, xt, tr_r, tr_c)[v] - yt[t][v]) ** 2).sum()) for t, v in val_tiles)
+            return err / (is_val.sum() * y.shape[1])
+
+        if self.stop_rule:
+            eval_every, stop = STEPS_PER_EPOCH, EarlyStopping(PATIENCE, min_delta=MIN_DELTA)
+            if val_tiles:
+                stop.start(val_loss(), net)
+        else:
+            eval_every, stop = self.eval_every, EarlyStopping(self.patience, min_delta=0.0)
         step = 0
         for step in range(1, self.steps + 1):  # noqa: B007 - step is reported
             net.train()
@@ -136,26 +172,23 @@ class HisToGene(Method):
             if len(idx) > self.max_tokens:
                 centre = train_xy[idx[rng.integers(len(idx))]]
                 idx = idx[np.sort(trees[s].query(centre, k=self.max_tokens)[1])]
-            fit = torch.from_numpy(~is_val[idx])
+                fit = torch.from_numpy(~is_val[idx])
+            else:
+                if s not in fit_masks:
+                    fit_masks[s] = torch.from_numpy(~is_val[idx])
+                fit = fit_masks[s]
             if not fit.any():
                 continue
-            loss = nn.functional.mse_loss(self._run(idx, xt, tr_r, tr_c)[fit], yt[idx][fit])
+            t = torch.from_numpy(idx)
+            loss = nn.functional.mse_loss(self._run(t, xt, tr_r, tr_c)[fit], yt[t][fit])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            if val_tiles and (step % self.eval_every == 0 or step == self.steps):
-                net.eval()
-                with torch.no_grad():
-                    err = sum(
-                        float(((self._run(t, xt, tr_r, tr_c)[torch.from_numpy(is_val[t])] - yt[t][is_val[t]]) ** 2
-                               ).sum())
-                        for t in val_tiles
-                    )
-                if stop.step(err / (is_val.sum() * y.shape[1]), net):
-                    break
+            if val_tiles and (step % eval_every == 0 or step == self.steps) and stop.step(val_loss(), net):
+                break
         stop.restore(net)
         net.eval()
-        self.info = {"steps_run": step, "best_val_loss": stop.best}
+        self.info = {"steps_run": step, "epochs_run": -(-step // STEPS_PER_EPOCH), **stop.record()}
         return self
 
     def predict(self, query: Spots, *, groups: np.ndarray | None = None) -> np.ndarray:

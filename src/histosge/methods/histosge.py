@@ -45,6 +45,15 @@ class HisToSGEMethod(Method):
         return {"network": network} if network else {}
 
     @classmethod
+    def stop_rule_params(cls) -> dict:
+        """The correction network stopped by the benchmark's rule (``model.early_stop``): HisToSGE's
+        own default schedule (``DEFAULT_NETWORK``) is that rule, so this changes nothing there; the
+        paper's model (1000 fixed epochs) gets the rule's validation inside its 1000 epochs."""
+        from ..model.early_stop import MIN_DELTA, PATIENCE, VAL_FRACTION
+
+        return {"network": {"patience": PATIENCE, "val_fraction": VAL_FRACTION, "min_delta": MIN_DELTA}}
+
+    @classmethod
     def section_model(cls, **params: Any) -> HisToSGE:
         """The section-level model: ``HisToSGE`` itself (``params``: its constructor's)."""
         mode = params.pop("mode", None) or cls.MODE

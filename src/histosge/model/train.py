@@ -2,7 +2,8 @@
 
 Spots are shuffled into groups of ``group_size`` each epoch; a group is one attention
 context. A seeded ``val_fraction`` of the training spots is held back for early stopping
-(``patience=None`` runs all ``epochs``, the paper's fixed schedule). Features are
+(``patience=None`` runs all ``epochs``, the paper's fixed schedule); the stopping is
+``early_stop.EarlyStopping``, the rule every benchmarked network shares. Features are
 standardised with training statistics. Grid coordinates are expressed in units of the
 training lattice's step, so that positions between training spots (generated spots, or the
 held-out spots of protocol G) fall between learned embeddings instead of on untrained ones.
@@ -10,7 +11,6 @@ held-out spots of protocol G) fall between learned embeddings instead of on untr
 
 from __future__ import annotations
 
-import copy
 import math
 import sys
 import time
@@ -21,6 +21,7 @@ import torch
 
 from .._progress import early_stop
 from .._progress import progress as progress_bar
+from .early_stop import EarlyStopping
 from .network import HisToSGENet
 from .scaling import FeatureScaler
 
@@ -217,14 +218,13 @@ def fit(features: np.ndarray, rows: np.ndarray, cols: np.ndarray, targets: np.nd
     net = HisToSGENet(**arch).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     history: dict = {"train_loss": [], "val_loss": []}
-    best, best_state, since_best = math.inf, None, 0
+    stop = EarlyStopping(cfg.patience or 0, min_delta=cfg.min_delta, give_up=cfg.give_up)
     t0 = time.perf_counter()
     if n_val:  # the untrained state counts too: a residual model starts at its context
         vp = _predict(net, feats[val_idx], r_pos[val_idx], c_pos[val_idx], cfg.group_size, cfg.seed,
                       device, None if ctx is None else ctx[val_idx])
-        best = float(((vp - targets[val_idx]) ** 2).mean())
-        best_state = copy.deepcopy(net.state_dict())
-        history["initial_val_loss"] = best
+        stop.start(float(((vp - targets[val_idx]) ** 2).mean()), net)
+        history["initial_val_loss"] = stop.best
     epochs = cfg.epochs
     if ctx is not None and cfg.residual and n_val < cfg.min_val_spots:
         epochs = 0  # too few spots to tell a real correction from an overfit one: keep the context
@@ -251,25 +251,18 @@ def fit(features: np.ndarray, rows: np.ndarray, cols: np.ndarray, targets: np.nd
             vloss = float(((vp - targets[val_idx]) ** 2).mean())
             history["val_loss"].append(vloss)
             bar.set_postfix(train=f"{history['train_loss'][-1]:.4f}", val=f"{vloss:.4f}")
-            if vloss < best * (1 - cfg.min_delta) - 1e-9:
-                best, since_best = vloss, 0
-                best_state = copy.deepcopy(net.state_dict())
-                history["best_epoch"] = len(history["val_loss"])
-            else:
-                since_best += 1
-                if since_best >= cfg.patience:
-                    history["stopped"] = f"no better validation loss for {cfg.patience} epochs"
-                    break
-                if cfg.give_up and "best_epoch" not in history and len(history["val_loss"]) >= cfg.give_up:
-                    history["stopped"] = f"no epoch of {cfg.give_up} beat the untrained network"
-                    break
-            early_stop(bar, _stop_within(cfg, since_best, len(history["val_loss"]), "best_epoch" in history))
+            done = stop.step(vloss, net)
+            if stop.best_epoch:
+                history["best_epoch"] = stop.best_epoch
+            if done:
+                history["stopped"] = stop.stopped
+                break
+            early_stop(bar, _stop_within(cfg, stop.since, stop.epochs, bool(stop.best_epoch)))
         else:
             bar.set_postfix(train=f"{history['train_loss'][-1]:.4f}")
-    if best_state is not None:
-        net.load_state_dict(best_state)
+    stop.restore(net)
     history["epochs_run"] = len(history["train_loss"])
-    history["best_val_loss"] = None if best is math.inf else best
+    history["best_val_loss"] = None if stop.best is math.inf else stop.best
     history["seconds"] = time.perf_counter() - t0
     history["outcome"] = outcome(history, epochs)
     if progress:
