@@ -5,7 +5,7 @@ one torch thread per core, not ``--quick``, into ``bench/results/benchmark_paper
 
     python bench/paper_comparison.py full --estimate   # the plan and its time from baseline_epoch_cost.json
     python bench/paper_comparison.py full              # every part of FULL_PLAN (each a histosge bench run)
-    python bench/paper_comparison.py full-domains      # STAGATE, STMask on the saved predictions (FULL_STAGATE)
+    python bench/paper_comparison.py full-domains      # STAGATE, STMask on the saved predictions (FULL_DOMAINS)
     python bench/paper_comparison.py full-merge        # results.jsonl, report.md, figure5_ari.png
 
 ``full`` runs the parts one after another and skips a part whose folder already holds a finished
@@ -241,13 +241,14 @@ BASELINES = ("stage", "thitogene", "histogene", "deepspace", "stnet")
 FULL_PLAN = {
     "dlpfc": {"sections": DLPFC, "protocols": ("R", "G"),
               "methods": ("histogene", "deepspace", "stnet", "histosge-paper", "histosge")},
-    "dlpfc_stage_thitogene": {"sections": DLPFC[:1], "protocols": ("R", "G"), "methods": ("stage", "thitogene")},
     "her2st": {"sections": HER2ST, "protocols": ("R", "G"), "methods": BASELINES},
+    "dlpfc_stage_thitogene": {"sections": DLPFC, "protocols": ("R", "G"), "methods": ("stage", "thitogene")},
 }
-#: Sections whose saved predictions ``full-domains`` clusters with STAGATE and STMask (one
-#: clustering per method and task, and one of the measured expression: 1000 and 500 full-batch
-#: epochs each).
-FULL_STAGATE = DLPFC[:1]
+#: Sections whose saved predictions ``full-domains`` clusters with each graph clusterer (one
+#: clustering per method and task, and one of the measured expression: STAGATE 1000 and STMask 500
+#: full-batch epochs each): STAGATE on both DLPFC sections (the issue's Figure 5), STMask, twice
+#: STAGATE's cost, on 151673.
+FULL_DOMAINS = {"stagate": DLPFC, "stmask": DLPFC[:1]}
 GRAPH_CLUSTERERS = ("stagate", "stmask")
 #: Epochs each method may run (the published counts: the rule stops inside them), for the estimate.
 MAX_EPOCHS = {"stage": 10_000, "thitogene": 300, "histogene": 100, "deepspace": 50, "stnet": 100,
@@ -275,7 +276,7 @@ def full(only: str | None, data: str) -> list[Path]:
     return done
 
 
-def full_domains(sections=FULL_STAGATE, threads: int | None = None, clusterers=GRAPH_CLUSTERERS) -> list[Path]:
+def full_domains(sections=DLPFC, threads: int | None = None, clusterers=GRAPH_CLUSTERERS) -> list[Path]:
     """STAGATE and STMask domains of every saved first-seed task of ``sections`` in the parts: the
     measured expression and each method's (training spots measured, held-out spots predicted);
     written to ``parts/<part>/domains/<clusterer>_<section>_<protocol>_<method>.json``, skipped
@@ -367,12 +368,13 @@ def estimate(cost_file: Path = Path("bench/results/baseline_epoch_cost.json")) -
                     secs += fixed + scale * s_epoch * MAX_EPOCHS[m]
         lines.append(f"{name}: {secs / 3600:.2f} h at most")
         total += secs
-    n = sum(1 + sum(len(kw["methods"]) for kw in FULL_PLAN.values() if sec in kw["sections"] and p in kw["protocols"])
-            for sec in FULL_STAGATE for p in ("R", "G"))  # the measured expression and each method's, per task
-    for c in GRAPH_CLUSTERERS:
+    for c, sections in FULL_DOMAINS.items():
+        n = sum(1 + sum(len(kw["methods"]) for kw in FULL_PLAN.values()
+                        if sec in kw["sections"] and p in kw["protocols"])
+                for sec in sections for p in ("R", "G"))  # the measured expression and each method's, per task
         s_epoch, fixed = per.get(("dlpfc", c), (float("nan"), 0.0))
         secs = n * (fixed + s_epoch * MAX_EPOCHS[c])
-        lines.append(f"full-domains {c} ({', '.join(FULL_STAGATE)}): {n} clusterings, {secs / 3600:.2f} h")
+        lines.append(f"full-domains {c} ({', '.join(sections)}): {n} clusterings, {secs / 3600:.2f} h")
         total += secs
     lines.append(f"total: {total / 3600:.2f} h at most (cost file of {cost['meta']['date']}, "
                  f"{cost['meta']['cores']} cores)")
@@ -392,7 +394,8 @@ def main(argv=None) -> int:
             print("finished", path)
         return 0
     if argv[:1] == ["full-domains"]:
-        full_domains()
+        for clusterer, sections in FULL_DOMAINS.items():
+            full_domains(sections, clusterers=(clusterer,))
         return 0
     if argv[:1] == ["full-merge"]:
         for path in full_merge():
