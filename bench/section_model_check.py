@@ -7,8 +7,9 @@ columns, ``var['cv_pcc']``), its ``uns['histosge']`` and every written model fil
 with what cannot repeat taken out (times, creation dates, checksums that cover them). Cases:
 superres and recover with our model and the baselines, the paper's model, a cross-section
 image-mode model trained on C3+C4 saved and used on C2 and on the slide ``her2st_C4.ome.tif``, a
-neighbours-mode model with that prior, and saved baseline models predicting other sections. Only
-public names are used, so the same script runs on the code before and after a change::
+neighbours-mode model with that prior, saved baseline models predicting other sections, and the
+records of a quick ``histosge bench`` (protocols R, G, X, R+) on C2-C4. Only public names are used,
+so the same script runs on the code before and after a change::
 
     PYTHONPATH=OLD/src python bench/section_model_check.py capture /tmp/before
     PYTHONPATH=NEW/src python bench/section_model_check.py capture /tmp/after
@@ -164,6 +165,16 @@ def capture(out: Path, data_dir: Path, cache_dir: Path) -> None:
             _description(f"train/{method}", path, meta)
             _output(f"predict/{method}", histosge.predict(str(path), target, cache_dir=str(cache_dir),
                                                           progress=False), arrays, meta)
+        step("bench (quick): R, G, X, R+ on C2-C4")
+        from histosge.benchmark import run
+
+        res = run(data_dir, tmp / "bench", sections=["her2st:C2", "her2st:C3", "her2st:C4"],
+                  protocols=["R", "G", "X", "R+"], methods=["mean", "knn", "ridge", "stnet", "histosge",
+                                                            "histosge-paper", "ridge+pooled", "histosge+prior"],
+                  seeds=[0], encoder="he-stats", quick=True, cache_dir=cache_dir, report=False, progress=False)
+        for rec in res.records:
+            key = f"bench/{rec['section']}/{rec['protocol']}/{rec.get('prior_from', '')}/{rec['method']}"
+            meta[key] = _clean({k: v for k, v in rec.items() if not k.endswith("_seconds")})
     np.savez_compressed(out / "arrays.npz", **{k.replace("/", "|"): v for k, v in arrays.items()})
     text = json.dumps(meta, indent=1, sort_keys=True, default=str).replace(meta.pop("tmp"), "<tmp>")
     (out / "meta.json").write_text(text + "\n")
