@@ -35,7 +35,7 @@ def _effective_default(param: click.Parameter):
     """What the code uses when the option is not given: the click default, or (None) the model's."""
     if param.default is not None:
         return param.default
-    from histosge.model.estimator import DEFAULT_NETWORK
+    from histosge.model.train import DEFAULT_NETWORK
 
     field = param.name
     if hasattr(DEFAULT_NETWORK, field):

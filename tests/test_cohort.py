@@ -296,13 +296,14 @@ def test_predictions_do_not_depend_on_the_blas_thread_count(model, slides, tmp_p
 
     m = HisToSGE.load(model)
     seen = []
-    original = HisToSGE._predict
+    method = type(m.method_)  # the fitted method's class, whose prediction the model calls
+    original = method.predict_novelty
 
     def spy(self, *a, **k):
         seen.append([p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"])
         return original(self, *a, **k)
 
-    monkeypatch.setattr(HisToSGE, "_predict", spy)
+    monkeypatch.setattr(method, "predict_novelty", spy)
     with threadpool_limits(limits=2, user_api="blas"):
         a = tasks.predict(m, slides[0], cache_dir=str(tmp_path / "cache"), progress=False)
     with threadpool_limits(limits=1, user_api="blas"):

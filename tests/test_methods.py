@@ -28,14 +28,14 @@ def test_the_registry_holds_the_benchmark_lists_it_replaced():
     """The lists the benchmark used to spell out by hand, now read from the specs."""
     assert tuple(methods.list_methods()) == bench_methods.ALL_METHODS == (
         "mean", "knn", "ridge", "stnet", "histogene", "stage", "thitogene", "deepspace", "histosge",
-        "histosge-paper", "ridge+pooled", "stnet+pooled", "histosge+prior")
+        "histosge-paper", "histosge-image", "ridge+pooled", "stnet+pooled", "histosge+prior")
     assert bench_methods.DEFAULT_METHODS == ("mean", "knn", "ridge", "stnet", "histogene", "histosge",
                                              "ridge+pooled", "stnet+pooled", "histosge+prior")
     assert bench_methods.NEEDS_TARGET_EXPRESSION == frozenset({"knn", "stage"})
     assert bench_methods.WITH_OTHER_SECTIONS == ("ridge+pooled", "stnet+pooled", "histosge+prior")
     assert bench_methods.QUICK_EPOCHS == {"stnet": 15, "histogene": 15, "histosge": 10, "histosge-paper": 10,
-                                          "stage": 20, "thitogene": 3, "deepspace": 3, "stnet+pooled": 15,
-                                          "histosge+prior": 10}
+                                          "histosge-image": 10, "stage": 20, "thitogene": 3, "deepspace": 3,
+                                          "stnet+pooled": 15, "histosge+prior": 10}
 
 
 def test_registration_mistakes_are_programming_errors():
@@ -65,9 +65,9 @@ def test_a_method_that_cannot_run_on_a_section_is_refused_before_any_work(c2, me
 
 
 def test_options_a_method_does_not_take(c2):
-    with pytest.raises(InputError, match="--prior: the paper's model takes no prior"):
+    with pytest.raises(InputError, match="--prior: method 'histosge-paper' \\(paper mode\\) takes no prior"):
         histosge.superres(c2, method="histosge-paper", prior="x.histosge", progress=False)
-    with pytest.raises(InputError, match="--prior: method 'ridge' reads no prior"):
+    with pytest.raises(InputError, match="--prior: method 'ridge' \\(image mode\\) takes no prior"):
         histosge.recover(c2, method="ridge", prior="x.histosge", progress=False)
     with pytest.raises(InputError, match="--mode: method 'ridge' has no modes"):
         methods.create_model("ridge", mode="image")

@@ -174,7 +174,8 @@ def test_hyperparameters_are_constructor_arguments_and_recorded(two_sections, tm
     a, _ = two_sections
     model = _fit("neighbours", a, tmp_path, n_components=3, outside_weight=0.2, image_blend=0.0,
                  k_choices=(1, 2, 4))
-    assert model.pca_.n_components == 3 and model.context_.k in (1, 2, 4) and model.gene_head_ is None
+    m = model.method_
+    assert m.pca_.n_components == 3 and m.context_.k in (1, 2, 4) and m.gene_head_ is None
     path = tmp_path / "m.histosge"
     model.save(path)
     params = read_description(path)["hyperparameters"]

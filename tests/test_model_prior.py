@@ -121,7 +121,7 @@ def test_a_model_with_a_prior_saves_it_whole(cohort, tmp_path):
     assert rec["use"] == ["genes", "stack"] and rec["genes"] == 6
     assert meta["prior"]["description"]["mode"] == "image"
     assert meta["info"]["prior"]["sha256"] == prior_sha and "stack_weight" in meta["info"]["prior"]
-    assert loaded.prior_.sha256 == prior_sha and loaded.stack_["weight"] == model.stack_["weight"]
+    assert loaded.prior_.sha256 == prior_sha and loaded.method_.stack_["weight"] == model.method_.stack_["weight"]
     # refitting the loaded model reads the same prior, and it is still checked
     with pytest.raises(InputError, match="prior was fitted on"):
         _fit(loaded, s["A2"], tmp_path)

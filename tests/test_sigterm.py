@@ -37,9 +37,9 @@ DRIVER = textwrap.dedent(r"""
     elif phase == "encoding":
         histosge.encode.extract = lambda *a, **k: stall()
     elif phase == "training":
-        import histosge.model.estimator
+        import histosge.methods.histosge
 
-        histosge.model.estimator.fit = lambda *a, **k: stall()  # the network's training loop
+        histosge.methods.histosge.fit_network = lambda *a, **k: stall()  # the network's training loop
     elif phase in ("writing", "swallowed"):
         original = anndata.AnnData.write_h5ad
 

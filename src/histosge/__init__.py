@@ -188,8 +188,8 @@ def predict(model, source, **options):
 
     Parameters
     ----------
-    model : HisToSGE or histosge.methods.MethodModel or str or path
-        A fitted model, or the file its ``save`` wrote (``histosge train``, any method).
+    model : HisToSGE or SectionModel or str or path
+        A fitted model of any method, or the file its ``save`` wrote (``histosge train``).
     source : str or path or AnnData
         An H&E slide (an image file: image-mode models only), or a section (path, dataset name
         or AnnData with expression).
@@ -261,13 +261,13 @@ def read_slide(path, *, pitch_um, spot_diameter_um, mpp=None):
     return _read_slide(path, pitch_um=pitch_um, spot_diameter_um=spot_diameter_um, mpp=mpp)
 
 
-def __getattr__(name):  # the model object loads torch: only on first use
-    if name == "HisToSGE":
-        from .model import HisToSGE
+def __getattr__(name):  # the model classes load torch: only on first use
+    if name in ("HisToSGE", "SectionModel"):
+        from . import model
 
-        return HisToSGE
+        return getattr(model, name)
     raise AttributeError(f"module 'histosge' has no attribute {name!r}")
 
 
-__all__ = ["EncoderError", "HisToSGE", "HistosgeError", "InputError", "OutputError", "predict", "read_section",
-           "read_slide", "recover", "superres", "__version__"]
+__all__ = ["EncoderError", "HisToSGE", "HistosgeError", "InputError", "OutputError", "SectionModel", "predict",
+           "read_section", "read_slide", "recover", "superres", "__version__"]

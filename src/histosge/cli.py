@@ -102,13 +102,6 @@ def _run(debug: bool, fn, *args, output: Path | None = None, interrupted: str | 
     return result
 
 
-def _common_options(encoder, weights, patch_scale, genes, n_top_genes, all_genes, reliability, method, epochs,
-                    group_size, patience, seed, device, cache_dir, batch_size, prior=None) -> dict:
-    return dict(encoder=encoder, weights=weights, patch_scale=patch_scale, genes=genes, n_top_genes=n_top_genes,
-                all_genes=all_genes, reliability=reliability, method=method, epochs=epochs, group_size=group_size,
-                patience=patience, seed=seed, device=device, cache_dir=cache_dir, batch_size=batch_size, prior=prior)
-
-
 def _summary(title: str, rows: list[tuple[str, str]]) -> None:
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column(no_wrap=True)
@@ -198,19 +191,21 @@ def _correction_row(info: dict, method: str) -> list[tuple[str, str]]:
     return [("correction network", f"used: {history.get('outcome', 'trained')}")]
 
 
-def _job(task: str, source: str | None, output: Path, image, data_dir, plot, progress, opts, extra,
+def _job(task: str, source: str | None, output: Path, image, data_dir, plot, progress, model: dict, extra,
          check_alignment: bool = True, storage: dict | None = None, counts=None, spots=None):
+    import dataclasses
+
     from . import options
     from ._atomic import check_output, write_output
 
     t0 = time.perf_counter()
-    opts = options.validate(**opts)  # the same rules and messages as the Python API
+    model["genes"] = _gene_names(model["genes"])
+    opts = options.ModelOptions(**model)  # the one options object, checked as the Python API checks it
     extra = options.validate(**extra)
-    opts["genes"] = _gene_names(opts["genes"])
     from .genes import GeneChoice
 
-    GeneChoice(opts["genes"] or (), opts["n_top_genes"], opts["all_genes"])  # nothing to predict fails here
-    _check_names(opts.get("method"), opts.get("encoder"))
+    GeneChoice(opts.genes or (), opts.n_top_genes, opts.all_genes)  # nothing to predict fails here
+    _check_names(opts.method, opts.encoder)
     from .read import read_section
     from .read.resolve import check_source, input_paths, read_files
 
@@ -220,10 +215,10 @@ def _job(task: str, source: str | None, output: Path, image, data_dir, plot, pro
     else:
         inputs = [Path(f).expanduser() for f in files]
         source = f"{Path(files[0]).name} + {Path(files[1]).name} + {Path(files[2]).name}"
-    if opts.get("prior"):
-        inputs = [*inputs, Path(opts["prior"])]
+    if opts.prior:
+        inputs = [*inputs, Path(opts.prior)]
     output = check_output(output, inputs=inputs)  # the outputs first: a bad -o is refused before the input is read
-    _check_cache(opts.get("cache_dir"))
+    _check_cache(opts.cache_dir)
     png = output.with_name(output.stem + "_genes.png") if plot is not None else None
     if png is not None:
         check_output(png, inputs=inputs, suffixes=(".png",), option="--plot")
@@ -233,14 +228,14 @@ def _job(task: str, source: str | None, output: Path, image, data_dir, plot, pro
              else read_files(*files, check_alignment=check_alignment))
     from .genes import check_named  # named genes the section lacks: refused before torch is imported
 
-    check_named(opts["genes"] or (), adata.var_names, what=f"{source}")
+    check_named(opts.genes or (), adata.var_names, what=f"{source}")
     if plot:  # genes to draw are genes to predict: named, so they are predicted whatever their variance
         check_named(plot, adata.var_names, where="--plot", what=f"{source}")
-        opts["genes"] = tuple(dict.fromkeys([*(opts["genes"] or ()), *plot]))
+        opts = dataclasses.replace(opts, genes=tuple(dict.fromkeys([*(opts.genes or ()), *plot])))
     from . import tasks  # heavy (torch, scanpy): only once every check that needs no work has passed
 
     fn = tasks.superres if task == "superres" else tasks.recover
-    result = fn(adata, image=image, progress=progress, **opts, **extra)
+    result = fn(adata, image=image, progress=progress, options=opts, **extra)
     drawn = []
     if png:
         from . import plot as plot_mod
@@ -261,11 +256,11 @@ def _job(task: str, source: str | None, output: Path, image, data_dir, plot, pro
             ("genes predicted", f"{result.n_vars}: {chosen}{named}"),
             _reliability_row(info["reliability"]),
             ("encoder", str(info["settings"]["encoder"] or "none (the method reads no image)")),
-            ("method", opts["method"])]
-    rows += _dropped_row(adata) + _correction_row(info, opts["method"])
+            ("method", opts.method)]
+    rows += _dropped_row(adata) + _correction_row(info, opts.method)
     if "prior" in info.get("model", {}):
         p = info["model"]["prior"]
-        rows.append(("prior", f"{opts['prior']} (sha256 {p['sha256'][:16]}...; predicts {p['genes_covered']} of "
+        rows.append(("prior", f"{opts.prior} (sha256 {p['sha256'][:16]}...; predicts {p['genes_covered']} of "
                               f"{p['genes']} genes; weight in the final prediction {p.get('stack_weight', 0):g})"))
     if task == "superres":
         rows.append(("spots", f"{info['n_measured']} measured + {info['n_generated']} generated "
@@ -313,137 +308,57 @@ def _check_cache(cache_dir) -> None:
 
 
 @app.command()
-def superres(
-    source: O.Source = None,
-    output: O.Output = ...,
-    factor: O.Factor = 4,
-    image: O.Image = None,
-    counts: O.Counts = None,
-    spots: O.Spots = None,
-    data_dir: O.DataDir = None,
-    encoder: O.Encoder = None,
-    weights: O.Weights = None,
-    patch_scale: O.PatchScale = 2.0,
-    genes: O.Genes = None,
-    n_top_genes: O.NTopGenes = 1000,
-    all_genes: O.AllGenes = False,
-    reliability: O.Reliability = True,
-    method: O.Method = "histosge",
-    epochs: O.Epochs = None,
-    group_size: O.GroupSize = None,
-    patience: O.Patience = None,
-    seed: O.Seed = 0,
-    batch_size: O.BatchSize = 64,
-    device: O.Device = None,
-    cache_dir: O.CacheDir = None,
-    prior: O.Prior = None,
-    plot: O.Plot = None,
-    alignment_check: O.AlignmentCheck = True,
-    keep_features: O.KeepFeatures = False,
-    lossless: O.Lossless = False,
-    quiet: O.Quiet = False,
-    debug: O.Debug = False,
-):
+@O.with_options(O.section_input, O.model_options, O.output_options, O.run_options)
+def superres(source: O.Source = None, output: O.Output = ..., factor: O.Factor = 4, method: O.Method = "histosge",
+             **opts):
     """Predict expression at 4x (or 9x, 16x) denser spots placed between the measured ones."""
-    opts = _common_options(encoder, weights, patch_scale, genes, n_top_genes, all_genes, reliability, method, epochs,
-                           group_size, patience, seed, device, cache_dir, batch_size, prior)
-    _run(debug, _job, "superres", source, output, image, data_dir, _plot_names(plot), not quiet, opts,
-         {"factor": factor}, check_alignment=alignment_check, output=output,
-         storage={"features": keep_features, "lossless": lossless}, counts=counts, spots=spots)
+    _section_command("superres", source, output, {"factor": factor}, method, opts)
 
 
 @app.command()
-def recover(
-    source: O.Source = None,
-    output: O.Output = ...,
-    holdout: O.Holdout = 0.5,
-    image: O.Image = None,
-    counts: O.Counts = None,
-    spots: O.Spots = None,
-    data_dir: O.DataDir = None,
-    encoder: O.Encoder = None,
-    weights: O.Weights = None,
-    patch_scale: O.PatchScale = 2.0,
-    genes: O.Genes = None,
-    n_top_genes: O.NTopGenes = 1000,
-    all_genes: O.AllGenes = False,
-    reliability: O.Reliability = True,
-    method: O.Method = "histosge",
-    epochs: O.Epochs = None,
-    group_size: O.GroupSize = None,
-    patience: O.Patience = None,
-    seed: O.Seed = 0,
-    batch_size: O.BatchSize = 64,
-    device: O.Device = None,
-    cache_dir: O.CacheDir = None,
-    prior: O.Prior = None,
-    plot: O.Plot = None,
-    alignment_check: O.AlignmentCheck = True,
-    keep_features: O.KeepFeatures = False,
-    lossless: O.Lossless = False,
-    quiet: O.Quiet = False,
-    debug: O.Debug = False,
-):
+@O.with_options(O.section_input, O.model_options, O.output_options, O.run_options)
+def recover(source: O.Source = None, output: O.Output = ..., holdout: O.Holdout = 0.5, method: O.Method = "histosge",
+            **opts):
     """Hold out spots, predict them, and score against their measured values (held-out only)."""
-    opts = _common_options(encoder, weights, patch_scale, genes, n_top_genes, all_genes, reliability, method, epochs,
-                           group_size, patience, seed, device, cache_dir, batch_size, prior)
-    _run(debug, _job, "recover", source, output, image, data_dir, _plot_names(plot), not quiet, opts,
-         {"holdout": holdout}, check_alignment=alignment_check, output=output,
-         storage={"features": keep_features, "lossless": lossless}, counts=counts, spots=spots)
+    _section_command("recover", source, output, {"holdout": holdout}, method, opts)
+
+
+def _section_command(task: str, source, output: Path, extra: dict, method: str, opts: dict) -> None:
+    model = {"method": method, **{k: opts[k] for k in O.MODEL_OPTIONS}}
+    _run(opts["debug"], _job, task, source, output, opts["image"], opts["data_dir"], _plot_names(opts["plot"]),
+         not opts["quiet"], model, extra, check_alignment=opts["alignment_check"], output=output,
+         storage={"features": opts["keep_features"], "lossless": opts["lossless"]}, counts=opts["counts"],
+         spots=opts["spots"])
 
 
 @app.command()
-def train(
-    sources: O.Sources = None,
-    output: O.ModelOutput = ...,
-    method: O.TrainMethod = "histosge",
-    mode: O.Mode = None,
-    data_dir: O.DataDir = None,
-    counts: O.Counts = None,
-    spots: O.Spots = None,
-    image: O.Image = None,
-    encoder: O.Encoder = None,
-    weights: O.Weights = None,
-    patch_scale: O.PatchScale = 2.0,
-    genes: O.Genes = None,
-    n_top_genes: O.NTopGenes = 1000,
-    all_genes: O.AllGenes = False,
-    reliability: O.Reliability = True,
-    epochs: O.Epochs = None,
-    group_size: O.GroupSize = None,
-    patience: O.Patience = None,
-    seed: O.Seed = 0,
-    batch_size: O.BatchSize = 64,
-    device: O.Device = None,
-    cache_dir: O.CacheDir = None,
-    prior: O.Prior = None,
-    alignment_check: O.AlignmentCheck = True,
-    quiet: O.Quiet = False,
-    debug: O.Debug = False,
-):
+@O.with_options(O.section_input, O.model_options, O.run_options)
+def train(sources: O.Sources = None, output: O.ModelOutput = ..., method: O.TrainMethod = "histosge",
+          mode: O.Mode = None, **opts):
     """Fit a model on measured sections and save it to one file (share it; predict with it later).
     Any method of `histosge methods` that runs on one section (--method; default histosge). A
     neighbours-mode histosge model can read a --prior (an image-mode model of other sections); the
     file then holds the prior too."""
 
+    image, counts, spots, data_dir = opts["image"], opts["counts"], opts["spots"], opts["data_dir"]
+    alignment_check, quiet = opts["alignment_check"], opts["quiet"]
+
     def job():
-        from . import options
         from ._atomic import check_output, stop_requested
         from .model.reliability import summary
-        from .options import MODES
+        from .options import MODES, ModelOptions
         from .read import read_section
         from .read.resolve import check_source, input_paths
 
         t0 = time.perf_counter()
         if mode is not None and mode not in MODES:
             raise InputError(f"unknown mode {mode!r}", where="--mode", fix=f"use one of {', '.join(MODES)}")
-        opts = options.validate(n_top_genes=n_top_genes, seed=seed, epochs=epochs, group_size=group_size,
-                                patience=patience, patch_scale=patch_scale, batch_size=batch_size, device=device)
-        _check_names(method, encoder)
+        named = _gene_names(opts["genes"])
+        model_opts = ModelOptions(method=method, **{k: opts[k] for k in O.MODEL_OPTIONS if k != "genes"}, genes=named)
+        _check_names(method, model_opts.encoder)
         from .genes import GeneChoice, check_named
 
-        named = _gene_names(genes)
-        GeneChoice(named or (), opts["n_top_genes"], all_genes)  # nothing to predict fails here
+        GeneChoice(named or (), model_opts.n_top_genes, model_opts.all_genes)  # nothing to predict fails here
         if image is not None and counts is None and spots is None:
             raise InputError("--image goes with --counts and --spots (a legacy-ST section as three files)",
                              where="--image", fix="give --counts FILE --spots FILE --image FILE, or drop --image")
@@ -451,12 +366,13 @@ def train(
         if not sources and files is None:
             _files(None, None, None, None)  # the 'no section given' error
         names = list(sources or [])
+        prior = model_opts.prior
         inputs = [p for s in names for p in input_paths(s, data_dir=data_dir)] + ([Path(prior)] if prior else [])
         inputs += [Path(f).expanduser() for f in files or ()]
         path = check_output(output, inputs=inputs, suffixes=(".histosge",))
         for s in names:
             check_source(s, data_dir=data_dir)
-        _check_cache(cache_dir)
+        _check_cache(model_opts.cache_dir)
         from .read.resolve import read_files
 
         sections = [read_section(s, data_dir=data_dir, check_alignment=alignment_check) for s in names]
@@ -467,15 +383,10 @@ def train(
             check_named(named or (), a.var_names, what=s)
         from . import methods, tasks  # heavy (torch): after every check that needs no work
 
-        params = dict(mode=mode, encoder=encoder, weights=weights, patch_scale=opts["patch_scale"],
-                      genes=named, n_top_genes=opts["n_top_genes"], all_genes=all_genes,
-                      reliability=reliability, seed=opts["seed"], device=opts["device"], epochs=opts["epochs"],
-                      group_size=opts["group_size"], patience=opts["patience"])
-        if prior:
-            params["prior"] = prior
+        params = {"mode": mode, **model_opts.model_params()}
         methods.create_model(method, **params)  # a bad method option (--epochs of a method without one) fails here
-        model = tasks.train(sections, method=method, progress=not quiet, cache_dir=cache_dir,
-                            batch_size=opts["batch_size"], **params)
+        model = tasks.train(sections, method=method, progress=not quiet, cache_dir=model_opts.cache_dir,
+                            batch_size=model_opts.batch_size, **params)
         if stop_requested():
             raise KeyboardInterrupt
         sha = model.save(path)
@@ -505,7 +416,7 @@ def train(
             ("model", f"{path} (sha256 {sha[:16]}...)"),
         ])
 
-    _run(debug, job, output=output)
+    _run(opts["debug"], job, output=output)
 
 
 def _check_model_genes(known: list[str], genes: list[str], where: str) -> None:

@@ -7,6 +7,8 @@ repeating ``typer.Option(...)``; the ranges in the help of numeric options come 
 
 from __future__ import annotations
 
+import functools
+import inspect
 from pathlib import Path
 from typing import Annotated
 
@@ -158,3 +160,52 @@ KeepFeatures = Annotated[bool, typer.Option(
 Lossless = Annotated[bool, typer.Option(
     "--lossless", help="Store predictions as computed (float32); by default they are rounded to multiples of "
                        "2^-10 (error <= 0.0005 in log1p units), which makes outputs about 2.5x smaller.")]
+
+
+# -- groups of options several commands take, declared once --------------------------------------
+def section_input(image: Image = None, counts: Counts = None, spots: Spots = None, data_dir: DataDir = None):
+    """Where a section comes from besides SOURCE (superres, recover, train)."""
+
+
+def model_options(encoder: Encoder = None, weights: Weights = None, patch_scale: PatchScale = 2.0,
+                  genes: Genes = None, n_top_genes: NTopGenes = 1000, all_genes: AllGenes = False,
+                  reliability: Reliability = True, epochs: Epochs = None, group_size: GroupSize = None,
+                  patience: Patience = None, seed: Seed = 0, batch_size: BatchSize = 64, device: Device = None,
+                  cache_dir: CacheDir = None, prior: Prior = None):
+    """The model a command fits (superres, recover, train): ``histosge.options.ModelOptions`` but
+    ``method``, whose help each command words its own way."""
+
+
+def output_options(plot: Plot = None, keep_features: KeepFeatures = False, lossless: Lossless = False):
+    """What a predicted AnnData is written with (superres, recover)."""
+
+
+def run_options(alignment_check: AlignmentCheck = True, quiet: Quiet = False, debug: Debug = False):
+    """How a command that reads sections runs."""
+
+
+#: The names ``model_options`` declares (what a command hands on as ``ModelOptions``).
+MODEL_OPTIONS = tuple(inspect.signature(model_options).parameters)
+
+
+def with_options(*groups):
+    """Decorate a command whose own parameters end in ``**opts``: its signature (what typer reads)
+    becomes its own parameters followed by those of ``groups`` (functions above, each declaring a
+    group of options once), and ``opts`` receives the groups' values by name."""
+
+    def deco(fn):
+        own = [p for p in inspect.signature(fn, eval_str=True).parameters.values() if p.kind is not p.VAR_KEYWORD]
+        shared = [p for g in groups for p in inspect.signature(g, eval_str=True).parameters.values()]
+        params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own + shared]
+        names = [p.name for p in own]
+
+        @functools.wraps(fn)
+        def command(**kw):
+            return fn(**{n: kw.pop(n) for n in names}, **kw)
+
+        command.__signature__ = inspect.Signature(params)
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        del command.__wrapped__  # typer reads the signature above, not fn's
+        return command
+
+    return deco

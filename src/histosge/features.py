@@ -71,11 +71,11 @@ def encode_spots(adata, encoder, patch_um: float, *, xy: np.ndarray | None = Non
 def for_model(adata, model, encoder=None, given: np.ndarray | None = None, **kw) -> np.ndarray:
     """The spots' features as a fitted or fitting ``model`` reads them: ``given``, else
     ``obsm['features']`` when its record matches ``model.encoder_``, else encoded at
-    ``model.patch_um_`` (``encoder``, default ``model._encoder()``; ``kw`` to ``encode_spots``).
-    float32, one row per spot."""
+    ``model.patch_um_`` (``encoder``, default ``model.build_encoder()``: built once per model;
+    ``kw`` to ``encode_spots``). float32, one row per spot."""
     feats = given if given is not None else stored(adata, model.encoder_)
     if feats is None:
-        encoder = encoder or model._encoder()
+        encoder = encoder or model.build_encoder()
         check_encoder(encoder, model.encoder_)
         feats = encode_spots(adata, encoder, model.patch_um_, **kw)
     feats = np.asarray(feats, np.float32)

@@ -14,6 +14,7 @@ n_top_genes=-5)`` fail with the same line::
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import re
@@ -171,3 +172,61 @@ def check(name: str, value):
 def validate(**values) -> dict:
     """Check every option ``RULES`` (or ``device``) knows; return all of them, normalised."""
     return {k: check(k, v) if (k in RULES or k == "device") else v for k, v in values.items()}
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """The model options ``superres`` and ``recover`` share (the CLI's and the Python API's alike):
+    one object, checked once when it is made (``validate``), from the command line to the model.
+
+    ``method`` (a registered method that runs on one section), ``encoder`` (a name; the model
+    builds it once) and ``weights``, ``patch_scale``, ``genes`` (names, or a text file with one per
+    line), ``n_top_genes``, ``all_genes``, ``reliability``, the schedule (``epochs``,
+    ``group_size``, ``patience``), ``seed``, ``device``, ``cache_dir``, ``batch_size`` and ``prior``
+    (an image-mode model file of other sections). Recorded in ``uns['histosge']['settings']``.
+    """
+
+    method: str = "histosge"
+    encoder: str | None = None  # None: histosge.encode.DEFAULT_ENCODER
+    weights: str | None = None
+    patch_scale: float = 2.0  # patch side as a multiple of the spot diameter
+    genes: tuple[str, ...] | str | None = None  # always predicted, besides the HVGs
+    n_top_genes: int = 1000  # HVGs of the training spots (0: only the named genes)
+    all_genes: bool = False  # every gene detected in >= 1% of the training spots instead of the HVGs
+    reliability: bool = True  # estimate each gene's held-out Pearson (var['cv_pcc'])
+    epochs: int | None = None
+    group_size: int | None = None
+    patience: int | None = None
+    seed: int = 0
+    device: str | None = None
+    cache_dir: str | None = None
+    batch_size: int = 64
+    prior: str | None = None  # an image-mode model (file) fitted on other sections
+
+    def __post_init__(self):
+        for name, value in validate(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}).items():
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def from_kwargs(cls, **options) -> ModelOptions:
+        """From keyword arguments, with one error for an unknown (or renamed) one."""
+        if "n_genes" in options:
+            raise InputError("n_genes is now n_top_genes (and genes= names genes always predicted)",
+                             where="n_genes", fix=f"use n_top_genes={options['n_genes']!r}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(options) - set(names))
+        if unknown:
+            raise InputError(f"unknown option {', '.join(unknown)}", where=unknown[0],
+                             fix=f"use the options of histosge.options.ModelOptions: {', '.join(names)}")
+        return cls(**options)
+
+    def model_params(self) -> dict:
+        """What ``histosge.methods.create_model`` takes of these (the method's name apart)."""
+        out = {k: getattr(self, k) for k in ("encoder", "weights", "patch_scale", "genes", "n_top_genes", "all_genes",
+                                             "reliability", "seed", "device", "epochs", "patience", "group_size")}
+        return out | ({"prior": self.prior} if self.prior is not None else {})
+
+    def settings(self, encoder: str | None) -> dict:
+        """The options as an output records them (``encoder``: the name of the one that ran)."""
+        return {**{f.name: list(v) if isinstance(v, tuple) else v for f in dataclasses.fields(self)
+                   if (v := getattr(self, f.name)) is not None}, "encoder": encoder}

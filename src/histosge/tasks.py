@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 
 import anndata as ad
 import numpy as np
@@ -18,62 +17,43 @@ import pandas as pd
 
 from . import geometry, keys
 from . import options as _options
+from ._json import jsonable
 from .errors import InputError
 from .evaluate import score
 from .genes import log_normalize
-from .model import HisToSGE
 from .model.reliability import gene_table
 from .model.reliability import summary as reliability_summary
+from .model.section import SectionModel
+from .options import ModelOptions
 
 
-@dataclass
-class Options:
-    """Settings shared by superres and recover (recorded in ``uns['histosge']['settings']``)."""
+def make_model(opts: ModelOptions):
+    """The section model of ``opts.method``, any registered method that runs on one section
+    (``histosge methods``): ``HisToSGE`` for HisToSGE's methods (``histosge``: neighbours mode, with
+    ``opts.prior`` if given), a ``histosge.model.SectionModel`` for the others. A method that
+    cannot run on one section, or an option it does not take, is one ``InputError``."""
+    from .model.section import create_model
 
-    encoder: str | None = None  # None: histosge.encode.DEFAULT_ENCODER
-    weights: str | None = None
-    patch_scale: float = 2.0  # patch side as a multiple of the spot diameter
-    genes: tuple[str, ...] | None = None  # always predicted, besides the HVGs
-    n_top_genes: int = 1000  # HVGs of the training spots (0: only the named genes)
-    all_genes: bool = False  # every gene detected in >= 1% of the training spots instead of the HVGs
-    reliability: bool = True  # estimate each gene's held-out Pearson (var['cv_pcc'])
-    method: str = "histosge"
-    epochs: int | None = None
-    group_size: int | None = None
-    patience: int | None = None
-    seed: int = 0
-    device: str | None = None
-    cache_dir: str | None = None
-    batch_size: int = 64
-    prior: str | None = None  # an image-mode model (file) fitted on other sections: ``HisToSGE(prior=...)``
+    return create_model(opts.method, **opts.model_params())
 
 
-def make_model(opts: Options):
-    """The section-level model of ``opts.method``, any registered method (``histosge methods``):
-    ``HisToSGE`` for ``histosge`` (neighbours mode, with ``opts.prior`` if given) and
-    ``histosge-paper``, a ``histosge.methods.MethodModel`` for the others. A method that cannot
-    run on one section, or an option it does not take, is one ``InputError``."""
-    from . import methods
-
-    params = dict(encoder=opts.encoder, weights=opts.weights, patch_scale=opts.patch_scale, genes=opts.genes,
-                  n_top_genes=opts.n_top_genes, all_genes=opts.all_genes, reliability=opts.reliability,
-                  seed=opts.seed, device=opts.device)
-    if opts.prior is not None:
-        params["prior"] = opts.prior
-    return methods.create_model(opts.method, epochs=opts.epochs, patience=opts.patience, group_size=opts.group_size,
-                                **params)
+def _model_options(options: ModelOptions | None, kwargs: dict) -> ModelOptions:
+    """The one options object: given, or made (and checked) from keyword arguments."""
+    if options is not None:
+        if kwargs:
+            raise InputError(f"options given twice: options= and {', '.join(sorted(kwargs))}", where=sorted(kwargs)[0],
+                             fix="give the options as one ModelOptions, or as keyword arguments")
+        return options
+    return ModelOptions.from_kwargs(**kwargs)
 
 
-def _task_options(options: dict) -> Options:
-    """``Options`` from keyword arguments, checked (``options.RULES``) before any work."""
-    if "n_genes" in options:
-        raise InputError("n_genes is now n_top_genes (and genes= names genes always predicted)", where="n_genes",
-                         fix=f"use n_top_genes={options['n_genes']!r}")
-    unknown = sorted(set(options) - set(Options.__dataclass_fields__))
-    if unknown:
-        raise InputError(f"unknown option {', '.join(unknown)}", where=unknown[0],
-                         fix=f"use the options of histosge.tasks.Options: {', '.join(Options.__dataclass_fields__)}")
-    return Options(**_options.validate(**options))
+def _start(adata: ad.AnnData, options: ModelOptions | None, kwargs: dict):
+    """What superres and recover begin with: the options and the model (an unknown method or option
+    and a named gene the section lacks fail here, before any work), the start time, the grid."""
+    opts = _model_options(options, kwargs)
+    model = make_model(opts)
+    check_named_genes(model, [adata])
+    return opts, model, time.perf_counter(), _grid(adata)
 
 
 def check_named_genes(model, sections: list[ad.AnnData]) -> None:
@@ -103,15 +83,16 @@ def _spots_like(adata: ad.AnnData, rows, cols, xy, names) -> ad.AnnData:
     return out
 
 
-def _features(adata: ad.AnnData, model, xy: np.ndarray, opts: Options, image, progress: bool):
+def _features(adata: ad.AnnData, model, xy: np.ndarray, opts: ModelOptions, image, progress: bool):
     """Image features of the spots at ``xy`` at the model's patch size (cached on disk), and the
-    encoder's name; (None, None) for a method that reads no image (nothing is encoded)."""
+    encoder's name; (None, None) for a method that reads no image (nothing is encoded). The
+    encoder is the model's own (``build_encoder``), which its ``fit`` then uses too."""
     from .features import encode_spots
 
-    if not getattr(model, "reads_image", True):
+    if not model.reads_image:
         return None, None
 
-    encoder = model._encoder()
+    encoder = model.build_encoder()
     patch_um = model.patch_scale * keys.spot_diameter_um(adata)
     feats = encode_spots(adata, encoder, patch_um, xy=xy, image=image, batch_size=opts.batch_size,
                          cache_dir=opts.cache_dir, progress=progress)
@@ -132,13 +113,8 @@ def _input_record(adata: ad.AnnData) -> dict:
                                  "spot_diameter_um_source") if k in info}
 
 
-def _settings(opts: Options, encoder: str) -> dict:
-    return {**{k: list(v) if isinstance(v, tuple) else v for k, v in vars(opts).items() if v is not None},
-            "encoder": encoder}
-
-
 def superres(adata: ad.AnnData, image: str | None = None, *, factor: int = 4, progress: bool = True,
-             **options) -> ad.AnnData:
+             options: ModelOptions | None = None, **kwargs) -> ad.AnnData:
     """Predict expression at ``factor`` (4, 9 or 16) times denser spots between measured neighbours.
 
     4x places them at the midpoints; 9x and 16x cut every edge into 3 or 4 parts and fill the
@@ -156,10 +132,12 @@ def superres(adata: ad.AnnData, image: str | None = None, *, factor: int = 4, pr
         4, 9 or 16 spots per measured spot.
     progress : bool
         Progress bars on a terminal, a line every few seconds in a log.
-    **options
-        The fields of ``Options`` (method, encoder, weights, patch_scale, genes, n_top_genes,
-        all_genes, reliability, epochs, group_size, patience, seed, device, cache_dir, batch_size,
-        prior).
+    options : ModelOptions, optional
+        The model options as one object (what the CLI passes), or else:
+    **kwargs
+        The fields of ``histosge.options.ModelOptions`` (method, encoder, weights, patch_scale,
+        genes, n_top_genes, all_genes, reliability, epochs, group_size, patience, seed, device,
+        cache_dir, batch_size, prior).
 
     Returns
     -------
@@ -167,11 +145,7 @@ def superres(adata: ad.AnnData, image: str | None = None, *, factor: int = 4, pr
         Measured + generated spots; every key written is listed under :func:`histosge.superres`.
     """
     factor = _options.check("factor", factor)  # bad options fail before any work (options.RULES)
-    opts = _task_options(options)
-    model = make_model(opts)  # an unknown method or option fails before any work
-    check_named_genes(model, [adata])
-    t0 = time.perf_counter()
-    rows, cols, grid = _grid(adata)
+    opts, model, t0, (rows, cols, grid) = _start(adata, options, kwargs)
     xy = np.asarray(adata.obsm[keys.SPATIAL], np.float64)
     points = geometry.dense_points(rows, cols, grid, factor)
     if len(points) == 0:
@@ -206,9 +180,9 @@ def superres(adata: ad.AnnData, image: str | None = None, *, factor: int = 4, pr
     out.uns[keys.HISTOSGE] = {
         "task": "superres", "library_id": keys.library_id(adata), "grid": grid, "factor": int(factor),
         "n_measured": int(n), "n_generated": int(len(points)), "hvg_flavour": model.training_["hvg_flavour"],
-        "array_to_pixel_rms_px": fit_rms, "settings": _settings(opts, enc_name), "input": _input_record(adata),
-        "features": model.encoder_, "model": _jsonable(model.info_), "training_scores": model.scores_,
-        "gene_choice": _genes_record(model), "reliability": _jsonable(reliability_summary(model)),
+        "array_to_pixel_rms_px": fit_rms, "settings": opts.settings(enc_name), "input": _input_record(adata),
+        "features": model.encoder_, "model": jsonable(model.info_), "training_scores": model.scores_,
+        "gene_choice": _genes_record(model), "reliability": jsonable(reliability_summary(model)),
         "seconds": {"features": t_feat - t0, "fit_predict": t_fit - t_feat, "total": time.perf_counter() - t0},
         "note": "X: measured log1p for measured spots, predicted for generated spots; "
                 "layers['predicted']: model output everywhere (in-sample on measured spots).",
@@ -217,7 +191,7 @@ def superres(adata: ad.AnnData, image: str | None = None, *, factor: int = 4, pr
 
 
 def recover(adata: ad.AnnData, image: str | None = None, *, holdout: float = 0.5, progress: bool = True,
-            **options) -> ad.AnnData:
+            options: ModelOptions | None = None, **kwargs) -> ad.AnnData:
     """Hold out a seeded fraction of the spots, predict them, and score against their measurement.
 
     The score (``uns['histosge']['metrics']``) is on held-out spots only: mean per-gene
@@ -227,16 +201,10 @@ def recover(adata: ad.AnnData, image: str | None = None, *, holdout: float = 0.5
 
     Parameters
     ----------
-    adata : AnnData
-        A section as ``histosge.read_section`` returns it.
-    image : str, optional
-        The full-resolution H&E to cut patches from; default the image the section references.
     holdout : float
         Fraction of the spots held out (seeded by ``seed``).
-    progress : bool
-        Progress bars on a terminal, a line every few seconds in a log.
-    **options
-        The fields of ``Options``, as :func:`superres`.
+    adata, image, progress, options, **kwargs
+        As :func:`superres`.
 
     Returns
     -------
@@ -245,11 +213,7 @@ def recover(adata: ad.AnnData, image: str | None = None, *, holdout: float = 0.5
         :func:`histosge.recover`.
     """
     holdout = _options.check("holdout", holdout)  # bad options fail before any work (options.RULES)
-    opts = _task_options(options)
-    model = make_model(opts)  # an unknown method or option fails before any work
-    check_named_genes(model, [adata])
-    t0 = time.perf_counter()
-    rows, cols, grid = _grid(adata)
+    opts, model, t0, (rows, cols, grid) = _start(adata, options, kwargs)
     train, test = geometry.random_split(adata.n_obs, holdout, opts.seed)
     is_train = np.zeros(adata.n_obs, bool)
     is_train[train] = True
@@ -280,8 +244,8 @@ def recover(adata: ad.AnnData, image: str | None = None, *, holdout: float = 0.5
         "hvg_flavour": model.training_["hvg_flavour"],
         "n_train": int(len(train)), "n_test": int(len(test)), "holdout": holdout,
         "metrics": metrics, "metrics_scope": "held-out spots only", "input": _input_record(adata),
-        "settings": _settings(opts, enc_name), "features": model.encoder_, "model": _jsonable(model.info_),
-        "gene_choice": _genes_record(model), "reliability": _jsonable(reliability_summary(model)),
+        "settings": opts.settings(enc_name), "features": model.encoder_, "model": jsonable(model.info_),
+        "gene_choice": _genes_record(model), "reliability": jsonable(reliability_summary(model)),
         "seconds": {"features": t_feat - t0, "fit_predict": t_fit - t_feat, "total": time.perf_counter() - t0},
     }
     return out
@@ -291,7 +255,7 @@ def _genes_record(model) -> dict:
     """How the predicted genes were chosen, for ``uns['histosge']['genes']``."""
     from .model.output import genes_record
 
-    return _jsonable(genes_record(model))
+    return jsonable(genes_record(model))
 
 
 def _novelty(obs: pd.DataFrame, predicted: ad.AnnData) -> None:
@@ -300,17 +264,6 @@ def _novelty(obs: pd.DataFrame, predicted: ad.AnnData) -> None:
     for col in ("novelty", "novel"):
         if col in predicted.obs:
             obs[col] = predicted.obs[col].to_numpy()
-
-
-def _jsonable(obj):
-    """Nested dicts of plain numbers/strings, as h5ad's uns can store them (None dropped)."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items() if v is not None}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.generic,)):
-        return obj.item()
-    return obj
 
 
 def train(sources, *, method: str = "histosge", mode: str | None = None, data_dir=None, cache_dir=None,
@@ -346,8 +299,9 @@ def train(sources, *, method: str = "histosge", mode: str | None = None, data_di
 
     Returns
     -------
-    HisToSGE or histosge.methods.MethodModel
-        The fitted model (``save`` it to a file for ``histosge predict``).
+    SectionModel
+        The fitted model (a ``HisToSGE`` for HisToSGE's methods; ``save`` it to a file for
+        ``histosge predict``).
 
     Raises
     ------
@@ -355,12 +309,12 @@ def train(sources, *, method: str = "histosge", mode: str | None = None, data_di
         An unknown method or one that needs other sections, a section that cannot be read, a
         bad model parameter, or several sections for a model that fits one.
     """
-    from . import methods
+    from .model.section import create_model
     from .read import read_section
 
     if "n_genes" in params:
-        _task_options(params)  # the one message for the old name
-    model = methods.create_model(method, mode=mode, **params)  # a bad method or option fails before reading
+        ModelOptions.from_kwargs(**params)  # the one message for the old name
+    model = create_model(method, mode=mode, **params)  # a bad method or option fails before reading
     sources = [sources] if isinstance(sources, (str, ad.AnnData)) else list(sources)
     sections = [s if isinstance(s, ad.AnnData) else read_section(s, data_dir=data_dir) for s in sources]
     check_named_genes(model, sections)
@@ -374,7 +328,7 @@ def is_slide(source) -> bool:
     return _is_slide(source)
 
 
-def predict(model: HisToSGE | str, source, *, mpp: float | None = None, factor: int | None = None,
+def predict(model: SectionModel | str, source, *, mpp: float | None = None, factor: int | None = None,
             pitch_um: float | None = None, image: str | None = None, data_dir=None, cache_dir=None,
             batch_size: int = 64, progress: bool = True) -> ad.AnnData:
     """Predict with a fitted or saved model on a section or an H&E slide.
@@ -389,8 +343,8 @@ def predict(model: HisToSGE | str, source, *, mpp: float | None = None, factor: 
 
     Parameters
     ----------
-    model : HisToSGE or str
-        A fitted model or the path of its file.
+    model : SectionModel or str
+        A fitted model of any method, or the path of its file.
     source : str or path or AnnData
         A slide (image file) or a section (path, dataset name, AnnData).
     mpp : float, optional
@@ -403,24 +357,20 @@ def predict(model: HisToSGE | str, source, *, mpp: float | None = None, factor: 
         A section's full-resolution H&E.
     data_dir : str or path, optional
         The folder dataset names are looked up in.
-    cache_dir : str or path, optional
-        The feature cache.
-    batch_size : int
-        Patches encoded at once.
-    progress : bool
-        Progress bars on a terminal, a line every few seconds in a log.
+    cache_dir, batch_size, progress
+        The feature cache, patches encoded at once, progress bars (as :func:`train`).
 
     Returns
     -------
     AnnData
-        The AnnData of ``HisToSGE.predict`` plus, for sections, ``obs['spot_type']``; every key
+        The AnnData of ``SectionModel.predict`` plus, for sections, ``obs['spot_type']``; every key
         written is listed under :func:`histosge.predict`.
     """
     from .read import read_section
     from .read.slide import read_slide
 
     if isinstance(model, (str, os.PathLike)):
-        from .methods import load_model
+        from .model.persist import load_model
 
         model = load_model(model)
     t0 = time.perf_counter()
@@ -451,7 +401,7 @@ def bytes_per_spot(model) -> float:
     return 4.0 * (3 * int(getattr(model, "n_features_in_", 0)) + 3 * len(getattr(model, "genes_", [])))
 
 
-def slide_pitch(model: HisToSGE, source, *, factor: int | None = None, pitch_um: float | None = None) -> float:
+def slide_pitch(model: SectionModel, source, *, factor: int | None = None, pitch_um: float | None = None) -> float:
     """The distance between virtual spots on a slide, in micrometres: ``pitch_um``, else the
     model's training pitch ``factor`` (4, 9, 16) times denser. Refuses a model that cannot
     predict an image alone (neighbours and paper modes need measured spots)."""
@@ -473,7 +423,7 @@ def slide_pitch(model: HisToSGE, source, *, factor: int | None = None, pitch_um:
     return own / (geometry.steps_of(factor) if factor else 1)
 
 
-def predict_slide(model: HisToSGE, slide: ad.AnnData, source, pitch_um: float, *, cache_dir=None,
+def predict_slide(model: SectionModel, slide: ad.AnnData, source, pitch_um: float, *, cache_dir=None,
                   batch_size: int = 64, progress: bool = True) -> ad.AnnData:
     """``model.predict`` on the virtual spots of a slide read by ``read.slide.read_slide``, with
     the slide's provenance in ``uns['histosge']`` (what ``predict`` returns for a slide)."""

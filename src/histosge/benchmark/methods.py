@@ -11,8 +11,8 @@ the spec's ``quick_epochs``), fits it on ``task.train`` / ``task.y_train`` and p
   methods that read positions (HisToGene, THItoGene, the paper's model) get one constant position;
   within a section, the methods whose fit reads the query's positions (``fit_takes_query``) get
   them, so their position tables cover every spot of the section;
-- a method whose spec names a ``cross_section`` model (``histosge``: image mode) runs X the way a
-  user does: fitted on the training sections, saved to a model file, loaded back, and used to
+- a method whose spec names a ``cross_section`` method (``histosge``: ``histosge-image``) runs X
+  the way a user does: fitted on the training sections, saved to a model file, loaded back, and used to
   predict the target from its image, exactly as ``histosge train`` / ``histosge predict`` do;
 - protocols R+ and G+ (a section with a cohort: ``protocols.prior_sources``) add the methods that
   read the other sections of the dataset (``WITH_OTHER_SECTIONS``: their spec's
@@ -41,7 +41,7 @@ import numpy as np
 from .. import methods as registry
 from ..methods import Cohort
 from ..model import Spots
-from .protocols import WITH_PRIOR
+from .protocols import get_protocol
 
 
 @dataclass
@@ -90,12 +90,9 @@ def __getattr__(name: str):
 
 
 def valid_for(method: str, protocol: str) -> bool:
-    """Whether ``method`` runs under ``protocol``: X has no measured spot of the target; the methods
-    that read the other sections run under R+ and G+ only."""
-    spec = registry.get_spec(method, where="--methods")
-    if spec.needs_other_sections:
-        return protocol in WITH_PRIOR
-    return not (protocol == "X" and spec.needs_target_expression)
+    """Whether ``method`` runs under ``protocol`` (``protocols.Protocol.admits``: X has no measured
+    spot of the target; the methods that read the other sections run under R+ and G+ only)."""
+    return get_protocol(protocol).admits(registry.get_spec(method, where="--methods"))
 
 
 def _no_positions(spots: Spots) -> Spots:
@@ -128,18 +125,19 @@ def predict(method: str, task: Task) -> tuple[np.ndarray, dict]:
         tr, q = _no_positions(tr), _no_positions(q)
     seen = {"query": q} if spec.fit_takes_query else {}
     m = registry.create_method(method, **params).fit(tr, y, groups=task.train_groups, **seen)
-    return np.asarray(m.predict(q, groups=task.query_groups), np.float32), m.info
+    return np.asarray(m.predict(q, groups=task.query_groups), np.float32), m.fit_record()
 
 
 def _through_a_model_file(spec: registry.MethodSpec, task: Task, params: dict) -> tuple[np.ndarray, dict]:
-    """Protocol X the way a user runs it: fit the method's section-level model (``spec.cross_section``:
-    HisToSGE in image mode) on the training sections, save it, load it, predict the target section."""
+    """Protocol X the way a user runs it: fit the section model of ``spec.cross_section`` (for
+    ``histosge``: ``histosge-image``) on the training sections, save it, load it, predict the
+    target section."""
     sections = task.train_sections
     groups = np.asarray(task.train_groups)
     features = [task.train.features[groups == i] for i in range(len(sections))]
-    model = spec.cls.section_model(**spec.cross_section, **params)
+    model = registry.create_model(spec.cross_section, **params)
     model.fit(sections, genes=task.genes, features=features, progress=False)
-    info = {**model.info_, "history": model.network_.history} if hasattr(model, "network_") else dict(model.info_)
+    info = model.method_.fit_record()
     with tempfile.TemporaryDirectory(prefix="histosge-x-") as tmp:
         path = Path(tmp) / "model.histosge"
         model.save(path)

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from ._registry import register_lazy
 
+#: The section model of HisToSGE's three methods: its constructor (``mode``) and model-file layout.
+HISTOSGE = "histosge.model.estimator:HisToSGE"
+
 register_lazy("mean", "histosge.methods.mean:Mean",
     description="the training spots' mean of each gene, everywhere (the floor of MSE/MAE)",
     reads_image=False, default=True)
@@ -39,14 +42,19 @@ register_lazy("thitogene", "histosge.methods.thitogene:THItoGene",
 register_lazy("deepspace", "histosge.methods.deepspace:DeepSpaCE",
     description="DeepSpaCE (Monjo et al., Sci Rep 2022): VGG16's classifier on frozen "
     "image features, each gene min-max scaled", quick_epochs=3)
-register_lazy("histosge", "histosge.methods.histosge:HisToSGEMethod",
+register_lazy("histosge", "histosge.methods.histosge:HisToSGENeighbours",
     description="HisToSGE (Shi et al. 2024), re-implemented: measured neighbours' "
     "context + image + a correction network (neighbours mode)",
-    quick_epochs=10, reads_positions=True, default=True, cross_section={"mode": "image"}, model_mode="neighbours")
+    quick_epochs=10, reads_positions=True, default=True, cross_section="histosge-image", model_mode="neighbours",
+    model_class=HISTOSGE, reads_prior=True)
 register_lazy("histosge-paper", "histosge.methods.histosge_paper:HisToSGEPaper",
     description="HisToSGE as the authors published it (Shi et al. 2024): image "
     "features + grid positions, 1000 fixed epochs",
-    quick_epochs=10, reads_positions=True, model_mode="paper")
+    quick_epochs=10, reads_positions=True, model_mode="paper", model_class=HISTOSGE)
+register_lazy("histosge-image", "histosge.methods.histosge_image:HisToSGEImage",
+    description="HisToSGE from the image alone (histosge train --mode image): each spot's "
+    "features with its ring's, a ridge probe as context + the correction network; any H&E",
+    quick_epochs=10, model_mode="image", model_class=HISTOSGE)
 register_lazy("ridge+pooled", "histosge.methods.ridge_pooled:RidgePooled",
     description="ridge fitted on the other sections' spots pooled with the section's "
     "(protocols R+ and G+)", default=True, section_params=("cohort",))
@@ -57,4 +65,5 @@ register_lazy("stnet+pooled", "histosge.methods.stnet_pooled:STNetPooled",
 register_lazy("histosge+prior", "histosge.methods.histosge_prior:HisToSGEPrior",
     description="HisToSGE with a prior fitted on the other sections of the "
     "dataset (protocols R+ and G+)", quick_epochs=10,
-    reads_positions=True, default=True, section_params=("cohort",))
+    reads_positions=True, default=True, section_params=("cohort",),
+    instead="use --method histosge --prior MODEL (an image-mode model: histosge train --mode image)")

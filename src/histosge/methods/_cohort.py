@@ -16,8 +16,8 @@ import anndata as ad
 import numpy as np
 
 from ..errors import InputError
-from ..model import HisToSGE, Spots
-from ._registry import get_spec
+from ..model.contexts import Spots
+from ._registry import create_method, get_spec
 from .base import Method, check_fit_inputs
 
 
@@ -36,7 +36,7 @@ class Cohort:
     features: np.ndarray
     y: np.ndarray
     covered: np.ndarray
-    prior: HisToSGE
+    prior: Any  # a fitted image-mode section model (histosge.model.SectionModel)
     section: ad.AnnData
     section_features: np.ndarray
     train_index: np.ndarray
@@ -78,8 +78,6 @@ class Pooled(Method):
         return get_spec(cls.BASE).cls.stop_rule_params()
 
     def _base(self) -> Method:
-        from .section import create_method
-
         return create_method(self.BASE, seed=self.seed, **self.params)
 
     def fit(self, train: Spots, y: np.ndarray, *, groups: np.ndarray | None = None) -> Pooled:

@@ -54,14 +54,26 @@ class MethodSpec:
         ``fit`` also takes ``query=`` (the spots that will be predicted, when the caller knows
         them before fitting) and reads their grid positions, never anything measured there:
         HisToGene and THItoGene size their position tables to cover them.
-    cross_section : dict or None
-        Protocol X through the method's section-level model, saved to a file and loaded back, with
-        these extra parameters (``histosge``: ``{"mode": "image"}``); None: fitted on the pooled
-        training spots of the other sections.
+    cross_section : str or None
+        Protocol X through another registered method's section model (``histosge``:
+        ``"histosge-image"``), fitted on the training sections, saved to a model file and loaded
+        back, as ``histosge train`` / ``histosge predict`` do; None: the method itself, fitted on
+        the pooled training spots of the other sections.
     model_mode : str or None
-        The mode of its section-level model (``create_model(name).mode``) when not the one
+        The mode of its section model (``create_model(name).mode``) when not the one
         ``needs_target_expression`` implies ('neighbours' when it reads the measured spots, else
-        'image'): ``histosge`` is 'neighbours' by default, ``histosge-paper`` 'paper'.
+        'image'): ``histosge`` is 'neighbours', ``histosge-paper`` 'paper'.
+    model_class : str or None
+        ``"module:Class"`` of the section model ``create_model`` and ``load_model`` build for it,
+        imported on first use: a subclass of ``histosge.model.SectionModel`` with a constructor
+        and a model-file layout of its own (HisToSGE's three methods:
+        ``histosge.model.estimator:HisToSGE``); None: ``SectionModel`` itself.
+    reads_prior : bool
+        Its section model takes ``prior=`` (``--prior``): an image-mode model of other sections
+        of the same tissue, checked never to have seen the section (``histosge``).
+    instead : str
+        For a method that cannot run on one section (a cohort method): what to run instead,
+        shown as the fix of the error.
     """
 
     name: str
@@ -74,22 +86,27 @@ class MethodSpec:
     default: bool = False
     section_params: tuple[str, ...] = ()
     fit_takes_query: bool = False
-    cross_section: dict[str, Any] | None = None
+    cross_section: str | None = None
     model_mode: str | None = None
+    model_class: str | None = None
+    reads_prior: bool = False
+    instead: str = ""
 
     @property
     def cls(self) -> type:
         """The method's class, imported on first use when registered as ``"module:Class"``."""
         target = self.target
         if isinstance(target, str):
-            import importlib
-
-            module, _, attr = target.partition(":")
-            target = getattr(importlib.import_module(module), attr)
+            target = _import(target)
             object.__setattr__(self, "target", target)
         if getattr(target, "spec", None) is not self:
             target.spec = self
         return target
+
+    @property
+    def model_cls(self) -> type:
+        """The class of its section model (``model_class``, imported on first use; else ``SectionModel``)."""
+        return _import(self.model_class or "histosge.model.section:SectionModel")
 
     @property
     def mode(self) -> str:
@@ -101,6 +118,13 @@ class MethodSpec:
     def needs_other_sections(self) -> bool:
         """It reads the other sections of the dataset (``cohort``): benchmark protocols R+ and G+."""
         return "cohort" in self.section_params
+
+
+def _import(target: str):
+    import importlib
+
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
@@ -254,3 +278,36 @@ def specs() -> list[MethodSpec]:
     """
     _load_plugins()
     return list(_REGISTRY.values())
+
+
+def create_method(name: str, **params: Any):
+    """A new, unfitted method ``name``: the one door to a method that works on arrays.
+
+    Parameters
+    ----------
+    name : str
+        A registered method (``list_methods()``).
+    **params
+        Its constructor's keyword arguments (``seed``, and the method's own: ``n_pcs`` of
+        ridge, ``epochs`` of stnet ...).
+
+    Returns
+    -------
+    Method
+        Unfitted: ``fit(train, y)`` then ``predict(query)`` on ``Spots``.
+
+    Raises
+    ------
+    InputError
+        An unknown name or parameter (the message lists what is known).
+    """
+    import inspect
+
+    spec = get_spec(name, where="method")
+    cls = spec.cls
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in inspect.signature(cls.__init__).parameters.values())
+    unknown = [] if takes_any else sorted(set(params) - set(cls.param_names()))
+    if unknown:
+        raise InputError(f"method {name!r} has no parameter {', '.join(map(repr, unknown))}", where="method",
+                         fix=f"its parameters: {', '.join(cls.param_names())}")
+    return cls(**params)

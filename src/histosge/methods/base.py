@@ -21,8 +21,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .._json import jsonable
 from ..errors import InputError
-from ..model import Spots
+from ..model.contexts import Spots
 
 _JSON = (str, bool, type(None), list, dict, tuple)
 
@@ -58,7 +59,27 @@ class Method(abc.ABC):
         """Predicted log1p expression at ``query`` (spots x genes, float32); ``groups`` names each
         query spot's section."""
 
+    def predict_novelty(self, query: Spots, *, groups: np.ndarray | None = None,
+                        **context: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        """(``predict``'s predictions, each spot's novelty): how far each query spot's image lies
+        from the training images, 1.0 as far as the farthest 1% of training spots lie from the
+        others. None (the default): the method does not measure it."""
+        return self.predict(query, groups=groups, **context), None
+
+    def fit_record(self) -> dict:
+        """What a benchmark record keeps of the fit: ``info`` (a method that trains a network and
+        keeps its history elsewhere adds it)."""
+        return dict(self.info)
+
     # -- parameters -----------------------------------------------------------------------------
+    @classmethod
+    def fit_keywords(cls) -> frozenset[str]:
+        """The keyword arguments ``fit`` takes besides ``groups``: what a section model may pass
+        (``progress``, ``reliability``: the method estimates each gene's held-out Pearson itself,
+        ``prior``)."""
+        sig = inspect.signature(cls.fit)
+        return frozenset(p.name for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY and p.name != "groups")
+
     @classmethod
     def param_names(cls) -> list[str]:
         """The constructor's keyword parameters (what ``get_params`` records)."""
@@ -68,7 +89,8 @@ class Method(abc.ABC):
 
     def get_params(self) -> dict[str, Any]:
         """The constructor's arguments, JSON-able (what a saved method is rebuilt with)."""
-        return {name: _plain(getattr(self, name)) for name in self.param_names() if name != "device"}
+        return {name: jsonable(getattr(self, name), drop_none=False) for name in self.param_names()
+                if name != "device"}
 
     @classmethod
     def schedule(cls, *, epochs: int | None = None, patience: int | None = None,
@@ -95,28 +117,6 @@ class Method(abc.ABC):
         the method trains no network."""
         return {}
 
-    @classmethod
-    def section_model(cls, **params: Any):
-        """The section-level model (``fit(sections)`` -> ``predict(adata)`` -> ``save``) that
-        ``create_model`` returns for this method: a ``MethodModel`` (``HisToSGE`` overrides it).
-        ``params``: the model's (``encoder``, ``n_genes``, ``seed`` ...) and the method's."""
-        from ._registry import specs
-        from .section import MODEL_PARAMS, MethodModel
-
-        if cls.spec.needs_other_sections:
-            usable = [s.name for s in specs() if not s.needs_other_sections]
-            raise InputError(f"method {cls.spec.name!r} reads the other sections of a dataset, so it runs in "
-                             "histosge bench (protocols R+ and G+) only", where="--method",
-                             fix=f"use one of {', '.join(usable)}")
-        if params.pop("prior", None) is not None:
-            raise InputError(f"method {cls.spec.name!r} reads no prior", where="--prior",
-                             fix="drop --prior, or use --method histosge")
-        if params.pop("mode", None) is not None:
-            raise InputError(f"method {cls.spec.name!r} has no modes", where="--mode",
-                             fix="drop --mode (it chooses how the histosge method predicts)")
-        model = {k: params.pop(k) for k in MODEL_PARAMS if k in params}
-        return MethodModel(cls.spec.name, **model, params=params)
-
     def __repr__(self) -> str:
         fitted = ", fitted" if self.is_fitted else ""
         return f"{type(self).__name__}({getattr(self, 'spec', None) and self.spec.name!r}{fitted})"
@@ -141,7 +141,7 @@ class Method(abc.ABC):
             if isinstance(value, np.ndarray):
                 arrays[key] = value
             elif isinstance(value, numbers.Number | np.generic) or isinstance(value, _JSON):
-                meta[key] = _plain(value)
+                meta[key] = jsonable(value, drop_none=False)
             else:
                 raise TypeError(f"{type(self).__name__}.{key} is a {type(value).__name__}: override state() and "
                                 "set_state() to save it as arrays")
@@ -176,18 +176,3 @@ def check_fit_inputs(train: Spots, y: np.ndarray, groups: np.ndarray | None = No
         raise InputError(f"{len(groups)} groups for {len(train)} training spots", where="groups",
                          fix="give one section label per training spot")
     return y
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars and tuples as plain JSON values."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if hasattr(value, "to_dict") and callable(value.to_dict):  # a TrainConfig
-        return _plain(value.to_dict())
-    return value

@@ -34,12 +34,17 @@ class Spots:
     rows: np.ndarray  # grid row (float; half-steps for generated spots)
     cols: np.ndarray  # grid column
     xy: np.ndarray  # (n, 2) centres in full-resolution pixels
+    mpp: float | None = None  # micrometres per pixel of ``xy`` (None: unknown)
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def subset(self, idx) -> Spots:
-        return Spots(self.features[idx], self.rows[idx], self.cols[idx], self.xy[idx])
+        return Spots(self.features[idx], self.rows[idx], self.cols[idx], self.xy[idx], self.mpp)
+
+    def with_mpp(self, mpp: float | None) -> Spots:
+        """The same spots, their pixel size ``mpp`` known."""
+        return Spots(self.features, self.rows, self.cols, self.xy, None if mpp is None else float(mpp))
 
 
 @dataclass

@@ -18,7 +18,7 @@ K_CHOICES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
 _BLOCK_VALUES = 16_000_000
 
 
-def _weights(dist: np.ndarray, power: float = 1.0) -> np.ndarray:
+def idw_weights(dist: np.ndarray, power: float = 1.0) -> np.ndarray:
     """Unnormalised IDW weights (float64), distances floored at 1e-3 x the median nearest one so
     a query on top of a training spot gets a large, finite weight. ``idw`` and ``choose_k`` share it."""
     scale = np.median(dist[:, :1]) if dist.size else 1.0
@@ -40,7 +40,7 @@ def idw(train_xy: np.ndarray, train_y: np.ndarray, query_xy: np.ndarray, k: int,
     idx = idx.reshape(len(query_xy), -1)
     if exclude_self:
         dist, idx = dist[:, 1:], idx[:, 1:]
-    w = _weights(dist, power)
+    w = idw_weights(dist, power)
     w = (w / w.sum(1, keepdims=True)).astype(np.float32)
     y = np.asarray(train_y, np.float32)
     out = np.empty((len(query_xy), y.shape[1]), np.float32)
@@ -69,7 +69,7 @@ def choose_k(train_xy: np.ndarray, train_y: np.ndarray, choices=None) -> int:
     k_max = usable[-1]
     dist, idx = cKDTree(xy).query(xy, k=k_max + 1)
     dist, idx = dist.reshape(len(xy), -1)[:, 1:], idx.reshape(len(xy), -1)[:, 1:]  # drop each spot itself
-    w = _weights(dist).astype(np.float32)
+    w = idw_weights(dist).astype(np.float32)
     total = np.zeros_like(y)
     w_sum = np.zeros((len(xy), 1), np.float32)
     best_k, best = usable[0], np.inf

@@ -12,6 +12,10 @@ count, feature width, encoder, geometry, novelty scale) before any work, which i
 (schema 1-2, no description checksum) get. Every way a file can be unusable is one ``InputError``
 naming the file and the fix.
 
+``load_model`` rebuilds a file's model by its method's registered name (``method_of``: the
+description's ``method``, or for the layout HisToSGE files have had since schema 1, the method of
+their ``mode``), as the section-model class that method's registration names.
+
 A model fitted with a prior (``HisToSGE(prior=...)``) holds the prior whole: its description
 under ``prior.description``, its arrays under ``prior.``, and ``prior.record`` (the prior's
 SHA-256, training sections, genes covered, what it was used for), so the file predicts alone.
@@ -19,12 +23,12 @@ SHA-256, training sections, genes covered, what it was used for), so the file pr
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import json
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -43,6 +47,18 @@ SCHEMA_VERSION = 3
 #: The first schema whose files carry ``integrity.sha256``.
 INTEGRITY_SCHEMA = 3
 SUFFIX = ".histosge"
+#: HisToSGE's registered methods by mode: a description without ``method`` (the layout HisToSGE
+#: files have had since schema 1) names its method by its mode.
+HISTOSGE_METHODS = {"neighbours": "histosge", "image": "histosge-image", "paper": "histosge-paper"}
+
+
+def method_of(meta: dict) -> str:
+    """The registered name of the method a description holds: its ``method``, else (a HisToSGE
+    file) the method of its mode."""
+    if "method" in meta:
+        return str(meta["method"])
+    mode = meta.get("mode") or (meta.get("hyperparameters") or {}).get("mode") or "neighbours"
+    return HISTOSGE_METHODS.get(str(mode), str(mode))
 
 
 def arrays_sha256(arrays: dict[str, np.ndarray]) -> str:
@@ -89,36 +105,6 @@ def integrity(meta: dict) -> dict:
             and version >= INTEGRITY_SCHEMA, "arrays_checksum": True}
 
 
-def describe(model) -> dict:
-    """The JSON description of a fitted model (what ``histosge info``-like tools can show without
-    loading arrays)."""
-    from .. import __version__
-
-    return {
-        "format": FORMAT,
-        "schema_version": SCHEMA_VERSION,
-        "histosge_version": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "mode": model.mode,
-        "hyperparameters": model.get_params(),
-        "genes": list(model.genes_),
-        "var": {c: list(map(str, model.var_[c])) for c in model.var_.columns},
-        "normalisation": {"target_sum": 1e4, "library_size": "all genes of the spot", "transform": "log1p"},
-        "encoder": dict(model.encoder_),
-        "geometry": {"patch_um": model.patch_um_, "patch_scale": model.patch_scale,
-                     "spot_diameter_um": model.spot_diameter_um_, "pitch_um": model.pitch_um_, "grid": model.grid_},
-        "training": getattr(model, "training_", {"sections": []}),
-        "scores": getattr(model, "scores_", {}),
-        "info": _jsonable(getattr(model, "info_", {})),
-        "network": model.network_.meta(),
-        "history": _jsonable(model.network_.history),
-        "novelty_scale": model.novelty_["scale"],
-        "n_features_in": model.n_features_in_,
-        "reliability": reliability_description(model),
-        **_prior_description(model),
-    }
-
-
 def reliability_description(model) -> dict:
     """The model's per-gene reliability as the description holds it (or why there is none)."""
     rel = getattr(model, "reliability_", None)
@@ -153,82 +139,10 @@ def upgrade_params(params: dict) -> dict:
     return params
 
 
-def _prior_description(model) -> dict:
-    prior = getattr(model, "prior_", None)
-    if prior is None:
-        return {}
-    return {"prior": {"record": prior.record(model.prior_use), "description": describe(prior.model)}}
-
-
-def save(model, path: str | os.PathLike) -> str:
-    """Write ``model`` to ``path`` atomically; returns the file's SHA-256."""
-    if not model.encoder_.get("encoder"):
-        raise InputError("the model does not record its image encoder (fitted on arrays alone)", where=str(path),
-                         fix="fit with HisToSGE.fit(sections), or set encoder_ before saving")
-    return write(path, describe(model), model.state())
-
-
 def read_description(path: str | os.PathLike) -> dict:
     """The JSON description of a model file, checked (format, schema), without its arrays."""
     meta, _ = _open(path, arrays=False)
     return meta
-
-
-def load(path: str | os.PathLike, *, device: str | None = None):
-    """Rebuild a ``HisToSGE`` from a model file."""
-    from ..provenance import file_sha256
-
-    meta, arrays = _open(path, arrays=True)
-    where = str(path)
-    if "method" in meta:
-        raise InputError(f"the file holds a {meta['method']!r} model, not a HisToSGE one", where=where,
-                         fix="load it with histosge.methods.load_model (histosge predict does)")
-    model = rebuild(meta, arrays, where=where, device=device)
-    _check_encoder(model.encoder_["encoder"], where)
-    model.file_sha256_ = file_sha256(path)
-    model.integrity_ = integrity(meta)
-    if getattr(model, "prior_", None) is not None:  # covered by the same checksums
-        model.prior_.model.integrity_ = model.integrity_
-    return model
-
-
-def rebuild(meta: dict, arrays: dict[str, np.ndarray], *, where: str, device: str | None = None):
-    """A fitted ``HisToSGE`` from its description (``describe``) and arrays (``state()``), a prior
-    inside it too; an incomplete description is one ``InputError`` naming ``where``."""
-    from .estimator import HisToSGE
-    from .parts import sub
-    from .prior import Prior
-    from .train import TrainConfig
-
-    try:
-        params = upgrade_params(meta["hyperparameters"])
-        params["network"] = TrainConfig(**params["network"])
-        model = HisToSGE(**params, device=device)
-        model.genes_ = list(meta["genes"])
-        import pandas as pd
-
-        model.var_ = pd.DataFrame({c: v for c, v in meta.get("var", {}).items()}, index=pd.Index(model.genes_))
-        model.encoder_ = dict(meta["encoder"])
-        geo = meta["geometry"]
-        model.patch_um_, model.spot_diameter_um_ = float(geo["patch_um"]), float(geo["spot_diameter_um"])
-        model.pitch_um_, model.grid_ = float(geo["pitch_um"]), geo.get("grid")
-        model.training_, model.scores_, model.info_ = meta["training"], meta.get("scores", {}), meta.get("info", {})
-        model.n_features_in_ = int(meta["n_features_in"])
-        set_reliability(model, meta)
-        prior = meta.get("prior")
-        if prior is not None:
-            inner = rebuild(prior["description"], sub(arrays, "prior"), where=where, device=device)
-            inner.file_sha256_ = prior["record"].get("file_sha256")
-            model.prior = inner
-            model.prior_ = Prior(inner, model.genes_, where=f"{where} (its prior)")
-        model.set_state({k: v for k, v in arrays.items() if not k.startswith("prior.")}, meta)
-    except InputError:
-        raise
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        raise InputError(f"the model description is incomplete or inconsistent ({type(err).__name__}: {err})",
-                         where=where, fix="use an intact model file written by histosge train / HisToSGE.save"
-                         ) from None
-    return model
 
 
 def open_file(path, *, arrays: bool) -> tuple[dict, dict[str, np.ndarray]]:
@@ -285,6 +199,57 @@ def _open(path, *, arrays: bool) -> tuple[dict, dict[str, np.ndarray]]:
                              "checksum)", where=where, fix=fix_intact)
     check_consistency(meta, data if arrays else None, where=where)
     return meta, data
+
+
+def load_model(path: str | os.PathLike, *, device: str | None = None) -> Any:
+    """A fitted model of any method from the file its ``save`` wrote (``histosge train``).
+
+    Parameters
+    ----------
+    path : str or path
+        A ``.histosge`` model file.
+    device : str, optional
+        Where a method with a device runs (``"cpu"``, ``"cuda"``); default the best available.
+
+    Returns
+    -------
+    SectionModel
+        Fitted (of the class its method's registration names: a ``HisToSGE`` for HisToSGE's
+        methods), with ``file_sha256_`` set.
+
+    Raises
+    ------
+    InputError
+        A file that is not an intact model, a newer schema, or a method or encoder this
+        histosge does not have.
+    """
+    from ..provenance import file_sha256
+
+    meta, arrays = open_file(path, arrays=True)
+    where = str(path)
+    model = rebuild(meta, arrays, where=where, device=device)
+    if model.encoder_.get("encoder"):
+        check_encoder_known(model.encoder_["encoder"], where)
+    model._check_loaded(where)
+    model.file_sha256_ = file_sha256(path)
+    model.integrity_ = integrity(meta)
+    if model.prior_ is not None:  # covered by the same checksums
+        model.prior_.model.integrity_ = model.integrity_
+    return model
+
+
+def rebuild(meta: dict, arrays: dict[str, np.ndarray], *, where: str, device: str | None = None) -> Any:
+    """A fitted model from a description and its arrays, by its method's registered name
+    (``method_of``), as the section-model class the registration names (``spec.model_cls``)."""
+    from ..methods._registry import get_spec
+
+    name = method_of(meta)
+    try:
+        spec = get_spec(name, where=where)
+    except InputError as err:
+        raise InputError(f"the model needs method {name!r}, which this histosge does not have", where=where,
+                         fix=f"install the histosge version or plugin that provides it ({err.fix})") from None
+    return spec.model_cls._from_description(meta, arrays, spec, where=where, device=device)
 
 
 def check_consistency(meta: dict, arrays: dict[str, np.ndarray] | None, *, where: str) -> None:
@@ -424,22 +389,11 @@ def _histosge_array_problems(meta: dict, arrays: dict[str, np.ndarray], prefix: 
     return out[:3]
 
 
-def _check_encoder(name: str, where: str) -> None:
+def check_encoder_known(name: str, where: str) -> None:
+    """A model's encoder must be one this histosge has (built in, or a plugin's)."""
     from .. import encode
 
     if name not in encode.known_names():
         raise InputError(f"the model needs image encoder {name!r}, which this histosge does not have", where=where,
                          fix=f"install the histosge version or plugin that provides {name!r} "
                              f"(known here: {', '.join(encode.known_names())})")
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items() if v is not None}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return obj

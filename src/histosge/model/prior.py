@@ -1,12 +1,12 @@
 """A cohort prior: an image-mode model fitted on *other* sections, used inside one section.
 
-A lab that measures one section usually has others of the same tissue. An image-mode
-``HisToSGE`` fitted on them (``histosge train OTHERS --mode image``) has learnt from thousands
-of spots how this tissue's image maps to expression. A neighbours-mode model of a new section
-(``HisToSGE(..., prior=...)``, ``histosge superres/recover --prior``) reads that model's
-prediction at every spot as one more source, next to the measured neighbours and the
-section's own image probe (``estimator.HisToSGE`` says where it enters;
-docs/MODEL_NOTES.md section 17 what each use bought).
+A lab that measures one section usually has others of the same tissue. An image-mode model
+fitted on them (``histosge train OTHERS --mode image``, or any method that reads the image, e.g.
+``--method ridge``) has learnt from thousands of spots how this tissue's image maps to
+expression. A neighbours-mode model of a new section (``HisToSGE(..., prior=...)``, ``histosge
+superres/recover --prior``) reads that model's prediction at every spot as one more source, next
+to the measured neighbours and the section's own image probe (``methods/histosge.py`` says where
+it enters; docs/MODEL_NOTES.md section 17 what each use bought).
 
 Its prediction at the section's training spots is out-of-sample by construction: the prior
 never saw them. That is checked, never assumed (``check_unseen``: by the hashes of the spots'
@@ -20,7 +20,7 @@ not predict are marked (``covered``) and left to the section's own data.
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,7 +28,9 @@ from ..errors import InputError
 
 if TYPE_CHECKING:
     from .contexts import Spots
-    from .estimator import HisToSGE
+
+#: A fitted image-mode ``histosge.model.SectionModel`` (not imported: the section model imports this module).
+Model = Any
 
 #: The uses of a prior a model can make (``HisToSGE(prior_use=...)``):
 #: ``"context"``: its component scores stacked with the neighbours' and the image probe's;
@@ -45,26 +47,7 @@ STACK_WEIGHTS = tuple(round(float(w), 2) for w in np.arange(0.0, 1.0001, 0.05))
 _EMPTY = np.frombuffer(hashlib.blake2b(b"", digest_size=8).digest(), "<u8")[0]
 
 
-def resolve(prior, where: str = "prior") -> HisToSGE:
-    """A fitted image-mode ``HisToSGE`` from ``prior``: the model itself or a model file's path."""
-    from .estimator import HisToSGE
-
-    if isinstance(prior, HisToSGE):
-        model = prior
-        where = "prior (a HisToSGE object)"
-    else:
-        model = HisToSGE.load(prior)
-        where = str(prior)
-    if not model.is_fitted:
-        raise InputError("the prior is not fitted", where=where, fix="fit it on other sections first")
-    if model.mode != "image":
-        raise InputError(f"a {model.mode}-mode model is not a prior: it predicts only the section it was "
-                         "fitted on", where=where,
-                         fix="train the prior on other sections with: histosge train OTHER_SECTIONS --mode image")
-    return model
-
-
-def identity(model: HisToSGE) -> str:
+def identity(model: Model) -> str:
     """The prior's SHA-256: its file's when it was saved or loaded, else its arrays'."""
     from .persist import arrays_sha256
 
@@ -73,13 +56,14 @@ def identity(model: HisToSGE) -> str:
 
 
 class Prior:
-    """A fitted image-mode model read for one section's genes.
+    """A fitted image-mode model (any method's: ``model.section.resolve_prior`` checks it) read for
+    one section's genes.
 
     ``index[j]``: the prior's column of the section's gene ``j`` (-1: not predicted by the prior);
     ``covered = index >= 0``.
     """
 
-    def __init__(self, model: HisToSGE, genes: list[str], where: str = "prior"):
+    def __init__(self, model: Model, genes: list[str], where: str = "prior"):
         self.model = model
         self.where = where
         pos = {g: i for i, g in enumerate(model.genes_)}

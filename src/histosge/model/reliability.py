@@ -166,7 +166,7 @@ def gene_table(model):
 
     Parameters
     ----------
-    model : HisToSGE or MethodModel
+    model : SectionModel
         A fitted or loaded model.
 
     Returns

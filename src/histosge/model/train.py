@@ -61,6 +61,10 @@ class TrainConfig:
 
 #: The paper's schedule: 1000 fixed epochs, groups of 50, one group per step, no early stopping.
 PAPER_CONFIG = TrainConfig(epochs=1000, patience=None, val_fraction=0.0, group_size=50, groups_per_step=1)
+#: Our default network schedule and size (docs/MODEL_NOTES.md says what each choice bought).
+DEFAULT_NETWORK = TrainConfig(epochs=300, patience=20, val_fraction=0.2, group_size=50, groups_per_step=8,
+                              dim=256, mlp_dim=512, dropout=0.1, lr=1e-3, residual=True,
+                              min_val_spots=100, min_delta=0.005, give_up=5)
 
 
 def _lattice_unit(values: np.ndarray) -> float:

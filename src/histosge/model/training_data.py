@@ -1,12 +1,11 @@
-"""From measured sections to what a model fits on: the one path ``HisToSGE.fit`` and every other
-method's ``MethodModel.fit`` share.
+"""From measured sections to what a model fits on: the path ``SectionModel.fit`` takes for every
+method.
 
 Sections -> their physical geometry (spot diameter, patch size and spot pitch in micrometres,
 the lattice) -> genes (HVGs of the training spots, pooled over sections on the genes all of them
 measure) -> per section: image features, log1p targets, grid positions -> one ``Spots`` with
 each spot's section as its group -> the record of what was fitted on (names, sources, spot
-hashes: what proves a prior never saw a section). Keeping it in one place keeps the two model
-kinds' model files, provenance and gene choice the same.
+hashes: what proves a prior never saw a section).
 """
 
 from __future__ import annotations
