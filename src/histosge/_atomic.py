@@ -97,14 +97,35 @@ def _part_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{_HOST}-{os.getpid()}-{secrets.token_hex(4)}.part")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (a writer whose ``.part`` file is not stale)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # someone else's live process
+    except OSError:  # someone else's live process
         return True
     return True
+
+
+def write_bytes(path: str | os.PathLike, data: bytes, *, part: Path | None = None) -> None:
+    """Write ``data`` to ``path`` atomically: a ``.part`` file beside it (mode from the umask;
+    ``part``: its name, for a store that cleans its own leftovers by name), fsync, rename. An
+    interrupted write leaves no ``.part`` behind. For small files of a store (the feature cache,
+    a cohort's manifest); an output the user named goes through ``atomic_path``."""
+    path = Path(path)
+    tmp = part or _part_name(path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def remove_stale_parts(path: str | os.PathLike) -> list[Path]:
@@ -132,7 +153,7 @@ def remove_stale_parts(path: str | os.PathLike) -> list[Path]:
         except OSError:
             continue
         if m["pid"] is not None and m["host"] == _HOST:
-            stale = int(m["pid"]) != os.getpid() and not _pid_alive(int(m["pid"]))
+            stale = int(m["pid"]) != os.getpid() and not pid_alive(int(m["pid"]))
         else:
             stale = age > FOREIGN_PART_AGE_S
         if not stale:

@@ -29,6 +29,7 @@ import socket
 import time
 from pathlib import Path
 
+from .._atomic import write_bytes
 from ..errors import OutputError
 
 MANIFEST = "manifest.csv"
@@ -41,27 +42,13 @@ STATUSES = ("done", "failed", "running")
 FORMAT = "histosge-cohort/1"
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{socket.gethostname()}-{os.getpid()}-{time.monotonic_ns()}.part")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-
-
 def record_path(out_dir: Path, name: str) -> Path:
     return Path(out_dir) / STATE / "records" / f"{name}.json"
 
 
 def write_record(out_dir: Path, record: dict) -> None:
     """Write one slide's record atomically (by the process that handled the slide)."""
-    _write_atomic(record_path(out_dir, record["slide"]), json.dumps(record, sort_keys=True).encode())
+    write_bytes(record_path(out_dir, record["slide"]), json.dumps(record, sort_keys=True).encode())
 
 
 def read_records(out_dir: Path) -> dict[str, dict]:
@@ -99,7 +86,7 @@ def write_manifest(out_dir: Path, records: dict[str, dict], *, running: str = "i
     writer.writeheader()
     writer.writerows(manifest_rows(records, running=running))
     path = Path(out_dir) / MANIFEST
-    _write_atomic(path, buf.getvalue().encode())
+    write_bytes(path, buf.getvalue().encode())
     return path
 
 
@@ -227,5 +214,5 @@ def bind(out_dir: Path, *, model_sha256: str, model_path: str, settings: dict, r
     binding = bound or {"format": FORMAT, "model_sha256": model_sha256, "model_path": model_path,
                         "settings": settings, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if bound is None:
-        _write_atomic(path, json.dumps(binding, indent=1, sort_keys=True).encode())
+        write_bytes(path, json.dumps(binding, indent=1, sort_keys=True).encode())
     return binding

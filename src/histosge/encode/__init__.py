@@ -14,6 +14,7 @@ Importing this package, listing encoders and checking a name import no torch: th
 import sys
 import types
 
+from .._lazy import lazy_names
 from ._api import availability, create, default_device, list_encoders
 from ._registry import RANDOM, EncoderSpec, get_spec, known_names, register_encoder
 
@@ -38,14 +39,7 @@ class _Package(types.ModuleType):
 sys.modules[__name__].__class__ = _Package
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _LAZY, globals())
 
 
 __all__ = [

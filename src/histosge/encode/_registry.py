@@ -56,6 +56,11 @@ class EncoderSpec:
     #: own, versioned by ``weights_id``); None (an encoder registered from outside): the cache is keyed on
     #: the source of its builder and Encoder class too (``encode.cache.code_fingerprint``).
     code: str | None = None
+    #: timm's architecture the builder creates (``timm.create_model(timm_arch, **timm_kwargs)``), with
+    #: the kwargs published with the weights; ``timm_kwargs['mlp'] = "swiglu"`` stands for timm's
+    #: ``SwiGLUPacked`` MLP with SiLU (named, so a registration imports nothing).
+    timm_arch: str | None = None
+    timm_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         p = self.precision

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from .._atomic import pid_alive, write_bytes
 from ..errors import OutputError
 
 KEY_VERSION = "histosge-features/2"
@@ -194,35 +195,14 @@ def store_key(parts: dict[str, Any]) -> str:
 
 # -- files ---------------------------------------------------------------------------------------------
 def _write_atomic(path: Path, data: bytes) -> None:
-    """Write to a ``.part`` file beside ``path`` (mode from the umask), fsync, rename."""
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.part"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """``_atomic.write_bytes`` with the cache's ``.part`` names (``clean_stale_parts`` reads the pid)."""
+    write_bytes(path, data, part=path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
 
 
 def _npy_bytes(arr: np.ndarray, dtype) -> bytes:
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(arr, dtype=dtype), allow_pickle=False)
     return buf.getvalue()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def clean_stale_parts(folder: Path, max_age: float = STALE_PART_SECONDS) -> int:
@@ -242,7 +222,7 @@ def clean_stale_parts(folder: Path, max_age: float = STALE_PART_SECONDS) -> int:
             pid = -1
         try:
             old = now - part.stat().st_mtime > max_age
-            if old or pid <= 0 or (pid != os.getpid() and not _pid_alive(pid)):
+            if old or pid <= 0 or (pid != os.getpid() and not pid_alive(pid)):
                 part.unlink()
                 removed += 1
         except OSError:

@@ -108,7 +108,8 @@ def die_with_parent(parent_pid: int, *_args) -> None:
         os._exit(1)
 
 
-def _autocast(encoder: Encoder):
+def autocast(encoder: Encoder):
+    """The encoder's autocast on CUDA (bfloat16, float16), else nothing: how ``encode_patches`` runs it."""
     dev = encoder.device
     if dev.type == "cuda" and encoder.precision in (torch.bfloat16, torch.float16):
         return torch.autocast("cuda", dtype=encoder.precision)
@@ -136,7 +137,7 @@ def _takes_geometry(encoder: Encoder) -> bool:
 
 
 def _forward(encoder: Encoder, x: torch.Tensor) -> np.ndarray:
-    with _autocast(encoder):
+    with autocast(encoder):
         geometry = getattr(encoder, "geometry", None)
         y = encoder(x, geometry=geometry) if geometry is not None and _takes_geometry(encoder) else encoder(x)
     return y.float().cpu().numpy()

@@ -16,7 +16,7 @@ from ..errors import EncoderError
 from ._registry import EncoderSpec
 from .base import Encoder
 
-__all__ = ["DIM", "FEATURE_NAMES", "HEStatsEncoder", "he_features", "thread_count"]
+__all__ = ["DIM", "FEATURE_NAMES", "HEStatsEncoder", "features_batch", "he_features", "thread_count"]
 
 
 class HEStatsEncoder(Encoder):

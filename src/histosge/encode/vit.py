@@ -1,7 +1,8 @@
 """Pathology foundation models built on timm's VisionTransformer (UNI, UNI2-h, Virchow2,
 H-optimus-0, Prov-GigaPath).
 
-Each entry constructs the architecture locally from the kwargs published with the weights, then
+Each entry constructs the architecture locally from the kwargs published with the weights (carried
+by its registration, ``EncoderSpec.timm_arch`` / ``timm_kwargs``, in ``_builtin.py``), then
 loads a state dict (from ``weights=PATH`` or the Hugging Face hub) strictly. Building locally
 instead of ``timm.create_model('hf-hub:...', pretrained=True)`` means the same code path serves a
 downloaded checkpoint, a file copied by hand and a random-weight test model, and every mismatch
@@ -23,81 +24,29 @@ from .weights import load_weights, read_state_dict
 HEAD_KEYS = (r"^head\.", r"^fc_norm\.", r"^head_drop\.")
 
 
-def _swiglu() -> dict[str, Any]:
-    from timm.layers import SwiGLUPacked
+def timm_kwargs(spec: EncoderSpec) -> tuple[str, dict[str, Any]]:
+    """(timm architecture, kwargs) of a registered ViT, as its registration carries them (the
+    model card's); ``mlp="swiglu"`` becomes timm's ``SwiGLUPacked`` MLP with SiLU."""
+    kwargs = dict(spec.timm_kwargs)
+    if kwargs.pop("mlp", None) == "swiglu":
+        from timm.layers import SwiGLUPacked
 
-    return {"mlp_layer": SwiGLUPacked, "act_layer": nn.SiLU}
-
-
-def timm_kwargs(name: str) -> tuple[str, dict[str, Any]]:
-    """(timm architecture, kwargs) for a registered ViT, exactly as its model card publishes them."""
-    if name == "uni":
-        return "vit_large_patch16_224", {
-            "img_size": 224,
-            "patch_size": 16,
-            "init_values": 1e-5,
-            "num_classes": 0,
-            "dynamic_img_size": True,
-        }
-    if name == "uni2-h":
-        return "vit_giant_patch14_224", {
-            "img_size": 224,
-            "patch_size": 14,
-            "depth": 24,
-            "num_heads": 24,
-            "init_values": 1e-5,
-            "embed_dim": 1536,
-            "mlp_ratio": 2.66667 * 2,
-            "num_classes": 0,
-            "no_embed_class": True,
-            "reg_tokens": 8,
-            "dynamic_img_size": True,
-            **_swiglu(),
-        }
-    if name == "virchow2":
-        return "vit_huge_patch14_224", {
-            "img_size": 224,
-            "init_values": 1e-5,
-            "num_classes": 0,
-            "reg_tokens": 4,
-            "mlp_ratio": 5.3375,
-            "global_pool": "",
-            "dynamic_img_size": True,
-            **_swiglu(),
-        }
-    if name == "h-optimus-0":
-        # vit_giant_patch14_reg4_dinov2 already sets SwiGLUPacked, SiLU, reg_tokens=4, no_embed_class
-        return "vit_giant_patch14_reg4_dinov2", {
-            "img_size": 224,
-            "init_values": 1e-5,
-            "num_classes": 0,
-            "global_pool": "token",
-            "dynamic_img_size": False,
-        }
-    if name == "gigapath":
-        # the hub config overrides the DINOv2 defaults: 16-px patches at 224 (not 14 at 518)
-        return "vit_giant_patch14_dinov2", {
-            "img_size": 224,
-            "in_chans": 3,
-            "patch_size": 16,
-            "embed_dim": 1536,
-            "depth": 40,
-            "num_heads": 24,
-            "init_values": 1e-5,
-            "mlp_ratio": 5.33334,
-            "num_classes": 0,
-            "global_pool": "token",
-        }
-    raise KeyError(name)
+        kwargs |= {"mlp_layer": SwiGLUPacked, "act_layer": nn.SiLU}
+    return spec.timm_arch, kwargs
 
 
 def build_backbone(
-    name: str, arch_overrides: dict[str, Any] | None = None, *, meta: bool = False
+    spec: EncoderSpec | str, arch_overrides: dict[str, Any] | None = None, *, meta: bool = False
 ) -> nn.Module:
-    """The bare timm model, seeded random init; ``meta=True`` builds it without memory."""
+    """The bare timm model of ``spec`` (or a registered name), seeded random init; ``meta=True``
+    builds it without memory."""
     import timm
 
-    arch, kwargs = timm_kwargs(name)
+    if isinstance(spec, str):
+        from ._registry import get_spec
+
+        spec = get_spec(spec)
+    arch, kwargs = timm_kwargs(spec)
     kwargs = {**kwargs, **(arch_overrides or {})}
     if meta:
         with torch.device("meta"):
@@ -106,10 +55,10 @@ def build_backbone(
         return timm.create_model(arch, pretrained=False, **kwargs)
 
 
-def _create(name: str, arch_overrides: dict[str, Any] | None):
+def _create(spec: EncoderSpec, arch_overrides: dict[str, Any] | None):
     import timm
 
-    arch, kwargs = timm_kwargs(name)
+    arch, kwargs = timm_kwargs(spec)
     return lambda: timm.create_model(arch, pretrained=False, **{**kwargs, **(arch_overrides or {})})
 
 
@@ -124,10 +73,10 @@ def _builder(encoder_cls: type):
     def build(spec: EncoderSpec, weights: str | None, device: torch.device, arch_overrides: dict | None):
         path, weights_id = resolve_weights(spec, weights)
         if path is None:
-            return encoder_cls(spec, build_backbone(spec.name, arch_overrides), weights_id=weights_id)
+            return encoder_cls(spec, build_backbone(spec, arch_overrides), weights_id=weights_id)
         sd = read_state_dict(path, where=str(path))
         model = load_weights(
-            _create(spec.name, arch_overrides),
+            _create(spec, arch_overrides),
             sd,
             spec,
             where=str(path),

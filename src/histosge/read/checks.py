@@ -367,6 +367,17 @@ def check_alignment(
 
 
 # -- the finished AnnData -------------------------------------------------------------------------
+def finish_section(adata, *, where: str, counts: str | None = None, **info):
+    """The end of every reader: ``uns['histosge']`` (``info``: ``grid``, ``library_id``, ``source``,
+    ``raw_counts``, ``spot_diameter_um``, ``alignment`` and what the format adds, in that order),
+    spots without counts dropped (``counts``: where they were read, default ``where``), the
+    section checked against the contract (``check_section``). Returns the section."""
+    adata.uns["histosge"] = dict(info)
+    adata = drop_empty_spots(adata, where=counts or where)
+    check_section(adata, where=where)
+    return adata
+
+
 def check_section(adata, *, where: str = "AnnData") -> None:
     """The returned AnnData follows docs/ARCHITECTURE.md (the contract other modules rely on)."""
 

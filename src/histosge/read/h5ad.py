@@ -222,19 +222,9 @@ def read_h5ad(
     Returns
     -------
     AnnData
-        The section:
+        The section AnnData every reader returns (:func:`histosge.read.read_section` lists its
+        keys), and:
 
-        - ``X``: counts (raw unless ``uns['histosge']['raw_counts']`` is False: an .h5ad may
-          hold normalised values), ``scipy.sparse.csr_matrix`` float32, spots x genes;
-          ``var_names`` unique gene symbols.
-        - ``obs['array_row']``, ``obs['array_col']``: whole-number grid positions (float64).
-        - ``obsm['spatial']``: spot centres (x, y) in full-resolution pixels.
-        - ``uns['spatial'][library_id]``: ``images`` (``hires``/``lowres``), ``scalefactors``
-          (``spot_diameter_fullres``, ``tissue_hires_scalef``/``tissue_lowres_scalef``) and
-          ``metadata`` (``source_image_path``), as ``scanpy.pl.spatial`` reads them.
-        - ``uns['histosge']``: ``grid``, ``library_id``, ``source``, ``raw_counts``,
-          ``spot_diameter_um``, ``alignment`` (the alignment check's record: ``status`` and scores,
-          ``histosge.read.alignment``).
         - ``obs``: the file's columns (spots under tissue only), ``array_row``/``array_col``
           derived from the pixels when absent, ``obs['annotation']`` (categorical) from
           ``annotation_key`` or the file's own.
@@ -425,11 +415,6 @@ def read_h5ad(
     out = ad.AnnData(X=sp.csr_matrix(X, dtype=np.float32), obs=obs, var=var)
     out.obsm[keys.SPATIAL] = xy
     out.uns[keys.SPATIAL] = {lib: {"images": images, "scalefactors": sf, "metadata": metadata}}
-    out.uns["histosge"] = {"grid": grid, "library_id": lib, "source": where, "raw_counts": raw,
-                           "spot_diameter_um": spot_um, "spot_diameter_um_source": um_source,
-                           "alignment": alignment}
-    if transform:
-        out.uns["histosge"]["x_transform"] = transform
-    out = checks.drop_empty_spots(out, where=where)
-    checks.check_section(out, where=where)
-    return out
+    return checks.finish_section(out, where=where, grid=grid, library_id=lib, source=where, raw_counts=raw,
+                                 spot_diameter_um=spot_um, spot_diameter_um_source=um_source, alignment=alignment,
+                                 **({"x_transform": transform} if transform else {}))

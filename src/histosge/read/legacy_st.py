@@ -259,21 +259,12 @@ def read_legacy_st(
     Returns
     -------
     AnnData
-        The section:
+        The section AnnData every reader returns (:func:`histosge.read.read_section` lists its
+        keys; raw counts), and:
 
-        - ``X``: raw counts, ``scipy.sparse.csr_matrix`` float32, spots x genes; ``var_names``
-          unique gene symbols.
-        - ``obs['array_row']``, ``obs['array_col']``: whole-number grid positions (float64).
-        - ``obsm['spatial']``: spot centres (x, y) in full-resolution pixels.
-        - ``uns['spatial'][library_id]``: ``images`` (``hires``/``lowres``), ``scalefactors``
-          (``spot_diameter_fullres``, ``tissue_hires_scalef``/``tissue_lowres_scalef``) and
-          ``metadata`` (``source_image_path``), as ``scanpy.pl.spatial`` reads them.
-        - ``uns['histosge']``: ``grid``, ``library_id``, ``source``, ``raw_counts``,
-          ``spot_diameter_um``, ``alignment`` (the alignment check's record: ``status`` and scores,
-          ``histosge.read.alignment``) (``grid`` 'square', 'checkerboard' or 'hex';
-          ``spot_diameter_um`` 100, legacy ST), ``dropped`` (spots left out on reading, by reason:
-          'not in the spot table', 'not selected (selected = 0)', 'selected but without counts',
-          'zero counts').
+        - ``uns['histosge']``: ``grid`` 'square', 'checkerboard' or 'hex', ``spot_diameter_um``
+          100 (legacy ST), ``dropped`` (spots left out on reading, by reason: 'not in the spot
+          table', 'not selected (selected = 0)', 'selected but without counts', 'zero counts').
         - ``obs['annotation']`` (categorical, when ``labels`` is given).
         - ``uns['spatial'][library_id]['images']['hires']``: the image downsampled to a
           longest side of 2000 px, so ``sc.pl.spatial`` can draw it; the full image is
@@ -348,18 +339,8 @@ def read_legacy_st(
             "metadata": {"source_image_path": str(image.resolve())},
         }
     }
-    adata.uns["histosge"] = {
-        "grid": grid,
-        "library_id": library_id,
-        "source": str(counts),
-        "raw_counts": raw,
-        "spot_diameter_um": LEGACY_SPOT_UM,
-        "alignment": alignment,
-        "dropped": dropped,
-    }
-    adata = checks.drop_empty_spots(adata, where=str(counts))
-    checks.check_section(adata, where=str(counts))
-    return adata
+    return checks.finish_section(adata, where=str(counts), grid=grid, library_id=library_id, source=str(counts),
+                                 raw_counts=raw, spot_diameter_um=LEGACY_SPOT_UM, alignment=alignment, dropped=dropped)
 
 
 def _alignment(sel, rows_all, cols_all, grid, sel_xy, xy, X, hires, scalef, diameter, *, where, image, enforce):
@@ -394,10 +375,8 @@ def read_her2st(data_dir: str | os.PathLike, section: str, *, require_raw: bool 
         The her2st folder (``ST-cnts/``, ``ST-spotfiles/``, ``ST-imgs/``, ``ST-cluster/``).
     section : str
         The section name, e.g. ``"C2"``.
-    require_raw : bool
-        Refuse counts that are not whole numbers.
-    check_alignment : bool
-        False reads a misfitting image with a warning instead of an ``InputError``.
+    require_raw, check_alignment : bool
+        As :func:`read_legacy_st`.
 
     Returns
     -------

@@ -294,26 +294,17 @@ def read_spaceranger(
         positions and referenced in ``metadata['source_image_path']``, not loaded.
     library_id : str, optional
         The key under ``uns['spatial']``; default the one in the .h5, else the folder name.
-    require_raw : bool
-        Refuse counts that are not whole numbers (normalised data).
-    check_alignment : bool
-        False reads a misfitting image with a warning instead of an ``InputError``.
+    require_raw, check_alignment : bool
+        As :func:`histosge.read.read_legacy_st`: refuse counts that are not whole numbers
+        (normalised data); False reads a misfitting image with a warning.
 
     Returns
     -------
     AnnData
-        The section:
+        The section AnnData every reader returns (:func:`histosge.read.read_section` lists its
+        keys; raw counts), and:
 
-        - ``X``: raw counts, ``scipy.sparse.csr_matrix`` float32, spots x genes; ``var_names``
-          unique gene symbols.
-        - ``obs['array_row']``, ``obs['array_col']``: whole-number grid positions (float64).
-        - ``obsm['spatial']``: spot centres (x, y) in full-resolution pixels.
-        - ``uns['spatial'][library_id]``: ``images`` (``hires``/``lowres``), ``scalefactors``
-          (``spot_diameter_fullres``, ``tissue_hires_scalef``/``tissue_lowres_scalef``) and
-          ``metadata`` (``source_image_path``), as ``scanpy.pl.spatial`` reads them.
-        - ``uns['histosge']``: ``grid``, ``library_id``, ``source``, ``raw_counts``,
-          ``spot_diameter_um``, ``alignment`` (the alignment check's record: ``status`` and scores,
-          ``histosge.read.alignment``) (``spot_diameter_um`` 55, Visium; ``grid`` 'hex'), ``dropped``
+        - ``uns['histosge']``: ``grid`` 'hex', ``spot_diameter_um`` 55 (Visium), ``dropped``
           (counted spots left out on reading, by reason: 'without a position', 'off tissue
           (in_tissue = 0)', 'zero counts').
         - ``obs['in_tissue']`` (1), ``obs['annotation']`` (categorical, when a truth file exists);
@@ -429,15 +420,6 @@ def read_spaceranger(
     truth = _find_truth(folder, library_id)
     if truth is not None:
         adata.obs["annotation"] = read_truth(truth, adata.obs_names)
-    adata.uns["histosge"] = {
-        "grid": "hex",
-        "library_id": library_id,
-        "source": str(folder),
-        "raw_counts": raw,
-        "spot_diameter_um": VISIUM_SPOT_UM,
-        "alignment": alignment,
-        "dropped": dropped,
-    }
-    adata = checks.drop_empty_spots(adata, where=str(h5))
-    checks.check_section(adata, where=str(folder))
-    return adata
+    return checks.finish_section(adata, where=str(folder), counts=str(h5), grid="hex", library_id=library_id,
+                                 source=str(folder), raw_counts=raw, spot_diameter_um=VISIUM_SPOT_UM,
+                                 alignment=alignment, dropped=dropped)
