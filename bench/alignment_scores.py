@@ -33,9 +33,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from histosge._docs import replace_section
 from histosge.errors import InputError
 from histosge.geometry import spot_pitch
+from histosge.markdown import replace_section
 from histosge.read import read_her2st, read_legacy_st, read_section, read_spaceranger
 from histosge.read.alignment import MARGIN, MIN_EDGE_AUC, background_colour
 from histosge.read.image import ImageSource, load_rgb

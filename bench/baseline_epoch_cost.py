@@ -94,9 +94,9 @@ def old_class(method: str):
 
 @contextmanager
 def threads(n: int):
-    from histosge.benchmark.runner import _deterministic
+    from histosge.benchmark import deterministic
 
-    with _deterministic(n):
+    with deterministic(n):
         yield
 
 
@@ -104,13 +104,13 @@ def _inputs(name: str, data: str):
     from histosge.benchmark import domains as D
     from histosge.benchmark import protocols as P
     from histosge.benchmark import sections as S
-    from histosge.benchmark.runner import _subset
+
 
     sec = S.load([name], data, progress=False)[name]
     split = P.split_r(sec.n, 0)
     _, _, y = P.within_section_genes(sec.adata, split.train)
-    return {"sec": sec, "train": _subset(sec, split.train), "y_train": y[split.train],
-            "query": _subset(sec, np.arange(sec.n)), "y": y,
+    return {"sec": sec, "train": sec.spots(split.train), "y_train": y[split.train],
+            "query": sec.spots(np.arange(sec.n)), "y": y,
             "k": max(D.n_domains(sec.labels), 2) if sec.labels is not None else 2}
 
 
@@ -201,7 +201,7 @@ def measure(name: str, data: str, methods: list[str], cores: int) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    from histosge.methods._torch import cores
+    from histosge.benchmark import cores
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=os.environ.get("HISTOSGE_DATA", "../shared/data"))

@@ -62,17 +62,17 @@ PITCH_UM, SPOT_UM = 200.0, 100.0  # legacy Spatial Transcriptomics
 def dlpfc_inputs(data: str, section: str, out: Path) -> dict:
     """Centres of every spot superres encodes on the section (measured + generated at 4x)."""
     import histosge
-    from histosge import geometry
-    from histosge.tasks import _grid, _spot_diameter
+    from histosge import geometry, keys
 
     adata = histosge.read_section(section, data_dir=data)
-    rows, cols, grid = _grid(adata)
+    rows, cols = (adata.obs[k].to_numpy(float) for k in ("array_row", "array_col"))
+    grid = keys.grid(adata)
     xy = np.asarray(adata.obsm["spatial"], np.float64)
     gen_xy, _ = geometry.place_generated(rows, cols, xy, geometry.dense_points(rows, cols, grid, 4))
     centres = np.vstack([xy, gen_xy])
     np.save(out / "dlpfc_centres.npy", centres)
     return {"kind": "section", "section": section, "data": data, "centres": str(out / "dlpfc_centres.npy"),
-            "spot_diameter": _spot_diameter(adata), "n_measured": len(xy), "n_generated": len(gen_xy)}
+            "spot_diameter": keys.spot_diameter_px(adata), "n_measured": len(xy), "n_generated": len(gen_xy)}
 
 
 def build_slide(data: str, side: int, path: Path) -> dict:
@@ -232,7 +232,7 @@ def child(phase: str, spec: dict, ids: np.ndarray, save: str | None) -> dict:
     result = {"phase": phase, "spots": int(len(centres)), "side_px": int(side), "level": int(level)}
     warm = time.perf_counter()
     if phase in ("new", "new_1thread", "read"):
-        from histosge._hestats import features_batch
+        from histosge.encode.handcrafted import features_batch
 
         features_batch(np.random.default_rng(0).random((8, 128, 128, 3)))  # numba loads its kernels
         result["warmup_s"] = time.perf_counter() - warm
@@ -251,7 +251,7 @@ def child(phase: str, spec: dict, ids: np.ndarray, save: str | None) -> dict:
             seconds, cpu = time.perf_counter() - t0, _cpu_s(_family()) - cpu0
         result["threads"] = int(os.environ.get("HISTOSGE_THREADS") or cpus)
     elif phase == "new_2processes":
-        from histosge._hestats import features_batch
+        from histosge.encode.handcrafted import features_batch
 
         pool = _pool(2, "histosge._hestats")
         list(pool.map(features_batch, [np.zeros((8, 128, 128, 3), np.float32)] * 2))

@@ -36,13 +36,13 @@ from scipy.spatial import cKDTree
 from scipy.spatial.distance import cdist
 from sklearn.linear_model import RidgeCV
 
+from histosge.benchmark import deterministic
 from histosge.benchmark import sections as S
-from histosge.benchmark.runner import _deterministic, _subset
 from histosge.geometry import spot_pitch
 from histosge.methods import create_method
 from histosge.model import HisToSGE
 from histosge.model.contexts import Blend, image_oof
-from histosge.model.neighbours import _weights, choose_k, idw
+from histosge.model.neighbours import choose_k, idw, idw_weights
 from histosge.model.parts import RIDGE_ALPHAS, LinearPCA, Projector
 from histosge.model.probe import ridge_probe
 
@@ -100,7 +100,7 @@ def _bilateral(train_xy, z, query_xy, guide_train, guide_query, width, exclude_s
     if exclude_self:
         dist, idx = dist[:, 1:], idx[:, 1:]
     gap = ((guide_query[:, None, :] - guide_train[idx]) ** 2).sum(-1)
-    log_w = np.log(_weights(dist)) - gap / (2.0 * width**2)
+    log_w = np.log(idw_weights(dist)) - gap / (2.0 * width**2)
     w = np.exp(log_w - log_w.max(1, keepdims=True))  # in log space: no row underflows to all zeros
     w /= w.sum(1, keepdims=True)
     return np.einsum("qk,qkc->qc", w, z[idx]).astype(np.float32)
@@ -197,17 +197,17 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     secs = S.load(names, args.data, progress=False)
     records, checked = [], not args.check
-    with _deterministic(1):
+    with deterministic(1):
         for sec, split, y, seed in rows(secs, names, args.protocols.split(","), seeds):
             y_train = np.asarray(y[split.train], np.float32)
-            knn = create_method("knn").fit(_subset(sec, split.train), y_train).predict(_subset(sec, np.arange(sec.n)))
+            knn = create_method("knn").fit(sec.spots(split.train), y_train).predict(sec.spots(np.arange(sec.n)))
             records.append(_record(sec, split, y, knn, seed, "knn"))
             for v in variants:
                 pred = predict(v, sec.features, sec.xy, split.train, y_train, seed, knn)
                 if v == "default" and not checked:
-                    model = HisToSGE("neighbours", seed=seed).fit_spots(_subset(sec, split.train), y_train,
+                    model = HisToSGE("neighbours", seed=seed).fit_spots(sec.spots(split.train), y_train,
                                                                          progress=False)
-                    lib = model.predict_spots(_subset(sec, np.arange(sec.n)))
+                    lib = model.predict_spots(sec.spots(np.arange(sec.n)))
                     gap = float(np.abs(lib - pred).max())
                     print(f"check on {sec.name} {split.protocol} seed {seed}: max |model - default| = "
                           f"{gap:.2e}", file=sys.stderr)

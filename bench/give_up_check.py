@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from histosge.benchmark import deterministic
 from histosge.benchmark import protocols as P
 from histosge.benchmark import sections as S
-from histosge.benchmark.runner import _deterministic, _subset
 from histosge.genes import log_normalize
 from histosge.model import HisToSGE, Spots
 
@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     secs = S.load(names, args.data, progress=False)
     rows, t0 = [], time.perf_counter()
-    with _deterministic(1):
+    with deterministic(1):
         for name in names:
             sec = secs[name]
             for protocol in ("R", "G"):
@@ -45,13 +45,13 @@ def main(argv=None) -> int:
                     split = P.split_r(sec.n, seed) if protocol == "R" else P.split_g(sec.rows, sec.cols, sec.grid)
                     _, _, y = P.within_section_genes(sec.adata, split.train, P.N_GENES)
                     model = HisToSGE(seed=seed, network={"give_up": 0}).fit_spots(
-                        _subset(sec, split.train), y[split.train], progress=False)
+                        sec.spots(split.train), y[split.train], progress=False)
                     rows.append(_row(name, protocol, seed, model))
                     print(json.dumps(rows[-1]), file=sys.stderr)
         for target, sources in P.cross_groups(names).items():
             for seed in seeds[:1]:
                 genes, _ = P.cross_section_genes([secs[s].adata for s in sources], secs[target].adata, P.N_GENES)
-                train = Spots(*(np.concatenate([getattr(_subset(secs[s], np.arange(secs[s].n)), f) for s in sources])
+                train = Spots(*(np.concatenate([getattr(secs[s].spots(np.arange(secs[s].n)), f) for s in sources])
                                 for f in ("features", "rows", "cols", "xy")))
                 y = np.vstack([log_normalize(secs[s].adata, genes) for s in sources])
                 groups = np.concatenate([np.full(secs[s].n, i) for i, s in enumerate(sources)])
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
 
 
 def _row(name, protocol, seed, model):
-    h = model.network_.history
+    h = model.method_.network_.history
     vals, start = h.get("val_loss", []), h.get("initial_val_loss")
     first = next((i + 1 for i, v in enumerate(vals) if start is not None and v < start * (1 - 0.005) - 1e-9), None)
     return {"section": name, "protocol": protocol, "seed": seed, "epochs_run": h.get("epochs_run", 0),

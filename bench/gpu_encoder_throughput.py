@@ -58,12 +58,12 @@ def synthetic_he_jpeg(path: Path, side: int, seed: int = 0) -> None:
 def model_only(enc, batch: int, iters: int, device) -> float:
     import torch
 
-    from histosge.encode.extract import _autocast
+    from histosge.encode.extract import autocast
 
     x = torch.randn(batch, 3, enc.input_size, enc.input_size, device=device)
     if device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode(), _autocast(enc):
+    with torch.inference_mode(), autocast(enc):
         enc(x)
         if device.type == "cuda":
             torch.cuda.synchronize()

@@ -69,7 +69,7 @@ def describe(y: np.ndarray, pred: np.ndarray, genes: list[str]) -> dict:
 
 def shrink_by_cv(model, pred: np.ndarray) -> np.ndarray:
     """Each gene's deviation from its training mean, scaled by its cv_pcc (0 where it is <= 0)."""
-    mean = model.pca_.mean[None, :]
+    mean = model.method_.pca_.mean[None, :]
     return np.maximum(mean + (pred - mean) * np.clip(model.reliability_.cv_pcc, 0, 1)[None, :], 0)
 
 

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from histosge.benchmark import ari, deterministic
 from histosge.benchmark import protocols as P
 from histosge.benchmark import sections as S
-from histosge.benchmark.runner import _ari, _deterministic, _subset
 from histosge.evaluate import score
 from histosge.methods import create_method
 from histosge.model import HisToSGE
@@ -54,8 +54,8 @@ def _params(variant: str) -> dict:
 
 def _fit(sec: S.Section, split: P.Split, y: np.ndarray, seed: int, params: dict) -> tuple[np.ndarray, dict]:
     model = HisToSGE("neighbours", seed=seed, **params)
-    model.fit_spots(_subset(sec, split.train), y[split.train], progress=False)
-    return model.predict_spots(_subset(sec, np.arange(sec.n))), model.info_
+    model.fit_spots(sec.spots(split.train), y[split.train], progress=False)
+    return model.predict_spots(sec.spots(np.arange(sec.n))), model.info_
 
 
 def _changes_knn(variant: str) -> bool:
@@ -91,7 +91,7 @@ def _record(sec, split, y, pred, seed, method):
     mixed[split.test] = pred[split.test]
     rec = {"section": sec.name, "protocol": split.protocol, "seed": seed, "method": method,
            **score(y[split.test], pred[split.test])}
-    rec["ari"] = _ari(mixed, sec.labels, seed)
+    rec["ari"] = ari(mixed, sec.labels, seed)
     return rec
 
 
@@ -110,9 +110,9 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     secs = S.load(names, args.data, progress=False)
     records = []
-    with _deterministic(1):
+    with deterministic(1):
         for sec, split, y, seed in rows(secs, names, args.protocols.split(","), seeds):
-            train, everyone = _subset(sec, split.train), _subset(sec, np.arange(sec.n))
+            train, everyone = sec.spots(split.train), sec.spots(np.arange(sec.n))
             knn = create_method("knn").fit(train, y[split.train]).predict(everyone)
             records.append(_record(sec, split, y, knn, seed, "knn"))
             for v in variants:

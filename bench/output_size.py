@@ -33,14 +33,13 @@ def _sizes(adata, folder: Path, name: str) -> dict:
     import anndata as ad
     import h5py
 
-    from histosge._atomic import write_output
-    from histosge.storage import QUANTUM, quantize
+    from histosge.storage import QUANTUM, quantize, write_h5ad
 
     ways = {
         "before (AnnData.write_h5ad, as write_output at 7677fd0)": lambda p: adata.write_h5ad(p),
-        "rule, lossless": lambda p: write_output(adata, p, lossless=True),
-        "rule (default)": lambda p: write_output(adata, p),
-        "rule, keeping features": lambda p: write_output(adata, p, features=True),
+        "rule, lossless": lambda p: write_h5ad(adata, p, lossless=True),  # what write_output writes, atomically
+        "rule (default)": lambda p: write_h5ad(adata, p),
+        "rule, keeping features": lambda p: write_h5ad(adata, p, features=True),
     }
     out = {}
     for label, write in ways.items():

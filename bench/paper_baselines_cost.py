@@ -34,16 +34,16 @@ def _timed(fn) -> float:
 
 
 def measure(name: str, protocol: str, data: str, short: dict) -> list[dict]:
+    from histosge.benchmark import deterministic
     from histosge.benchmark import domains as D
     from histosge.benchmark import protocols as P
     from histosge.benchmark import sections as S
-    from histosge.benchmark.runner import _deterministic, _subset
     from histosge.methods import create_method, stage, thitogene
 
     sec = S.load([name], data, progress=False)[name]
     split = P.split_r(sec.n, 0) if protocol == "R" else P.split_g(sec.rows, sec.cols, sec.grid, 4)
     _, _, y = P.within_section_genes(sec.adata, split.train)
-    train, query = _subset(sec, split.train), _subset(sec, np.arange(sec.n))
+    train, query = sec.spots(split.train), sec.spots(np.arange(sec.n))
     jobs = {
         "stage": (stage.EPOCHS, lambda e: create_method("stage", grid=sec.grid, epochs=e).fit(
             train, y[split.train]).predict(query)),
@@ -52,7 +52,7 @@ def measure(name: str, protocol: str, data: str, short: dict) -> list[dict]:
         "stagate": (D.EPOCHS, lambda e: D.stagate(y, sec.xy, max(D.n_domains(sec.labels), 2), 0, n_epochs=e)),
     }
     out = []
-    with _deterministic(1):
+    with deterministic(1):
         for what, (published, fit) in jobs.items():
             lo, hi = short[what]
             load0 = _load()

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from histosge.benchmark import deterministic
 from histosge.benchmark import protocols as P
 from histosge.benchmark import sections as S
-from histosge.benchmark.runner import _deterministic
 from histosge.evaluate import score
 from histosge.model import HisToSGE
 
@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     secs = S.load(sorted(set(CASES) | {s for v in CASES.values() for s in v}), args.data, progress=False)
     rows = []
-    with _deterministic(1):
+    with deterministic(1):
         for target, sources in CASES.items():
             t = secs[target]
             genes, _, y = P.within_section_genes(t.adata, P.split_r(t.n, 0).train, P.N_GENES)

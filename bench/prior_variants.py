@@ -45,13 +45,15 @@ from pathlib import Path
 
 import numpy as np
 
+from histosge.benchmark import deterministic, fit_prior
 from histosge.benchmark import methods as M
 from histosge.benchmark import protocols as P
 from histosge.benchmark import sections as S
-from histosge.benchmark.runner import _deterministic, _subset, fit_prior
 from histosge.evaluate import pearson_per_gene
 from histosge.genes import log_normalize
-from histosge.model import HisToSGE
+from histosge.methods import list_methods, register_method
+from histosge.methods.histosge import HisToSGENeighbours
+from histosge.model import HisToSGE, SectionModel
 from histosge.model.prior import STACK_WEIGHTS
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -79,16 +81,21 @@ VARIANTS["ceiling"] = {}  # the default model, its weight chosen on the held-out
 SHRINKAGE = (0.0, 10.0, 30.0, 100.0, 300.0, 1000.0, float("inf"))
 
 
-class _GeneWiseStack(HisToSGE):
-    """The default model, then the prior's stacking weight replaced by one per gene
-    (``_weights``), from the same training-spot inputs the default's one weight is chosen on."""
+class _GeneWiseStack(HisToSGENeighbours):
+    """The default model (the method ``histosge``), then the prior's stacking weight replaced by
+    one per gene (``_weights``), from the same training-spot inputs the default's one weight is
+    chosen on. Registered as a method of its own (``_variant``), run by ``SectionModel``."""
 
-    def _fit_stack(self, train, y, ctx_train, prior_train, anchor):
-        super()._fit_stack(train, y, ctx_train, prior_train, anchor)
+    def fit(self, train, y, **kw):
+        self._train = train
+        return super().fit(train, y, **kw)
+
+    def _fit_stack(self, y, prior_train, own):
+        super()._fit_stack(y, prior_train, own)
         cov = self.prior_.covered
-        own = self._own_at_training_spots(train, y, ctx_train, anchor)[:, cov].astype(np.float64)
+        own = own[:, cov].astype(np.float64)
         pri = (prior_train[:, cov] + self.stack_["offset"][cov]).astype(np.float64)
-        self.stack_["weight"] = self._weights(train, y[:, cov].astype(np.float64), own, pri).astype(np.float32)
+        self.stack_["weight"] = self._weights(self._train, y[:, cov].astype(np.float64), own, pri).astype(np.float32)
 
 
 class _PerGeneStack(_GeneWiseStack):
@@ -109,7 +116,7 @@ class _PerGeneStack(_GeneWiseStack):
                 oof[i, held] = (1 - w) * own[held] + w * pri[held]
         scores = [float(np.nan_to_num(pearson_per_gene(yc, p)).mean()) for p in oof]
         s = SHRINKAGE[int(np.argmax(scores))]
-        self.info_["per_gene_shrinkage"] = s
+        self.info["per_gene_shrinkage"] = s
         return _shrink(_gene_weights(yc, own, pri), w0, n, s)
 
 
@@ -132,13 +139,23 @@ class _MoranStack(_GeneWiseStack):
                 score = float(np.nan_to_num(pearson_per_gene(yc, (1 - w) * own + w * pri)).mean())
                 best = max(best, (score, a, b))
         _, a, b = best
-        self.info_["moran_coefficients"] = (float(a), float(b))
+        self.info["moran_coefficients"] = (float(a), float(b))
         return 1 / (1 + np.exp(-(a + b * feat)))
 
 
 def _global_weight(y, own, pri) -> float:
     scores = [float(np.nan_to_num(pearson_per_gene(y, (1 - w) * own + w * pri)).mean()) for w in STACK_WEIGHTS]
     return float(STACK_WEIGHTS[int(np.argmax(scores))])
+
+
+def _variant(v: str) -> str:
+    """The registered method of stacking variant ``v`` (registered once, on first use)."""
+    name = f"histosge-{v}-stack"
+    if name not in list_methods():
+        register_method(name, description=f"histosge with the prior's stacking weight per gene ({v})",
+                        reads_positions=True, model_mode="neighbours", reads_prior=True)(
+            {"per-gene": _PerGeneStack, "moran": _MoranStack}[v])
+    return name
 
 
 def _gene_weights(y, own, pri) -> np.ndarray:
@@ -174,7 +191,7 @@ def main(argv=None) -> int:
     needed = sorted({n for t in names for _, srcs in cohorts.get(t, []) for n in srcs} | set(names))
     secs = S.load(needed, args.data, progress=False)
     records = []
-    with _deterministic(1):
+    with deterministic(1):
         for name in names:
             sec = secs[name]
             for protocol in protocols:
@@ -200,7 +217,7 @@ def _write(out, records, t0) -> None:
 
 def _row(sec, split, genes, y, seed, scopes, secs, variants, prior_genes="row") -> list[dict]:
     everyone = np.arange(sec.n)
-    task = M.Task(_subset(sec, split.train), y[split.train], _subset(sec, everyone), seed=seed)
+    task = M.Task(sec.spots(split.train), y[split.train], sec.spots(everyone), seed=seed)
     alone = []
     for method in ("knn", "ridge"):
         alone.append(_record(sec, split, y, M.predict(method, task)[0], seed, method))
@@ -232,8 +249,10 @@ def _row(sec, split, genes, y, seed, scopes, secs, variants, prior_genes="row") 
             if v == "ceiling":
                 out.append({**_ceiling(sec, split, y, seed, prior, genes), **where})
                 continue
-            cls = {"per-gene": _PerGeneStack, "moran": _MoranStack}.get(v, HisToSGE)
-            model = cls("neighbours", seed=seed, prior=prior, **VARIANTS[v])
+            if v in ("per-gene", "moran"):
+                model = SectionModel(_variant(v), seed=seed, prior=prior)
+            else:
+                model = HisToSGE("neighbours", seed=seed, prior=prior, **VARIANTS[v])
             model.fit(sec.adata[split.train], genes=genes, features=sec.features[split.train], progress=False)
             pred = np.asarray(model.predict(sec.adata, features=sec.features, progress=False).X)
             rec = {**_record(sec, split, y, pred, seed, v), **where}
@@ -241,7 +260,7 @@ def _row(sec, split, genes, y, seed, scopes, secs, variants, prior_genes="row") 
             rec.update({f"prior_{k}": info[k] for k in ("stack_weight", "gene_head_alpha", "blend_weights")
                         if k in info})
             if v in ("per-gene", "moran"):
-                rec["prior_stack_weight"] = float(np.mean(model.stack_["weight"]))
+                rec["prior_stack_weight"] = float(np.mean(model.method_.stack_["weight"]))
                 for k in ("per_gene_shrinkage", "moran_coefficients"):
                     if k in model.info_:
                         rec[k] = model.info_[k]
@@ -257,7 +276,7 @@ def _ceiling(sec, split, y, seed, prior, genes) -> dict:
     model.fit(sec.adata[split.train], genes=genes, features=sec.features[split.train], progress=False)
     sides = []
     for w in (0.0, 1.0):  # the model alone, the prior alone (offset to the section's training means)
-        model.stack_["weight"] = w
+        model.method_.stack_["weight"] = w
         sides.append(np.asarray(model.predict(sec.adata, features=sec.features, progress=False).X))
     own, pri = (a[split.test] for a in sides)
     test = y[split.test]

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from histosge.benchmark import deterministic, fit_prior
 from histosge.benchmark import protocols as P
 from histosge.benchmark import sections as S
-from histosge.benchmark.runner import _deterministic, fit_prior
 from histosge.evaluate import score
 from histosge.genes import log_normalize
 from histosge.model import HisToSGE
@@ -102,7 +102,7 @@ def main(argv=None) -> int:
                if t in targets and "same patient" in dict(c)}
     secs = S.load(sorted(set(cohorts) | {n for v in cohorts.values() for n in v}), args.data, progress=False)
     t0, records = time.perf_counter(), []
-    with _deterministic(1):
+    with deterministic(1):
         for name, others in sorted(cohorts.items()):
             sec = secs[name]
             maps = {o: register(sec, secs[o]) for o in others}
@@ -138,7 +138,7 @@ def _row(sec, split, genes, y, seed, others, maps, protocol) -> dict:
     default = np.asarray(model.predict(sec.adata, features=sec.features, progress=False).X)
     sides = []
     for w in (0.0, 1.0):  # the model alone, the prior alone
-        model.stack_["weight"] = w
+        model.method_.stack_["weight"] = w
         sides.append(np.asarray(model.predict(sec.adata, features=sec.features, progress=False).X))
     xy = np.asarray(sec.adata.obsm["spatial"], np.float64)
     carried = []

@@ -63,7 +63,7 @@ def _write_doc():
     yield
     if os.environ.get("HISTOSGE_WRITE_BAD_INPUTS") != "1" or not RECORDED:
         return
-    from histosge._docs import replace_section
+    from histosge.markdown import replace_section
 
     lines = [
         "## Readers",

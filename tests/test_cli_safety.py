@@ -16,8 +16,8 @@ import anndata as ad
 import pytest
 from typer.testing import CliRunner
 
-from histosge._docs import replace_section
 from histosge.cli import app
+from histosge.markdown import replace_section
 
 runner = CliRunner()
 RECORDED: list[tuple[str, str]] = []

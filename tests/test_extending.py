@@ -128,3 +128,25 @@ def test_a_dataset_is_one_file(data_dir, tmp_path):
     res = cli("recover", "mousebrain:crop", "--data-dir", data_dir, "-o", tmp_path / "out.h5ad", "--method", "mean",
               "--n-top-genes", "50", "--quiet")
     assert res.exit_code == 0, res.output
+
+
+def test_a_registered_dataset_runs_in_bench_end_to_end(data_dir, tmp_path):
+    """A dataset registered as this page says is found, grouped, read, benchmarked and reported by
+    ``histosge bench`` with nothing else to add: the example's mouse-brain crop, protocol R."""
+    from histosge.benchmark import protocols, run
+    from histosge.benchmark.sections import discover
+
+    load("mousebrain_dataset.py")
+    assert "mousebrain/crop" in discover(data_dir)
+    res = run(data_dir, tmp_path / "b", sections=["mousebrain:crop"], protocols="R", methods="mean,ridge",
+              encoder="he-stats", quick=True, cache_dir=tmp_path / "cache", progress=False)
+    assert [(r["dataset"], r["section"], r["method"]) for r in res.records] == [
+        ("mousebrain", "crop", "mean"), ("mousebrain", "crop", "ridge")]
+    assert all(np.isfinite(r["pcc"]) for r in res.records)
+    assert "mousebrain" in (tmp_path / "b" / "report.md").read_text()
+    # the dataset's tissue groups, not its name, decide which sections train protocol X and R+
+    datasets.register_dataset(datasets.Dataset("organs", lambda root: [], lambda root, s, **k: None,
+                                               lambda root, s: [], tissue_group=lambda s: s[0]))
+    names = ["organs/a1", "organs/a2", "organs/b1", "mousebrain/crop"]
+    assert protocols.cross_groups(names) == {"organs/a1": ["organs/a2"], "organs/a2": ["organs/a1"]}
+    assert protocols.prior_sources(names)["organs/b1"] == [("other patients", ["organs/a1", "organs/a2"])]

@@ -38,6 +38,11 @@ class Dataset:
     markers: tuple[str, ...] = field(default_factory=tuple)
     #: The dataset's own image; ``--image`` cannot replace it.
     own_image: bool = False
+    #: Its reader names the sections it has: a name ``find_sections`` does not list is still handed
+    #: to ``read`` (which says which sections there are).
+    own_sections: bool = False
+    #: Its sections are small (a few hundred spots): ``histosge bench --quick`` runs one of them.
+    small_sections: bool = False
 
 
 _REGISTRY: dict[str, Dataset] = {}
@@ -114,4 +119,5 @@ register_dataset(Dataset(
 register_dataset(Dataset(
     "her2st", _her2st_sections, _read_her2st, lambda root, s: [root / "her2st"],
     tissue_group=lambda s: s[:1],  # the patient (B4, C2, ...): sections of one tumour share its tissue
-    labels="expression clusters (her2st)", markers=("ERBB2", "GRB7", "KRT19", "COL1A1", "CD74"), own_image=True))
+    labels="expression clusters (her2st)", markers=("ERBB2", "GRB7", "KRT19", "COL1A1", "CD74"), own_image=True,
+    own_sections=True, small_sections=True))

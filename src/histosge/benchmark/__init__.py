@@ -10,15 +10,24 @@ aggregates records with pandas; ``report.render`` writes report.md from those fi
 >>> result.records[0]["pcc"], result.splits[("dlpfc/151673", "R", 0)].test
 >>> benchmark.results.load("out/").groupby("method")["pcc"].mean()
 
+The public names the bench/ scripts build on: ``load_sections`` (sections read and encoded once:
+``Section``, whose ``spots(idx)`` are a method's input), ``protocols`` (splits and genes),
+``deterministic`` (torch's deterministic kernels and a fixed thread count), ``Task`` and
+``predict`` (one method on one task, fed as ``run`` feeds it), ``run_method`` (the same, timed, with
+the record's info), ``ari``, ``fit_prior`` (the prior of R+ and G+) and ``cores``.
+
 See docs/BENCHMARK.md for what each protocol and method is; the methods themselves live in
 ``histosge.methods`` (``ALL_METHODS`` and ``DEFAULT_METHODS`` are read from its registry when
 asked for, so a method registered later is there too).
 """
 
+from ..methods._torch import cores
 from . import results
+from .methods import Task, predict
 from .protocols import PROTOCOLS
-from .runner import DEFAULT_PROTOCOLS, DEFAULT_SEEDS, BenchResult, run
-from .sections import discover
+from .runner import DEFAULT_PROTOCOLS, DEFAULT_SEEDS, BenchResult, ari, deterministic, fit_prior, run, run_method
+from .sections import Section, discover
+from .sections import load as load_sections
 
 __all__ = [
     "ALL_METHODS",
@@ -27,9 +36,18 @@ __all__ = [
     "DEFAULT_SEEDS",
     "PROTOCOLS",
     "BenchResult",
+    "Section",
+    "Task",
+    "ari",
+    "cores",
+    "deterministic",
     "discover",
+    "fit_prior",
+    "load_sections",
+    "predict",
     "results",
     "run",
+    "run_method",
 ]
 
 

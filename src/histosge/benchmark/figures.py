@@ -14,21 +14,45 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import datasets
 from .._atomic import atomic_path
 from ..evaluate import domains_ari
 from . import domains as D
 from . import predictions as PR
+from .protocols import protocols
 from .results import method_order
 
-#: Marker genes drawn per dataset (only those among the HVGs of the protocol's training spots).
-MARKERS = {"dlpfc": ("MOBP", "PCP4", "SNAP25"), "her2st": ("ERBB2",)}
+#: Marker genes drawn per section: the first of its dataset's (``datasets.Dataset.markers``) that
+#: are among the HVGs of the protocol's training spots.
+N_MARKERS = 3
 #: Figures are kept below this size (they are committed next to the report).
 MAX_PNG_BYTES = 290_000
 _KINDS = ("markers", "domains", "figure5")
-_PROTOCOLS = ("R", "G", "G9", "G16", "X")
+_PROTOCOLS = tuple(p.name for p in protocols() if not p.cohort)
+#: The protocol a dataset's marker and domain figures are drawn from, by preference.
+_PICK = ("G", "R", "X")
+_MANUAL = "manual annotation"
 _NAMES = D.NAMES
 #: Clusterers beyond k-means whose domains a task may have saved (figure 5 needs one of them).
 _EXTRA = tuple(c for c in D.CLUSTERERS if c != "kmeans")
+
+
+def _markers(dataset: str) -> tuple[str, ...]:
+    entry = datasets.get_dataset(dataset)
+    return entry.markers if entry is not None else ()
+
+
+def _manual(dataset: str) -> bool:
+    """The dataset's labels are a manual annotation (``datasets.Dataset.labels``): domain figures
+    compare against them (her2st's are clusters of expression). A dataset not registered: taken as manual."""
+    entry = datasets.get_dataset(dataset)
+    return entry is None or entry.labels == _MANUAL
+
+
+def _datasets(names: set[str]) -> list[str]:
+    """``names`` in the registry's order, the unregistered ones last."""
+    known = datasets.list_datasets()
+    return sorted(names, key=lambda n: (known.index(n) if n in known else len(known), n))
 
 
 def _plt():
@@ -82,7 +106,7 @@ def _mixed(s: PR.Saved, method: str) -> np.ndarray:
 
 def marker_figure(s: PR.Saved, path: Path) -> list[str] | None:
     """Rows: marker genes; columns: measured, then each method, on the scored spots."""
-    markers = [g for g in MARKERS.get(s.dataset, ()) if g in s.genes]
+    markers = [g for g in _markers(s.dataset) if g in s.genes][:N_MARKERS]
     if not markers:
         return None
     plt = _plt()
@@ -128,7 +152,7 @@ def _clusters(expression: np.ndarray, k: int, seed: int, n_pcs: int = 30) -> np.
 def domains_figure(s: PR.Saved, path: Path, seed: int = 0) -> bool:
     """Manual layers, k-means on measured expression, k-means on training + predicted spots per method."""
     labels = s.labels
-    if labels is None or s.dataset == "her2st":
+    if labels is None or not _manual(s.dataset):
         return False
     from sklearn.metrics import adjusted_rand_score
 
@@ -269,10 +293,9 @@ def _first_seeds(entries: list[dict], seeds: list[int]) -> list[dict]:
 def _pick(entries: list[dict], dataset: str) -> dict | None:
     """The task to draw for ``dataset``: protocol G, else R, else X, first section whose HVGs hold
     one of the dataset's marker genes (else the first section)."""
-    markers = MARKERS.get(dataset, ())
+    markers = _markers(dataset)
     ordered = sorted((e for e in entries if e["dataset"] == dataset),
-                     key=lambda e: (("G", "R", "X").index(e["protocol"]) if e["protocol"] in ("G", "R", "X") else 3,
-                                    e["name"]))
+                     key=lambda e: (_PICK.index(e["protocol"]) if e["protocol"] in _PICK else 3, e["name"]))
     with_marker = [e for e in ordered if any(g in e["genes"] for g in markers)]
     return (with_marker or ordered or [None])[0]
 
@@ -282,7 +305,7 @@ def draw(folder: Path, seeds: list[int]) -> list[Path]:
     dataset, then a Figure-5 map for every section and protocol where STAGATE ran. Returns the PNGs."""
     entries = _first_seeds(PR.index(folder), seeds)
     written: list[Path] = []
-    for dataset in ("dlpfc", "her2st"):
+    for dataset in _datasets({e["dataset"] for e in entries}):
         entry = _pick(entries, dataset)
         if entry is None:
             continue
@@ -293,7 +316,7 @@ def draw(folder: Path, seeds: list[int]) -> list[Path]:
         if domains_figure(s, folder / f"domains_{stem}.png"):
             written.append(folder / f"domains_{stem}.png")
     for e in sorted(entries, key=lambda e: (e["name"], _PROTOCOLS.index(e["protocol"]))):
-        if not set(e["clusterers"]) & set(_EXTRA) or e["dataset"] == "her2st":
+        if not set(e["clusterers"]) & set(_EXTRA) or not _manual(e["dataset"]):
             continue
         s = PR.load(e["path"])
         path = folder / f"figure5_{s.name.replace('/', '_')}_{s.protocol}.png"
@@ -313,8 +336,8 @@ def in_folder(folder: Path) -> list[Path]:
         if kind == "figure5":
             return (1, name, p)
         dataset = name.split("_", 1)[0]
-        return (0, ("dlpfc", "her2st").index(dataset) if dataset in ("dlpfc", "her2st") else 2, _KINDS.index(kind),
-                name, p)
+        known = datasets.list_datasets()
+        return (0, known.index(dataset) if dataset in known else len(known), _KINDS.index(kind), name, p)
 
     return sorted((p for p in folder.glob("*.png") if p.stem.split("_", 1)[0] in _KINDS and p.stem.count("_") >= 3),
                   key=key)

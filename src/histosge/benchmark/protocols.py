@@ -1,4 +1,5 @@
-"""The three benchmark protocols: which spots train, which are scored, and on which genes.
+"""The benchmark protocols as registered objects (``Protocol``): which spots train, which are
+scored, whether the split is seeded, whether the other sections are known, which methods run.
 
 - **R** (recovery): a seeded random half of a section's spots trains, the other half is scored
   (``geometry.random_split``).
@@ -17,6 +18,10 @@
   with the section's training spots. her2st: the other sections of the same patient and those
   of other patients are two rows, reported apart.
 
+Each is a ``Protocol`` (``protocols()``, ``get_protocol``); no other module compares protocol
+names. Which sections share a tissue comes from the datasets registry
+(``datasets.Dataset.tissue_group``).
+
 Genes: the top-1000 seurat_v3 HVGs picked on the *training* spots only (for X: on the training
 sections pooled, restricted to genes every section involved has), normalize_total(1e4) over
 all genes of each spot, then log1p (``genes.select_hvgs`` / ``genes.log_normalize``).
@@ -29,16 +34,11 @@ from dataclasses import dataclass
 import anndata as ad
 import numpy as np
 
-from .. import geometry
+from .. import datasets, geometry
 from ..genes import choose_genes, log_normalize
 
-PROTOCOLS = ("R", "G", "X", "G9", "G16", "R+", "G+")
-#: Protocols with a cohort, and the within-section protocol each extends.
-WITH_PRIOR = {"R+": "R", "G+": "G"}
 #: The two kinds of other sections a cohort protocol reads, in report order.
 PRIOR_SCOPES = ("same patient", "other patients")
-#: Generation protocols and the density each scores.
-GENERATION = {"G": 4, "G9": 9, "G16": 16}
 #: Fewer training spots than this and a generation protocol skips the section (her2st at 9x: ~25).
 MIN_TRAIN_SPOTS = 30
 N_GENES = 1000
@@ -56,6 +56,125 @@ class Split:
     def __post_init__(self):
         self.train = np.asarray(self.train, np.int64)
         self.test = np.asarray(self.test, np.int64)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A benchmark protocol: which spots train, which are scored, and which methods it admits.
+
+    Attributes
+    ----------
+    name : str
+        What ``--protocols`` takes and the records hold.
+    title : str
+        The report's line for it.
+    holdout : float or None
+        Recovery: a random ``holdout`` fraction of the section's spots is scored, the rest trains;
+        the split is seeded (``seeded``).
+    factor : int or None
+        Generation: the lattice ``factor`` times coarser trains (4: every other row and column) and
+        the measured spots at its denser positions are scored; the same split for every seed.
+    cross : bool
+        Cross-section: every spot of the other sections of the target's tissue
+        (``datasets.Dataset.tissue_group``) trains, every spot of the target is scored; methods
+        that read the target's measured spots are not admitted.
+    cohort : bool
+        As its split, and the other sections of the dataset are known too
+        (``prior_sources``); the only protocols that admit the methods that read them.
+    min_train : int
+        A generation split with fewer training spots skips the section (``MIN_TRAIN_SPOTS``).
+    default : bool
+        In the default run (``histosge bench`` without ``--protocols``).
+    all_spots_scores : bool
+        Also scored on every spot, training spots included, as the paper scored (inflated; the
+        ``*_all_spots_inflated`` fields of a record).
+    """
+
+    name: str
+    title: str
+    holdout: float | None = None
+    factor: int | None = None
+    cross: bool = False
+    cohort: bool = False
+    min_train: int = 0
+    default: bool = False
+    all_spots_scores: bool = False
+
+    @property
+    def seeded(self) -> bool:
+        """The split depends on the seed (recovery)."""
+        return self.holdout is not None
+
+    def split(self, n: int, rows: np.ndarray, cols: np.ndarray, grid: str, seed: int) -> Split:
+        """The split of a section of ``n`` spots at grid positions ``rows``, ``cols`` (``grid``
+        lattice) for ``seed``; a cross-section protocol trains on none of its spots."""
+        if self.cross:
+            return Split(self.name, np.zeros(0, np.int64), np.arange(n))
+        if self.holdout is not None:
+            train, test = geometry.random_split(n, self.holdout, seed)
+        else:
+            train, test = geometry.generation_split(rows, cols, grid, self.factor)
+        return Split(self.name, train, test)
+
+    def admits(self, spec) -> bool:
+        """Whether the method of ``spec`` (a ``methods.MethodSpec``) runs under this protocol: the
+        methods that read the other sections only with a cohort; no method that reads the target's
+        measured spots across sections."""
+        if spec.needs_other_sections:
+            return self.cohort
+        return not (self.cross and spec.needs_target_expression)
+
+
+_REGISTRY: dict[str, Protocol] = {}
+
+
+def register_protocol(protocol: Protocol) -> Protocol:
+    """Add ``protocol`` (report order is registration order)."""
+    if protocol.name in _REGISTRY:
+        raise ValueError(f"protocol {protocol.name!r} registered twice")
+    _REGISTRY[protocol.name] = protocol
+    return protocol
+
+
+def get_protocol(name: str) -> Protocol:
+    """The protocol ``name``; an unknown one is one ``InputError`` listing the known ones."""
+    if name not in _REGISTRY:
+        from ..errors import InputError
+
+        raise InputError(f"unknown protocol {name}", where="--protocols", fix=f"choose from {', '.join(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def protocols() -> list[Protocol]:
+    """Every protocol, in report order."""
+    return list(_REGISTRY.values())
+
+
+for _p in (
+    Protocol("R", "R: recovery (seeded random half of the spots trains, the other half is scored)",
+             holdout=HOLDOUT, default=True, all_spots_scores=True),
+    Protocol("G", "G: 4x generation (coarse lattice trains, the measured spots at its midpoints are scored)",
+             factor=4, min_train=MIN_TRAIN_SPOTS, default=True),
+    Protocol("G9", "G9: 9x generation (a lattice 3 steps apart trains, the measured spots between are scored)",
+             factor=9, min_train=MIN_TRAIN_SPOTS),
+    Protocol("G16", "G16: 16x generation (a lattice 4 steps apart trains, the measured spots between are scored)",
+             factor=16, min_train=MIN_TRAIN_SPOTS),
+    Protocol("X", "X: cross-section (other sections of the same tissue train, every spot of the target is scored)",
+             cross=True, default=True),
+    Protocol("R+", "R+: recovery with a cohort (as R; the other sections of the dataset are known too: a prior for "
+                   "histosge, pooled spots for ridge and stnet)", holdout=HOLDOUT, cohort=True),
+    Protocol("G+", "G+: 4x generation with a cohort (as G; the other sections of the dataset are known too)",
+             factor=4, cohort=True),
+):
+    register_protocol(_p)
+
+#: The built-in protocols' names, in report order.
+PROTOCOLS = tuple(_REGISTRY)
+#: Protocols with a cohort, and the within-section protocol each extends.
+WITH_PRIOR = {p.name: next(q.name for q in _REGISTRY.values() if not q.cohort and (q.holdout, q.factor) ==
+                           (p.holdout, p.factor)) for p in _REGISTRY.values() if p.cohort}
+#: Generation protocols and the density each scores.
+GENERATION = {p.name: p.factor for p in _REGISTRY.values() if p.factor and not p.cohort}
 
 
 def split_r(n_spots: int, seed: int, holdout: float = HOLDOUT) -> Split:
@@ -94,18 +213,21 @@ def cross_section_genes(
     return pooled_genes(train_sections, n_genes, among=list(target.var_names))
 
 
-def cross_groups(names: list[str]) -> dict[str, list[str]]:
-    """For protocol X: each target section -> the sections it is predicted from.
+def tissue_of(name: str) -> str:
+    """The tissue group of section ``name`` (``dataset/section``): its dataset's
+    ``datasets.Dataset.tissue_group`` (her2st: the patient, the letter of B4, C2 ...; DLPFC 151673
+    and 151676 are one donor, Br8100), within the dataset; a dataset not registered is one group."""
+    dataset, section = name.split("/", 1)
+    entry = datasets.get_dataset(dataset)
+    return f"{dataset}/{entry.tissue_group(section)}" if entry is not None else dataset
 
-    Sections are grouped by tissue: her2st by patient (the letter of B4, C2, ...: only C has
-    several sections here, so C2-C4 leave-one-out), every other dataset as one group
-    (DLPFC 151673 <-> 151676). A section alone in its group has no X target.
-    """
+
+def cross_groups(names: list[str]) -> dict[str, list[str]]:
+    """For protocol X: each target section -> the sections it is predicted from, the other sections
+    of its tissue group (``tissue_of``). A section alone in its group has no X target."""
     groups: dict[str, list[str]] = {}
     for name in names:
-        dataset, section = name.split("/", 1)
-        key = f"{dataset}/{section[0]}" if dataset == "her2st" else dataset
-        groups.setdefault(key, []).append(name)
+        groups.setdefault(tissue_of(name), []).append(name)
     out = {}
     for members in groups.values():
         if len(members) < 2:
@@ -113,13 +235,6 @@ def cross_groups(names: list[str]) -> dict[str, list[str]]:
         for target in members:
             out[target] = [m for m in members if m != target]
     return out
-
-
-def _patient(name: str) -> str:
-    """her2st: the patient letter of a section (B4 -> B); every other dataset is one patient
-    (DLPFC 151673 and 151676 are both from donor Br8100)."""
-    dataset, section = name.split("/", 1)
-    return f"{dataset}/{section[0]}" if dataset == "her2st" else dataset
 
 
 def prior_sources(names: list[str]) -> dict[str, list[tuple[str, list[str]]]]:
@@ -130,8 +245,8 @@ def prior_sources(names: list[str]) -> dict[str, list[tuple[str, list[str]]]]:
     out: dict[str, list[tuple[str, list[str]]]] = {}
     for target in names:
         dataset = target.split("/", 1)[0]
-        same = [n for n in names if n != target and _patient(n) == _patient(target)]
-        other = [n for n in names if n.split("/", 1)[0] == dataset and _patient(n) != _patient(target)]
+        same = [n for n in names if n != target and tissue_of(n) == tissue_of(target)]
+        other = [n for n in names if n.split("/", 1)[0] == dataset and tissue_of(n) != tissue_of(target)]
         scopes = [(scope, srcs) for scope, srcs in zip(PRIOR_SCOPES, (same, other), strict=True) if srcs]
         if scopes:
             out[target] = scopes

@@ -18,24 +18,17 @@ import pandas as pd
 from .._atomic import atomic_path
 from . import figures as F
 from . import predictions as PR
+from . import protocols as P
 from . import results as RS
 from .report_domains import section as domain_section
 from .results import method_order
 
-_PROTOCOL_TITLES = {
-    "R": "R: recovery (seeded random half of the spots trains, the other half is scored)",
-    "G": "G: 4x generation (coarse lattice trains, the measured spots at its midpoints are scored)",
-    "G9": "G9: 9x generation (a lattice 3 steps apart trains, the measured spots between are scored)",
-    "G16": "G16: 16x generation (a lattice 4 steps apart trains, the measured spots between are scored)",
-    "X": "X: cross-section (other sections of the same tissue train, every spot of the target is scored)",
-    "R+": "R+: recovery with a cohort (as R; the other sections of the dataset are known too: a prior for "
-          "histosge, pooled spots for ridge and stnet)",
-    "G+": "G+: 4x generation with a cohort (as G; the other sections of the dataset are known too)",
-}
+_PROTOCOL_TITLES = {p.name: p.title for p in P.protocols()}
 #: Order of protocols in tables.
-ORDER = ("R", "G", "G9", "G16", "X", "R+", "G+")
+ORDER = tuple(_PROTOCOL_TITLES)
 #: Protocols with a cohort: their rows differ in the cohort, so the summary leaves them out.
-WITH_PRIOR = ("R+", "G+")
+WITH_PRIOR = tuple(p.name for p in P.protocols() if p.cohort)
+_CROSS = {p.name for p in P.protocols() if p.cross}
 _TABLE_METRICS = ("pcc", "pcc_top50", "mse", "mae", "ari", "fit_seconds")
 _DIGITS = {"mse": 4, "mae": 4, "fit_seconds": 1}
 
@@ -86,7 +79,7 @@ def tables(df: pd.DataFrame) -> list[str]:
                 for method in method_order(d.loc[d["section"] == section, "method"]):
                     r = first.loc[(section, method)]
                     tt = f"{r['n_train']}/{r['n_test']}"
-                    if protocol == "X":
+                    if protocol in _CROSS:
                         src = r.get("train_sections")
                         tt = f"{'+'.join(src if isinstance(src, list) else [])} ({r['n_train']})/{r['n_test']}"
                     a = agg.loc[(section, method)]

@@ -13,6 +13,7 @@ import pandas as pd
 
 from . import domains as D
 from . import results as RS
+from .protocols import protocols
 from .results import method_order
 
 MANUAL = "manual annotation"
@@ -56,8 +57,9 @@ def stagate_note(records: list[dict], meta: dict | None) -> str:
     return ""
 
 
-#: Protocols of the domain table (the denser generation protocols' k-means ARI is in the main tables).
-PROTOCOLS = ("R", "G", "X")
+#: Protocols of the domain table, the default ones (the denser generation protocols' k-means ARI is in
+#: the main tables).
+PROTOCOLS = tuple(p.name for p in protocols() if p.default)
 
 
 def fields(clusterer: str) -> tuple[str, str]:

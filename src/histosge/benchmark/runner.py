@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .._atomic import atomic_path
+from ..datasets import get_dataset
 from ..errors import InputError
 from ..evaluate import domains_ari, score
 from ..genes import log_normalize
@@ -35,7 +36,7 @@ from . import sections as S
 from .tasks import BenchTask, plan
 
 #: Protocols run by default (X is cheap next to R and G and fits the same budget).
-DEFAULT_PROTOCOLS = ("R", "G", "X")
+DEFAULT_PROTOCOLS = tuple(p.name for p in P.protocols() if p.default)
 DEFAULT_SEEDS = (0,)
 
 
@@ -55,13 +56,10 @@ class BenchResult:
     seconds: float = 0.0
 
 
-def _subset(sec: S.Section, idx: np.ndarray) -> Spots:
-    return Spots(sec.features[idx], sec.rows[idx], sec.cols[idx], sec.xy[idx])
-
-
 @contextlib.contextmanager
-def _deterministic(threads: int | None) -> Iterator[None]:
-    """Deterministic torch kernels and a fixed thread count (results depend on neither run nor load)."""
+def deterministic(threads: int | None) -> Iterator[None]:
+    """Deterministic torch kernels and a fixed thread count (results depend on neither run nor load):
+    what ``run`` fits every method under, and what a bench/ script that re-fits them uses."""
     old = torch.are_deterministic_algorithms_enabled()
     old_warn = torch.is_deterministic_algorithms_warn_only_enabled()
     old_threads = torch.get_num_threads()
@@ -129,7 +127,7 @@ def run(
     - ``seeds``: one run per seed (splits of R and every model's initialisation).
     - ``encoder``: image encoder name (default ``histosge.encode.DEFAULT_ENCODER``).
     - ``quick``: few epochs, and unless ``sections`` are named only one small section (the first
-      her2st one): a smoke test in < 2 minutes, not a measurement.
+      of a dataset with ``small_sections``: her2st): a smoke test in < 2 minutes, not a measurement.
     - ``cache_dir``: feature cache (default: the encoder module's, ``~/.cache/histosge/features``).
     - ``n_genes``: the HVGs of each task's training spots, or a ``genes.GeneChoice`` (genes
       named to be predicted in every task besides the HVGs, ``all_genes``); named genes every
@@ -151,7 +149,7 @@ def run(
     """
     t_start = time.perf_counter()
     out = Path(out)
-    protocols = _parse(protocols, P.PROTOCOLS, "protocol")
+    protocols = _parse(protocols, [p.name for p in P.protocols()], "protocol")
     methods = _parse(methods, M.ALL_METHODS, "method")
     clusterers = _parse(domains, D.CLUSTERERS, "domain")
     why_not = {c: D.missing(c) for c in clusterers if c != "kmeans"}
@@ -164,9 +162,9 @@ def run(
     except ValueError as err:
         raise InputError(f"seeds must be integers ({err})", where="--seeds", fix="e.g. --seeds 0,1,2") from None
     names = [S.normalise_name(n) for n in _parse(sections, None, "section")] if sections else S.discover(data_dir)
-    if quick and not sections:  # one small section: a legacy-ST (her2st) one has a few hundred spots
-        names = sorted(names, key=lambda n: not n.startswith("her2st/"))[:1]
-        protocols = [p for p in protocols if p != "X"] or ["R"]
+    if quick and not sections:  # one small section (datasets.Dataset.small_sections: legacy ST, a few hundred spots)
+        names = sorted(names, key=lambda n: not getattr(get_dataset(n.split("/", 1)[0]), "small_sections", False))[:1]
+        protocols = [p for p in protocols if not P.get_protocol(p).cross] or ["R"]
     not_run = [m for m in methods if not any(M.valid_for(m, p) for p in protocols)]
     methods = [m for m in methods if m not in not_run]  # listed and recorded: only what this run runs
     if not methods:
@@ -214,7 +212,7 @@ def run(
         RS.append(out, rec)
         records.append(rec)
 
-    with _deterministic(threads):
+    with deterministic(threads):
         for task in tasks:
             _run_task(task, secs, methods, quick, n_genes, extra, progress, keep,
                       out if task.seed == seeds[0] else None)
@@ -263,12 +261,13 @@ def _inputs(t: BenchTask, secs: dict[str, S.Section], quick: bool, n_genes: int)
     split's training spots; in X, every spot of the other sections (``methods.predict`` says what
     each method may use there)."""
     sec, split = secs[t.name], t.split
-    if t.protocol == "X":
+    cross = P.get_protocol(t.protocol).cross
+    if cross:
         sources = [secs[s] for s in t.sources]
         genes, flavour = P.cross_section_genes([s.adata for s in sources], sec.adata, n_genes)
         y_train = np.vstack([log_normalize(s.adata, genes) for s in sources])
         y = log_normalize(sec.adata, genes)
-        train = Spots(*(np.concatenate([getattr(_subset(s, np.arange(s.n)), f) for s in sources])
+        train = Spots(*(np.concatenate([getattr(s.spots(np.arange(s.n)), f) for s in sources])
                         for f in ("features", "rows", "cols", "xy")))
         task = {"train": train, "y_train": y_train,
                 "train_groups": np.concatenate([np.full(s.n, i) for i, s in enumerate(sources)]),
@@ -277,14 +276,14 @@ def _inputs(t: BenchTask, secs: dict[str, S.Section], quick: bool, n_genes: int)
         n_train, n_test = len(y_train), sec.n
     else:
         genes, flavour, y = P.within_section_genes(sec.adata, split.train, n_genes)
-        task = {"train": _subset(sec, split.train), "y_train": y[split.train], "grid": sec.grid}
+        task = {"train": sec.spots(split.train), "y_train": y[split.train], "grid": sec.grid}
         n_train, n_test = len(split.train), len(split.test)
-    task["query"] = _subset(sec, np.arange(sec.n))
+    task["query"] = sec.spots(np.arange(sec.n))
     base = {
         "dataset": sec.dataset, "section": sec.section, "protocol": t.protocol, "seed": t.seed,
         "n_train": int(n_train), "n_test": int(n_test), "n_genes": len(genes), "hvg_flavour": flavour,
-        "encoder": sec.encoder, "ari_measured": _ari(y, sec.labels, t.seed), "labels": _label_kind(sec),
-        **({"train_sections": [secs[s].section for s in t.sources]} if t.protocol == "X" else {}), "quick": quick,
+        "encoder": sec.encoder, "ari_measured": ari(y, sec.labels, t.seed), "labels": _label_kind(sec),
+        **({"train_sections": [secs[s].section for s in t.sources]} if cross else {}), "quick": quick,
     }
     return _Inputs(sec, split, genes, y, base, task)
 
@@ -295,11 +294,11 @@ def _record(inp: _Inputs, method: str, pred: np.ndarray, seconds: float, info: d
     y, test = inp.y, inp.split.test
     rec = {**inp.base, "method": method, **score(y[test], pred[test]), "fit_seconds": seconds, **info}
     rec.pop("n_spots", None)
-    if inp.split.protocol == "R":
+    if P.get_protocol(inp.split.protocol).all_spots_scores:
         inflated = score(y, pred)
         for k in ("pcc", "pcc_top50", "mse", "mae"):
             rec[f"{k}_all_spots_inflated"] = inflated[k]
-    rec["ari"] = _ari(_mixed(inp, pred), inp.sec.labels, inp.base["seed"])
+    rec["ari"] = ari(_mixed(inp, pred), inp.sec.labels, inp.base["seed"])
     return rec
 
 
@@ -317,18 +316,19 @@ def _run_task(t: BenchTask, secs: dict[str, S.Section], methods: list[str], quic
     sec, seed = inp.sec, t.seed
     found: dict = {}
     _extra_domains(inp.base, "measured", inp.y, sec, seed, clusterers, found, quick)
-    with_cohort = t.protocol in P.WITH_PRIOR
+    protocol = P.get_protocol(t.protocol)
+    with_cohort = protocol.cohort
     own = [m for m in methods if M.valid_for(m, t.protocol) and not (with_cohort and m in M.WITH_OTHER_SECTIONS)]
     alone: list[tuple[dict, np.ndarray]] = []
     for method in own:
-        pred, info, seconds = _fit(method, M.Task(**inp.task, seed=seed, quick=quick))
+        pred, info, seconds = run_method(method, M.Task(**inp.task, seed=seed, quick=quick))
         rec = _record(inp, method, pred, seconds, info)
         _extra_domains(rec, method, _mixed(inp, pred), sec, seed, clusterers, found, quick)
         alone.append((rec, pred))
         if with_cohort:
             continue
         keep(rec)
-        where = f"X<-{'+'.join(secs[s].section for s in t.sources)}" if t.protocol == "X" else t.protocol
+        where = f"{t.protocol}<-{'+'.join(secs[s].section for s in t.sources)}" if protocol.cross else t.protocol
         _log(progress, f"  {sec.name} {where} seed {seed} {method:15s} pcc {rec['pcc']:.3f} "
              f"top50 {rec['pcc_top50']:.3f} mse {rec['mse']:.4f} ({seconds:.0f} s)"
              + "".join(f" ARI {D.NAMES[c]} {rec[f'ari_{c}']:.3f}" for c in clusterers if f"ari_{c}" in rec))
@@ -354,7 +354,7 @@ def _run_task(t: BenchTask, secs: dict[str, S.Section], methods: list[str], quic
                 section=sec.adata, section_features=sec.features, train_index=t.split.train, genes=inp.genes,
                 prior_seconds=prior_seconds)
             for method in cohort_methods:
-                pred, info, seconds = _fit(method, M.Task(**inp.task, seed=seed, quick=quick, cohort=cohort))
+                pred, info, seconds = run_method(method, M.Task(**inp.task, seed=seed, quick=quick, cohort=cohort))
                 rec = {**_record(inp, method, pred, seconds, info), **where}
                 if "prior_fit_seconds" in rec:  # a method that read the prior says so last, after its scope
                     rec["prior_fit_seconds"] = rec.pop("prior_fit_seconds")
@@ -400,17 +400,14 @@ def _clean(info: dict) -> dict:
     return {k: (float(v) if isinstance(v, float | np.floating) else v) for k, v in out.items()}
 
 
-
-
-def _ari(expression: np.ndarray, labels: np.ndarray | None, seed: int) -> float | None:
-    """``evaluate.domains_ari``; a constant prediction (the 'mean' method in X) is one domain: ARI 0."""
+def ari(expression: np.ndarray, labels: np.ndarray | None, seed: int) -> float | None:
+    """The ARI of spatial domains clustered from ``expression`` against ``labels`` (None without
+    labels): ``evaluate.domains_ari``; a constant prediction (the 'mean' method in X) is one domain: ARI 0."""
     if labels is None:
         return None
     if np.ptp(np.asarray(expression), axis=0).max() <= 1e-12:
         return 0.0
     return domains_ari(expression, labels, seed=seed)
-
-
 
 
 def _extra_domains(rec: dict, key: str, expression: np.ndarray, sec: S.Section, seed: int, clusterers: list[str],
@@ -420,7 +417,7 @@ def _extra_domains(rec: dict, key: str, expression: np.ndarray, sec: S.Section, 
     labels = sec.labels
     if labels is None:
         return
-    constant = np.ptp(np.asarray(expression), axis=0).max() <= 1e-12  # as in _ari: one domain
+    constant = np.ptp(np.asarray(expression), axis=0).max() <= 1e-12  # as in ari: one domain
     for name in clusterers:
         t = time.perf_counter()
         k = D.n_domains(labels)
@@ -432,14 +429,12 @@ def _extra_domains(rec: dict, key: str, expression: np.ndarray, sec: S.Section, 
             found.setdefault(name, {})[key] = lab
 
 
-
-
-def _fit(method: str, task: M.Task) -> tuple[np.ndarray, dict, float]:
+def run_method(method: str, task: M.Task) -> tuple[np.ndarray, dict, float]:
+    """(predictions of ``task.query``, the record's part of the fit's info, seconds): one method
+    on one task, as ``run`` fits it (``methods.predict``)."""
     t = time.perf_counter()
     pred, info = M.predict(method, task)
     return np.asarray(pred, np.float32), _clean(info), time.perf_counter() - t
-
-
 
 
 def fit_prior(sources: list[S.Section], genes: list[str] | None, seed: int, quick: bool = False,
@@ -463,9 +458,20 @@ def fit_prior(sources: list[S.Section], genes: list[str] | None, seed: int, quic
     return loaded, time.perf_counter() - t
 
 
-
-
 def _label_kind(sec: S.Section) -> str | None:
+    """What the section's labels are (``datasets.Dataset.labels``; a dataset not registered: a manual annotation)."""
     if sec.labels is None:
         return None
-    return "expression clusters (her2st)" if sec.dataset == "her2st" else "manual annotation"
+    from ..datasets import get_dataset
+
+    dataset = get_dataset(sec.dataset)
+    return (dataset.labels if dataset is not None else None) or "manual annotation"
+
+
+# The names bench/paper_comparison.py imports (it was running the paper comparison when these became
+# public, and moves to them when that run is done): the same functions.
+_ari, _deterministic, _fit = ari, deterministic, run_method
+
+
+def _subset(sec: S.Section, idx: np.ndarray) -> Spots:
+    return sec.spots(idx)

@@ -50,6 +50,14 @@ class Section:
     def grid(self) -> str:
         return geometry.grid_of(self.adata)
 
+    def spots(self, idx: np.ndarray | None = None):
+        """The section's spots (``model.Spots``: features, grid rows and columns, pixel centres),
+        all of them or those at ``idx``."""
+        from ..model.contexts import Spots
+
+        spots = Spots(self.features, self.rows, self.cols, self.xy)
+        return spots if idx is None else spots.subset(idx)
+
     @property
     def labels(self) -> np.ndarray | None:
         """Ground-truth labels (object array, None where unlabelled), or None if the section has none."""
@@ -67,24 +75,22 @@ def normalise_name(name: str) -> str:
 
 
 def discover(data_dir: str | os.PathLike) -> list[str]:
-    """Sections laid out as in the shared data folder: ``dlpfc/<id>/`` (Space Ranger) and
-    ``her2st/`` (legacy ST). DLPFC first, then her2st, each sorted."""
+    """Every section of every registered dataset found in the data folder (``histosge.datasets``:
+    DLPFC's ``dlpfc/<id>/``, her2st's ``her2st/`` and any registered later), by dataset in the
+    registry's order, each sorted."""
+    from ..datasets import list_datasets
     from ..read.resolve import known_sections
 
     root = Path(data_dir)
     if not root.is_dir():
-        raise InputError(
-            "data folder not found", where=str(root), fix="give --data the folder holding dlpfc/ and her2st/"
-        )
+        raise InputError("data folder not found", where=str(root),
+                         fix="give --data the folder holding the datasets (histosge.datasets.list_datasets())")
+    order = list_datasets()
     names = [normalise_name(n) for n in known_sections(root) if ":" in n]
-    order = {"dlpfc": 0, "her2st": 1}
-    names.sort(key=lambda n: (order.get(n.split("/")[0], 2), n))
+    names.sort(key=lambda n: (order.index(n.split("/")[0]) if n.split("/")[0] in order else len(order), n))
     if not names:
-        raise InputError(
-            "no sections found (expected dlpfc/<id>/ Space Ranger folders or her2st/ST-cnts)",
-            where=str(root),
-            fix="point --data at a folder laid out like the shared data folder, or name --sections",
-        )
+        raise InputError(f"no sections found of the datasets {', '.join(order)}", where=str(root),
+                         fix="point --data at a folder laid out like the shared data folder, or name --sections")
     return names
 
 

@@ -1,18 +1,16 @@
 """The benchmark's tasks: one (section, protocol, seed) each, with its split and where it trains from.
 
-The one place that turns protocol names into work: R, G, G9, G16 (a split of the section), X
-(the other sections of its tissue train, every spot is scored) and R+, G+ (the split of R or G,
-and the other sections of the dataset as cohorts). ``protocols`` says how each split is made;
-the runner fits every method on every task.
+The one place that turns protocols into work: each ``protocols.Protocol`` makes its split (a
+split of the section: R, G, G9, G16; with the other sections of the dataset as cohorts: R+,
+G+) or trains on the other sections of the tissue (X); the runner fits every method on every task.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from . import protocols as P
+from .protocols import Split
 from .sections import Section
 
 
@@ -25,41 +23,37 @@ class BenchTask:
     name: str  # 'dlpfc/151673'
     protocol: str
     seed: int
-    split: P.Split
+    split: Split
     sources: list[str] = field(default_factory=list)
     cohorts: list[tuple[str, list[str]]] = field(default_factory=list)
 
 
 def plan(secs: dict[str, Section], protocols: list[str], seeds: list[int]) -> tuple[list[BenchTask], list[str]]:
-    """The tasks of a run, in the order they run (each section's within-section protocols, then X),
-    and a line for each (section, protocol) that cannot run and why."""
+    """The tasks of a run, in the order they run (each section's within-section protocols, then the
+    cross-section ones), and a line for each (section, protocol) that cannot run and why."""
     names = list(secs)
     tasks: list[BenchTask] = []
     skipped: list[str] = []
     cohorts = P.prior_sources(names)
+    chosen = [P.get_protocol(p) for p in protocols]
     for name in names:
         sec = secs[name]
-        for protocol in (p for p in protocols if p != "X"):
-            if protocol in P.WITH_PRIOR and name not in cohorts:
-                skipped.append(f"{name} {protocol}: skipped, no other section of its dataset is named")
+        for protocol in (p for p in chosen if not p.cross):
+            if protocol.cohort and name not in cohorts:
+                skipped.append(f"{name} {protocol.name}: skipped, no other section of its dataset is named")
                 continue
-            if protocol in P.WITH_PRIOR:
-                base = P.split_r(sec.n, 0) if P.WITH_PRIOR[protocol] == "R" else P.split_g(sec.rows, sec.cols, sec.grid)
-            elif protocol != "R":
-                base = P.split_g(sec.rows, sec.cols, sec.grid, P.GENERATION[protocol])
-                if len(base.train) < P.MIN_TRAIN_SPOTS or not len(base.test):
-                    skipped.append(f"{name} {protocol}: skipped, its coarse lattice has {len(base.train)} spots "
-                                   f"(< {P.MIN_TRAIN_SPOTS})")
-                    continue
+            first = protocol.split(sec.n, sec.rows, sec.cols, sec.grid, seeds[0])
+            if protocol.min_train and (len(first.train) < protocol.min_train or not len(first.test)):
+                skipped.append(f"{name} {protocol.name}: skipped, its coarse lattice has {len(first.train)} spots "
+                               f"(< {protocol.min_train})")
+                continue
             for seed in seeds:
-                if protocol in ("R", "R+"):  # the only seeded split
-                    base = P.split_r(sec.n, seed)
-                split = P.Split(protocol, base.train, base.test)
-                tasks.append(BenchTask(name, protocol, seed, split, cohorts=cohorts.get(name, [])
-                                       if protocol in P.WITH_PRIOR else []))
-    if "X" in protocols:
+                split = protocol.split(sec.n, sec.rows, sec.cols, sec.grid, seed) if protocol.seeded else first
+                tasks.append(BenchTask(name, protocol.name, seed, Split(protocol.name, split.train, split.test),
+                                       cohorts=cohorts.get(name, []) if protocol.cohort else []))
+    for protocol in (p for p in chosen if p.cross):
         for target, sources in P.cross_groups(names).items():
             for seed in seeds:
-                split = P.Split("X", np.zeros(0, np.int64), np.arange(secs[target].n))
-                tasks.append(BenchTask(target, "X", seed, split, sources=sources))
+                tasks.append(BenchTask(target, protocol.name, seed,
+                                       protocol.split(secs[target].n, None, None, None, seed), sources=sources))
     return tasks, skipped

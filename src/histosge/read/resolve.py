@@ -377,14 +377,18 @@ def check_source(source: str | os.PathLike, *, data_dir: str | os.PathLike | Non
     if _looks_like_path(text):
         raise _missing_path(path)
     root = datasets.data_dir(data_dir, text)
-    m = _NAME.match(text)
-    if m:
-        dataset = datasets.get_dataset(m["dataset"])
-        if dataset is not None and (m["section"] in dataset.find_sections(root) or dataset.name == "her2st"):
-            return  # her2st: its reader names the sections it has
-    elif (root / text).is_dir():
-        return
-    raise _unknown(text, root)
+    if _named(text, root) is None and not (not _NAME.match(text) and (root / text).is_dir()):
+        raise _unknown(text, root)
+
+
+def _named(source: str, root: Path) -> tuple[datasets.Dataset, str] | None:
+    """(dataset, section) that ``dataset:section`` names in the data folder ``root``; None when it
+    names none (a dataset whose reader names its own sections, ``Dataset.own_sections``, takes any)."""
+    m = _NAME.match(source)
+    dataset = datasets.get_dataset(m["dataset"]) if m else None
+    if dataset is not None and (dataset.own_sections or m["section"] in dataset.find_sections(root)):
+        return dataset, m["section"]
+    return None
 
 
 def _unknown(source: str, root: Path) -> InputError:
@@ -460,14 +464,12 @@ def read_section(
     if _looks_like_path(source):
         raise _missing_path(path)
     root = datasets.data_dir(data_dir, source)
-    m = _NAME.match(source)
-    if m:
-        dataset = datasets.get_dataset(m["dataset"])
-        if dataset is not None and (m["section"] in dataset.find_sections(root)
-                                    or dataset.name == "her2st"):  # the her2st reader names the sections it has
-            adata = dataset.read(root, m["section"], image=image, check_alignment=check_alignment)
-            adata.uns.setdefault("histosge", {})["dataset"] = dataset.name  # its tissue's markers, for plots
-            return adata
-    elif (root / source).is_dir():
+    named = _named(source, root)
+    if named is not None:
+        dataset, section = named
+        adata = dataset.read(root, section, image=image, check_alignment=check_alignment)
+        adata.uns.setdefault("histosge", {})["dataset"] = dataset.name  # its tissue's markers, for plots
+        return adata
+    if not _NAME.match(source) and (root / source).is_dir():
         return _read_path(root / source, image, check_alignment)
     raise _unknown(source, root)
