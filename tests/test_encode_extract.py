@@ -363,7 +363,7 @@ def test_extract_decodes_each_tile_once(tmp_path):
     centers = np.random.default_rng(2).permutation(grid)  # 1024 overlapping patches in random order
     feats = encode.extract(src, centers, 1.0, 30.0, encoder=MeanColour(), cache_dir=False, progress=False,
                            batch_size=32)
-    assert src._tiles.decoded == 64  # the 8 x 8 tiles, once each
+    assert src.backend.tiles.decoded == 64  # the 8 x 8 tiles, once each
     expect = encode.extract(ImageSource(arr), centers, 1.0, 30.0, encoder=MeanColour(), cache_dir=False,
                             progress=False)
     np.testing.assert_allclose(feats, expect, atol=1e-6)

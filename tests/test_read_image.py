@@ -199,7 +199,7 @@ def test_each_tile_is_decoded_once(tmp_path):
     src = ImageSource(tmp_path / "t.tif")
     for x in range(0, 300, 10):  # 30 overlapping reads over tile rows 0-1, columns 0-3
         np.testing.assert_array_equal(src.read_region(x, 100, 100, 100), arr[100:200, x : x + 100])
-    assert src._tiles.decoded == 2 * 4
+    assert src.backend.tiles.decoded == 2 * 4
 
 
 def test_mpp_from_metadata(tmp_path):
@@ -233,7 +233,7 @@ def test_real_ome_pyramid(data_dir):
     assert src.level_dimensions[4] == (579, 619)
     np.testing.assert_allclose(src.level_downsamples, [1, 2, 4, 8, 16], rtol=2e-3)
     assert [src.best_level(d) for d in (1.5, 2.0, 4.0, 7.9, 8.0, 100)] == [0, 1, 2, 2, 3, 4]
-    z = src._levels[2].zarr()  # tifffile's own zarr view: the reference for the tile reader
+    z = src.backend.levels[2].zarr()  # tifffile's own zarr view: the reference for the tile reader
     np.testing.assert_array_equal(src.read_region(700, 900, 600, 500, level=2), np.asarray(z[900:1400, 700:1300]))
     # the same tissue at level 0 and level 2: a 4x box filter of level 0 is close to level 2
     full = src.read_region(2800, 3600, 400, 400).astype(float)

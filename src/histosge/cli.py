@@ -19,6 +19,7 @@ from typer.core import TyperGroup
 
 from . import cli_options as O
 from .errors import HistosgeError, InputError
+from .read.formats import IMAGE_SUFFIXES
 
 
 def ray_option_value(args: list[str]) -> list[str]:
@@ -40,8 +41,7 @@ def ray_option_value(args: list[str]) -> list[str]:
 
 
 #: What follows ``--plot`` is a path or another argument, not genes, when it ends like a file.
-_FILE_ENDINGS = (".h5ad", ".zarr", ".histosge", ".tif", ".tiff", ".svs", ".ndpi", ".mrxs", ".scn", ".png", ".jpg",
-                 ".jpeg", ".csv", ".txt", ".tsv", ".h5", ".json")
+_FILE_ENDINGS = (".h5ad", ".zarr", ".histosge", *IMAGE_SUFFIXES, ".csv", ".txt", ".tsv", ".h5", ".json")
 
 
 def plot_option_value(args: list[str]) -> list[str]:

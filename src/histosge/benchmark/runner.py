@@ -33,7 +33,7 @@ from . import predictions as PR
 from . import protocols as P
 from . import results as RS
 from . import sections as S
-from .tasks import BenchTask, plan
+from .plan import BenchTask, plan
 
 #: Protocols run by default (X is cheap next to R and G and fits the same budget).
 DEFAULT_PROTOCOLS = tuple(p.name for p in P.protocols() if p.default)

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError, broken_link
+from ..read.formats import IMAGE_SUFFIXES, strip_suffix
 
-#: Files a cohort reads as slides (tifffile, OpenSlide, or plain images given with --mpp).
-SLIDE_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".svs", ".btf", ".tf8", ".qptiff", ".ndpi", ".mrxs",
-                  ".scn", ".vms", ".vmu", ".bif", ".svslide", ".jpeg", ".jpg", ".png")
+#: Files a cohort reads as slides (tifffile, OpenSlide, or plain images given with --mpp): the one table.
+SLIDE_SUFFIXES = IMAGE_SUFFIXES
 LIST_SUFFIXES = (".txt", ".csv")
 _NAME_OK = re.compile(r"^[^/\\\x00]+$")
 _SHOWN = 4  # problems named in one error line before "and N more"
@@ -47,12 +47,7 @@ def is_slide_file(path: Path) -> bool:
 
 def slide_name(path: Path) -> str:
     """``C4.ome.tif`` -> ``C4``: the file name without its slide suffix."""
-    name = path.name
-    lower = name.lower()
-    for suffix in SLIDE_SUFFIXES:
-        if lower.endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)]
-    return path.stem
+    return strip_suffix(path.name) or path.stem
 
 
 def _some(items: list[str]) -> str:

@@ -155,7 +155,7 @@ def source_fingerprint(source: Any) -> str:
     path = getattr(source, "path", None)
     if path is not None:
         return file_fingerprint(path)
-    arr = getattr(source, "_array", None)
+    arr = getattr(source, "array", None)
     if isinstance(arr, np.ndarray):
         return array_fingerprint(arr)
     if isinstance(source, np.ndarray):

@@ -345,13 +345,12 @@ def _missing_path(path: Path) -> InputError:
 
 def is_slide(source) -> bool:
     """A file that is an image (a slide), not a section (.h5ad, Space Ranger folder, dataset name)."""
-    from .image import SLIDE_SUFFIXES, TIFF_SUFFIXES
+    from .formats import IMAGE_SUFFIXES
 
     if isinstance(source, ad.AnnData):
         return False
     path = Path(str(source))
-    name = path.name.lower()
-    return path.is_file() and name.endswith((*TIFF_SUFFIXES, *SLIDE_SUFFIXES, ".jpg", ".jpeg", ".png"))
+    return path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES)
 
 
 def check_source(source: str | os.PathLike, *, data_dir: str | os.PathLike | None = None) -> None:
@@ -377,11 +376,11 @@ def check_source(source: str | os.PathLike, *, data_dir: str | os.PathLike | Non
     if _looks_like_path(text):
         raise _missing_path(path)
     root = datasets.data_dir(data_dir, text)
-    if _named(text, root) is None and not (not _NAME.match(text) and (root / text).is_dir()):
+    if _dataset_section(text, root) is None and not (not _NAME.match(text) and (root / text).is_dir()):
         raise _unknown(text, root)
 
 
-def _named(source: str, root: Path) -> tuple[datasets.Dataset, str] | None:
+def _dataset_section(source: str, root: Path) -> tuple[datasets.Dataset, str] | None:
     """(dataset, section) that ``dataset:section`` names in the data folder ``root``; None when it
     names none (a dataset whose reader names its own sections, ``Dataset.own_sections``, takes any)."""
     m = _NAME.match(source)
@@ -464,7 +463,7 @@ def read_section(
     if _looks_like_path(source):
         raise _missing_path(path)
     root = datasets.data_dir(data_dir, source)
-    named = _named(source, root)
+    named = _dataset_section(source, root)
     if named is not None:
         dataset, section = named
         adata = dataset.read(root, section, image=image, check_alignment=check_alignment)

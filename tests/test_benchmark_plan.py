@@ -1,12 +1,12 @@
-"""benchmark.tasks: the protocols turned into (section, protocol, seed) tasks, in the order they run."""
+"""benchmark.plan: the protocols turned into (section, protocol, seed) tasks, in the order they run."""
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 
 from histosge.benchmark import protocols
+from histosge.benchmark.plan import plan
 from histosge.benchmark.sections import Section
-from histosge.benchmark.tasks import plan
 
 
 def _section(name, n_rows, n_cols):

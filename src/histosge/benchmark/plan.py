@@ -1,4 +1,4 @@
-"""The benchmark's tasks: one (section, protocol, seed) each, with its split and where it trains from.
+"""The benchmark's plan: its tasks, one (section, protocol, seed) each, with its split and where it trains from.
 
 The one place that turns protocols into work: each ``protocols.Protocol`` makes its split (a
 split of the section: R, G, G9, G16; with the other sections of the dataset as cohorts: R+,
