@@ -18,6 +18,7 @@ import numpy as np
 
 from histosge.benchmark import report
 from histosge.benchmark import results as RS
+from histosge.benchmark.protocols import protocols
 
 METHODS = ("knn", "ridge", "stnet", "histogene", "histosge", "histosge-paper", "ridge+pooled", "stnet+pooled",
            "histosge+prior")
@@ -28,7 +29,7 @@ def readme_tables(records: list[dict], methods=METHODS) -> list[str]:
     """One table per protocol: a row per section, a cell per method of ``methods`` that ran."""
     df = report.with_prior_labels(RS.frame(records))
     out: list[str] = []
-    for protocol in report.ORDER:
+    for protocol in [p.name for p in protocols()]:
         d = df[(df["protocol"] == protocol) & df["method"].isin(methods)]
         shown = [m for m in methods if (d["method"] == m).any()]
         if not shown:

@@ -20,6 +20,7 @@ import numpy as np
 
 from histosge.benchmark import report
 from histosge.benchmark import results as RS
+from histosge.benchmark.protocols import get_protocol, protocols
 
 METRICS = ("pcc", "pcc_top50", "mse", "mae", "ari")
 #: Protocols of the first scoreboard (R, G, X), and those of the cohort one.
@@ -38,7 +39,7 @@ def groups(records: list[dict], keys: tuple[str, ...]) -> dict[tuple, list[dict]
     """The records of each group of ``keys`` (groups sorted by protocol order, then key)."""
     df = RS.frame(records)
     out = {tuple(k): [records[i] for i in idx] for k, idx in df.groupby(list(keys), sort=False).indices.items()}
-    return dict(sorted(out.items(), key=lambda kv: (report.ORDER.index(kv[0][2]), kv[0])))
+    return dict(sorted(out.items(), key=lambda kv: ([p.name for p in protocols()].index(kv[0][2]), kv[0])))
 
 
 def _seeds_lost(recs: list[dict], ours: str, other: str, metric: str, lower_is_better: bool, strict: bool
@@ -135,7 +136,7 @@ def prior_scoreboard(records: list[dict], ours: str = "histosge+prior", without:
     knn's within the seed spread (the mean of the per-seed differences no worse than one
     standard deviation of them). ``without``: the same model without the prior, shown beside.
     Means over seeds."""
-    recs = [r for r in records if r["protocol"] in report.WITH_PRIOR]
+    recs = [r for r in records if get_protocol(r["protocol"]).cohort]
     if not any(r["method"] == ours for r in recs):
         return []
     labelled = RS.records(report.with_prior_labels(RS.frame(recs)))

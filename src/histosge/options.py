@@ -176,14 +176,39 @@ def validate(**values) -> dict:
 
 @dataclass(frozen=True)
 class ModelOptions:
-    """The model options ``superres`` and ``recover`` share (the CLI's and the Python API's alike):
-    one object, checked once when it is made (``validate``), from the command line to the model.
+    """The model options ``superres`` and ``recover`` share, as one object checked once when made.
 
-    ``method`` (a registered method that runs on one section), ``encoder`` (a name; the model
-    builds it once) and ``weights``, ``patch_scale``, ``genes`` (names, or a text file with one per
-    line), ``n_top_genes``, ``all_genes``, ``reliability``, the schedule (``epochs``,
-    ``group_size``, ``patience``), ``seed``, ``device``, ``cache_dir``, ``batch_size`` and ``prior``
-    (an image-mode model file of other sections). Recorded in ``uns['histosge']['settings']``.
+    The CLI's and the Python API's alike go from the command line to the model in it (``validate``
+    checks them when it is made); recorded in ``uns['histosge']['settings']``.
+
+    Attributes
+    ----------
+    method : str
+        A registered method that runs on one section (``histosge methods``).
+    encoder, weights : str, optional
+        The image encoder's name (the model builds it once) and a local weights file.
+    patch_scale : float
+        Patch side in spot diameters.
+    genes : tuple of str or str, optional
+        Genes always predicted (names, or a text file with one per line).
+    n_top_genes : int
+        HVGs of the training spots predicted besides ``genes``.
+    all_genes : bool
+        Every gene detected in >= 1% of the training spots instead of the HVGs.
+    reliability : bool
+        Estimate each gene's held-out Pearson.
+    epochs, group_size, patience : int, optional
+        The network's schedule (a method without one refuses them).
+    seed : int
+        Seeds the model (and the held-out split of recover).
+    device : str, optional
+        ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+    cache_dir : str, optional
+        The feature cache.
+    batch_size : int
+        Patches encoded at once.
+    prior : str, optional
+        An image-mode model file fitted on other sections (methods that read one).
     """
 
     method: str = "histosge"

@@ -28,13 +28,17 @@ N_MARKERS = 3
 #: Figures are kept below this size (they are committed next to the report).
 MAX_PNG_BYTES = 290_000
 _KINDS = ("markers", "domains", "figure5")
-_PROTOCOLS = tuple(p.name for p in protocols() if not p.cohort)
 #: The protocol a dataset's marker and domain figures are drawn from, by preference.
 _PICK = ("G", "R", "X")
 _MANUAL = "manual annotation"
 _NAMES = D.NAMES
 #: Clusterers beyond k-means whose domains a task may have saved (figure 5 needs one of them).
 _EXTRA = tuple(c for c in D.CLUSTERERS if c != "kmeans")
+
+
+def _protocols() -> list[str]:
+    """The protocols whose tasks are drawn (no cohort), in report order."""
+    return [p.name for p in protocols() if not p.cohort]
 
 
 def _markers(dataset: str) -> tuple[str, ...]:
@@ -281,7 +285,7 @@ def _first_seeds(entries: list[dict], seeds: list[int]) -> list[dict]:
     rank = {s: i for i, s in enumerate(seeds)}
     best: dict = {}
     for e in entries:
-        if e.get("prior_from") or e["protocol"] not in _PROTOCOLS:
+        if e.get("prior_from") or e["protocol"] not in _protocols():
             continue
         key = (e["name"], e["protocol"])
         if key not in best or (rank.get(e["seed"], 1e9), e["seed"]) < (rank.get(best[key]["seed"], 1e9),
@@ -315,7 +319,8 @@ def draw(folder: Path, seeds: list[int]) -> list[Path]:
             written.append(folder / f"markers_{stem}.png")
         if domains_figure(s, folder / f"domains_{stem}.png"):
             written.append(folder / f"domains_{stem}.png")
-    for e in sorted(entries, key=lambda e: (e["name"], _PROTOCOLS.index(e["protocol"]))):
+    order = _protocols()
+    for e in sorted(entries, key=lambda e: (e["name"], order.index(e["protocol"]))):
         if not set(e["clusterers"]) & set(_EXTRA) or not _manual(e["dataset"]):
             continue
         s = PR.load(e["path"])
@@ -329,10 +334,12 @@ def in_folder(folder: Path) -> list[Path]:
     """The report's PNGs already in ``folder`` (``<kind>_<dataset>_<section>_<protocol>.png``), in the
     order ``draw`` writes them."""
 
+    order = _protocols()
+
     def key(png: Path) -> tuple:
         kind, rest = png.stem.split("_", 1)
         name, protocol = rest.rsplit("_", 1)
-        p = _PROTOCOLS.index(protocol) if protocol in _PROTOCOLS else 9
+        p = order.index(protocol) if protocol in order else 9
         if kind == "figure5":
             return (1, name, p)
         dataset = name.split("_", 1)[0]

@@ -137,7 +137,23 @@ def register_protocol(protocol: Protocol) -> Protocol:
 
 
 def get_protocol(name: str) -> Protocol:
-    """The protocol ``name``; an unknown one is one ``InputError`` listing the known ones."""
+    """The protocol ``name``.
+
+    Parameters
+    ----------
+    name : str
+        A registered protocol's name (``R``, ``G``, ``X`` ...).
+
+    Returns
+    -------
+    Protocol
+        Its registration.
+
+    Raises
+    ------
+    InputError
+        An unknown name (the message lists the known ones).
+    """
     if name not in _REGISTRY:
         from ..errors import InputError
 
@@ -146,7 +162,13 @@ def get_protocol(name: str) -> Protocol:
 
 
 def protocols() -> list[Protocol]:
-    """Every protocol, in report order."""
+    """Every protocol, in report order.
+
+    Returns
+    -------
+    list of Protocol
+        The registered protocols (the built-in R, G, G9, G16, X, R+, G+ first).
+    """
     return list(_REGISTRY.values())
 
 

@@ -23,12 +23,6 @@ from . import results as RS
 from .report_domains import section as domain_section
 from .results import method_order
 
-_PROTOCOL_TITLES = {p.name: p.title for p in P.protocols()}
-#: Order of protocols in tables.
-ORDER = tuple(_PROTOCOL_TITLES)
-#: Protocols with a cohort: their rows differ in the cohort, so the summary leaves them out.
-WITH_PRIOR = tuple(p.name for p in P.protocols() if p.cohort)
-_CROSS = {p.name for p in P.protocols() if p.cross}
 _TABLE_METRICS = ("pcc", "pcc_top50", "mse", "mae", "ari", "fit_seconds")
 _DIGITS = {"mse": 4, "mae": 4, "fit_seconds": 1}
 
@@ -65,9 +59,9 @@ def tables(df: pd.DataFrame) -> list[str]:
     """Per protocol and dataset, one row per section x method, mean ± sd over seeds."""
     lines: list[str] = []
     df = with_prior_labels(df)
-    for protocol in [p for p in ORDER if (df["protocol"] == p).any()]:
-        lines += ["", f"### {_PROTOCOL_TITLES[protocol]}", ""]
-        recs = df[df["protocol"] == protocol]
+    for proto in [p for p in P.protocols() if (df["protocol"] == p.name).any()]:  # registration order
+        lines += ["", f"### {proto.title}", ""]
+        recs = df[df["protocol"] == proto.name]
         for dataset in sorted(recs["dataset"].unique()):
             d = recs[recs["dataset"] == dataset]
             seeds = sorted(d["seed"].unique())
@@ -79,7 +73,7 @@ def tables(df: pd.DataFrame) -> list[str]:
                 for method in method_order(d.loc[d["section"] == section, "method"]):
                     r = first.loc[(section, method)]
                     tt = f"{r['n_train']}/{r['n_test']}"
-                    if protocol in _CROSS:
+                    if proto.cross:
                         src = r.get("train_sections")
                         tt = f"{'+'.join(src if isinstance(src, list) else [])} ({r['n_train']})/{r['n_test']}"
                     a = agg.loc[(section, method)]
@@ -99,11 +93,11 @@ def tables(df: pd.DataFrame) -> list[str]:
 def summary(df: pd.DataFrame) -> list[str]:
     """Mean held-out pcc over the sections of each dataset, one row per method (R+ and G+, whose
     rows differ in their cohort, are left out)."""
-    df = df[~df["protocol"].isin(WITH_PRIOR)]
+    df = df[~df["protocol"].isin([p.name for p in P.protocols() if p.cohort])]  # rows differ in their cohort
     if df.empty:
         return ["Only protocols with a cohort (R+, G+) in this run: their rows are in the tables below."]
     cols = sorted({(p, d) for p, d in zip(df["protocol"], df["dataset"], strict=True)},
-                  key=lambda k: (ORDER.index(k[0]), k[1]))
+                  key=lambda k: ([p.name for p in P.protocols()].index(k[0]), k[1]))
     means = RS.aggregate(df, ["method", "protocol", "dataset"], ["pcc", "pcc_top50"])
     rows = []
     for method in method_order(df["method"]):

@@ -57,9 +57,6 @@ def stagate_note(records: list[dict], meta: dict | None) -> str:
     return ""
 
 
-#: Protocols of the domain table, the default ones (the denser generation protocols' k-means ARI is in
-#: the main tables).
-PROTOCOLS = tuple(p.name for p in protocols() if p.default)
 
 
 def fields(clusterer: str) -> tuple[str, str]:
@@ -79,13 +76,15 @@ def table(records: list[dict], order=method_order) -> list[str]:
     df = RS.frame(records)
     if "labels" not in df:
         return []
-    df = df[(df["labels"] == MANUAL) & df["protocol"].isin(PROTOCOLS)]
+    # the default protocols (the denser generation protocols' k-means ARI is in the main tables)
+    shown = [p.name for p in protocols() if p.default]
+    df = df[(df["labels"] == MANUAL) & df["protocol"].isin(shown)]
     if df.empty:
         return []
     clusterers = clusterers_in(records)
     rows = []
     groups = sorted(df.groupby(["dataset", "section", "protocol"]), key=lambda kv: (*kv[0][:2],
-                                                                                   PROTOCOLS.index(kv[0][2])))
+                                                                                   shown.index(kv[0][2])))
     for (dataset, section, protocol), g in groups:
         name, n_seeds = f"{dataset}/{section}", g["seed"].nunique()
         rows.append([name, protocol, "(measured expression)", str(n_seeds),

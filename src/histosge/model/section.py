@@ -171,8 +171,15 @@ class SectionModel:
         return hasattr(self, "method_")
 
     def get_params(self) -> dict[str, Any]:
-        """The constructor's arguments, JSON-ready: what a model file records as hyperparameters
-        (``prior`` is left out: the file holds it whole)."""
+        """The constructor's arguments, JSON-ready: what a model file records as hyperparameters.
+
+        ``prior`` is left out: the file holds it whole.
+
+        Returns
+        -------
+        dict
+            ``method``, the model's parameters, and the method's own under ``params``.
+        """
         return {"method": self.method, "encoder": self.encoder, "weights": self.weights,
                 "patch_scale": self.patch_scale, "genes": list(self.genes), "n_top_genes": self.n_top_genes,
                 "all_genes": self.all_genes, "reliability": self.reliability, "seed": self.seed,
@@ -198,8 +205,15 @@ class SectionModel:
         return args
 
     def build_encoder(self):
-        """The image encoder, built on first use and kept: one build per model, whoever asks
-        (``superres`` encodes the generated spots with the one ``fit`` used)."""
+        """The image encoder, built on first use and kept: one build per model, whoever asks.
+
+        ``superres`` encodes the generated spots with the one ``fit`` then uses.
+
+        Returns
+        -------
+        Encoder
+            The encoder given to the constructor, or the one its name and ``weights`` build.
+        """
         if self._encoder_built is None:
             from .. import encode
 
