@@ -8,7 +8,7 @@ runs). STAGATE's clustering did not change in code, so it is timed at one thread
 cores. The two HisToSGE methods did not change per epoch (only their stopping moved into
 ``model.early_stop``), so they are timed after only.
 
-Each is timed at two short lengths on the benchmark's own inputs (dlpfc/151673 and her2st/C2
+Each is timed at two short lengths on the benchmark's own inputs (dlpfc:151673 and her2st:C2
 protocol R, seed 0, the 1000 HVGs of the training spots, cached he-stats features); the slope is
 the cost of one epoch, the intercept that of building, validating once and predicting. The file
 also says whether old and new compute the same: the largest absolute difference between their
@@ -205,7 +205,7 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=os.environ.get("HISTOSGE_DATA", "../shared/data"))
-    ap.add_argument("--sections", default="dlpfc/151673,her2st/C2")
+    ap.add_argument("--sections", default="dlpfc:151673,her2st:C2")
     ap.add_argument("--methods", default=",".join(PLAN))
     ap.add_argument("--out", default="bench/results/baseline_epoch_cost.json")
     args = ap.parse_args(argv)

@@ -1,6 +1,6 @@
 """Wall time and peak memory of `superres` on a real section with the default encoder.
 
-Target (issue: end to end): dlpfc/151673 in under 5 minutes and under 4 GB peak on the
+Target (issue: end to end): dlpfc:151673 in under 5 minutes and under 4 GB peak on the
 2-core development machine. Runs in a fresh process with an empty feature cache, so encoding
 is included; a second run with the warm cache is timed too.
 

@@ -58,8 +58,8 @@ NOISES = tuple(float(s) for s in np.logspace(-2, 2.5, 19))
 #: Bilateral smoothing: neighbours considered, and widths relative to the contexts' spread.
 BILATERAL_K = 128
 BILATERAL_WIDTHS = (0.1, 0.2, 0.4, 0.8, 1.6)
-#: The default model's settings (n_components, outside_weight, image_blend).
-DEFAULT = HisToSGE()
+#: The default model's settings (n_components, outside_weight, image_blend): its method's defaults.
+DEFAULT = create_method("histosge")
 
 
 def _matern32(d: np.ndarray, lengthscale: float) -> np.ndarray:

@@ -43,7 +43,7 @@ def old_selection(adata, train_mask: np.ndarray, n_top: int = 1000) -> list[str]
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=os.environ.get("HISTOSGE_DATA", "../shared/data"))
-    ap.add_argument("--sections", default="her2st/B4,her2st/C2,her2st/C3,her2st/C4")
+    ap.add_argument("--sections", default="her2st:B4,her2st:C2,her2st:C3,her2st:C4")
     args = ap.parse_args(argv)
     for name in args.sections.split(","):
         adata = S.read(name, args.data)

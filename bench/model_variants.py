@@ -66,7 +66,7 @@ def base_parser(description: str, variants: str) -> argparse.ArgumentParser:
     """The options every variant script shares (data, sections, protocols, seeds, variants, out)."""
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--data", default=os.environ.get("HISTOSGE_DATA", "../shared/data"))
-    ap.add_argument("--sections", default=None, help="comma-separated, e.g. dlpfc/151673,her2st/B4")
+    ap.add_argument("--sections", default=None, help="comma-separated, e.g. dlpfc:151673,her2st:B4")
     ap.add_argument("--protocols", default="R,G")
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--variants", default=variants)

@@ -8,7 +8,7 @@ the measured reasons docs/BENCHMARK.md gives for leaving STAGE and THItoGene out
 comparison and for running STAGATE on one seed only.
 
     python bench/paper_baselines_cost.py --data ../shared/data \
-        --sections dlpfc/151673,her2st/C2 --protocols R,G --out bench/results/paper_baselines_cost.json
+        --sections dlpfc:151673,her2st:C2 --protocols R,G --out bench/results/paper_baselines_cost.json
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def measure(name: str, protocol: str, data: str, short: dict) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=os.environ.get("HISTOSGE_DATA", "../shared/data"))
-    ap.add_argument("--sections", default="dlpfc/151673,her2st/C2")
+    ap.add_argument("--sections", default="dlpfc:151673,her2st:C2")
     ap.add_argument("--protocols", default="R,G")
     ap.add_argument("--out", default="bench/results/paper_baselines_cost.json")
     args = ap.parse_args()

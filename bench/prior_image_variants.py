@@ -29,8 +29,8 @@ from histosge.evaluate import score
 from histosge.model import HisToSGE
 
 #: target -> the sections its prior learns from (same patient for C3/C4, other patients for B4).
-CASES = {"her2st/C3": ["her2st/C2", "her2st/C4"], "her2st/C4": ["her2st/C2", "her2st/C3"],
-         "her2st/B4": ["her2st/C2", "her2st/C3", "her2st/C4"]}
+CASES = {"her2st:C3": ["her2st:C2", "her2st:C4"], "her2st:C4": ["her2st:C2", "her2st:C3"],
+         "her2st:B4": ["her2st:C2", "her2st:C3", "her2st:C4"]}
 #: name -> constructor arguments of the image-mode model ("per-section z" standardises features).
 VARIANTS = {"default": {}, "ring 19": {"ring": 19}, "ring 37": {"ring": 37},
             "components only": {"outside_weight": 0.0}, "30 components": {"n_components": 30},

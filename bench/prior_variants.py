@@ -28,7 +28,7 @@ weight that scores best *on the held-out spots themselves* (``STACK_WEIGHTS``, p
 seed). No rule that mixes the two with one weight can do better; a target above it needs a
 better model or a better prior, not a better weight:
 
-    python bench/prior_variants.py --data ../shared/data --sections her2st/B4,her2st/C2,her2st/C3,her2st/C4 \\
+    python bench/prior_variants.py --data ../shared/data --sections her2st:B4,her2st:C2,her2st:C3,her2st:C4 \\
         --seeds 0,1,2 --variants default,per-gene,moran,ceiling --out bench/results/model_variants/prior_stacking.json
 
 ``--prior-genes N`` fits each prior on the cohort's own top-N HVGs instead of the row's genes, as

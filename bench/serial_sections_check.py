@@ -91,7 +91,7 @@ def register(target: S.Section, source: S.Section):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=os.environ.get("HISTOSGE_DATA", "../shared/data"))
-    ap.add_argument("--sections", default="her2st/C2,her2st/C3,her2st/C4",
+    ap.add_argument("--sections", default="her2st:C2,her2st:C3,her2st:C4",
                     help="targets (each needs another section of its patient)")
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--out", default=None)

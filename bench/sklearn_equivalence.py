@@ -89,7 +89,7 @@ def compare(sec: S.Section, seed: int = 0, n_components: int = 16) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=os.environ.get("HISTOSGE_DATA", "../shared/data"))
-    ap.add_argument("--sections", default="her2st/C3,dlpfc/151673")
+    ap.add_argument("--sections", default="her2st:C3,dlpfc:151673")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     names = args.sections.split(",")

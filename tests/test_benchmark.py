@@ -254,8 +254,8 @@ def test_run_on_synthetic_sections_covers_every_protocol_and_method(synthetic_da
         cache_dir=tmp_path / "cache",
         progress=False,
     )
-    names = {"dlpfc/s1", "dlpfc/s2", "her2st/C2", "her2st/C3"}
-    assert {f"{r['dataset']}/{r['section']}" for r in res.records} == names
+    names = {"dlpfc:s1", "dlpfc:s2", "her2st:C2", "her2st:C3"}  # given with either spelling, named with ":"
+    assert {f"{r['dataset']}:{r['section']}" for r in res.records} == names
     for r in res.records:
         assert all(math.isfinite(r[k]) for k in ("pcc", "pcc_top50", "mse", "mae")), r
         assert r["ari"] is None or math.isfinite(r["ari"])
@@ -350,7 +350,7 @@ def test_quick_run_on_real_data_is_held_out_and_deterministic(data_dir, tmp_path
             assert math.isfinite(r[key]), (r["method"], key)
     n_spots = recs[0]["n_train"] + recs[0]["n_test"]
     for (section, protocol, _seed), split in res.splits.items():
-        assert section == "her2st/C2"
+        assert section == "her2st:C2"
         assert len(split.test) and len(np.intersect1d(split.train, split.test)) == 0
         assert split.test.max() < n_spots or protocol == "G"
         if protocol == "R":

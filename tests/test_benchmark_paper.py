@@ -258,7 +258,7 @@ def test_benchmark_hands_the_new_baselines_training_spots_only(one_dlpfc, tmp_pa
     for (name, n_train, n_y, n_query), rec in zip(seen, res.records, strict=True):
         assert name == rec["method"] and n_train == n_y == rec["n_train"]
         if rec["protocol"] != "X":
-            split = res.splits[(f"dlpfc/{rec['section']}", rec["protocol"], 0)]
+            split = res.splits[(f"dlpfc:{rec['section']}", rec["protocol"], 0)]
             assert n_query == len(split.train) + len(split.test) and len(np.intersect1d(split.train, split.test)) == 0
         assert all(math.isfinite(rec[k]) for k in ("pcc", "mse", "ari"))
 

@@ -137,7 +137,7 @@ def test_a_registered_dataset_runs_in_bench_end_to_end(data_dir, tmp_path):
     from histosge.benchmark.sections import discover
 
     load("mousebrain_dataset.py")
-    assert "mousebrain/crop" in discover(data_dir)
+    assert "mousebrain:crop" in discover(data_dir)
     res = run(data_dir, tmp_path / "b", sections=["mousebrain:crop"], protocols="R", methods="mean,ridge",
               encoder="he-stats", quick=True, cache_dir=tmp_path / "cache", progress=False)
     assert [(r["dataset"], r["section"], r["method"]) for r in res.records] == [

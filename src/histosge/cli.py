@@ -734,7 +734,7 @@ def bench(
                    help="Folder laid out like ../shared/data (dlpfc/<id>/, her2st/); default $HISTOSGE_DATA."),
     out_dir: Path = _o(Path("histosge-bench"), "--out",
                        help="Output folder: run.json, results.jsonl (a record per fit), predictions/, report.md."),
-    sections: str = _o(None, "--sections", help="e.g. dlpfc/151673,her2st/C2 (default: all found)."),
+    sections: str = _o(None, "--sections", help="e.g. dlpfc:151673,her2st:C2 (default: all found)."),
     protocols: str = _o("R,G,X", "--protocols",
                         help="R (recovery), G (4x generation), X (cross-section); also G9, G16 (9x, 16x), and "
                              "R+, G+ (R and G with the other sections of the dataset: a prior for histosge, pooled "

@@ -77,10 +77,26 @@ def data_dir(value: str | os.PathLike | None, source: str) -> Path:
     return root
 
 
+def section_name(dataset: str, section: str) -> str:
+    """A section's name: ``dataset:section`` (``dlpfc:151673``), the one spelling (``split_name``
+    also reads ``dataset/section``)."""
+    return f"{dataset}:{section}"
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """(dataset, section) of ``dataset:section`` (or ``dataset/section``); a bare folder name is both."""
+    name = str(name).strip().strip("/")
+    for sep in (":", "/"):
+        if sep in name:
+            dataset, section = name.split(sep, 1)
+            return dataset, section
+    return name, name
+
+
 def known_sections(root: str | os.PathLike) -> list[str]:
     """Every ``dataset:section`` name found in the data folder ``root``."""
     root = Path(root)
-    return [f"{name}:{s}" for name in list_datasets() for s in _REGISTRY[name].find_sections(root)]
+    return [section_name(name, s) for name in list_datasets() for s in _REGISTRY[name].find_sections(root)]
 
 
 # -- the datasets of the shared data folder --------------------------------------------------------

@@ -6,8 +6,8 @@
 aggregates records with pandas; ``report.render`` writes report.md from those files alone.
 
 >>> from histosge import benchmark
->>> result = benchmark.run("/data", "out/", sections="dlpfc/151673", protocols="R,G", quick=True)
->>> result.records[0]["pcc"], result.splits[("dlpfc/151673", "R", 0)].test
+>>> result = benchmark.run("/data", "out/", sections="dlpfc:151673", protocols="R,G", quick=True)
+>>> result.records[0]["pcc"], result.splits[("dlpfc:151673", "R", 0)].test
 >>> benchmark.results.load("out/").groupby("method")["pcc"].mean()
 
 The public names the bench/ scripts build on: ``load_sections`` (sections read and encoded once:

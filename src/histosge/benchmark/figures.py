@@ -314,7 +314,7 @@ def draw(folder: Path, seeds: list[int]) -> list[Path]:
         if entry is None:
             continue
         s = PR.load(entry["path"])
-        stem = f"{s.name.replace('/', '_')}_{s.protocol}"
+        stem = f"{PR.file_stem(s.name)}_{s.protocol}"
         if marker_figure(s, folder / f"markers_{stem}.png"):
             written.append(folder / f"markers_{stem}.png")
         if domains_figure(s, folder / f"domains_{stem}.png"):
@@ -324,7 +324,7 @@ def draw(folder: Path, seeds: list[int]) -> list[Path]:
         if not set(e["clusterers"]) & set(_EXTRA) or not _manual(e["dataset"]):
             continue
         s = PR.load(e["path"])
-        path = folder / f"figure5_{s.name.replace('/', '_')}_{s.protocol}.png"
+        path = folder / f"figure5_{PR.file_stem(s.name)}_{s.protocol}.png"
         if domain_maps(s, path):
             written.append(path)
     return written

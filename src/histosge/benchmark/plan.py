@@ -20,7 +20,7 @@ class BenchTask:
     the sections that train (``split.train`` is empty); for R+ and G+, ``cohorts`` are the
     (scope, sections) whose spots are known too."""
 
-    name: str  # 'dlpfc/151673'
+    name: str  # 'dlpfc:151673'
     protocol: str
     seed: int
     split: Split

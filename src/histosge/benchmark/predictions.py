@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .._atomic import atomic_path
+from ..datasets import split_name
 
 FOLDER = "predictions"
 
@@ -24,7 +25,7 @@ FOLDER = "predictions"
 class Saved:
     """One task's predictions: ``pred[method]`` holds the rows of ``test`` (every gene of ``genes``)."""
 
-    name: str  # 'dlpfc/151673'
+    name: str  # 'dlpfc:151673'
     protocol: str
     seed: int
     genes: list[str]
@@ -39,7 +40,7 @@ class Saved:
 
     @property
     def dataset(self) -> str:
-        return self.name.split("/", 1)[0]
+        return split_name(self.name)[0]
 
     @property
     def n(self) -> int:
@@ -47,7 +48,7 @@ class Saved:
 
     def stem(self) -> str:
         scope = f"_{self.prior_from.replace(' ', '-')}" if self.prior_from else ""
-        return f"{self.name.replace('/', '_')}_{self.protocol}_{self.seed}{scope}"
+        return f"{file_stem(self.name)}_{self.protocol}_{self.seed}{scope}"
 
 
 def save(folder: str | os.PathLike, saved: Saved) -> Path:
@@ -93,6 +94,11 @@ def load(path: str | os.PathLike) -> Saved:
                      domains, meta.get("prior_from"))
 
 
+def file_stem(name: str) -> str:
+    """A section name as a file name's stem: ``dlpfc:151673`` -> ``dlpfc_151673``."""
+    return "_".join(split_name(name)) if (":" in name or "/" in name) else name
+
+
 def index(folder: str | os.PathLike) -> list[dict]:
     """What each saved task of a benchmark folder is (its ``meta``, ``genes``, the extra clusterers it
     holds and its ``path``), without reading its arrays; [] for runs made before predictions were saved."""
@@ -102,7 +108,7 @@ def index(folder: str | os.PathLike) -> list[dict]:
             meta = json.loads(str(z["meta"]))
             meta["genes"] = [str(g) for g in z["genes"]]
             meta["clusterers"] = sorted({k.split("/")[1] for k in z.files if k.startswith("domains/")})
-        out.append({**meta, "dataset": meta["name"].split("/", 1)[0], "path": path})
+        out.append({**meta, "dataset": split_name(meta["name"])[0], "path": path})
     return out
 
 

@@ -236,10 +236,10 @@ def cross_section_genes(
 
 
 def tissue_of(name: str) -> str:
-    """The tissue group of section ``name`` (``dataset/section``): its dataset's
+    """The tissue group of section ``name`` (``dataset:section``): its dataset's
     ``datasets.Dataset.tissue_group`` (her2st: the patient, the letter of B4, C2 ...; DLPFC 151673
     and 151676 are one donor, Br8100), within the dataset; a dataset not registered is one group."""
-    dataset, section = name.split("/", 1)
+    dataset, section = datasets.split_name(name)
     entry = datasets.get_dataset(dataset)
     return f"{dataset}/{entry.tissue_group(section)}" if entry is not None else dataset
 
@@ -266,9 +266,9 @@ def prior_sources(names: list[str]) -> dict[str, list[tuple[str, list[str]]]]:
     has any. Never the section itself."""
     out: dict[str, list[tuple[str, list[str]]]] = {}
     for target in names:
-        dataset = target.split("/", 1)[0]
+        dataset = datasets.split_name(target)[0]
         same = [n for n in names if n != target and tissue_of(n) == tissue_of(target)]
-        other = [n for n in names if n.split("/", 1)[0] == dataset and tissue_of(n) != tissue_of(target)]
+        other = [n for n in names if datasets.split_name(n)[0] == dataset and tissue_of(n) != tissue_of(target)]
         scopes = [(scope, srcs) for scope, srcs in zip(PRIOR_SCOPES, (same, other), strict=True) if srcs]
         if scopes:
             out[target] = scopes

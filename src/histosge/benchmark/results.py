@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .._atomic import atomic_path
+from ..datasets import section_name
 from .predictions import FOLDER
 
 #: The file a run appends to, and the one runs wrote before it (a JSON list).
@@ -142,7 +143,7 @@ def combine(parts: Sequence[str | os.PathLike], out: str | os.PathLike) -> list[
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         if "seconds_total" not in meta:  # interrupted before its end: what its records say
             meta = {**meta, "interrupted": True, "seconds_total": float("nan"), "seconds_features": float("nan"),
-                    "sections": sorted({f"{r['dataset']}/{r['section']}" for r in recs}),
+                    "sections": sorted({section_name(r["dataset"], r["section"]) for r in recs}),
                     "protocols": sorted({r["protocol"] for r in recs}),
                     "seeds": sorted({r["seed"] for r in recs}),
                     "encoder": recs[0]["encoder"] if recs else meta.get("encoder")}

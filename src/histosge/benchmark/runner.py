@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .._atomic import atomic_path
-from ..datasets import get_dataset
+from ..datasets import get_dataset, split_name
 from ..errors import InputError
 from ..evaluate import domains_ari, score
 from ..genes import log_normalize
@@ -119,7 +119,7 @@ def run(
 ) -> BenchResult:
     """Benchmark ``methods`` on ``sections`` of ``data_dir`` under ``protocols``; write ``out``/.
 
-    - ``sections``: names like 'dlpfc/151673' or 'her2st:C2'; default: all found in ``data_dir``.
+    - ``sections``: names like 'dlpfc:151673' (or 'dlpfc/151673'); default: all found in ``data_dir``.
     - ``protocols``: 'R' (random half held out), 'G' (4x generation), 'X' (cross-section);
       also 'G9', 'G16' (9x, 16x generation) and 'R+', 'G+' (R and G with the other sections of
       the dataset known: a prior for histosge, pooled spots for the baselines); not in the default.
@@ -163,7 +163,7 @@ def run(
         raise InputError(f"seeds must be integers ({err})", where="--seeds", fix="e.g. --seeds 0,1,2") from None
     names = [S.normalise_name(n) for n in _parse(sections, None, "section")] if sections else S.discover(data_dir)
     if quick and not sections:  # one small section (datasets.Dataset.small_sections: legacy ST, a few hundred spots)
-        names = sorted(names, key=lambda n: not getattr(get_dataset(n.split("/", 1)[0]), "small_sections", False))[:1]
+        names = sorted(names, key=lambda n: not getattr(get_dataset(split_name(n)[0]), "small_sections", False))[:1]
         protocols = [p for p in protocols if not P.get_protocol(p).cross] or ["R"]
     not_run = [m for m in methods if not any(M.valid_for(m, p) for p in protocols)]
     methods = [m for m in methods if m not in not_run]  # listed and recorded: only what this run runs

@@ -10,6 +10,7 @@ import anndata as ad
 import numpy as np
 
 from .. import geometry, keys
+from ..datasets import section_name, split_name
 from ..errors import InputError
 
 
@@ -17,18 +18,18 @@ from ..errors import InputError
 class Section:
     """One section, read and encoded: everything the protocols need."""
 
-    name: str  # "dlpfc/151673"
+    name: str  # "dlpfc:151673" (datasets.section_name)
     adata: ad.AnnData  # raw counts, as read
     features: np.ndarray  # (n, dim) image features of every spot
     encoder: str
 
     @property
     def dataset(self) -> str:
-        return self.name.split("/", 1)[0]
+        return split_name(self.name)[0]
 
     @property
     def section(self) -> str:
-        return self.name.split("/", 1)[-1]
+        return split_name(self.name)[1]
 
     @property
     def n(self) -> int:
@@ -69,9 +70,11 @@ class Section:
 
 
 def normalise_name(name: str) -> str:
-    """'dlpfc:151673' or 'dlpfc/151673' -> 'dlpfc/151673'; a bare folder name stays as it is."""
+    """'dlpfc/151673' or 'dlpfc:151673' -> 'dlpfc:151673' (``datasets.section_name``); a bare
+    folder name stays as it is."""
     name = name.strip().strip("/")
-    return name.replace(":", "/", 1)
+    dataset, section = split_name(name)
+    return section_name(dataset, section) if (":" in name or "/" in name) else name
 
 
 def discover(data_dir: str | os.PathLike) -> list[str]:
@@ -87,7 +90,7 @@ def discover(data_dir: str | os.PathLike) -> list[str]:
                          fix="give --data the folder holding the datasets (histosge.datasets.list_datasets())")
     order = list_datasets()
     names = [normalise_name(n) for n in known_sections(root) if ":" in n]
-    names.sort(key=lambda n: (order.index(n.split("/")[0]) if n.split("/")[0] in order else len(order), n))
+    names.sort(key=lambda n: (order.index(split_name(n)[0]) if split_name(n)[0] in order else len(order), n))
     if not names:
         raise InputError(f"no sections found of the datasets {', '.join(order)}", where=str(root),
                          fix="point --data at a folder laid out like the shared data folder, or name --sections")
@@ -95,12 +98,10 @@ def discover(data_dir: str | os.PathLike) -> list[str]:
 
 
 def read(name: str, data_dir: str | os.PathLike) -> ad.AnnData:
-    """Read section ``name`` ('dlpfc/151673', 'her2st/C2', or a folder inside ``data_dir``)."""
+    """Read section ``name`` ('dlpfc:151673', 'her2st:C2', or a folder inside ``data_dir``)."""
     from ..read import read_section
 
-    dataset, _, section = name.partition("/")
-    source = f"{dataset}:{section}" if section else dataset
-    return read_section(source, data_dir=data_dir)
+    return read_section(normalise_name(name), data_dir=data_dir)
 
 
 def load(
