@@ -6,10 +6,12 @@ one torch thread per core, not ``--quick``, into ``bench/results/benchmark_paper
     python bench/paper_comparison.py full --estimate   # the plan and its time from baseline_epoch_cost.json
     python bench/paper_comparison.py full              # every part of FULL_PLAN (each a histosge bench run)
     python bench/paper_comparison.py full-domains      # STAGATE, STMask on the saved predictions (FULL_DOMAINS)
+                                                       # (--only stagate, --sections dlpfc/151673: a share)
     python bench/paper_comparison.py full-merge        # results.jsonl, report.md, figure5_ari.png
 
 ``full`` runs the parts one after another and skips a part whose folder already holds a finished
-run (``run.json`` with ``seconds_total``), so it can be resumed; ``--only NAME`` runs one part.
+run (``run.json`` with ``seconds_total``) and goes on with an interrupted one where it stopped (``bench
+--resume``: the tasks finished are kept), so it can be resumed; ``--only NAME`` runs one part.
 STAGATE and STMask are not refitted with the methods: ``full-domains`` clusters the expression
 each method left in the first seed's saved predictions (training spots measured, held-out spots
 predicted, exactly what ``histosge bench --domains stagate,stmask`` clusters) and folds
@@ -271,7 +273,7 @@ def full(only: str | None, data: str) -> list[Path]:
         if (only and name != only) or _finished(folder):
             continue
         run(data, folder, sections=list(kw["sections"]), protocols=list(kw["protocols"]), methods=list(kw["methods"]),
-            seeds=[0], domains=["kmeans", "leiden"], threads=cores())
+            seeds=[0], domains=["kmeans", "leiden"], threads=cores(), resume=True)
         done.append(folder)
     return done
 
@@ -286,13 +288,14 @@ def full_domains(sections=DLPFC, threads: int | None = None, clusterers=GRAPH_CL
     from histosge.benchmark import domains as D
     from histosge.benchmark import predictions as PR
     from histosge.benchmark.runner import _deterministic
+    from histosge.datasets import split_name
     from histosge.methods._torch import cores
 
     written = []
     for part in sorted((FULL / "parts").iterdir()) if (FULL / "parts").exists() else []:
         for entry in PR.index(part) if PR.exists(part) else []:
             s = PR.load(entry["path"])
-            if s.name not in sections or s.labels is None:
+            if split_name(s.name) not in {split_name(n) for n in sections} or s.labels is None:
                 continue
             k = D.n_domains(s.labels)
             for clusterer in clusterers:
@@ -393,9 +396,12 @@ def main(argv=None) -> int:
         for path in full(only, os.environ.get("HISTOSGE_DATA", "../shared/data")):
             print("finished", path)
         return 0
-    if argv[:1] == ["full-domains"]:
+    if argv[:1] == ["full-domains"]:  # [--only stagate|stmask] [--sections dlpfc/151673,...]: a share of it
+        only = argv[argv.index("--only") + 1] if "--only" in argv else None
+        chosen = argv[argv.index("--sections") + 1].split(",") if "--sections" in argv else None
         for clusterer, sections in FULL_DOMAINS.items():
-            full_domains(sections, clusterers=(clusterer,))
+            if only in (None, clusterer):
+                full_domains([s for s in sections if chosen is None or s in chosen], clusterers=(clusterer,))
         return 0
     if argv[:1] == ["full-merge"]:
         for path in full_merge():

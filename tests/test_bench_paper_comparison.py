@@ -96,7 +96,10 @@ def test_full_estimate_is_each_method_at_its_published_epochs_from_the_measured_
     dlpfc = sum(e[m] for m in pc.FULL_PLAN["dlpfc"]["methods"]) * 1.5 * 2  # R (x1) + G (x0.5), two sections
     assert lines[0] == f"dlpfc: {dlpfc / 3600:.2f} h at most"
     her2st = sum(e[m] for m in pc.BASELINES) * 0.1 * 1.5 * 4
-    assert lines[2] == f"her2st: {her2st / 3600:.2f} h at most"
-    n = 2 * (1 + 5 + 2)  # 151673 R and G: the measured expression, five methods, STAGE and THItoGene
-    assert lines[3] == f"full-domains stagate (dlpfc/151673): {n} clusterings, {n * (10 + 500) / 3600:.2f} h"
+    assert lines[1] == f"her2st: {her2st / 3600:.2f} h at most"
+    slow = sum(e[m] for m in ("stage", "thitogene")) * 1.5 * 2
+    assert lines[2] == f"dlpfc_stage_thitogene: {slow / 3600:.2f} h at most"
+    n = 2 * (1 + 5 + 2)  # R and G of a section: the measured expression, five methods, STAGE and THItoGene
+    assert lines[3] == (f"full-domains stagate (dlpfc/151673, dlpfc/151676): {2 * n} clusterings, "
+                        f"{2 * n * (10 + 500) / 3600:.2f} h")
     assert lines[4] == f"full-domains stmask (dlpfc/151673): {n} clusterings, {n * 100 / 3600:.2f} h"

@@ -400,3 +400,28 @@ def test_bench_cli_takes_a_cache_dir(tmp_path, make_legacy_st):
                                    "--methods", "ridge", "--protocols", "R", "--cache-dir", str(cache)])
     assert res.exit_code == 0, res.output
     assert any(p.is_file() for p in cache.rglob("*"))  # the features went where --cache-dir says
+
+
+def test_resume_keeps_finished_tasks_and_refits_the_rest(tmp_path, make_legacy_st, capsys):
+    """An interrupted run goes on where it stopped: finished tasks are not fitted again, a task
+    left half done is refitted whole, and the result is the run's own records."""
+    make_legacy_st("C2", seed=3, n_x=10, n_y=9)
+    make_legacy_st("C3", seed=4, n_x=10, n_y=9)
+    out = tmp_path / "out"
+    kw = {"sections": "her2st/C2,her2st/C3", "methods": "mean,knn,ridge", "protocols": "R",
+          "cache_dir": tmp_path / "cache", "report": False}
+    whole = run(tmp_path, out, progress=False, **kw).records
+    assert len(whole) == 6
+    lines = (out / results.RESULTS).read_text().splitlines()
+    (out / results.RESULTS).write_text("\n".join(lines[:4]) + "\n")  # C2 R, and C3 R begun
+    meta = json.loads((out / "run.json").read_text())
+    (out / "run.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "seconds_total"}))
+    again = run(tmp_path, out, progress=True, resume=True, **kw).records
+    assert "resuming: 3 records kept, 1 tasks to run" in capsys.readouterr().out
+    key = lambda r: (r["section"], r["protocol"], r["method"])  # noqa: E731
+    assert sorted(map(key, again)) == sorted(map(key, whole))
+    strip = lambda r: {k: v for k, v in r.items() if k != "fit_seconds"}  # noqa: E731
+    assert sorted(map(json.dumps, map(strip, again))) == sorted(map(json.dumps, map(strip, whole)))
+    assert len(results.load_records(out / results.RESULTS)) == 6
+    with pytest.raises(InputError, match="other settings .*methods"):
+        run(tmp_path, out, progress=False, resume=True, **{**kw, "methods": "mean"})

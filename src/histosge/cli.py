@@ -752,6 +752,8 @@ def bench(
     domains: str = _o("kmeans", "--domains", help="Spatial-domain clusterers: kmeans, leiden (scanpy, needs "
                       'igraph), stagate and stmask (need pip install "histosge[domains]"; minutes per DLPFC '
                       'clustering on a CPU: docs/BENCHMARK.md).'),
+    resume: bool = _o(False, "--resume", help="Go on with an interrupted run in --out (same options): finished "
+                      "tasks are kept, the rest fitted."),
     debug: O.Debug = False,
 ):
     """Score every method on held-out spots under protocols R, G and X; write results.jsonl + report.md."""
@@ -778,7 +780,7 @@ def bench(
         n_genes = choice.n_top if not (named or all_genes) else choice  # the default: a number, as before
         options = {"sections": split(sections), "protocols": split(protocols), "methods": split(methods),
                    "encoder": encoder, "domains": split(domains), "cache_dir": cache_dir, "n_genes": n_genes}
-        result = benchmark.run(data, out_dir, seeds=seed_list, quick=quick,
+        result = benchmark.run(data, out_dir, seeds=seed_list, quick=quick, resume=resume,
                                **{k: v for k, v in options.items() if v is not None})
         _summary("histosge bench", [("records", str(len(result.records))),
                                     ("results", str(Path(out_dir) / "results.jsonl")),

@@ -116,6 +116,7 @@ def run(
     report: bool = True,
     progress: bool = True,
     domains: Sequence[str] | str = ("kmeans",),
+    resume: bool = False,
 ) -> BenchResult:
     """Benchmark ``methods`` on ``sections`` of ``data_dir`` under ``protocols``; write ``out``/.
 
@@ -139,6 +140,9 @@ def run(
       ``ari_measured_<clusterer>`` on sections with labels; STAGATE takes minutes per clustering
       on a CPU, so neither is in the default). Without igraph (Leiden) or the 'domains' extra
       (STAGATE) that clusterer is skipped and run.json (``<clusterer>_skipped``) says why.
+    - ``resume``: go on with an interrupted run in ``out`` (same settings, checked): the tasks whose
+      records (and, for the first seed, predictions) are all there are not fitted again; a task
+      left half done is fitted again from the start (its partial records dropped).
 
     Writes ``out/run.json`` (the settings and machine, at the start; the times, at the end),
     ``out/results.jsonl`` (one record per section x protocol x seed x method, appended as each
@@ -188,7 +192,12 @@ def run(
         **{f"{c}_skipped": reason for c, reason in why_not.items() if reason},
         "predictions": PR.FOLDER,  # the first seed's, for the figures (not committed: large)
     }
-    _start(out, meta)
+    done_records = _resumable(out, meta) if resume else None
+    if done_records is None:
+        _start(out, meta)
+    else:
+        with atomic_path(out / "run.json") as tmp:  # unfinished again until this run ends
+            tmp.write_text(json.dumps(meta, indent=1) + "\n")
     _log(
         progress,
         f"bench: {len(names)} sections, protocols {','.join(protocols)}, methods {','.join(methods)}, "
@@ -212,6 +221,14 @@ def run(
         RS.append(out, rec)
         records.append(rec)
 
+    if done_records is not None:
+        kept = [r for t in tasks if _task_done(t, methods, done_records, out, t.seed == seeds[0])
+                for r in _task_records(t, done_records)]
+        RS.write(out, kept)
+        records.extend(kept)
+        finished = {(r["dataset"], r["section"], r["protocol"], r["seed"]) for r in kept}
+        tasks = [t for t in tasks if _task_key(t) not in finished]
+        _log(progress, f"bench: resuming: {len(kept)} records kept, {len(tasks)} tasks to run")
     with deterministic(threads):
         for task in tasks:
             _run_task(task, secs, methods, quick, n_genes, extra, progress, keep,
@@ -230,6 +247,54 @@ def run(
         result.files += render(out)
     _log(progress, f"bench: {len(records)} records in {result.seconds:.0f} s -> {out}")
     return result
+
+
+#: run.json fields that may differ between an interrupted run and its resumption.
+_RESUME_FREE = ("environment", "seconds_total", "seconds_features", "torch_threads")
+
+
+def _resumable(out: Path, meta: dict) -> list[dict] | None:
+    """The records of the interrupted run in ``out`` that ``meta`` may go on with (None: nothing to
+    resume, start afresh); a run with other settings is refused (its records would mix)."""
+    path = out / "run.json"
+    if not path.exists() or not (out / RS.RESULTS).exists():
+        return None
+    old = json.loads(path.read_text())
+    new = json.loads(json.dumps(meta, default=str))
+    for m in (old, new):  # a run written when sections were named dataset/section
+        m["sections"] = [list(split_name(n)) for n in m.get("sections") or []]
+    differ = [k for k in sorted(set(old) | set(new)) if k not in _RESUME_FREE and old.get(k) != new.get(k)
+              and not (k == "encoder" and old.get(k) is not None and new.get(k) is None)]
+    if differ:
+        raise InputError(f"{out} holds a run with other settings ({', '.join(differ)} differ)",
+                         where="--resume", fix="give the same options as that run, or another --out")
+    return RS.load_records(out / RS.RESULTS)
+
+
+def _task_key(t: BenchTask) -> tuple:
+    return (*split_name(t.name), t.protocol, t.seed)
+
+
+def _task_records(t: BenchTask, records: list[dict]) -> list[dict]:
+    key = _task_key(t)
+    return [r for r in records if (r.get("dataset"), r.get("section"), r.get("protocol"), r.get("seed")) == key]
+
+
+def _task_done(t: BenchTask, methods: list[str], records: list[dict], out: Path, first_seed: bool) -> bool:
+    """Whether every record ``_run_task`` writes for ``t`` is in ``records`` (and, for the first seed,
+    its predictions file)."""
+    have = {(r["method"], r.get("prior_from")) for r in _task_records(t, records)}
+    own = [m for m in methods if M.valid_for(m, t.protocol)]
+    if P.get_protocol(t.protocol).cohort:
+        own = [m for m in own if m not in M.WITH_OTHER_SECTIONS] + [m for m in methods if m in M.WITH_OTHER_SECTIONS]
+        want = {(m, scope) for scope, _ in t.cohorts for m in own}
+        stem = f"{PR.file_stem(t.name)}_{t.protocol}_{t.seed}"
+        stems = [f"{stem}_{scope.replace(' ', '-')}" for scope, _ in t.cohorts]
+    else:
+        want = {(m, None) for m in own}
+        stems = [f"{PR.file_stem(t.name)}_{t.protocol}_{t.seed}"]
+    saved = not first_seed or not want or all((out / PR.FOLDER / f"{s}.npz").exists() for s in stems)
+    return want <= have and saved
 
 
 def _start(out: Path, meta: dict) -> None:
