@@ -323,6 +323,7 @@ def full_merge() -> list[Path]:
     results.jsonl, report.md and figure5_ari.png (``figures.ari_chart``)."""
     from histosge.benchmark import report, results
     from histosge.benchmark.figures import ari_chart
+    from histosge.datasets import split_name
 
     parts = [p for p in sorted((FULL / "parts").glob("*")) if results.path_of(p).exists()]
     written = results.combine(parts, FULL)
@@ -332,8 +333,8 @@ def full_merge() -> list[Path]:
             one = json.loads(path.read_text())
             c = one["clusterer"]
             for r in records:
-                if (f"{r['dataset']}/{r['section']}", r["protocol"], r["seed"]) != (one["section"], one["protocol"],
-                                                                                    one["seed"]):
+                if (r["dataset"], r["section"], r["protocol"], r["seed"]) != (
+                        *split_name(one["section"]), one["protocol"], one["seed"]):
                     continue
                 if one["method"] == "measured":
                     r[f"ari_measured_{c}"], r[f"{c}_measured_seconds"] = one["ari"], one["seconds"]

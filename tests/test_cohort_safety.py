@@ -119,7 +119,7 @@ def test_a_full_disk_ends_the_run_in_one_line_and_the_rerun_resumes(model, slide
     out = tmp_path / "out"
     _run(model, [slides[0]], out)
     full = {"now": False}
-    real_output, real_write = atomic.write_output, manifest._write_atomic
+    real_output, real_write = atomic.write_output, manifest.write_bytes
 
     def write_output(adata, path, **k):  # the disk fills while the output is written
         full["now"] = True
@@ -132,7 +132,7 @@ def test_a_full_disk_ends_the_run_in_one_line_and_the_rerun_resumes(model, slide
         return real_write(path, data)
 
     monkeypatch.setattr(atomic, "write_output", write_output)
-    monkeypatch.setattr(manifest, "_write_atomic", write_atomic)
+    monkeypatch.setattr(manifest, "write_bytes", write_atomic)
     with pytest.raises(OutputError, match="no space left on the device while handling slide slide1") as err:
         _run(model, slides, out)
     assert "\n" not in err.value.message and "rerun the same command" in err.value.fix

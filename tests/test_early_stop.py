@@ -18,7 +18,7 @@ from histosge.model.early_stop import MIN_DELTA, PATIENCE, VAL_FRACTION, EarlySt
 GOLDEN = Path(__file__).parent / "golden" / "methods_golden.npz"
 SMALL_THITOGENE = {"caps": 4, "route_dim": 16, "heads": 4, "gat_heads": 2, "gat_hidden": 32, "gat_out": 32,
                    "dim": 32}
-NEURAL = ("stnet", "histogene", "stage", "thitogene", "deepspace", "histosge", "histosge-paper")
+NEURAL = ("stnet", "histogene", "stage", "thitogene", "deepspace", "histosge", "histosge-image", "histosge-paper")
 
 
 def test_stops_after_patience_epochs_without_a_better_loss_and_keeps_the_best_weights():
