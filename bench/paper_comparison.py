@@ -8,6 +8,7 @@ one torch thread per core, not ``--quick``, into ``bench/results/benchmark_paper
     python bench/paper_comparison.py full-domains      # STAGATE, STMask on the saved predictions (FULL_DOMAINS)
                                                        # (--only stagate, --sections dlpfc/151673: a share)
     python bench/paper_comparison.py full-merge        # results.jsonl, report.md, figure5_ari.png
+    python bench/paper_comparison.py full-table        # the README's tables of it
 
 ``full`` runs the parts one after another and skips a part whose folder already holds a finished
 run (``run.json`` with ``seconds_total``) and goes on with an interrupted one where it stopped (``bench
@@ -200,25 +201,32 @@ def _mean(values) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
-def comparison_table(records: list[dict], methods, protocols=("R", "G")) -> list[str]:
-    """One row per method (and one for the measured expression): held-out pcc and the ARI of both
-    clusterers per protocol, each the mean over the DLPFC sections and the seeds that have it
-    ('not run' where none has); the highest of each column among methods in bold."""
-    recs = [r for r in records if r.get("labels") == "manual annotation" and r["protocol"] in protocols]
+#: Record fields a comparison table can show, and their column names.
+FIELDS = {"pcc": "pcc", "pcc_top50": "top-50 pcc", "ari": "ARI k-means", "ari_leiden": "ARI Leiden",
+          "ari_stagate": "ARI STAGATE", "ari_stmask": "ARI STMask"}
+
+
+def comparison_table(records: list[dict], methods, protocols=("R", "G"), fields=("pcc", "ari", "ari_stagate"),
+                     sections=None) -> list[str]:
+    """One row per method (and one for the measured expression): held-out pcc and the ARI of the
+    clusterers (``fields``) per protocol, each the mean over the DLPFC sections (``sections``:
+    those named 'dlpfc/151673', ...) and the seeds that have it ('not run' where none has); the
+    highest of each column among methods in bold."""
+    recs = [r for r in records if r.get("labels") == "manual annotation" and r["protocol"] in protocols
+            and (sections is None or f"{r['dataset']}/{r['section']}" in sections)]
     if not recs:
         return []
-    cols = [(p, f) for p in protocols for f in ("pcc", "ari", "ari_stagate")]
+    cols = [(p, f) for p in protocols for f in fields]
     values = {m: {c: _mean(r.get(c[1]) for r in recs if r["method"] == m and r["protocol"] == c[0]) for c in cols}
               for m in methods}
     best = {c: max((v[c] for v in values.values() if v[c] is not None), default=None) for c in cols}
-    names = {"pcc": "pcc", "ari": "ARI k-means", "ari_stagate": "ARI STAGATE"}
-    header = ["method", *[f"{p} {names[f]}" for p, f in cols]]
+    header = ["method", *[f"{p} {FIELDS[f]}" for p, f in cols]]
     rows = []
-    measured = {"ari": "ari_measured", "ari_stagate": "ari_measured_stagate"}
+    measured = {f: f.replace("ari", "ari_measured", 1) for f in fields if f.startswith("ari")}
     row = ["(measured expression)"]
     for p, f in cols:
         v = _mean(r.get(measured[f]) for r in recs if r["protocol"] == p) if f in measured else None
-        row.append("-" if f == "pcc" else ("not run" if v is None else f"{v:.3f}"))
+        row.append("-" if f not in measured else ("not run" if v is None else f"{v:.3f}"))
     rows.append(row)
     for m in methods:
         row = [m]
@@ -348,6 +356,39 @@ def full_merge() -> list[Path]:
     return [*written, *report.render(FULL)]
 
 
+def her2st_table(records: list[dict], methods=BASELINES, protocols=("R", "G")) -> list[str]:
+    """One row per her2st section: each method's held-out pcc per protocol (seed 0), the best in bold."""
+    recs = [r for r in records if r["dataset"] == "her2st" and r["protocol"] in protocols and r["seed"] == 0]
+    sections = sorted({r["section"] for r in recs})
+    header = ["section", "protocol", *methods]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for p in protocols:
+        for sec in sections:
+            got = {r["method"]: r["pcc"] for r in recs if r["section"] == sec and r["protocol"] == p}
+            best = max(got.values(), default=None)
+            cells = ["not run" if m not in got else (f"**{got[m]:.3f}**" if got[m] == best else f"{got[m]:.3f}")
+                     for m in methods]
+            lines.append(f"| {sec} | {p} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def full_tables() -> list[str]:
+    """The README's tables of the full comparison: each DLPFC section (pcc and the ARI of every
+    clusterer, R and G) and the her2st rows."""
+    from histosge.benchmark.results import load_records
+
+    records = load_records(FULL)
+    methods = [m for m in (*BASELINES, "histosge-paper", "histosge") if any(r["method"] == m for r in records)]
+    lines = []
+    for protocol in ("R", "G"):
+        for section in DLPFC:
+            table = comparison_table(records, methods, (protocol,), ("pcc", "ari", "ari_leiden", "ari_stagate",
+                                                                      "ari_stmask"), sections=(section,))
+            if table:
+                lines += [f"{section}, protocol {protocol}:", "", *table, ""]
+    return lines + ["her2st (held-out pcc):", "", *her2st_table(records)]
+
+
 def estimate(cost_file: Path = Path("bench/results/baseline_epoch_cost.json")) -> list[str]:
     """The plan's time, each method at its published number of epochs (an upper bound: the rule
     stops earlier), from the measured seconds per epoch (one thread per core, the rule's validation
@@ -434,12 +475,16 @@ def main(argv=None) -> int:
         data = os.environ.get("HISTOSGE_DATA", "../shared/data")
         print("wrote", stagate_one(argv[1], argv[2], int(argv[3]), argv[4], data))
         return 0
+    if argv[:1] == ["full-table"]:
+        print("\n".join(full_tables()))
+        return 0
     if argv[:1] == ["table"]:
         from histosge.benchmark.results import load_records
 
         print("\n".join(comparison_table(load_records(ROOT), METHODS)))
         return 0
-    print("usage: python bench/paper_comparison.py full [--estimate] [--only PART]|full-domains|full-merge|merge|table|"
+    print("usage: python bench/paper_comparison.py full [--estimate] [--only PART]|full-domains|full-merge|full-table|"
+          "merge|table|"
           "stagate SECTION PROTOCOL SEED METHOD",
           file=sys.stderr)
     return 2
