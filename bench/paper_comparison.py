@@ -476,11 +476,18 @@ def main(argv=None) -> int:
         print("wrote", stagate_one(argv[1], argv[2], int(argv[3]), argv[4], data))
         return 0
     if argv[:1] == ["full-table"]:
+        if not (FULL / "results.jsonl").exists():
+            print(f"{FULL}/results.jsonl is not here: run full, full-domains and full-merge first", file=sys.stderr)
+            return 2
         print("\n".join(full_tables()))
         return 0
     if argv[:1] == ["table"]:
         from histosge.benchmark.results import load_records
 
+        if not ROOT.exists():
+            print(f"{ROOT} is not here (issue 18's runs, not committed): run the parts above, then merge",
+                  file=sys.stderr)
+            return 2
         print("\n".join(comparison_table(load_records(ROOT), METHODS)))
         return 0
     print("usage: python bench/paper_comparison.py full [--estimate] [--only PART]|full-domains|full-merge|full-table|"
