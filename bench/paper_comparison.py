@@ -7,7 +7,7 @@ one torch thread per core, not ``--quick``, into ``bench/results/benchmark_paper
     python bench/paper_comparison.py full              # every part of FULL_PLAN (each a histosge bench run)
     python bench/paper_comparison.py full-domains      # STAGATE, STMask on the saved predictions (FULL_DOMAINS)
                                                        # (--only stagate, --sections dlpfc/151673: a share)
-    python bench/paper_comparison.py full-merge        # results.jsonl, report.md, figure5_ari.png
+    python bench/paper_comparison.py full-merge        # results.jsonl, report.md, figure5_ari_<section>.png
     python bench/paper_comparison.py full-table        # the README's tables of it
 
 ``full`` runs the parts one after another and skips a part whose folder already holds a finished
@@ -328,7 +328,7 @@ def full_domains(sections=DLPFC, threads: int | None = None, clusterers=GRAPH_CL
 
 def full_merge() -> list[Path]:
     """Every part's records, with the STAGATE and STMask results folded in, into ``FULL``:
-    results.jsonl, report.md and figure5_ari.png (``figures.ari_chart``)."""
+    results.jsonl, report.md and figure5_ari_<section>.png (``figures.ari_chart``, one per DLPFC section)."""
     from histosge.benchmark import report, results
     from histosge.benchmark.figures import ari_chart
     from histosge.datasets import split_name
@@ -349,11 +349,25 @@ def full_merge() -> list[Path]:
                 elif r["method"] == one["method"]:
                     r[f"ari_{c}"], r[f"{c}_seconds"] = one["ari"], one["seconds"]
     results.write(FULL, records)
-    if ari_chart(records, FULL / "figure5_ari.png",
-                 methods=[m for m in (*BASELINES, "histosge-paper", "histosge") if any(r["method"] == m
-                                                                                     for r in records)]):
-        written.append(FULL / "figure5_ari.png")
-    return [*written, *report.render(FULL)]
+    methods = [m for m in (*BASELINES, "histosge-paper", "histosge") if any(r["method"] == m for r in records)]
+    charts = []
+    for section in DLPFC:  # one chart per section: a method run on one section only is not averaged with none
+        dataset, name = section.split("/")
+        path = FULL / f"figure5_ari_{dataset}_{name}.png"
+        if ari_chart([r for r in records if (r["dataset"], r["section"]) == (dataset, name)], path, methods=methods):
+            written.append(path)
+            charts.append(path.name)
+    return [*written, *report.render(FULL, extra=(lambda recs: _figure5_section(recs, charts),))]
+
+
+def _figure5_section(records: list[dict], charts: list[str]) -> list[str]:
+    """The report's section of the paper's comparison: the Figure-5-style chart and the tables."""
+    lines = ["## The paper's comparison (Figure 5: spatial domains of each method's output)", "",
+             "Held-out spots predicted, training spots measured, clustered by each clusterer; the measured "
+             "expression is the reference. The paper scored spots that include the training spots.", ""]
+    for name in charts:
+        lines += [f"![{name[:-4]}]({name})", ""]
+    return lines + _tables(records)
 
 
 def her2st_table(records: list[dict], methods=BASELINES, protocols=("R", "G")) -> list[str]:
@@ -377,7 +391,10 @@ def full_tables() -> list[str]:
     clusterer, R and G) and the her2st rows."""
     from histosge.benchmark.results import load_records
 
-    records = load_records(FULL)
+    return _tables(load_records(FULL))
+
+
+def _tables(records: list[dict]) -> list[str]:
     methods = [m for m in (*BASELINES, "histosge-paper", "histosge") if any(r["method"] == m for r in records)]
     lines = []
     for protocol in ("R", "G"):

@@ -412,7 +412,7 @@ def ari_chart(records: list[dict], path: Path, *, protocols=("R", "G"), methods=
         ax.set_ylabel(f"ARI, {D.NAMES[c]}", fontsize=8)
         ax.tick_params(axis="y", labelsize=7)
         ax.set_ylim(min(0.0, ax.get_ylim()[0]), max(0.1, ax.get_ylim()[1] * 1.2))
-    axes[0, 0].legend(fontsize=7, loc="upper right")
+    axes[0, 0].legend(fontsize=7, loc="upper center", ncol=len(protocols))
     sections = sorted({f"{r['dataset']}/{r['section']}" for r in recs})
     axes[0, 0].set_title(f"Spatial domains (ARI against the manual layers), mean over {', '.join(sections)}; "
                          "'measured' = the raw data", fontsize=8)
