@@ -47,8 +47,13 @@ class Saved:
         return len(self.y)
 
     def stem(self) -> str:
-        scope = f"_{self.prior_from.replace(' ', '-')}" if self.prior_from else ""
-        return f"{file_stem(self.name)}_{self.protocol}_{self.seed}{scope}"
+        return stem(self.name, self.protocol, self.seed, self.prior_from)
+
+
+def stem(name: str, protocol: str, seed: int, prior_from: str | None = None) -> str:
+    """The file stem of one task's predictions: ``dlpfc_151673_R_0`` (and ``_<scope>`` with a prior)."""
+    scope = f"_{prior_from.replace(' ', '-')}" if prior_from else ""
+    return f"{file_stem(name)}_{protocol}_{seed}{scope}"
 
 
 def save(folder: str | os.PathLike, saved: Saved) -> Path:

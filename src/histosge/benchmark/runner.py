@@ -222,12 +222,14 @@ def run(
         records.append(rec)
 
     if done_records is not None:
-        kept = [r for t in tasks if _task_done(t, methods, done_records, out, t.seed == seeds[0])
-                for r in _task_records(t, done_records)]
+        by_task: dict[tuple, list[dict]] = {}
+        for r in done_records:
+            by_task.setdefault((r.get("dataset"), r.get("section"), r.get("protocol"), r.get("seed")), []).append(r)
+        done = [t for t in tasks if _task_done(t, methods, by_task.get(_task_key(t), []), out, t.seed == seeds[0])]
+        kept = [r for t in done for r in by_task[_task_key(t)]]
         RS.write(out, kept)
         records.extend(kept)
-        finished = {(r["dataset"], r["section"], r["protocol"], r["seed"]) for r in kept}
-        tasks = [t for t in tasks if _task_key(t) not in finished]
+        tasks = [t for t in tasks if not any(t is d for d in done)]
         _log(progress, f"bench: resuming: {len(kept)} records kept, {len(tasks)} tasks to run")
     with deterministic(threads):
         for task in tasks:
@@ -275,25 +277,23 @@ def _task_key(t: BenchTask) -> tuple:
     return (*split_name(t.name), t.protocol, t.seed)
 
 
-def _task_records(t: BenchTask, records: list[dict]) -> list[dict]:
-    key = _task_key(t)
-    return [r for r in records if (r.get("dataset"), r.get("section"), r.get("protocol"), r.get("seed")) == key]
+def _task_methods(t: BenchTask, methods: list[str]) -> tuple[list[str], list[str]]:
+    """The methods ``_run_task`` fits for ``t``: on its own (every scope of a cohort protocol shares
+    their fits), and per cohort scope (the methods that read the other sections)."""
+    cohort = P.get_protocol(t.protocol).cohort
+    own = [m for m in methods if M.valid_for(m, t.protocol) and not (cohort and m in M.WITH_OTHER_SECTIONS)]
+    return own, ([m for m in methods if m in M.WITH_OTHER_SECTIONS] if cohort else [])
 
 
 def _task_done(t: BenchTask, methods: list[str], records: list[dict], out: Path, first_seed: bool) -> bool:
-    """Whether every record ``_run_task`` writes for ``t`` is in ``records`` (and, for the first seed,
-    its predictions file)."""
-    have = {(r["method"], r.get("prior_from")) for r in _task_records(t, records)}
-    own = [m for m in methods if M.valid_for(m, t.protocol)]
-    if P.get_protocol(t.protocol).cohort:
-        own = [m for m in own if m not in M.WITH_OTHER_SECTIONS] + [m for m in methods if m in M.WITH_OTHER_SECTIONS]
-        want = {(m, scope) for scope, _ in t.cohorts for m in own}
-        stem = f"{PR.file_stem(t.name)}_{t.protocol}_{t.seed}"
-        stems = [f"{stem}_{scope.replace(' ', '-')}" for scope, _ in t.cohorts]
-    else:
-        want = {(m, None) for m in own}
-        stems = [f"{PR.file_stem(t.name)}_{t.protocol}_{t.seed}"]
-    saved = not first_seed or not want or all((out / PR.FOLDER / f"{s}.npz").exists() for s in stems)
+    """Whether ``records`` (those of ``t``) hold every record ``_run_task`` writes for ``t`` (and, for
+    the first seed, its predictions files)."""
+    own, per_scope = _task_methods(t, methods)
+    scopes = [scope for scope, _ in t.cohorts] if P.get_protocol(t.protocol).cohort else [None]
+    want = {(m, scope) for scope in scopes for m in own + per_scope}
+    have = {(r["method"], r.get("prior_from")) for r in records}
+    saved = not first_seed or not want or all(
+        (out / PR.FOLDER / f"{PR.stem(t.name, t.protocol, t.seed, scope)}.npz").exists() for scope in scopes)
     return want <= have and saved
 
 
@@ -383,7 +383,7 @@ def _run_task(t: BenchTask, secs: dict[str, S.Section], methods: list[str], quic
     _extra_domains(inp.base, "measured", inp.y, sec, seed, clusterers, found, quick)
     protocol = P.get_protocol(t.protocol)
     with_cohort = protocol.cohort
-    own = [m for m in methods if M.valid_for(m, t.protocol) and not (with_cohort and m in M.WITH_OTHER_SECTIONS)]
+    own, cohort_methods = _task_methods(t, methods)
     alone: list[tuple[dict, np.ndarray]] = []
     for method in own:
         pred, info, seconds = run_method(method, M.Task(**inp.task, seed=seed, quick=quick))
@@ -401,7 +401,6 @@ def _run_task(t: BenchTask, secs: dict[str, S.Section], methods: list[str], quic
         if save_to is not None and alone:
             _save(save_to, t, inp, {r["method"]: p for r, p in alone}, found)
         return
-    cohort_methods = [m for m in methods if m in M.WITH_OTHER_SECTIONS]
     for scope, names in t.cohorts:
         srcs = [secs[n] for n in names]
         shared = P.shared_genes(inp.genes, [s.adata for s in srcs])
