@@ -35,7 +35,7 @@ The runs (each a plain ``histosge bench``; parts because STAGATE is slow on a CP
 On a busy 2-core machine one STAGATE clustering of a DLPFC section takes hours, and a
 ``histosge bench`` run does them one after another. ``stagate`` does one (section, protocol,
 seed, method) in its own process, so several run side by side; it makes the same calls as the
-benchmark (``runner._fit`` on the same Task, then ``domains.cluster``) and writes
+benchmark (``benchmark.run_method`` on the same Task, then ``domains.cluster``) and writes
 ``parts/stagate_one/<section>_<protocol>_<seed>_<method>.json`` (method 'measured': the measured
 expression) with the labels, which ``merge`` folds into the matching records (twin-checked)
 and draws as domain maps:
@@ -101,32 +101,28 @@ def stagate_one(name: str, protocol: str, seed: int, method: str, data: str) -> 
     """One STAGATE clustering (and its k-means twin) of ``method``'s expression, as the benchmark does it."""
     import time
 
+    from histosge.benchmark import Task, ari, deterministic, load_sections, run_method
     from histosge.benchmark import domains as D
-    from histosge.benchmark import methods as M
     from histosge.benchmark import protocols as P
-    from histosge.benchmark import sections as S
-    from histosge.benchmark.runner import _ari, _deterministic, _fit, _subset
     from histosge.evaluate import score
 
-    sec = S.load([name], data, progress=False)[name]
-    split = P.split_r(sec.n, seed) if protocol == "R" else P.split_g(sec.rows, sec.cols, sec.grid,
-                                                                       P.GENERATION[protocol])
+    sec = load_sections([name], data, progress=False)[name]
+    split = P.get_protocol(protocol).split(sec.n, sec.rows, sec.cols, sec.grid, seed)
     _, _, y = P.within_section_genes(sec.adata, split.train)
     k = D.n_domains(sec.labels)
     rec = {"dataset": sec.dataset, "section": sec.section, "protocol": protocol, "seed": seed, "method": method}
-    with _deterministic(1):
+    with deterministic(1):
         if method == "measured":
             expression = y
-            rec["ari_measured"] = _ari(y, sec.labels, seed)
+            rec["ari_measured"] = ari(y, sec.labels, seed)
         else:
-            task = M.Task(_subset(sec, split.train), y[split.train], _subset(sec, np.arange(sec.n)), seed=seed,
-                          grid=sec.grid)
-            pred, info, secs = _fit(method, task)
+            task = Task(sec.spots(split.train), y[split.train], sec.spots(np.arange(sec.n)), seed=seed, grid=sec.grid)
+            pred, info, secs = run_method(method, task)
             rec.update({**score(y[split.test], pred[split.test]), "fit_seconds": secs})
             rec.pop("n_spots", None)
             expression = y.copy()
             expression[split.test] = pred[split.test]
-            rec["ari"] = _ari(expression, sec.labels, seed)
+            rec["ari"] = ari(expression, sec.labels, seed)
         t = time.perf_counter()
         stagate = D.cluster("stagate", expression, sec.xy, k, seed)
         rec["stagate_seconds"] = time.perf_counter() - t
@@ -272,8 +268,7 @@ def _finished(folder: Path) -> bool:
 
 def full(only: str | None, data: str) -> list[Path]:
     """Run the parts of ``FULL_PLAN`` (``only``: one of them) that have not finished."""
-    from histosge.benchmark import run
-    from histosge.methods._torch import cores
+    from histosge.benchmark import cores, run
 
     done = []
     for name, kw in FULL_PLAN.items():
@@ -293,11 +288,10 @@ def full_domains(sections=DLPFC, threads: int | None = None, clusterers=GRAPH_CL
     when already there."""
     import time
 
+    from histosge.benchmark import cores, deterministic
     from histosge.benchmark import domains as D
     from histosge.benchmark import predictions as PR
-    from histosge.benchmark.runner import _deterministic
     from histosge.datasets import split_name
-    from histosge.methods._torch import cores
 
     written = []
     for part in sorted((FULL / "parts").iterdir()) if (FULL / "parts").exists() else []:
@@ -315,7 +309,7 @@ def full_domains(sections=DLPFC, threads: int | None = None, clusterers=GRAPH_CL
                     if method != "measured":
                         expression[s.test] = s.pred[method]
                     t = time.perf_counter()
-                    with _deterministic(threads or cores()):
+                    with deterministic(threads or cores()):
                         lab = D.cluster(clusterer, expression, s.xy, k, s.seed)
                     out.parent.mkdir(parents=True, exist_ok=True)
                     out.write_text(json.dumps({"clusterer": clusterer, "section": s.name, "protocol": s.protocol,

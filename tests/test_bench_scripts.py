@@ -25,9 +25,6 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 SCRIPTS = sorted(BENCH.glob("*.py"))
 #: Scripts allowed private names, and why.
 PRIVATE_ALLOWED = {
-    # it was running the multi-hour paper comparison when the public API landed and could not be
-    # edited under it; it moves to ``histosge.benchmark``'s public names once that run is done
-    "paper_comparison.py",
     # it loads the methods' source at an older commit (the cost before issue 29), whose relative
     # imports name the private modules, and patches the registration call those imports make
     "baseline_epoch_cost.py",

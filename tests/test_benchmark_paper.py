@@ -12,7 +12,7 @@ import torch
 
 from histosge.benchmark import domains as D
 from histosge.benchmark import methods, report_domains, run
-from histosge.benchmark.runner import _deterministic
+from histosge.benchmark.runner import deterministic as _deterministic
 from histosge.errors import InputError
 from histosge.evaluate import pearson_per_gene
 from histosge.methods import create_method, deepspace, get_spec, stage, thitogene

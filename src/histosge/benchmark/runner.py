@@ -531,11 +531,3 @@ def _label_kind(sec: S.Section) -> str | None:
     dataset = get_dataset(sec.dataset)
     return (dataset.labels if dataset is not None else None) or "manual annotation"
 
-
-# The names bench/paper_comparison.py imports (it was running the paper comparison when these became
-# public, and moves to them when that run is done): the same functions.
-_ari, _deterministic, _fit = ari, deterministic, run_method
-
-
-def _subset(sec: S.Section, idx: np.ndarray) -> Spots:
-    return sec.spots(idx)
