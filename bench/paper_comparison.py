@@ -323,7 +323,7 @@ def full_domains(sections=DLPFC, threads: int | None = None, clusterers=GRAPH_CL
 def full_merge() -> list[Path]:
     """Every part's records, with the STAGATE and STMask results folded in, into ``FULL``:
     results.jsonl, report.md and figure5_ari_<section>.png (``figures.ari_chart``, one per DLPFC section)."""
-    from histosge.benchmark import report, results
+    from histosge.benchmark import results
     from histosge.benchmark.figures import ari_chart
     from histosge.datasets import split_name
 
@@ -344,18 +344,28 @@ def full_merge() -> list[Path]:
                     r[f"ari_{c}"], r[f"{c}_seconds"] = one["ari"], one["seconds"]
     results.write(FULL, records)
     methods = [m for m in (*BASELINES, "histosge-paper", "histosge") if any(r["method"] == m for r in records)]
-    charts = []
     for section in DLPFC:  # one chart per section: a method run on one section only is not averaged with none
         dataset, name = section.split("/")
-        path = FULL / f"figure5_ari_{dataset}_{name}.png"
+        path = FULL / f"{CHART}{dataset}_{name}.png"
         if ari_chart([r for r in records if (r["dataset"], r["section"]) == (dataset, name)], path, methods=methods):
             written.append(path)
-            charts.append(path.name)
-    return [*written, *report.render(FULL, extra=(lambda recs: _figure5_section(recs, charts),))]
+    return [*written, *render(FULL)]
+
+
+#: The stem of the Figure-5 charts: a folder holding them is this comparison's (bench/scoreboard.py asks).
+CHART = "figure5_ari_"
+
+
+def render(folder: str | Path = FULL) -> list[Path]:
+    """report.md of the comparison's folder: the benchmark report and its Figure-5 section."""
+    from histosge.benchmark import report
+
+    charts = sorted(p.name for p in Path(folder).glob(f"{CHART}*.png"))
+    return report.render(folder, extra=(lambda records: _figure5_section(records, charts),))
 
 
 def _figure5_section(records: list[dict], charts: list[str]) -> list[str]:
-    """The report's section of the paper's comparison: the Figure-5-style chart and the tables."""
+    """The report's section of the paper's comparison: the Figure-5-style charts and the tables."""
     lines = ["## The paper's comparison (Figure 5: spatial domains of each method's output)", "",
              "Held-out spots predicted, training spots measured, clustered by each clusterer; the measured "
              "expression is the reference. The paper scored spots that include the training spots.", ""]

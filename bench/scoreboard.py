@@ -218,7 +218,16 @@ def cohort_section(records: list[dict]) -> list[str]:
 
 
 def render(folder: str | Path) -> list[Path]:
-    """report.md of a benchmark folder with the project's scoreboards (``report.render`` + sections)."""
+    """report.md of a benchmark folder with the project's scoreboards (``report.render`` + sections);
+    the paper comparison's folder (it holds its Figure-5 charts) as bench/paper_comparison.py renders it."""
+    if any(Path(folder).glob("figure5_ari_*.png")):
+        import importlib.util
+
+        path = Path(__file__).with_name("paper_comparison.py")
+        spec = importlib.util.spec_from_file_location("paper_comparison", path)
+        comparison = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(comparison)
+        return comparison.render(folder)
     return report.render(folder, extra=(section, cohort_section))
 
 

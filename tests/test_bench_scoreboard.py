@@ -97,18 +97,7 @@ def test_committed_reports_render_again_from_their_files(folder, tmp_path):
     copy = tmp_path / folder.name
     shutil.copytree(folder, copy)
     pngs = {p.name: p.read_bytes() for p in folder.glob("*.png")}
-    if folder.name == "benchmark_paper_full":  # rendered by paper_comparison's full-merge, with its Figure-5 section
-        import importlib.util
-
-        from histosge.benchmark import report
-
-        spec = importlib.util.spec_from_file_location("paper_comparison", folder.parents[1] / "paper_comparison.py")
-        pc = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(pc)
-        charts = sorted(p.name for p in folder.glob("figure5_ari_*.png"))
-        report.render(copy, extra=(lambda recs: pc._figure5_section(recs, charts),))
-    else:
-        sb.render(copy)
+    sb.render(copy)
     assert (copy / "report.md").read_text() == (folder / "report.md").read_text(), (
         f"{folder.name}/report.md differs from what its files render now; after replacing its results, render "
         f"it again: python bench/scoreboard.py bench/results/{folder.name}")
