@@ -150,12 +150,6 @@ class ImageSource:
             raise ValueError(f"level {level} of an image with {self.level_count} levels")
         return level
 
-    def _check_level(self, level: int) -> int:
-        level = int(level)
-        if not 0 <= level < self.level_count:
-            raise ValueError(f"level {level} of an image with {self.level_count} levels")
-        return level
-
     # -- regions ---------------------------------------------------------------------------------
     def read_region(self, x0: int, y0: int, w: int, h: int, *, level: int = 0) -> np.ndarray:
         """Pixels [y0, y0+h) x [x0, x0+w) of ``level`` (its own pixel coordinates) as uint8 RGB

@@ -21,11 +21,11 @@ import anndata as ad
 
 from .. import datasets
 from ..errors import InputError, broken_link
+from .formats import IMAGE_SUFFIXES
 from .h5ad import read_h5ad
 from .legacy_st import her2st_sections, read_legacy_st
 from .spaceranger import COUNTS_FILE, read_spaceranger
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".svs", ".ndpi", ".mrxs", ".scn", ".bif", ".vms")
 _NAME = re.compile(r"^(?P<dataset>[A-Za-z0-9_]+)[:/](?P<section>[A-Za-z0-9_.-]+)$")
 
 
@@ -40,7 +40,7 @@ def known_sections(data_dir: str | os.PathLike) -> list[str]:
 
 
 def _single_image(folder: Path) -> Path | None:
-    found = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    found = sorted(p for p in folder.iterdir() if p.name.lower().endswith(IMAGE_SUFFIXES))
     return found[0] if len(found) == 1 else None
 
 
@@ -93,7 +93,7 @@ def legacy_sections(folder: str | os.PathLike) -> dict[str, tuple[Path, Path, Pa
     folder = Path(folder)
     spots = _named(folder, _SPOT_WORDS)
     others = [p for p in _named(folder, ()) if p not in spots]
-    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    images = sorted(p for p in folder.iterdir() if p.name.lower().endswith(IMAGE_SUFFIXES))
     found = {}
     for table in spots:
         stem = _stem(table.name)
@@ -345,7 +345,6 @@ def _missing_path(path: Path) -> InputError:
 
 def is_slide(source) -> bool:
     """A file that is an image (a slide), not a section (.h5ad, Space Ranger folder, dataset name)."""
-    from .formats import IMAGE_SUFFIXES
 
     if isinstance(source, ad.AnnData):
         return False
