@@ -381,10 +381,9 @@ def train(sources: O.Sources = None, output: O.ModelOutput = ..., method: O.Trai
             names.append(Path(files[0]).name)
         for s, a in zip(names, sections, strict=True):  # a named gene a section lacks: refused before torch
             check_named(named or (), a.var_names, what=s)
-        from . import methods, tasks  # heavy (torch): after every check that needs no work
+        from . import tasks  # heavy (torch): after every check that needs no work
 
         params = {"mode": mode, **model_opts.model_params()}
-        methods.create_model(method, **params)  # a bad method option (--epochs of a method without one) fails here
         model = tasks.train(sections, method=method, progress=not quiet, cache_dir=model_opts.cache_dir,
                             batch_size=model_opts.batch_size, **params)
         if stop_requested():
