@@ -6,8 +6,9 @@ Each reader runs in a child process of its own (imports, memory and caches apart
 same patches: ``--patches`` 224 px squares at level 0, centred on random points of the slide
 (seeded), first in random order and then in reading order (sorted by row, then column: the order
 ``encode.extract`` reads a section's spots in). Reported per reader and slide: the time to open,
-the seconds per patch in each order, the peak resident memory of the child (``ru_maxrss``, after
-its imports and after the reads), and the largest pixel difference from ours on the patches that
+the seconds per patch in each order, the peak resident memory of the child (``ru_maxrss``: at its
+start, after opening the slide, after the reads; our reference patches are read in the parent, so a
+reader's peak is its own), and the largest pixel difference from ours on the patches that
 lie inside the image (the same decoder should give 0; outside it ours reads white glass, others
 black or transparent).
 
@@ -84,23 +85,18 @@ def _opener(reader: str, path: str):
     raise ValueError(reader)
 
 
-def _child(reader: str, path: str, n: int, seed: int, queue) -> None:
+def _child(reader: str, path: str, points, inside, reference, queue) -> None:
+    """Time and measure ``reader`` alone: the reference patches come from the parent, so this
+    process's peak memory holds the reader's imports, caches and reads, nothing of ours."""
     try:
         import numpy as np
 
-        from histosge.read.image import ImageSource
-
-        ref = ImageSource(path)
-        width, height = ref.width, ref.height
-        points = _points(width, height, n, seed)
+        rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         ordered = sorted(points, key=lambda p: (p[1], p[0]))
-        inside = [(x, y) for x, y in points if 0 <= x <= width - SIDE and 0 <= y <= height - SIDE][:50]
-        reference = [ref.read_region(x, y, SIDE, SIDE) for x, y in inside]
-        ref.close()
-        rss_imports = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         t0 = time.perf_counter()
         read, close = _opener(reader, path)
         t_open = time.perf_counter() - t0
+        rss_open = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         times = {}
         for label, pts in (("random", points), ("reading_order", ordered)):
             t = time.perf_counter()
@@ -112,13 +108,27 @@ def _child(reader: str, path: str, n: int, seed: int, queue) -> None:
         close()
         queue.put({"open_s": t_open, "s_per_patch_random": times["random"],
                    "s_per_patch_reading_order": times["reading_order"],
-                   "peak_rss_mb_after_imports": rss_imports,
+                   "peak_rss_mb_at_start": rss_start, "peak_rss_mb_after_open": rss_open,
                    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                   "max_abs_diff_from_histosge": diff, "width": width, "height": height})
+                   "max_abs_diff_from_histosge": diff})
     except ImportError as err:
         queue.put({"skipped": f"not installed ({err})"})
     except Exception as err:  # a reader that cannot read the file says so in the record
         queue.put({"error": f"{type(err).__name__}: {err}"})
+
+
+def _reference(path: str, n: int, seed: int):
+    """The patches' corners, those inside the image, and our reader's pixels there (read in the
+    parent, which is not measured)."""
+    from histosge.read.image import ImageSource
+
+    ref = ImageSource(path)
+    width, height = ref.width, ref.height
+    points = _points(width, height, n, seed)
+    inside = [(x, y) for x, y in points if 0 <= x <= width - SIDE and 0 <= y <= height - SIDE][:50]
+    reference = [ref.read_region(x, y, SIDE, SIDE) for x, y in inside]
+    ref.close()
+    return width, height, points, inside, reference
 
 
 def measure(data: Path, readers: list[str], n: int, seed: int) -> list[dict]:
@@ -126,14 +136,16 @@ def measure(data: Path, readers: list[str], n: int, seed: int) -> list[dict]:
     rows = []
     for slide in SLIDES:
         path = str(data / slide)
+        width, height, points, inside, reference = _reference(path, n, seed)
         for reader in readers:
             load_before = os.getloadavg()
             queue = ctx.Queue()
-            proc = ctx.Process(target=_child, args=(reader, path, n, seed, queue))
+            proc = ctx.Process(target=_child, args=(reader, path, points, inside, reference, queue))
             proc.start()
             result = queue.get(timeout=1800)
             proc.join()
-            rows.append({"slide": slide, "reader": reader, **result, "loadavg_before": load_before,
+            rows.append({"slide": slide, "reader": reader, "width": width, "height": height, **result,
+                         "loadavg_before": load_before,
                          "loadavg_after": os.getloadavg()})
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     return rows
