@@ -38,7 +38,8 @@ from histosge.geometry import spot_pitch
 from histosge.markdown import replace_section
 from histosge.read import read_her2st, read_legacy_st, read_section, read_spaceranger
 from histosge.read.alignment import MARGIN, MIN_EDGE_AUC, background_colour
-from histosge.read.image import ImageSource, load_rgb
+from histosge.read.image import ImageSource
+from histosge.read.pixels import load_rgb
 
 DLPFC = ("151673", "151676")
 HER2ST = ("B4", "C2", "C3", "C4")

@@ -376,7 +376,7 @@ def test_extract_memory_is_bounded_by_the_batch(tmp_path):
     from test_patches import SIDE, write_big_tiff
 
     from histosge.patches import BLOCK
-    from histosge.read.image import TILE_CACHE_BYTES
+    from histosge.read.tiff import TILE_CACHE_BYTES
 
     path = tmp_path / "big.tif"
     write_big_tiff(path)

@@ -11,7 +11,8 @@ import torch
 
 from histosge.errors import InputError
 from histosge.patches import BLOCK, PatchDataset, crop_patches, patch_origins, patch_side_px
-from histosge.read.image import TILE_CACHE_BYTES, ImageSource
+from histosge.read.image import ImageSource
+from histosge.read.tiff import TILE_CACHE_BYTES
 
 
 def _coords(h=400, w=500):

@@ -53,6 +53,15 @@ def load_entry_points(group: str) -> dict[str, Any]:
     return found
 
 
+def import_target(target: str) -> Any:
+    """The object a ``"module:attr"`` string names (a registration's class or builder, imported on
+    first use so a registry lists without importing torch)."""
+    import importlib
+
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
 def reload() -> None:
     """Forget which plugins were loaded (tests install a plugin, then list again)."""
     _loaded.clear()

@@ -23,18 +23,8 @@ from .evaluate import score
 from .genes import log_normalize
 from .model.reliability import gene_table
 from .model.reliability import summary as reliability_summary
-from .model.section import SectionModel
+from .model.section import SectionModel, create_model
 from .options import ModelOptions
-
-
-def make_model(opts: ModelOptions):
-    """The section model of ``opts.method``, any registered method that runs on one section
-    (``histosge methods``): ``HisToSGE`` for HisToSGE's methods (``histosge``: neighbours mode, with
-    ``opts.prior`` if given), a ``histosge.model.SectionModel`` for the others. A method that
-    cannot run on one section, or an option it does not take, is one ``InputError``."""
-    from .model.section import create_model
-
-    return create_model(opts.method, **opts.model_params())
 
 
 def _model_options(options: ModelOptions | None, kwargs: dict) -> ModelOptions:
@@ -48,10 +38,12 @@ def _model_options(options: ModelOptions | None, kwargs: dict) -> ModelOptions:
 
 
 def _start(adata: ad.AnnData, options: ModelOptions | None, kwargs: dict):
-    """What superres and recover begin with: the options and the model (an unknown method or option
-    and a named gene the section lacks fail here, before any work), the start time, the grid."""
+    """What superres and recover begin with: the options and the model of ``opts.method`` (any
+    registered method that runs on one section: ``HisToSGE`` for HisToSGE's, a ``SectionModel``
+    for the others; an unknown method or option and a named gene the section lacks fail here,
+    before any work, as one ``InputError``), the start time, the grid."""
     opts = _model_options(options, kwargs)
-    model = make_model(opts)
+    model = create_model(opts.method, **opts.model_params())
     check_named_genes(model, [adata])
     return opts, model, time.perf_counter(), _grid(adata)
 

@@ -17,6 +17,7 @@ import importlib.util
 from collections.abc import Callable
 from typing import Any
 
+from .._plugins import import_target
 from ..errors import EncoderError
 
 RANDOM = "random"  # weights="random": untrained weights, for speed measurements and tests only
@@ -77,8 +78,7 @@ class EncoderSpec:
         """The builder function, imported from ``"module:function"`` on first use."""
         builder = self.builder
         if isinstance(builder, str):
-            module, _, attr = builder.partition(":")
-            builder = getattr(importlib.import_module(module), attr)
+            builder = import_target(builder)
             object.__setattr__(self, "builder", builder)
         return builder
 

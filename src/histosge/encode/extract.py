@@ -9,7 +9,7 @@ processes), on CUDA by DataLoader workers that decode and crop uint8 patches whi
 preprocesses and encodes. On CUDA the forward pass runs under bf16/fp16 autocast with
 channels_last inputs for conv nets.
 
-Memory is bounded by the batch (plus the image's tile cache, ``read.image.TILE_CACHE_BYTES``),
+Memory is bounded by the batch (plus the image's tile cache, ``read.tiff.TILE_CACHE_BYTES``),
 never the whole slide, except for JPEG/PNG images, which can only be decoded whole.
 """
 

@@ -13,6 +13,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from .._plugins import import_target
 from ..errors import InputError
 
 
@@ -97,7 +98,7 @@ class MethodSpec:
         """The method's class, imported on first use when registered as ``"module:Class"``."""
         target = self.target
         if isinstance(target, str):
-            target = _import(target)
+            target = import_target(target)
             object.__setattr__(self, "target", target)
         if getattr(target, "spec", None) is not self:
             target.spec = self
@@ -106,7 +107,7 @@ class MethodSpec:
     @property
     def model_cls(self) -> type:
         """The class of its section model (``model_class``, imported on first use; else ``SectionModel``)."""
-        return _import(self.model_class or "histosge.model.section:SectionModel")
+        return import_target(self.model_class or "histosge.model.section:SectionModel")
 
     @property
     def mode(self) -> str:
@@ -118,13 +119,6 @@ class MethodSpec:
     def needs_other_sections(self) -> bool:
         """It reads the other sections of the dataset (``cohort``): benchmark protocols R+ and G+."""
         return "cohort" in self.section_params
-
-
-def _import(target: str):
-    import importlib
-
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
 
 
 _REGISTRY: dict[str, MethodSpec] = {}

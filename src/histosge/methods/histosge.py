@@ -41,7 +41,7 @@ class HisToSGENeighbours(HisToSGEBase):
         y = np.asarray(y, np.float32)
         self._start(train, reliability)
         self.prior_ = prior
-        prior_train = prior.genes(train, train.mpp) if prior is not None else None
+        prior_train = prior.genes(train) if prior is not None else None
         n_comp = max(1, min(self.n_components, len(y) - 1, y.shape[1]))
         self.pca_ = LinearPCA.fit(y, n_comp, seed=self.seed)
         z = self.pca_.transform(y).astype(np.float32)
@@ -160,7 +160,7 @@ class HisToSGENeighbours(HisToSGEBase):
         training spots."""
         measured = self.measured_ if context is None else Measured(
             np.asarray(context[0].xy, np.float64), self.pca_.transform(context[1]).astype(np.float32), context[1])
-        prior = self.prior_.genes(query, query.mpp) if self.prior_ is not None else None
+        prior = self.prior_.genes(query) if self.prior_ is not None else None
         prior_z, anchor = self._prior_parts(prior)
         ctx = self.context_.scores(measured, query, prior=prior_z)
         outside = self.context_.outside(measured, query, self.pca_)

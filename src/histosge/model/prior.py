@@ -128,9 +128,10 @@ class Prior:
                 f"(prior trained on: {names})", where=where,
                 fix="use a prior trained only on other sections")
 
-    def genes(self, spots: Spots, mpp: float | None, groups=None) -> np.ndarray:
-        """The prior's prediction (log1p) of this model's genes at ``spots``; NaN where not covered."""
-        pred = self.model.predict_spots(spots, groups=groups, mpp=mpp)
+    def genes(self, spots: Spots, groups=None) -> np.ndarray:
+        """The prior's prediction (log1p) of this model's genes at ``spots`` (read at their
+        ``mpp``); NaN where not covered."""
+        pred = self.model.predict_spots(spots, groups=groups, mpp=spots.mpp)
         out = np.full((len(spots), len(self.index)), np.nan, np.float32)
         out[:, self.covered] = pred[:, self.index[self.covered]]
         return out

@@ -367,12 +367,12 @@ def check_alignment(
 
 
 # -- the finished AnnData -------------------------------------------------------------------------
-def finish_section(adata, *, where: str, counts: str | None = None, **info):
-    """The end of every reader: ``uns['histosge']`` (``info``: ``grid``, ``library_id``, ``source``,
-    ``raw_counts``, ``spot_diameter_um``, ``alignment`` and what the format adds, in that order),
+def finish_section(adata, *, where: str, grid: str, library_id: str, counts: str | None = None, **info):
+    """The end of every reader: ``uns['histosge']`` (``grid``, ``library_id``, ``source`` (``where``)
+    and ``info``: ``raw_counts``, ``spot_diameter_um``, ``alignment`` and what the format adds),
     spots without counts dropped (``counts``: where they were read, default ``where``), the
     section checked against the contract (``check_section``). Returns the section."""
-    adata.uns["histosge"] = dict(info)
+    adata.uns["histosge"] = {"grid": grid, "library_id": library_id, "source": where, **info}
     adata = drop_empty_spots(adata, where=counts or where)
     check_section(adata, where=where)
     return adata

@@ -32,7 +32,8 @@ from .. import keys
 from ..errors import InputError
 from ..geometry import detect_lattice, spot_pitch
 from . import checks
-from .image import ImageSource, is_valid_image_array
+from .image import ImageSource
+from .pixels import is_valid_image_array
 
 # Spot diameter relative to the centre-to-centre pitch when scalefactors do not say:
 # Visium 55 um spots 100 um apart; legacy ST 100 um spots 200 um apart.
@@ -415,6 +416,6 @@ def read_h5ad(
     out = ad.AnnData(X=sp.csr_matrix(X, dtype=np.float32), obs=obs, var=var)
     out.obsm[keys.SPATIAL] = xy
     out.uns[keys.SPATIAL] = {lib: {"images": images, "scalefactors": sf, "metadata": metadata}}
-    return checks.finish_section(out, where=where, grid=grid, library_id=lib, source=where, raw_counts=raw,
+    return checks.finish_section(out, where=where, grid=grid, library_id=lib, raw_counts=raw,
                                  spot_diameter_um=spot_um, spot_diameter_um_source=um_source, alignment=alignment,
                                  **({"x_transform": transform} if transform else {}))

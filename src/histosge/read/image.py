@@ -39,13 +39,10 @@ import numpy as np
 from .. import keys
 from ..errors import InputError, broken_link
 from .checks import InputWarning
-from .formats import SLIDE_SUFFIXES, TIFF_SUFFIXES, VENDOR_SUFFIXES, backend_for
-from .pixels import downsample_file, is_valid_image_array, load_rgb, positive_mpp, resize
-from .tiff import TILE_CACHE_BYTES
+from .formats import backend_for
+from .pixels import positive_mpp, resize
 
-__all__ = ["ANISOTROPY_TOLERANCE", "DOWNSAMPLE_SLACK", "READERS", "SLIDE_SUFFIXES", "TIFF_SUFFIXES",
-           "TILE_CACHE_BYTES", "VENDOR_SUFFIXES", "ImageSource", "downsample_file", "image_for",
-           "is_valid_image_array", "load_rgb", "probe"]
+__all__ = ["ANISOTROPY_TOLERANCE", "DOWNSAMPLE_SLACK", "READERS", "ImageSource", "image_for", "probe"]
 
 #: What ``ImageSource(..., reader=)`` accepts (None: by suffix, ``formats.backend_for``).
 READERS = ("tifffile", "openslide", "pil")

@@ -339,7 +339,7 @@ def read_legacy_st(
             "metadata": {"source_image_path": str(image.resolve())},
         }
     }
-    return checks.finish_section(adata, where=str(counts), grid=grid, library_id=library_id, source=str(counts),
+    return checks.finish_section(adata, where=str(counts), grid=grid, library_id=library_id,
                                  raw_counts=raw, spot_diameter_um=LEGACY_SPOT_UM, alignment=alignment, dropped=dropped)
 
 

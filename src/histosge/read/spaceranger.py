@@ -21,7 +21,8 @@ import scipy.sparse as sp
 from .. import keys
 from ..errors import InputError
 from . import checks
-from .image import ImageSource, load_rgb
+from .image import ImageSource
+from .pixels import load_rgb
 
 COUNTS_FILE = "filtered_feature_bc_matrix.h5"
 POSITION_FILES = ("tissue_positions.csv", "tissue_positions_list.csv")  # Space Ranger >=2.0, 1.x
@@ -421,5 +422,5 @@ def read_spaceranger(
     if truth is not None:
         adata.obs["annotation"] = read_truth(truth, adata.obs_names)
     return checks.finish_section(adata, where=str(folder), counts=str(h5), grid="hex", library_id=library_id,
-                                 source=str(folder), raw_counts=raw, spot_diameter_um=VISIUM_SPOT_UM,
+                                 raw_counts=raw, spot_diameter_um=VISIUM_SPOT_UM,
                                  alignment=alignment, dropped=dropped)
