@@ -6,7 +6,8 @@ one torch thread per core, not ``--quick``, into ``bench/results/benchmark_paper
     python bench/paper_comparison.py full --estimate   # the plan and its time from baseline_epoch_cost.json
     python bench/paper_comparison.py full              # every part of FULL_PLAN (each a histosge bench run)
     python bench/paper_comparison.py full-domains      # STAGATE, STMask on the saved predictions (FULL_DOMAINS)
-                                                       # (--only stagate, --sections dlpfc/151673: a share)
+                                                       # (--only stagate, --sections dlpfc/151673, --protocols R:
+                                                       # a share)
     python bench/paper_comparison.py full-merge        # results.jsonl, report.md, figure5_ari_<section>.png
     python bench/paper_comparison.py full-table        # the README's tables of it
 
@@ -281,7 +282,8 @@ def full(only: str | None, data: str) -> list[Path]:
     return done
 
 
-def full_domains(sections=DLPFC, threads: int | None = None, clusterers=GRAPH_CLUSTERERS) -> list[Path]:
+def full_domains(sections=DLPFC, threads: int | None = None, clusterers=GRAPH_CLUSTERERS,
+                 protocols=("R", "G")) -> list[Path]:
     """STAGATE and STMask domains of every saved first-seed task of ``sections`` in the parts: the
     measured expression and each method's (training spots measured, held-out spots predicted);
     written to ``parts/<part>/domains/<clusterer>_<section>_<protocol>_<method>.json``, skipped
@@ -297,7 +299,8 @@ def full_domains(sections=DLPFC, threads: int | None = None, clusterers=GRAPH_CL
     for part in sorted((FULL / "parts").iterdir()) if (FULL / "parts").exists() else []:
         for entry in PR.index(part) if PR.exists(part) else []:
             s = PR.load(entry["path"])
-            if split_name(s.name) not in {split_name(n) for n in sections} or s.labels is None:
+            if (split_name(s.name) not in {split_name(n) for n in sections} or s.protocol not in protocols
+                    or s.labels is None):
                 continue
             k = D.n_domains(s.labels)
             for clusterer in clusterers:
@@ -459,12 +462,14 @@ def main(argv=None) -> int:
         for path in full(only, os.environ.get("HISTOSGE_DATA", "../shared/data")):
             print("finished", path)
         return 0
-    if argv[:1] == ["full-domains"]:  # [--only stagate|stmask] [--sections dlpfc/151673,...]: a share of it
+    if argv[:1] == ["full-domains"]:  # [--only stagate|stmask] [--sections dlpfc/151673,...] [--protocols R]: a share
         only = argv[argv.index("--only") + 1] if "--only" in argv else None
         chosen = argv[argv.index("--sections") + 1].split(",") if "--sections" in argv else None
+        protocols = tuple(argv[argv.index("--protocols") + 1].split(",")) if "--protocols" in argv else ("R", "G")
         for clusterer, sections in FULL_DOMAINS.items():
             if only in (None, clusterer):
-                full_domains([s for s in sections if chosen is None or s in chosen], clusterers=(clusterer,))
+                full_domains([s for s in sections if chosen is None or s in chosen], clusterers=(clusterer,),
+                             protocols=protocols)
         return 0
     if argv[:1] == ["full-merge"]:
         for path in full_merge():

@@ -103,3 +103,35 @@ def test_full_estimate_is_each_method_at_its_published_epochs_from_the_measured_
     assert lines[3] == (f"full-domains stagate (dlpfc/151673, dlpfc/151676): {2 * n} clusterings, "
                         f"{2 * n * (10 + 500) / 3600:.2f} h")
     assert lines[4] == f"full-domains stmask (dlpfc/151673): {n} clusterings, {n * 100 / 3600:.2f} h"
+
+
+def test_full_domains_clusters_a_shared_task_measured_once_and_only_the_protocols_asked(pc, tmp_path, monkeypatch):
+    import numpy as np
+
+    from histosge.benchmark import domains as D
+    from histosge.benchmark import predictions as PR
+
+    monkeypatch.setattr(pc, "FULL", tmp_path / "full")
+    calls = []
+
+    def fake(clusterer, expression, xy, k, seed=0, **kw):
+        calls.append((clusterer, float(expression.sum())))
+        return np.arange(len(expression)) % k
+
+    monkeypatch.setattr(D, "cluster", fake)
+    rng = np.random.default_rng(0)
+    y = rng.random((12, 3)).astype(np.float32)
+    labels = np.array(["L1", "L2", "L3"] * 4, dtype=object)
+    for part, method in (("a", "histosge"), ("b", "stage")):
+        for protocol in ("R", "G"):
+            PR.save(pc.FULL / "parts" / part, PR.Saved(
+                "dlpfc/151673", protocol, 0, ["g1", "g2", "g3"], y, np.arange(8), np.arange(8, 12),
+                rng.random((12, 2)), labels, {method: np.zeros((4, 3), np.float32)}))
+    written = pc.full_domains(["dlpfc/151673"], threads=1, clusterers=("stagate",), protocols=("R",))
+    names = sorted(p.relative_to(pc.FULL / "parts").as_posix() for p in written)
+    assert names == ["a/domains/stagate_dlpfc_151673_R_histosge.json", "a/domains/stagate_dlpfc_151673_R_measured.json",
+                     "b/domains/stagate_dlpfc_151673_R_stage.json"]
+    assert len(calls) == 3
+    one = json.loads((pc.FULL / "parts" / "b" / "domains" / "stagate_dlpfc_151673_R_stage.json").read_text())
+    assert (one["method"], one["protocol"], one["section"]) == ("stage", "R", "dlpfc/151673")
+    assert pc.full_domains(["dlpfc/151673"], threads=1, clusterers=("stagate",), protocols=("R",)) == []
