@@ -9,6 +9,7 @@ one torch thread per core, not ``--quick``, into ``bench/results/benchmark_paper
                                                        # (--only stagate, --sections dlpfc/151673, --protocols R:
                                                        # a share)
     python bench/paper_comparison.py full-merge        # results.jsonl, report.md, figure5_ari_<section>.png
+    python bench/paper_comparison.py spread stagate dlpfc/151673 R measured 1,2   # the clusterer's own seed spread
     python bench/paper_comparison.py full-table        # the README's tables of it
 
 ``full`` runs the parts one after another and skips a part whose folder already holds a finished
@@ -323,6 +324,47 @@ def full_domains(sections=DLPFC, threads: int | None = None, clusterers=GRAPH_CL
     return written
 
 
+def clusterer_spread(clusterer: str, section: str, protocol: str, method: str, seeds, threads: int | None = None
+                     ) -> list[dict]:
+    """The clusterer's own spread: ``method``'s expression of the saved first-seed task (``full-domains``
+    clusters it with seed 0) clustered again with each of ``seeds``, the split and predictions
+    unchanged; one ``spread/<clusterer>_<section>_<protocol>_<method>_seed<k>.json`` each (skipped
+    when there). Returns every seed's result, seed 0's from ``full-domains`` first when it exists."""
+    import time
+
+    from histosge.benchmark import cores, deterministic
+    from histosge.benchmark import domains as D
+    from histosge.benchmark import predictions as PR
+    from histosge.datasets import split_name
+
+    stem = f"{clusterer}_{'_'.join(split_name(section))}_{protocol}_{method}"
+    found = [json.loads(p.read_text()) for p in sorted(FULL.glob(f"parts/*/domains/{stem}.json"))][:1]
+    for part in sorted((FULL / "parts").iterdir()):
+        entries = [e for e in (PR.index(part) if PR.exists(part) else [])
+                   if split_name(e["name"]) == split_name(section) and e["protocol"] == protocol
+                   and (method == "measured" or method in e["methods"])]
+        if not entries:
+            continue
+        s = PR.load(entries[0]["path"])
+        expression = s.y.copy()
+        if method != "measured":
+            expression[s.test] = s.pred[method]
+        for seed in seeds:
+            out = FULL / "spread" / f"{stem}_seed{seed}.json"
+            if not out.exists():
+                t = time.perf_counter()
+                with deterministic(threads or cores()):
+                    lab = D.cluster(clusterer, expression, s.xy, D.n_domains(s.labels), seed)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(json.dumps({"clusterer": clusterer, "section": s.name, "protocol": protocol,
+                                           "seed": seed, "method": method, "ari": D.ari(s.labels, lab),
+                                           "seconds": time.perf_counter() - t}) + "\n")
+                print("wrote", out, flush=True)
+            found.append(json.loads(out.read_text()))
+        return found
+    raise SystemExit(f"no saved task of {section} {protocol} with {method!r} under {FULL}/parts")
+
+
 def full_merge() -> list[Path]:
     """Every part's records, with the STAGATE and STMask results folded in, into ``FULL``:
     results.jsonl, report.md and figure5_ari_<section>.png (``figures.ari_chart``, one per DLPFC section)."""
@@ -471,6 +513,15 @@ def main(argv=None) -> int:
                 full_domains([s for s in sections if chosen is None or s in chosen], clusterers=(clusterer,),
                              protocols=protocols)
         return 0
+    if argv[:1] == ["spread"] and len(argv) == 6:  # CLUSTERER SECTION PROTOCOL METHOD SEEDS (1,2)
+        import numpy as np
+
+        found = clusterer_spread(argv[1], argv[2], argv[3], argv[4], [int(k) for k in argv[5].split(",")])
+        aris = [r["ari"] for r in found]
+        by_seed = ", ".join(f"{r['seed']}: {r['ari']:.3f}" for r in found)
+        sd = np.std(aris, ddof=1) if len(aris) > 1 else float("nan")
+        print(f"{' '.join(argv[1:5])}: ARI by seed {by_seed}; mean {np.mean(aris):.3f}, sd {sd:.3f}")
+        return 0
     if argv[:1] == ["full-merge"]:
         for path in full_merge():
             print("wrote", path)
@@ -518,7 +569,7 @@ def main(argv=None) -> int:
         return 0
     print("usage: python bench/paper_comparison.py full [--estimate] [--only PART]|full-domains|full-merge|full-table|"
           "merge|table|"
-          "stagate SECTION PROTOCOL SEED METHOD",
+          "stagate SECTION PROTOCOL SEED METHOD|spread CLUSTERER SECTION PROTOCOL METHOD SEEDS",
           file=sys.stderr)
     return 2
 

@@ -135,3 +135,9 @@ def test_full_domains_clusters_a_shared_task_measured_once_and_only_the_protocol
     one = json.loads((pc.FULL / "parts" / "b" / "domains" / "stagate_dlpfc_151673_R_stage.json").read_text())
     assert (one["method"], one["protocol"], one["section"]) == ("stage", "R", "dlpfc/151673")
     assert pc.full_domains(["dlpfc/151673"], threads=1, clusterers=("stagate",), protocols=("R",)) == []
+    found = pc.clusterer_spread("stagate", "dlpfc/151673", "R", "stage", [1, 2], threads=1)
+    assert [r["seed"] for r in found] == [0, 1, 2] and len(calls) == 5
+    assert sorted(p.name for p in (pc.FULL / "spread").iterdir()) == [
+        "stagate_dlpfc_151673_R_stage_seed1.json", "stagate_dlpfc_151673_R_stage_seed2.json"]
+    assert len(pc.clusterer_spread("stagate", "dlpfc/151673", "R", "stage", [1, 2], threads=1)) == 3
+    assert len(calls) == 5  # done: read back, not clustered again
