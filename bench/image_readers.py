@@ -6,7 +6,7 @@ Each reader runs in a child process of its own (imports, memory and caches apart
 same patches: ``--patches`` 224 px squares at level 0, centred on random points of the slide
 (seeded), first in random order and then in reading order (sorted by row, then column: the order
 ``encode.extract`` reads a section's spots in). Reported per reader and slide: the time to open,
-the seconds per patch in each order, the peak resident memory of the child (``ru_maxrss``: at its
+the seconds per patch in each order, the peak resident memory of the child (``VmHWM``: at its
 start, after opening the slide, after the reads; our reference patches are read in the parent, so a
 reader's peak is its own), and the largest pixel difference from ours on the patches that
 lie inside the image (the same decoder should give 0; outside it ours reads white glass, others
@@ -31,7 +31,6 @@ import json
 import multiprocessing as mp
 import os
 import platform
-import resource
 import sys
 import time
 from pathlib import Path
@@ -85,18 +84,25 @@ def _opener(reader: str, path: str):
     raise ValueError(reader)
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory (``VmHWM``: its own, from its start; ``ru_maxrss`` of
+    a spawned child keeps its parent's peak across ``exec``)."""
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")) / 1024
+
+
 def _child(reader: str, path: str, points, inside, reference, queue) -> None:
     """Time and measure ``reader`` alone: the reference patches come from the parent, so this
     process's peak memory holds the reader's imports, caches and reads, nothing of ours."""
     try:
         import numpy as np
 
-        rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        rss_start = _peak_rss_mb()
         ordered = sorted(points, key=lambda p: (p[1], p[0]))
         t0 = time.perf_counter()
         read, close = _opener(reader, path)
         t_open = time.perf_counter() - t0
-        rss_open = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        rss_open = _peak_rss_mb()
         times = {}
         for label, pts in (("random", points), ("reading_order", ordered)):
             t = time.perf_counter()
@@ -109,7 +115,7 @@ def _child(reader: str, path: str, points, inside, reference, queue) -> None:
         queue.put({"open_s": t_open, "s_per_patch_random": times["random"],
                    "s_per_patch_reading_order": times["reading_order"],
                    "peak_rss_mb_at_start": rss_start, "peak_rss_mb_after_open": rss_open,
-                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                   "peak_rss_mb": _peak_rss_mb(),
                    "max_abs_diff_from_histosge": diff})
     except ImportError as err:
         queue.put({"skipped": f"not installed ({err})"})
