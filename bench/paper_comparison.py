@@ -6,8 +6,8 @@ one torch thread per core, not ``--quick``, into ``bench/results/benchmark_paper
     python bench/paper_comparison.py full --estimate   # the plan and its time from baseline_epoch_cost.json
     python bench/paper_comparison.py full              # every part of FULL_PLAN (each a histosge bench run)
     python bench/paper_comparison.py full-domains      # STAGATE, STMask on the saved predictions (FULL_DOMAINS)
-                                                       # (--only stagate, --sections dlpfc/151673, --protocols R:
-                                                       # a share)
+                                                       # (--only stagate, --sections dlpfc/151673, --protocols R,
+                                                       # --methods measured,histosge: a share)
     python bench/paper_comparison.py full-merge        # results.jsonl, report.md, figure5_ari_<section>.png
     python bench/paper_comparison.py spread stagate dlpfc/151673 R measured 1,2   # the clusterer's own seed spread
     python bench/paper_comparison.py full-table        # the README's tables of it
@@ -284,11 +284,12 @@ def full(only: str | None, data: str) -> list[Path]:
 
 
 def full_domains(sections=DLPFC, threads: int | None = None, clusterers=GRAPH_CLUSTERERS,
-                 protocols=("R", "G")) -> list[Path]:
+                 protocols=("R", "G"), methods=None) -> list[Path]:
     """STAGATE and STMask domains of every saved first-seed task of ``sections`` in the parts: the
     measured expression and each method's (training spots measured, held-out spots predicted);
     written to ``parts/<part>/domains/<clusterer>_<section>_<protocol>_<method>.json``, skipped
-    when already there (the measured expression of a task in two parts: once)."""
+    when already there (the measured expression of a task in two parts: once). ``methods``: only
+    these ('measured' among them), in that order."""
     import time
 
     from histosge.benchmark import cores, deterministic
@@ -305,7 +306,7 @@ def full_domains(sections=DLPFC, threads: int | None = None, clusterers=GRAPH_CL
                 continue
             k = D.n_domains(s.labels)
             for clusterer in clusterers:
-                for method in ["measured", *s.pred]:
+                for method in [m for m in (methods or ["measured", *s.pred]) if m == "measured" or m in s.pred]:
                     out = part / "domains" / f"{clusterer}_{s.name.replace('/', '_')}_{s.protocol}_{method}.json"
                     if out.exists() or (method == "measured" and any(FULL.glob(f"parts/*/domains/{out.name}"))):
                         continue  # the measured expression of a task two parts share: clustered once
@@ -508,10 +509,11 @@ def main(argv=None) -> int:
         only = argv[argv.index("--only") + 1] if "--only" in argv else None
         chosen = argv[argv.index("--sections") + 1].split(",") if "--sections" in argv else None
         protocols = tuple(argv[argv.index("--protocols") + 1].split(",")) if "--protocols" in argv else ("R", "G")
+        methods = argv[argv.index("--methods") + 1].split(",") if "--methods" in argv else None
         for clusterer, sections in FULL_DOMAINS.items():
             if only in (None, clusterer):
                 full_domains([s for s in sections if chosen is None or s in chosen], clusterers=(clusterer,),
-                             protocols=protocols)
+                             protocols=protocols, methods=methods)
         return 0
     if argv[:1] == ["spread"] and len(argv) == 6:  # CLUSTERER SECTION PROTOCOL METHOD SEEDS (1,2)
         import numpy as np

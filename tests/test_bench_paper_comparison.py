@@ -141,3 +141,7 @@ def test_full_domains_clusters_a_shared_task_measured_once_and_only_the_protocol
         "stagate_dlpfc_151673_R_stage_seed1.json", "stagate_dlpfc_151673_R_stage_seed2.json"]
     assert len(pc.clusterer_spread("stagate", "dlpfc/151673", "R", "stage", [1, 2], threads=1)) == 3
     assert len(calls) == 5  # done: read back, not clustered again
+    only = pc.full_domains(["dlpfc/151673"], threads=1, clusterers=("stmask",), protocols=("G",),
+                           methods=["stage", "histosge", "measured"])
+    assert [p.name for p in only] == ["stmask_dlpfc_151673_G_histosge.json", "stmask_dlpfc_151673_G_measured.json",
+                                      "stmask_dlpfc_151673_G_stage.json"]
