@@ -290,10 +290,6 @@ def full_domains(sections=DLPFC, threads: int | None = None, clusterers=GRAPH_CL
     written to ``parts/<part>/domains/<clusterer>_<section>_<protocol>_<method>.json``, skipped
     when already there (the measured expression of a task in two parts: once). ``methods``: only
     these ('measured' among them), in that order."""
-    import time
-
-    from histosge.benchmark import cores, deterministic
-    from histosge.benchmark import domains as D
     from histosge.benchmark import predictions as PR
     from histosge.datasets import split_name
 
@@ -304,25 +300,35 @@ def full_domains(sections=DLPFC, threads: int | None = None, clusterers=GRAPH_CL
             if (split_name(s.name) not in {split_name(n) for n in sections} or s.protocol not in protocols
                     or s.labels is None):
                 continue
-            k = D.n_domains(s.labels)
             for clusterer in clusterers:
                 for method in [m for m in (methods or ["measured", *s.pred]) if m == "measured" or m in s.pred]:
                     out = part / "domains" / f"{clusterer}_{s.name.replace('/', '_')}_{s.protocol}_{method}.json"
                     if out.exists() or (method == "measured" and any(FULL.glob(f"parts/*/domains/{out.name}"))):
                         continue  # the measured expression of a task two parts share: clustered once
-                    expression = s.y.copy()
-                    if method != "measured":
-                        expression[s.test] = s.pred[method]
-                    t = time.perf_counter()
-                    with deterministic(threads or cores()):
-                        lab = D.cluster(clusterer, expression, s.xy, k, s.seed)
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    out.write_text(json.dumps({"clusterer": clusterer, "section": s.name, "protocol": s.protocol,
-                                               "seed": s.seed, "method": method, "ari": D.ari(s.labels, lab),
-                                               "seconds": time.perf_counter() - t, "labels": lab.tolist()}) + "\n")
+                    _cluster_into(out, clusterer, s, method, s.seed, threads, labels=True)
                     written.append(out)
-                    print("wrote", out, flush=True)
     return written
+
+
+def _cluster_into(out: Path, clusterer: str, s, method: str, seed: int, threads: int | None, labels: bool) -> None:
+    """Cluster ``method``'s expression of saved task ``s`` (training spots measured, held-out spots
+    predicted; 'measured': all measured) with ``seed``; its ARI, time (and labels) into ``out``."""
+    import time
+
+    from histosge.benchmark import cores, deterministic
+    from histosge.benchmark import domains as D
+
+    expression = s.y.copy()
+    if method != "measured":
+        expression[s.test] = s.pred[method]
+    t = time.perf_counter()
+    with deterministic(threads or cores()):
+        lab = D.cluster(clusterer, expression, s.xy, D.n_domains(s.labels), seed)
+    rec = {"clusterer": clusterer, "section": s.name, "protocol": s.protocol, "seed": seed, "method": method,
+           "ari": D.ari(s.labels, lab), "seconds": time.perf_counter() - t}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({**rec, "labels": lab.tolist()} if labels else rec) + "\n")
+    print("wrote", out, flush=True)
 
 
 def clusterer_spread(clusterer: str, section: str, protocol: str, method: str, seeds, threads: int | None = None
@@ -331,10 +337,7 @@ def clusterer_spread(clusterer: str, section: str, protocol: str, method: str, s
     clusters it with seed 0) clustered again with each of ``seeds``, the split and predictions
     unchanged; one ``spread/<clusterer>_<section>_<protocol>_<method>_seed<k>.json`` each (skipped
     when there). Returns every seed's result, seed 0's from ``full-domains`` first when it exists."""
-    import time
 
-    from histosge.benchmark import cores, deterministic
-    from histosge.benchmark import domains as D
     from histosge.benchmark import predictions as PR
     from histosge.datasets import split_name
 
@@ -347,20 +350,10 @@ def clusterer_spread(clusterer: str, section: str, protocol: str, method: str, s
         if not entries:
             continue
         s = PR.load(entries[0]["path"])
-        expression = s.y.copy()
-        if method != "measured":
-            expression[s.test] = s.pred[method]
         for seed in seeds:
             out = FULL / "spread" / f"{stem}_seed{seed}.json"
             if not out.exists():
-                t = time.perf_counter()
-                with deterministic(threads or cores()):
-                    lab = D.cluster(clusterer, expression, s.xy, D.n_domains(s.labels), seed)
-                out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_text(json.dumps({"clusterer": clusterer, "section": s.name, "protocol": protocol,
-                                           "seed": seed, "method": method, "ari": D.ari(s.labels, lab),
-                                           "seconds": time.perf_counter() - t}) + "\n")
-                print("wrote", out, flush=True)
+                _cluster_into(out, clusterer, s, method, seed, threads, labels=False)
             found.append(json.loads(out.read_text()))
         return found
     raise SystemExit(f"no saved task of {section} {protocol} with {method!r} under {FULL}/parts")
